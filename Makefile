@@ -1,0 +1,34 @@
+# Two entry points for a fresh clone: `make demo` and `make test`.
+# torch is pinned here (CPU wheel on this machine kind); the package itself asks only torch>=2.1.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+TORCH  ?= torch==2.13.0
+OUT    ?= demo-out
+
+.PHONY: install demo test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[lite,dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/cnnscope demo --out $(OUT)
+
+lint: install
+	$(PY) -m ruff check cnnscope tests benchmarks
+
+test: lint
+	$(PY) -m pytest
+
+bench: install
+	$(PY) benchmarks/imagenet_top1.py
+	$(PY) benchmarks/truncated_forward.py
+
+clean:
+	rm -rf $(VENV) $(OUT) *.egg-info

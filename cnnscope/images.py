@@ -1,0 +1,195 @@
+"""Images in and out: load any Pillow-readable file or a bundled sample, save PNGs atomically.
+
+Images inside cnnscope are float32 tensors of shape [3, H, W] with values in [0, 1].
+Model-specific resizing and normalisation live in `cnnscope.models.Preprocess`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import CnnscopeError
+
+# Bundled samples (scikit-image ships them; no download needed). name -> skimage.data function.
+SAMPLES = {
+    "chelsea": "chelsea",
+    "coffee": "coffee",
+    "astronaut": "astronaut",
+    "rocket": "rocket",
+    "brick": "brick",
+    "grass": "grass",
+    "gravel": "gravel",
+    "retina": "retina",
+    "ihc": "immunohistochemistry",
+    "camera": "camera",
+    "coins": "coins",
+    "moon": "moon",
+    "hubble": "hubble_deep_field",
+    "colorwheel": "colorwheel",
+    "logo": "logo",
+}
+
+MIN_SIDE = 8  # px; anything smaller carries no usable content for a CNN
+MAX_PIXELS = 64_000_000  # 64 megapixels; larger inputs are almost surely a mistake (or a decompression bomb)
+
+
+def sample_names() -> list[str]:
+    return sorted(SAMPLES)
+
+
+def load_image(source: str | os.PathLike) -> torch.Tensor:
+    """Load `source` (a path or ``sample:NAME``) as a float32 [3, H, W] tensor in [0, 1].
+
+    Handles grayscale, palette, alpha (composited on white), 16-bit and EXIF orientation.
+    Raises CnnscopeError with a one-line reason for anything that is not a usable image.
+    """
+    text = str(source)
+    if text.startswith("sample:"):
+        return _load_sample(text[len("sample:"):])
+    path = Path(text)
+    if not path.exists():
+        raise CnnscopeError(f"{text}: no such file")
+    if path.is_dir():
+        raise CnnscopeError(f"{text}: is a directory, not an image file")
+    if path.stat().st_size == 0:
+        raise CnnscopeError(f"{text}: file is empty (0 bytes)")
+    with warnings.catch_warnings():
+        # Pillow's own bomb check would otherwise only warn between 89 and 179 MP.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(path)
+        except UnidentifiedImageError:
+            raise CnnscopeError(f"{text}: not an image file Pillow can read") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise CnnscopeError(f"{text}: image is too large (over {MAX_PIXELS // 1_000_000} MP)") from None
+        except OSError as err:
+            raise CnnscopeError(f"{text}: cannot open image ({err})") from None
+        _check_size(text, *img.size)
+        try:
+            img.load()
+        except (OSError, SyntaxError, ValueError) as err:
+            raise CnnscopeError(f"{text}: truncated or corrupt image ({err})") from None
+    img = ImageOps.exif_transpose(img)
+    return pil_to_tensor(img)
+
+
+def _check_size(name: str, width: int, height: int) -> None:
+    if width == 0 or height == 0:
+        raise CnnscopeError(f"{name}: image has zero size ({width}x{height} px)")
+    if width * height > MAX_PIXELS:
+        raise CnnscopeError(
+            f"{name}: image is {width}x{height} px ({width * height / 1e6:.0f} MP), "
+            f"over the {MAX_PIXELS // 1_000_000} MP limit"
+        )
+    if min(width, height) < MIN_SIDE:
+        raise CnnscopeError(f"{name}: image is {width}x{height} px; each side must be at least {MIN_SIDE} px")
+
+
+def _load_sample(name: str) -> torch.Tensor:
+    if name not in SAMPLES:
+        import difflib
+
+        close = difflib.get_close_matches(name, SAMPLES, n=3, cutoff=0.4)
+        hint = f"; did you mean {', '.join('sample:' + c for c in close)}?" if close else ""
+        raise CnnscopeError(f"unknown sample 'sample:{name}'{hint} (available: {', '.join(sample_names())})")
+    import skimage.data
+
+    array = getattr(skimage.data, SAMPLES[name])()
+    return array_to_tensor(array)
+
+
+def array_to_tensor(array: np.ndarray) -> torch.Tensor:
+    """HxW, HxWx3 or HxWx4 array (uint8, uint16, bool or float in [0,1]) -> [3,H,W] float tensor."""
+    a = np.asarray(array)
+    if a.dtype == bool:
+        a = a.astype(np.float32)
+    elif a.dtype == np.uint8:
+        a = a.astype(np.float32) / 255.0
+    elif a.dtype == np.uint16:
+        a = a.astype(np.float32) / 65535.0
+    else:
+        a = a.astype(np.float32)
+    if a.ndim == 2:
+        a = np.repeat(a[:, :, None], 3, axis=2)
+    if a.shape[2] == 4:  # composite on white, as a viewer would show it
+        alpha = a[:, :, 3:4]
+        a = a[:, :, :3] * alpha + (1.0 - alpha)
+    return torch.from_numpy(np.ascontiguousarray(a[:, :, :3].transpose(2, 0, 1))).clamp_(0, 1)
+
+
+def pil_to_tensor(img: Image.Image) -> torch.Tensor:
+    """Any Pillow mode -> [3,H,W] float tensor in [0,1]."""
+    mode = img.mode
+    if mode.startswith("I;16") or mode == "I":
+        a = np.asarray(img, dtype=np.float64)
+        scale = 65535.0 if (mode.startswith("I;16") or a.max() > 255) else 255.0
+        return array_to_tensor(np.clip(a / scale, 0, 1))
+    if mode == "F":
+        a = np.asarray(img, dtype=np.float64)
+        hi = a.max()
+        return array_to_tensor(np.clip(a / (hi if hi > 1 else 1.0), 0, 1))
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+    img = img.convert("RGBA" if has_alpha else "RGB")
+    return array_to_tensor(np.asarray(img))
+
+
+def tensor_to_uint8(image: torch.Tensor) -> np.ndarray:
+    """[3,H,W] (or [1,3,H,W]) float in [0,1] -> HxWx3 uint8 (values outside [0,1] are clipped)."""
+    t = image.detach().cpu().float()
+    if t.dim() == 4:
+        if t.shape[0] != 1:
+            raise ValueError("tensor_to_uint8 takes one image, got a batch of %d" % t.shape[0])
+        t = t[0]
+    return (t.clamp(0, 1).permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success rename it over `path`, on failure delete it.
+
+    Readers never see a half-written file, and an interrupted run leaves nothing behind.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + target.name + ".", suffix=".part", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; finished files get normal permissions
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def save_image(image: torch.Tensor | np.ndarray, path: str | os.PathLike) -> Path:
+    """Save a [3,H,W] float tensor in [0,1] (or an HxWx3 uint8 array) as PNG, atomically."""
+    array = image if isinstance(image, np.ndarray) else tensor_to_uint8(image)
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
+    return Path(path)
+
+
+def write_text(text: str, path: str | os.PathLike) -> Path:
+    """Write a text file atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json(data, path: str | os.PathLike) -> Path:
+    import json
+
+    return write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", path)

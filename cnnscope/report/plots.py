@@ -1,0 +1,33 @@
+"""Matplotlib figures, saved atomically."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from ..images import atomic_path  # noqa: E402
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+
+
+def bar_chart(labels: Sequence[str], values: Sequence[float], title: str, path: str | os.PathLike) -> None:
+    """Horizontal bars, first label on top (for top-k predictions)."""
+    fig, ax = plt.subplots(figsize=(4.2, 0.45 * len(labels) + 0.8))
+    y = range(len(labels))[::-1]
+    ax.barh(list(y), list(values), color="#3b75af")
+    ax.set_yticks(list(y), labels)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("probability")
+    ax.set_title(title, fontsize=10)
+    for yi, v in zip(y, values):
+        ax.text(min(v + 0.02, 0.85), yi, f"{v:.2f}", va="center", fontsize=8)
+    save_figure(fig, path)
