@@ -87,7 +87,7 @@ def run_demo(out: str | Path = "demo-out", model_name: str | None = None,
     ctx = DemoContext(out, model, loaded, {**model.settings(), "images": sources})
     start = time.perf_counter()
     sections = []
-    for name, fn in tqdm(SECTIONS, desc="demo", unit="section"):
+    for _name, fn in tqdm(SECTIONS, desc="demo", unit="section"):
         sections.append(fn(ctx))
     ctx.settings["seconds"] = round(time.perf_counter() - start, 2)
     write_json(ctx.settings, out / "demo.json")

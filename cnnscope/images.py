@@ -70,16 +70,19 @@ def load_image(source: str | os.PathLike) -> torch.Tensor:
         except UnidentifiedImageError:
             raise CnnscopeError(f"{text}: not an image file Pillow can read") from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise CnnscopeError(f"{text}: image is too large (over {MAX_PIXELS // 1_000_000} MP)") from None
+            raise CnnscopeError(
+                f"{text}: image is too large (over the {MAX_PIXELS // 1_000_000} MP limit; "
+                "Pillow refuses it as a possible decompression bomb)"
+            ) from None
         except OSError as err:
-            raise CnnscopeError(f"{text}: cannot open image ({err})") from None
-        _check_size(text, *img.size)
-        try:
-            img.load()
-        except (OSError, SyntaxError, ValueError) as err:
             raise CnnscopeError(f"{text}: truncated or corrupt image ({err})") from None
-    img = ImageOps.exif_transpose(img)
-    return pil_to_tensor(img)
+        with img:
+            _check_size(text, *img.size)
+            try:
+                img.load()
+            except (OSError, SyntaxError, ValueError) as err:
+                raise CnnscopeError(f"{text}: truncated or corrupt image ({err})") from None
+            return pil_to_tensor(ImageOps.exif_transpose(img))
 
 
 def _check_size(name: str, width: int, height: int) -> None:
@@ -147,7 +150,7 @@ def tensor_to_uint8(image: torch.Tensor) -> np.ndarray:
     t = image.detach().cpu().float()
     if t.dim() == 4:
         if t.shape[0] != 1:
-            raise ValueError("tensor_to_uint8 takes one image, got a batch of %d" % t.shape[0])
+            raise ValueError(f"tensor_to_uint8 takes one image, got a batch of {t.shape[0]}")
         t = t[0]
     return (t.clamp(0, 1).permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
 

@@ -266,6 +266,8 @@ class _CallTracker:
     def hooks(self, on_output) -> list:
         handles = []
         for module in self.paths:
+            if isinstance(module, torch.jit.ScriptModule):  # compiled code: hooks cannot be attached
+                continue
             handles.append(module.register_forward_pre_hook(lambda m, a: self.stack.append(m)))
 
             def post(m, a, out, _cb=on_output):
@@ -422,6 +424,8 @@ class Capture:
                 path = canonical.split("#")[0]
                 modules[self.net if path == OUTPUT else self.net.get_submodule(path)] = True
             for module in modules:
+                if isinstance(module, torch.jit.ScriptModule):
+                    continue  # only the TorchScript root ('output') can be targeted; read from the return value
                 self.handles.append(module.register_forward_hook(self._module_hook))
 
     def _module_hook(self, module, args, out):

