@@ -91,6 +91,6 @@ def run_demo(out: str | Path = "demo-out", model_name: str | None = None,
         sections.append(fn(ctx))
     ctx.settings["seconds"] = round(time.perf_counter() - start, 2)
     write_json(ctx.settings, out / "demo.json")
-    intro = (f"<p>Model <b>{model.name}</b> (weights: {html.escape(model.weights)}). "
+    intro = (f"<p>Model <b>{model.name}</b> (weights: {html.escape(Path(model.weights).name)}). "
              f'Settings and numbers: <a href="demo.json">demo.json</a>.</p>')
     return write_text(html.page("cnnscope demo", sections, intro), out / "index.html")
