@@ -51,6 +51,9 @@ class AlexNet(nn.Module):
         aliases["logits"] = "classifier.6"
         return aliases
 
+    def depth_layers(self) -> list[str]:
+        return ["relu1", "relu2", "relu3", "relu4", "relu5", "pool5", "relu6", "relu7", "fc8"]
+
 
 VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 
@@ -99,6 +102,9 @@ class VGG16(nn.Module):
         aliases.update({n: f"classifier.{i}" for i, n in enumerate(head)})
         aliases["logits"] = "classifier.6"
         return aliases
+
+    def depth_layers(self) -> list[str]:
+        return ["relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3", "pool5", "relu6", "relu7", "fc8"]
 
 
 # torchvision's published checkpoint file names (found in the torch hub cache if the user has them)

@@ -133,6 +133,10 @@ class EfficientNetLite(nn.Module):
         aliases.update(head="_head_act", pool="_avg_pooling", logits="_fc")
         return aliases
 
+    def depth_layers(self) -> list[str]:
+        """A row of layers from the stem to the logits (for figures across depth)."""
+        return ["stem"] + [f"stage{i + 1}" for i in range(len(self.stage_ends))] + ["logits"]
+
 
 def build(name: str) -> EfficientNetLite:
     width, depth, _ = VARIANTS[name]

@@ -1,0 +1,242 @@
+"""Objective terms for the pre-image optimiser, composable like numbers.
+
+An `Objective` is a weighted sum of `Term`s. Terms add, subtract and scale:
+
+    obj = 2.0 * Representation("stage3", phi0) + TV(beta=2) + AlphaNorm(alpha=6)
+
+Every term maps a `Context` (the image being optimised and the activations the forward produced) to one
+value per image of the batch, so a batch of independent problems (restarts, one channel per image) is one
+optimisation. Image values are in *centred 0-255 units*: x = 255 * (pixel - mean), as in Mahendran &
+Vedaldi (IJCV'16); their normalisations make every term O(1) on a natural image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+# Mahendran & Vedaldi IJCV'16 defaults (0-255 units).
+B = 80.0  # typical pixel norm of a natural image (mean-subtracted)
+B_PLUS = 160.0  # hard bound on each pixel's norm
+ALPHA = 6.0
+BETA = 2.0
+V = B / 6.5  # typical variation between neighbouring pixels
+
+
+@dataclass
+class Context:
+    x: torch.Tensor  # [N,3,H,W] image in centred 0-255 units (not jittered)
+    features: dict[str, torch.Tensor]  # layer -> activation of the (jittered) image
+
+
+class Objective:
+    """A weighted sum of terms. Calling it gives the total per image; `breakdown` gives each term."""
+
+    def __init__(self, parts: Sequence[tuple[float, Term]]):
+        self.parts = list(parts)
+
+    # -- algebra
+    def __add__(self, other) -> Objective:
+        if isinstance(other, (int, float)) and other == 0:
+            return self
+        return Objective(self.parts + _as_objective(other).parts)
+
+    __radd__ = __add__
+
+    def __mul__(self, k: float) -> Objective:
+        return Objective([(w * float(k), t) for w, t in self.parts])
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, k: float) -> Objective:
+        return self * (1.0 / k)
+
+    def __neg__(self) -> Objective:
+        return self * -1.0
+
+    def __sub__(self, other) -> Objective:
+        return self + (-_as_objective(other))
+
+    # -- evaluation
+    @property
+    def layers(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for _, t in self.parts:
+            for name in t.layers:
+                seen[name] = None
+        return list(seen)
+
+    def breakdown(self, ctx: Context) -> dict[str, torch.Tensor]:
+        """Weighted value of each term, per image ({label: [N]})."""
+        out: dict[str, torch.Tensor] = {}
+        for w, t in self.parts:
+            label = t.label
+            i = 2
+            while label in out:
+                label, i = f"{t.label}#{i}", i + 1
+            out[label] = w * t.value(ctx)
+        return out
+
+    def __call__(self, ctx: Context) -> torch.Tensor:
+        values = [w * t.value(ctx) for w, t in self.parts]
+        return torch.stack(values).sum(0)
+
+    def __repr__(self) -> str:
+        return " + ".join(f"{w:g}*{t!r}" for w, t in self.parts)
+
+
+def _as_objective(obj) -> Objective:
+    if isinstance(obj, Objective):
+        return obj
+    raise TypeError(f"cannot combine an Objective with {type(obj).__name__}")
+
+
+class Term(Objective):
+    """One term; subclasses implement `value(ctx) -> [N]`."""
+
+    label = "term"
+    layers: tuple[str, ...] = ()
+
+    def __init__(self):
+        super().__init__([(1.0, self)])
+
+    def value(self, ctx: Context) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return self.label
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(t.shape[0], -1)
+
+
+def _window(t: torch.Tensor, window: tuple[int, int, int, int] | None) -> torch.Tensor:
+    if window is None:
+        return t
+    if t.dim() != 4:
+        raise ValueError("a spatial window needs a convolutional layer (N,C,H,W)")
+    y0, y1, x0, x1 = window
+    return t[:, :, y0:y1, x0:x1]
+
+
+# --------------------------------------------------------------------------------------------- data terms
+class Representation(Term):
+    """||Phi_L(x) - Phi0||^2 / ||Phi0||^2 (Mahendran & Vedaldi's normalised reconstruction loss).
+
+    target: [1 or N, ...] activation to reproduce; window: (y0, y1, x0, x1) in feature-map cells.
+    """
+
+    def __init__(self, layer: str, target: torch.Tensor, window: tuple[int, int, int, int] | None = None):
+        super().__init__()
+        self.layer, self.layers, self.window = layer, (layer,), window
+        self.label = f"representation[{layer}]"
+        self.target = _flat(_window(target.detach(), window))
+        self.norm = (self.target ** 2).sum(1).clamp_min(1e-12)
+
+    def value(self, ctx: Context) -> torch.Tensor:
+        phi = _flat(_window(ctx.features[self.layer], self.window))
+        return ((phi - self.target) ** 2).sum(1) / self.norm
+
+
+class InnerProduct(Term):
+    """-<w, Phi_L(x)> / scale, with one direction w per image (or one shared by all).
+
+    direction: [1 or N, *feature shape]. The presets below build the usual directions.
+    """
+
+    def __init__(self, layer: str, direction: torch.Tensor, scale: float | torch.Tensor = 1.0,
+                 label: str | None = None):
+        super().__init__()
+        self.layer, self.layers = layer, (layer,)
+        self.direction = _flat(direction.detach())
+        self.scale = scale
+        self.label = label or f"inner[{layer}]"
+
+    def value(self, ctx: Context) -> torch.Tensor:
+        return -(_flat(ctx.features[self.layer]) * self.direction).sum(1) / self.scale
+
+
+def unit_direction(shape: Sequence[int], channels: Sequence[int], where: str = "neuron",
+                   y: int | None = None, x: int | None = None) -> torch.Tensor:
+    """One direction per channel index: a single neuron (channel at (y, x), default the centre) or the
+    spatial mean of a whole channel. shape is the activation shape without batch: (C,H,W) or (C,)."""
+    n = len(channels)
+    w = torch.zeros(n, *shape)
+    for i, k in enumerate(channels):
+        if len(shape) == 1:
+            w[i, k] = 1.0
+        elif where == "channel":
+            w[i, k] = 1.0 / (shape[1] * shape[2])
+        else:
+            w[i, k, shape[1] // 2 if y is None else y, shape[2] // 2 if x is None else x] = 1.0
+    return w
+
+
+class Caricature(Term):
+    """-<Phi0, Phi(x)> / ||Phi0||^2: emphasise what the layer sees in x0 (cosine-weighted if power > 0:
+    multiplied by max(cos(Phi0, Phi), eps)^power, which rewards the pattern, not just the magnitude)."""
+
+    def __init__(self, layer: str, target: torch.Tensor, cosine_power: float = 0.0):
+        super().__init__()
+        self.layer, self.layers, self.power = layer, (layer,), cosine_power
+        self.target = _flat(target.detach())
+        self.norm = (self.target ** 2).sum(1).clamp_min(1e-12)
+        self.label = f"caricature[{layer}]" if cosine_power == 0 else f"caricature_cos{cosine_power:g}[{layer}]"
+
+    def value(self, ctx: Context) -> torch.Tensor:
+        phi = _flat(ctx.features[self.layer])
+        dot = (phi * self.target).sum(1)
+        out = -dot / self.norm
+        if self.power:
+            cos = dot / (phi.norm(dim=1) * self.norm.sqrt()).clamp_min(1e-12)
+            out = out * cos.clamp_min(1e-3) ** self.power
+        return out
+
+
+# ------------------------------------------------------------------------------------------- regularisers
+class TV(Term):
+    """R_TV^beta: mean over pixels of ((d_h x)^2 + (d_w x)^2 summed over channels / V^2)^(beta/2).
+
+    Forward differences, zero past the last row/column. beta=2 is smooth; beta=1 allows sharper edges.
+    """
+
+    def __init__(self, beta: float = BETA, v: float = V):
+        super().__init__()
+        self.beta, self.v = beta, v
+        self.label = f"tv{beta:g}"
+
+    def value(self, ctx: Context) -> torch.Tensor:
+        x = ctx.x
+        n, _, h, w = x.shape
+        dh = x[:, :, 1:, :] - x[:, :, :-1, :]
+        dw = x[:, :, :, 1:] - x[:, :, :, :-1]
+        if self.beta == 2:  # per-pixel terms need no alignment: sum all squared differences
+            total = (dh * dh).flatten(1).sum(1) + (dw * dw).flatten(1).sum(1)
+            return total / (self.v * self.v * h * w)
+        sq = F.pad((dh * dh).sum(1), (0, 0, 0, 1)) + F.pad((dw * dw).sum(1), (0, 1))
+        # the small epsilon keeps the gradient finite where the image is flat (beta < 2)
+        per_pixel = (sq / (self.v * self.v) + 1e-8) ** (self.beta / 2)
+        return per_pixel.flatten(1).mean(1)
+
+
+class AlphaNorm(Term):
+    """R_alpha: mean over pixels of (||x(u)|| / B)^alpha, ||.|| over colour channels; keeps values in range."""
+
+    def __init__(self, alpha: float = ALPHA, b: float = B):
+        super().__init__()
+        self.alpha, self.b = alpha, b
+        self.label = f"alpha{alpha:g}"
+
+    def value(self, ctx: Context) -> torch.Tensor:
+        sq = (ctx.x * ctx.x).sum(1) / (self.b * self.b)
+        return (sq ** (self.alpha / 2)).flatten(1).mean(1)
+
+
+def natural_prior(beta: float = BETA, alpha: float = ALPHA, tv_weight: float = 1.0,
+                  alpha_weight: float = 1.0) -> Objective:
+    """lambda_beta R_TV^beta + lambda_alpha R_alpha with M&V's normalisation (the lambdas are in V and B)."""
+    return tv_weight * TV(beta) + alpha_weight * AlphaNorm(alpha)

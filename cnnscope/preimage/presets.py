@@ -1,0 +1,242 @@
+"""Inversion, activation maximisation and caricatures: the same solver with different objective terms."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+
+import torch
+
+from ..errors import CnnscopeError
+from ..images import load_image
+from ..layers import capture, get_layer
+from ..models import Model, Preprocess
+from .objectives import (
+    ALPHA,
+    BETA,
+    TV,
+    AlphaNorm,
+    B,
+    Caricature,
+    InnerProduct,
+    Objective,
+    Representation,
+    V,
+    unit_direction,
+)
+from .solver import ImageSpace, PreimageResult, SolverConfig, solve
+
+# Natural images used to put activation maximisation on the scale of real activations.
+REFERENCE_IMAGES = ("sample:chelsea", "sample:coffee", "sample:astronaut", "sample:rocket")
+
+
+@dataclass
+class Prior:
+    """lambda_beta R_TV^beta + lambda_alpha R_alpha (M&V IJCV'16 normalisation; weights multiply them)."""
+
+    beta: float = BETA
+    alpha: float = ALPHA
+    tv_weight: float = 1.0
+    alpha_weight: float = 1.0
+
+    @staticmethod
+    def none() -> Prior:
+        return Prior(tv_weight=0.0, alpha_weight=0.0)
+
+    def objective(self, scale: float = 1.0) -> Objective | int:
+        """scale = model input size / optimised size: a smaller image has proportionally larger pixel
+        differences for the same content, so the typical variation V grows with it."""
+        out: Objective | int = 0
+        if self.tv_weight:
+            out = out + self.tv_weight * TV(self.beta, v=V * scale)
+        if self.alpha_weight:
+            out = out + self.alpha_weight * AlphaNorm(self.alpha)
+        return out
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def sized_preprocess(model: Model, size: int | None) -> Preprocess:
+    """The model's preprocessing at another input size (resize scaled in proportion)."""
+    pp = model.preprocess
+    if size is None or size == pp.input_size:
+        return pp
+    resize = None if pp.resize is None else max(size, round(pp.resize * size / pp.input_size))
+    return replace(pp, input_size=size, resize=resize)
+
+
+def auto_jitter(model: Model, layers: Sequence[str], size: int) -> int:
+    """Jitter of about 1/8 of the coarsest stride (none for fine layers): keeps deep pre-images natural
+    without blurring the exact spatial match that early layers can achieve."""
+    strides = []
+    for name in layers:
+        info = get_layer(model, name)
+        strides.append(32 if info.stride is None else info.stride[0])
+    return int(round(max(strides) / 8)) if strides and max(strides) >= 16 else 0
+
+
+def noise(n: int, size: int, seed: int, scale: float = 0.1 * B) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, size, size, generator=gen) * scale
+
+
+def _target_batch(model: Model, image: torch.Tensor, size: int) -> torch.Tensor:
+    return sized_preprocess(model, size)(image)
+
+
+def _config(config: SolverConfig | None, **defaults) -> SolverConfig:
+    cfg = config or SolverConfig()
+    # Fields the caller left at the class default take the task's default.
+    base = SolverConfig()
+    return replace(cfg, **{k: v for k, v in defaults.items() if getattr(cfg, k) == getattr(base, k)})
+
+
+# --------------------------------------------------------------------------------------------- inversion
+INVERT_DATA_WEIGHT = 20.0
+
+
+def invert(model: Model, image: torch.Tensor | str, layers: Sequence[str] | str, *, size: int | None = None,
+           prior: Prior | None = None, data_weight: float = INVERT_DATA_WEIGHT, restarts: int = 1,
+           window: tuple[int, int, int, int] | None = None, config: SolverConfig | None = None) -> PreimageResult:
+    """Reconstruct `image` from its representation at `layers` (one or several), starting from noise.
+    `restarts` > 1 solves that many independent problems (different noise) in one batch."""
+    layers = [layers] if isinstance(layers, str) else list(layers)
+    img = load_image(image) if isinstance(image, str) else image
+    size = size or model.input_size
+    target_in = _target_batch(model, img, size)
+    with torch.no_grad():
+        phi0 = capture(model, target_in, layers)
+    objective = sum((data_weight * Representation(layer, phi0[layer], window) for layer in layers), 0)
+    objective = objective + (prior or Prior()).objective(model.input_size / size)
+    cfg = _config(config, jitter=auto_jitter(model, layers, size))
+    return solve(model, objective, noise(restarts, size, cfg.seed), cfg)
+
+
+def reconstruction_error(result: PreimageResult, data_weight: float = INVERT_DATA_WEIGHT) -> list[float]:
+    """||Phi(x*) - Phi0||^2 / ||Phi0||^2 per image (summed over layers when several were inverted)."""
+    rep = [v for k, v in result.terms.items() if k.startswith("representation[")]
+    return [sum(vals) / data_weight for vals in zip(*rep)]
+
+
+def ambiguity(result: PreimageResult, original: torch.Tensor | None = None) -> dict:
+    """How different are pre-images of the same code? Mutual RMS pixel distance (in [0,1] units)."""
+    imgs = result.images.flatten(1)
+    pairs = [float((imgs[i] - imgs[j]).pow(2).mean().sqrt())
+             for i, j in itertools.combinations(range(len(imgs)), 2)]
+    out = {"mutual_rms_distance": pairs,
+           "mean_mutual_rms_distance": sum(pairs) / len(pairs) if pairs else 0.0}
+    if original is not None:
+        ref = original.flatten(1)
+        dists = [float((im - ref[0]).pow(2).mean().sqrt()) for im in imgs]
+        out["rms_distance_to_original"] = dists
+    return out
+
+
+# ------------------------------------------------------------------------------- activation maximisation
+MAXIMIZE_DATA_WEIGHT = 20.0
+
+
+@dataclass
+class Target:
+    """What to maximise at a layer: a neuron (channel at y, x; default centre), a whole channel (spatial
+    mean), a class logit, or an arbitrary direction."""
+
+    kind: str  # "neuron", "channel", "class", "direction"
+    channel: int | None = None
+    y: int | None = None
+    x: int | None = None
+    direction: torch.Tensor | None = None
+
+    def label(self) -> str:
+        if self.kind == "direction":
+            return "direction"
+        where = f"@{self.y},{self.x}" if self.kind == "neuron" and self.y is not None else ""
+        return f"{self.kind}{self.channel}{where}"
+
+
+def _directions(shape: tuple[int, ...], targets: Sequence[Target]) -> torch.Tensor:
+    rows = []
+    for t in targets:
+        if t.kind == "direction":
+            if t.direction is None or tuple(t.direction.shape) != shape:
+                raise CnnscopeError(f"direction must have the layer's shape {shape}")
+            rows.append(t.direction.float().unsqueeze(0))
+            continue
+        channels = shape[0]
+        if t.channel is None or not 0 <= t.channel < channels:
+            raise CnnscopeError(
+                f"channel {t.channel} is out of range: the layer has {channels} channels (0-{channels - 1})")
+        if t.kind == "neuron" and len(shape) == 3:
+            h, w = shape[1:]
+            if not (t.y is None or 0 <= t.y < h) or not (t.x is None or 0 <= t.x < w):
+                raise CnnscopeError(f"neuron position ({t.y}, {t.x}) is outside the {h}x{w} feature map")
+        where = "channel" if t.kind == "channel" else "neuron"
+        rows.append(unit_direction(shape, [t.channel], where, t.y, t.x))
+    return torch.cat(rows)
+
+
+def reference_scale(model: Model, layer: str, directions: torch.Tensor, size: int) -> torch.Tensor:
+    """Per direction, the largest response over a few natural images (floored), so that the data term
+    is O(1) when the pre-image excites the unit as much as a real image does."""
+    pp = sized_preprocess(model, size)
+    batch = torch.cat([pp(load_image(src)) for src in REFERENCE_IMAGES])
+    with torch.no_grad():
+        feats = capture(model, batch, [layer])[layer].flatten(1)
+    responses = feats @ directions.flatten(1).T  # [images, directions]
+    z = responses.max(0).values
+    floor = 0.1 * z.clamp_min(0).mean().clamp_min(1e-3)
+    return z.clamp_min(floor)
+
+
+def maximize(model: Model, layer: str, targets: Sequence[Target], *, size: int | None = None,
+             prior: Prior | None = None, data_weight: float = MAXIMIZE_DATA_WEIGHT,
+             config: SolverConfig | None = None) -> tuple[PreimageResult, dict]:
+    """Images (one per target, solved as one batch) that maximally excite `targets` at `layer`."""
+    size = size or model.input_size
+    shape = get_layer(model, layer).shape if size == model.input_size else None
+    if shape is None:
+        with torch.no_grad():
+            shape = tuple(capture(model, torch.zeros(1, 3, size, size), [layer])[layer].shape[1:])
+    directions = _directions(tuple(shape), targets)
+    z = reference_scale(model, layer, directions, size)
+    term = InnerProduct(layer, directions, scale=z.view(-1), label=f"activation[{layer}]")
+    objective = data_weight * term + (prior or Prior()).objective(model.input_size / size)
+    cfg = _config(config, jitter=4)
+    start = noise(len(targets), size, cfg.seed)
+    result = solve(model, objective, start, cfg)
+    info = {
+        "reference_scale": [float(v) for v in z],
+        "start_activation": response(model, layer, directions, start),
+        "final_activation": response(model, layer, directions, result.x),
+    }
+    return result, info
+
+
+@torch.no_grad()
+def response(model: Model, layer: str, directions: torch.Tensor, x: torch.Tensor) -> list[float]:
+    """<w_i, Phi(x_i)> for images in centred 0-255 units."""
+    feats = capture(model, ImageSpace(model).to_net(x), [layer])[layer].flatten(1)
+    return [float(v) for v in (feats * directions.flatten(1)).sum(1)]
+
+
+# ----------------------------------------------------------------------------------------- caricatures
+CARICATURE_DATA_WEIGHT = 20.0
+
+
+def caricature(model: Model, image: torch.Tensor | str, layer: str, *, size: int | None = None,
+               prior: Prior | None = None, data_weight: float = CARICATURE_DATA_WEIGHT,
+               cosine_power: float = 0.0, config: SolverConfig | None = None) -> PreimageResult:
+    """Start at x0 and emphasise what `layer` sees in it: min -<Phi(x0), Phi(x)>/||Phi(x0)||^2 + priors."""
+    img = load_image(image) if isinstance(image, str) else image
+    size = size or model.input_size
+    x0_in = _target_batch(model, img, size)
+    with torch.no_grad():
+        phi0 = capture(model, x0_in, [layer])[layer]
+    objective = (data_weight * Caricature(layer, phi0, cosine_power)
+                 + (prior or Prior()).objective(model.input_size / size))
+    space = ImageSpace(model)
+    init = space.from_pixels(sized_preprocess(model, size).geometry(img))
+    cfg = _config(config, jitter=auto_jitter(model, [layer], size))
+    return solve(model, objective, init, cfg)

@@ -1,0 +1,280 @@
+"""The pre-image verbs as runs of *units* (one model x layer x variant each) that make the seed's figures.
+
+Every unit writes its PNG(s) and a JSON of settings + results atomically as soon as it finishes, so an
+interrupted run loses at most the unit in flight (whose best image so far is still saved, marked
+interrupted), and the same command run again reuses finished units with identical settings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ..errors import CnnscopeError
+from ..images import load_image, save_image, write_json
+from ..layers import resolve
+from ..models import Model
+from ..report.plots import image_grid
+from .presets import (
+    Prior,
+    Target,
+    ambiguity,
+    caricature,
+    invert,
+    maximize,
+    reconstruction_error,
+    sized_preprocess,
+)
+from .solver import SolverConfig
+
+
+@dataclass
+class Unit:
+    key: str  # file stem
+    title: str  # caption in the grid
+    settings: dict
+    run: Callable[[], tuple[torch.Tensor, dict]]  # -> (images [N,3,H,W] in [0,1], results)
+    images: torch.Tensor | None = None
+    results: dict = field(default_factory=dict)
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
+
+
+def _png_names(key: str, n: int) -> list[str]:
+    return [f"{key}.png"] if n == 1 else [f"{key}_{i}.png" for i in range(n)]
+
+
+def _reuse(out: Path, unit: Unit) -> bool:
+    meta = out / f"{unit.key}.json"
+    if not meta.is_file():
+        return False
+    try:
+        data = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return False
+    if data.get("settings") != unit.settings or data.get("results", {}).get("interrupted"):
+        return False
+    pngs = [out / name for name in data.get("files", [])]
+    if not pngs or not all(p.is_file() for p in pngs):
+        return False
+    unit.images = torch.stack([load_image(p) for p in pngs])
+    unit.results = data["results"]
+    return True
+
+
+def execute(units: Sequence[Unit], out: Path, desc: str) -> tuple[list[Unit], bool]:
+    """Run (or reuse) units in order; stop after one that was interrupted. Returns (done units, interrupted)."""
+    out.mkdir(parents=True, exist_ok=True)
+    done: list[Unit] = []
+    interrupted = False
+    for unit in tqdm(units, desc=desc, unit="unit", disable=len(units) < 2):
+        if not _reuse(out, unit):
+            try:
+                unit.images, unit.results = unit.run()
+            except KeyboardInterrupt:
+                interrupted = True
+                break
+            files = _png_names(unit.key, len(unit.images))
+            for img, name in zip(unit.images, files):
+                save_image(img, out / name)
+            write_json({"settings": unit.settings, "results": unit.results, "files": files},
+                       out / f"{unit.key}.json")
+        done.append(unit)
+        if unit.results.get("interrupted"):
+            interrupted = True
+            break
+    return done, interrupted
+
+
+def expand_layers(model: Model, spec: str) -> list[str]:
+    """Comma-separated layer names; 'stages' (or 'depth') expands to the model's stem-to-logits row."""
+    names: list[str] = []
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        if part in ("stages", "depth"):
+            net = model.net
+            if hasattr(net, "depth_layers"):
+                names += net.depth_layers()
+            else:
+                names += [n for n, _ in net.named_children()]
+        else:
+            names.append(part)
+    if not names:
+        raise CnnscopeError("no layer given (--layer NAME[,NAME…] or --layer stages)")
+    for n in names:
+        resolve(model, n)  # fail early with suggestions, before any optimisation
+    return names
+
+
+def parse_channels(spec: str) -> list[int]:
+    out: list[int] = []
+    for part in (p.strip() for p in spec.split(",")):
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not m:
+            raise CnnscopeError(f"bad channel list '{spec}' (use e.g. 3 or 0-15 or 1,5,9)")
+        a, b = int(m.group(1)), int(m.group(2) or m.group(1))
+        if b < a:
+            raise CnnscopeError(f"bad channel range '{part}': end before start")
+        out += range(a, b + 1)
+    return out
+
+
+def parse_class(model: Model, spec: str) -> int:
+    if spec.isdigit():
+        k = int(spec)
+        if not 0 <= k < len(model.classes):
+            raise CnnscopeError(f"class index {k} is out of range (0-{len(model.classes) - 1})")
+        return k
+    lowered = [c.lower() for c in model.classes]
+    if spec.lower() in lowered:
+        return lowered.index(spec.lower())
+    import difflib
+
+    close = difflib.get_close_matches(spec.lower(), lowered, n=3, cutoff=0.6)
+    hint = f"; closest: {', '.join(model.classes[lowered.index(c)] for c in close)}" if close else ""
+    raise CnnscopeError(f"unknown class '{spec}'{hint}")
+
+
+def _base_settings(model: Model, task: str, cfg: SolverConfig, prior: Prior, data_weight: float,
+                   size: int) -> dict:
+    return {"task": task, **model.settings(), "size": size, "data_weight": data_weight,
+            "prior": prior.to_dict(), "solver": cfg.to_dict()}
+
+
+# ----------------------------------------------------------------------------------------------- invert
+def run_invert(models: Sequence[Model], image: str, layer_spec: str, out: Path, *, cfg: SolverConfig,
+               prior: Prior, data_weight: float, size: int | None, restarts: int = 1,
+               compare_priors: bool = False, window=None) -> dict:
+    img = load_image(image)
+    variants = [("", prior)]
+    if compare_priors:
+        variants = [("noprior", Prior.none()), ("tv1", Prior(beta=1.0)), ("tv2", Prior(beta=2.0))]
+    units: list[Unit] = []
+    rows: list[tuple[str, list[str]]] = []
+    for model in models:
+        layers = expand_layers(model, layer_spec)
+        s = size or model.input_size
+        for layer in layers:
+            for vname, vprior in variants:
+                stem = f"invert_{model.name}_{image.replace('sample:', '')}_{layer}"
+                key = slug(stem + (f"_{vname}" if vname else ""))
+                settings = {**_base_settings(model, "invert", cfg, vprior, data_weight, s), "image": image,
+                            "layer": layer, "restarts": restarts, "window": window}
+
+                def run(model=model, layer=layer, vprior=vprior, s=s):
+                    r = invert(model, img, [layer], size=s, prior=vprior, data_weight=data_weight,
+                               restarts=restarts, window=window, config=cfg)
+                    results = {**r.summary(), "normalised_error": reconstruction_error(r, data_weight)}
+                    if restarts > 1:
+                        results["ambiguity"] = ambiguity(r, sized_preprocess(model, s).geometry(img))
+                    return r.images, results
+
+                title = f"{model.name}\n{layer}" if len(models) > 1 else layer
+                if vname:
+                    title += f" ({ {'noprior': 'no prior', 'tv1': 'TV β=1', 'tv2': 'TV β=2'}[vname] })"
+                units.append(Unit(key, title, settings, run))
+        rows.append((model.name, layers))
+    done, interrupted = execute(units, out, "invert")
+    summary = {"image": image, "units": [{"file": u.key, "title": u.title.replace("\n", " "),
+                                          "normalised_error": u.results.get("normalised_error"),
+                                          "seconds": u.results.get("seconds"),
+                                          **({"ambiguity": u.results["ambiguity"]} if "ambiguity" in u.results else {})}
+                                         for u in done], "interrupted": interrupted}
+    # Figure: original first, then every pre-image (restarts side by side).
+    original = sized_preprocess(models[0], size or models[0].input_size).geometry(img)[0]
+    imgs, titles = [original], ["original"]
+    for u in done:
+        for i, im in enumerate(u.images):
+            err = u.results["normalised_error"][i]
+            imgs.append(im)
+            titles.append(f"{u.title}\nerr {err:.3f}" + (f" #{i + 1}" if len(u.images) > 1 else ""))
+    ncols = min(len(imgs), 1 + max(len(ls) for _, ls in rows) * len(variants) * restarts, 5)
+    grid = out / slug(f"invert_{image.replace('sample:', '')}_grid.png")
+    image_grid(imgs, titles, grid, ncols=ncols)
+    summary["grid"] = grid.name
+    write_json(summary, out / slug(f"invert_{image.replace('sample:', '')}_summary.json"))
+    return summary
+
+
+# --------------------------------------------------------------------------------------------- maximize
+def run_maximize(models: Sequence[Model], layer_spec: str, targets_for: Callable[[Model, str], list[Target]],
+                 out: Path, *, cfg: SolverConfig, prior: Prior, data_weight: float, size: int | None,
+                 batch: int = 8) -> dict:
+    units: list[Unit] = []
+    for model in models:
+        s = size or model.input_size
+        for layer in expand_layers(model, layer_spec):
+            targets = targets_for(model, layer)
+            for start in range(0, len(targets), batch):
+                chunk = targets[start:start + batch]
+                labels = [t.label() for t in chunk]
+                key = slug(f"maximize_{model.name}_{layer}_{labels[0]}" + (f"-{labels[-1]}" if len(chunk) > 1 else ""))
+                settings = {**_base_settings(model, "maximize", cfg, prior, data_weight, s), "layer": layer,
+                            "targets": labels}
+
+                def run(model=model, layer=layer, chunk=chunk, s=s):
+                    r, info = maximize(model, layer, chunk, size=s, prior=prior, data_weight=data_weight, config=cfg)
+                    return r.images, {**r.summary(), **info}
+
+                title = f"{model.name} {layer}" if len(models) > 1 else layer
+                units.append(Unit(key, title, {**settings, "chunk_titles": labels}, run))
+    done, interrupted = execute(units, out, "maximize")
+    imgs, titles, records = [], [], []
+    for u in done:
+        for i, im in enumerate(u.images):
+            label = u.settings["chunk_titles"][i]
+            imgs.append(im)
+            titles.append(f"{u.title} {label}")
+            records.append({"file": u.key, "layer": u.settings["layer"], "target": label,
+                            "start_activation": u.results["start_activation"][i],
+                            "final_activation": u.results["final_activation"][i],
+                            "reference_scale": u.results["reference_scale"][i]})
+    grid = out / "maximize_grid.png"
+    if imgs:
+        image_grid(imgs, titles, grid, ncols=min(len(imgs), max(4, math.ceil(math.sqrt(len(imgs))))))
+    summary = {"units": records, "grid": grid.name, "interrupted": interrupted}
+    write_json(summary, out / "maximize_summary.json")
+    return summary
+
+
+# ------------------------------------------------------------------------------------------- caricature
+def run_caricature(models: Sequence[Model], image: str, layer_spec: str, out: Path, *, cfg: SolverConfig,
+                   prior: Prior, data_weight: float, size: int | None, cosine_power: float = 0.0) -> dict:
+    img = load_image(image)
+    units: list[Unit] = []
+    for model in models:
+        s = size or model.input_size
+        for layer in expand_layers(model, layer_spec):
+            key = slug(f"caricature_{model.name}_{image.replace('sample:', '')}_{layer}")
+            settings = {**_base_settings(model, "caricature", cfg, prior, data_weight, s), "image": image,
+                        "layer": layer, "cosine_power": cosine_power}
+
+            def run(model=model, layer=layer, s=s):
+                r = caricature(model, img, layer, size=s, prior=prior, data_weight=data_weight,
+                               cosine_power=cosine_power, config=cfg)
+                # <Phi(x0), Phi(x)> / ||Phi(x0)||^2: 1 at the start image, larger when the caricature works
+                gain = [-v[0] / data_weight for k, v in r.terms.items() if k.startswith("caricature")][0]
+                return r.images, {**r.summary(), "relative_response": gain}
+
+            units.append(Unit(key, f"{model.name} {layer}" if len(models) > 1 else layer, settings, run))
+    done, interrupted = execute(units, out, "caricature")
+    original = sized_preprocess(models[0], size or models[0].input_size).geometry(img)[0]
+    grid = out / slug(f"caricature_{image.replace('sample:', '')}_grid.png")
+    image_grid([original] + [u.images[0] for u in done], ["input"] + [u.title for u in done], grid,
+               ncols=min(len(done) + 1, 10))
+    summary = {"image": image, "units": [{"file": u.key, "layer": u.settings["layer"],
+                                          "relative_response": u.results["relative_response"],
+                                          "terms": u.results["terms"], "seconds": u.results["seconds"]}
+                                         for u in done], "grid": grid.name, "interrupted": interrupted}
+    write_json(summary, out / slug(f"caricature_{image.replace('sample:', '')}_summary.json"))
+    return summary
