@@ -28,6 +28,8 @@ test: lint
 bench: install
 	$(PY) benchmarks/imagenet_top1.py
 	$(PY) benchmarks/truncated_forward.py
+	$(PY) benchmarks/preimage.py
+	$(PY) benchmarks/backprop.py
 
 clean:
 	rm -rf $(VENV) $(OUT) *.egg-info

@@ -55,6 +55,133 @@ def _model_options(p: argparse.ArgumentParser, positional: bool = False) -> None
     g.add_argument("--classes", metavar="FILE", help="class names, one per line (default: ImageNet)")
 
 
+def _preimage_options(p: argparse.ArgumentParser, data_weight: float) -> None:
+    p.add_argument("--model", default=None, help="model, or several comma-separated (same layer across models)")
+    p.add_argument("--weights", metavar="PATH", help="checkpoint for the (single) model")
+    p.add_argument("--random-weights", action="store_true", help="keep the seeded random initialisation")
+    p.add_argument("--out", default="cnnscope-out", metavar="DIR", help="output folder (default cnnscope-out)")
+    g = p.add_argument_group("optimiser")
+    g.add_argument("--size", type=_positive_int, help="image size in px (default: the model's input size)")
+    g.add_argument("--iters", type=_positive_int, default=300, help="iterations (default 300)")
+    g.add_argument("--seed", type=int, default=0, help="random seed (noise, jitter)")
+    g.add_argument("--optimizer", choices=["sgd", "adam", "lbfgs"], default="sgd",
+                   help="sgd = momentum 0.9 (M&V IJCV'16, default), adam, lbfgs")
+    g.add_argument("--lr", type=float, default=0.05, help="typical step as a fraction of B=80 (default 0.05)")
+    g.add_argument("--jitter", type=int, default=None,
+                   help="random shift in px each step (default: 1/8 of the layer stride for deep layers)")
+    g.add_argument("--data-weight", type=float, default=data_weight,
+                   help=f"weight C of the data term (default {data_weight:g})")
+    g.add_argument("--tv-beta", type=float, default=2.0, help="TV exponent beta (default 2)")
+    g.add_argument("--tv-weight", type=float, default=1.0, help="multiplier on lambda_beta (default 1)")
+    g.add_argument("--alpha-weight", type=float, default=1.0, help="multiplier on lambda_alpha (default 1)")
+    g.add_argument("--no-prior", action="store_true", help="no TV and no alpha-norm term")
+    g.add_argument("--no-box", action="store_true", help="do not keep pixels in [0,1] (only the B+ bound)")
+
+
+def _preimage_setup(args):
+    from .models import load_model
+    from .preimage import Prior, SolverConfig
+
+    names = [n.strip() for n in (args.model or "efficientnet_lite0").split(",") if n.strip()]
+    if args.weights and len(names) > 1:
+        raise CnnscopeError("--weights applies to one model; give one --model with it")
+    models = [load_model(n, weights=args.weights, random_weights=args.random_weights, seed=args.seed)
+              for n in names]
+    if args.tv_beta <= 0 or args.iters < 1 or args.lr <= 0:
+        raise CnnscopeError("--tv-beta and --lr must be positive")
+    prior = Prior.none() if args.no_prior else Prior(beta=args.tv_beta, tv_weight=args.tv_weight,
+                                                      alpha_weight=args.alpha_weight)
+    cfg = SolverConfig(iters=args.iters, optimizer=args.optimizer, lr=args.lr, seed=args.seed,
+                       box=not args.no_box)
+    if args.jitter is not None:
+        if args.jitter < 0:
+            raise CnnscopeError("--jitter must be >= 0")
+        cfg.jitter = args.jitter
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CnnscopeError(f"--out {out}: exists and is not a folder")
+    return models, prior, cfg, out
+
+
+def _finish(summary: dict, out: Path) -> None:
+    print(f"wrote {out / summary['grid']}")
+    if summary.get("interrupted"):
+        sys.stderr.write("cnnscope: interrupted; finished results and the best image so far are saved\n")
+        raise SystemExit(130)
+
+
+def cmd_invert(args) -> None:
+    from .images import load_image
+    from .preimage.runs import run_invert
+
+    load_image(args.image)  # validate before loading models
+    window = None
+    if args.window:
+        try:
+            ys, xs = args.window.split(",")
+            window = tuple(int(v) for v in ys.split(":") + xs.split(":"))
+        except ValueError:
+            raise CnnscopeError(f"--window {args.window}: expected y0:y1,x0:x1") from None
+    models, prior, cfg, out = _preimage_setup(args)
+    summary = run_invert(models, args.image, args.layer, out, cfg=cfg, prior=prior, data_weight=args.data_weight,
+                         size=args.size, restarts=args.restarts, compare_priors=args.compare_priors, window=window)
+    for u in summary["units"]:
+        errs = ", ".join(f"{e:.4f}" for e in u["normalised_error"])
+        print(f"{u['title']:<40} normalised error {errs}   ({u['seconds']:.1f} s)")
+        if "ambiguity" in u:
+            a = u["ambiguity"]
+            print(f"{'':<40} mean mutual RMS pixel distance {a['mean_mutual_rms_distance']:.4f}; "
+                  f"to the original {sum(a['rms_distance_to_original']) / len(a['rms_distance_to_original']):.4f}")
+    _finish(summary, out)
+
+
+def cmd_maximize(args) -> None:
+    from .preimage import Target
+    from .preimage.runs import parse_channels, parse_class, run_maximize
+
+    models, prior, cfg, out = _preimage_setup(args)
+    if args.class_ is not None:
+        layer_spec = args.layer or "logits"
+    elif args.layer is None:
+        raise CnnscopeError("--layer is required with --channel/--all-channels")
+    else:
+        layer_spec = args.layer
+    channels = parse_channels(args.channel) if args.channel else None
+
+    def targets_for(model, layer):
+        from .layers import get_layer
+
+        if args.class_ is not None:
+            return [Target("class", parse_class(model, args.class_))]
+        width = get_layer(model, layer).channels or 1
+        chans = list(range(width)) if args.all_channels else channels
+        bad = [c for c in chans if c >= width]
+        if bad:
+            raise CnnscopeError(f"channel {bad[0]} is out of range: {layer} has {width} channels (0-{width - 1})")
+        return [Target(args.where, c, args.y, args.x) for c in chans]
+
+    summary = run_maximize(models, layer_spec, targets_for, out, cfg=cfg, prior=prior, data_weight=args.data_weight,
+                           size=args.size, batch=args.batch)
+    for u in summary["units"]:
+        print(f"{u['layer']:<14} {u['target']:<16} activation {u['start_activation']:9.3f} -> "
+              f"{u['final_activation']:9.3f}   (natural-image max {u['reference_scale']:.3f})")
+    _finish(summary, out)
+
+
+def cmd_caricature(args) -> None:
+    from .images import load_image
+    from .preimage.runs import run_caricature
+
+    load_image(args.image)
+    models, prior, cfg, out = _preimage_setup(args)
+    summary = run_caricature(models, args.image, args.layer, out, cfg=cfg, prior=prior,
+                             data_weight=args.data_weight, size=args.size, cosine_power=args.cosine)
+    for u in summary["units"]:
+        print(f"{u['layer']:<14} <Phi(x0),Phi(x)>/||Phi(x0)||^2 = {u['relative_response']:.3f} "
+              f"(1 at the input; {u['seconds']:.1f} s)")
+    _finish(summary, out)
+
+
 def _load(args):
     from .models import DEFAULT_MODEL, load_model
 
@@ -98,7 +225,81 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="zoo model (default efficientnet_lite0)")
     p.add_argument("--images", nargs="+", default=None, metavar="IMAGE",
                    help="images (default sample:chelsea sample:coffee)")
+    p.add_argument("--quick", action="store_true", help="small optimisation budget (for CI and a first look)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("invert", help="pre-image: reconstruct an image from its code at a layer")
+    p.add_argument("image", metavar="IMAGE", help="image file or sample:NAME")
+    p.add_argument("--layer", required=True, help="layer(s), comma-separated, or 'stages' for stem..logits")
+    p.add_argument("--restarts", type=_positive_int, default=1,
+                   help="N pre-images of the same code from different noise (reconstruction ambiguity)")
+    p.add_argument("--compare-priors", action="store_true", help="no prior vs TV beta=1 vs TV beta=2")
+    p.add_argument("--window", help="reconstruct only feature cells y0:y1,x0:x1")
+    _preimage_options(p, data_weight=20.0)
+    p.set_defaults(func=cmd_invert)
+
+    p = sub.add_parser("maximize", help="activation maximisation: images that excite a unit or class")
+    p.add_argument("--layer", default=None, help="layer(s), comma-separated, or 'stages' (default logits)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--channel", help="channel(s): 3, 0-15 or 1,5,9")
+    what.add_argument("--all-channels", action="store_true", help="every channel of the layer (grid)")
+    what.add_argument("--class", dest="class_", metavar="NAME|INDEX", help="a class logit")
+    p.add_argument("--where", choices=["neuron", "channel"], default="neuron",
+                   help="a single neuron (default: the centre) or the whole channel's mean")
+    p.add_argument("--y", type=int, help="neuron row (feature cells; default centre)")
+    p.add_argument("--x", type=int, help="neuron column (feature cells; default centre)")
+    p.add_argument("--batch", type=_positive_int, default=8, help="targets optimised together (default 8)")
+    _preimage_options(p, data_weight=20.0)
+    p.set_defaults(func=cmd_maximize)
+
+    p = sub.add_parser("caricature", help="emphasise what a layer sees in an image")
+    p.add_argument("image", metavar="IMAGE", help="image file or sample:NAME")
+    p.add_argument("--layer", required=True, help="layer(s), comma-separated, or 'stages'")
+    p.add_argument("--cosine", type=float, default=0.0, metavar="P",
+                   help="weight the inner product by cos^P (rewards the pattern, not the magnitude)")
+    _preimage_options(p, data_weight=20.0)
+    p.set_defaults(func=cmd_caricature)
+
+    p = sub.add_parser("saliency", help="SaliNet / DeConvNet / DeSaliNet maps (the seed's comparison figure)")
+    p.add_argument("image", metavar="IMAGE", help="image file or sample:NAME")
+    _model_options(p)
+    p.add_argument("--method", default="all", help="salinet, deconvnet, desalinet, or all (default)")
+    p.add_argument("--layer", help="start layer (default: the seed's two rows, last conv stage + top class)")
+    tgt = p.add_mutually_exclusive_group()
+    tgt.add_argument("--channel", type=int, help="a neuron of this channel (at --y, --x; default centre)")
+    tgt.add_argument("--class", dest="class_", metavar="NAME|INDEX", help="a class logit")
+    tgt.add_argument("--features", action="store_true", help="the layer's whole activation (full code)")
+    p.add_argument("--whole-channel", action="store_true", help="with --channel: every position of it")
+    p.add_argument("--y", type=int)
+    p.add_argument("--x", type=int)
+    p.add_argument("--pool-rule", choices=["switches", "centre", "uniform", "passthrough"],
+                   help="max-pool backward rule (default switches)")
+    p.add_argument("--render", choices=["signed", "abs", "max"], default="signed", help="how maps are shown")
+    p.add_argument("--out", default="cnnscope-out", metavar="DIR", help="output folder (default cnnscope-out)")
+    p.set_defaults(func=cmd_saliency)
+
+    p = sub.add_parser("backprop", help="print the reversed network and the backward rule of every block")
+    _model_options(p, positional=True)
+    p.add_argument("--explain", action="store_true", default=True, help="(default) print the reversed network")
+    p.add_argument("--method", default="deconvnet", help="salinet, deconvnet or desalinet (default deconvnet)")
+    p.add_argument("--pool-rule", choices=["switches", "centre", "uniform", "passthrough"])
+    p.set_defaults(func=cmd_backprop)
+
+    p = sub.add_parser("selectivity", help="are backprop maps neuron-selective? (ECCV'16 protocol)")
+    _model_options(p)
+    p.add_argument("--images", metavar="FOLDER", help="image folder (default: bundled samples)")
+    p.add_argument("--limit", type=_positive_int, default=20, help="at most this many images (default 20)")
+    p.add_argument("--layer", default=None, help="layer (default: the last convolutional stage)")
+    p.add_argument("--neurons", type=_positive_int, default=4, help="random neurons per image (default 4)")
+    p.add_argument("--out", default="cnnscope-out", metavar="DIR")
+    p.set_defaults(func=cmd_selectivity)
+
+    p = sub.add_parser("sanity", help="cascading model-parameter randomisation (Adebayo et al. 2018)")
+    p.add_argument("image", metavar="IMAGE")
+    _model_options(p)
+    p.add_argument("--class", dest="class_", metavar="NAME|INDEX", help="class (default: the top prediction)")
+    p.add_argument("--out", default="cnnscope-out", metavar="DIR")
+    p.set_defaults(func=cmd_sanity)
 
     p = sub.add_parser("samples", help="list the bundled sample images (use as sample:NAME)")
     p.set_defaults(func=cmd_samples)
@@ -194,8 +395,123 @@ def cmd_activations(args) -> None:
 def cmd_demo(args) -> None:
     from .demo import run_demo
 
-    path = run_demo(args.out, model_name=args.model, images=args.images)
+    path = run_demo(args.out, model_name=args.model, images=args.images, preimage_iters=40 if args.quick else 200)
     print(f"wrote {path}")
+
+
+def _methods(spec: str) -> list[str]:
+    from .backprop import METHODS
+    from .backprop.runs import COLUMNS
+
+    names = list(COLUMNS) if spec == "all" else [m.strip() for m in spec.split(",")]
+    for m in names:
+        if m not in METHODS:
+            raise CnnscopeError(f"unknown method '{m}' (salinet, deconvnet, desalinet, all)")
+    return names
+
+
+def _out_dir(path: str) -> Path:
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise CnnscopeError(f"--out {out}: exists and is not a folder")
+    return out
+
+
+def cmd_saliency(args) -> None:
+    from .backprop import BPTarget
+    from .backprop.runs import default_rows, run_saliency
+    from .images import load_image
+    from .layers import resolve
+    from .preimage.runs import parse_class
+
+    image = load_image(args.image)
+    methods = _methods(args.method)
+    out = _out_dir(args.out)
+    model = _load(args)
+    if args.class_ is not None:
+        rows = [BPTarget("class", args.layer or ("logits" if "logits" in model.aliases else "output"),
+                         parse_class(model, args.class_))]
+    elif args.layer is None:
+        if args.channel is not None or args.features:
+            raise CnnscopeError("--channel/--features need --layer")
+        rows = default_rows(model, image)
+    else:
+        resolve(model, args.layer)
+        if args.channel is not None:
+            kind = "channel" if args.whole_channel else "neuron"
+            rows = [BPTarget(kind, args.layer, args.channel, args.y, args.x)]
+        else:
+            rows = [BPTarget("features", args.layer)]
+    summary = run_saliency(model, args.image, rows, methods, out, args.pool_rule, args.render)
+    for rec in summary["maps"]:
+        print(f"{rec['target']:<32} {rec['method']:<10} {rec['seconds'] * 1000:8.1f} ms  {out / rec['file']}")
+    print(f"wrote {out / summary['grid']}")
+
+
+def cmd_backprop(args) -> None:
+    from .backprop import explain, method_rules
+
+    model = _load(args)
+    rows = explain(model, method_rules(args.method, args.pool_rule))
+    print(f"# reversed network of {model.name} for {args.method} (read top to bottom = backward order)")
+    width = max(len(r["layer"]) for r in rows)
+    for r in rows:
+        alias = f" ({r['alias']})" if r["alias"] else ""
+        print(f"{r['layer'] + alias:<{width + 10}} {r['type']:<18} -> {r['backward']}")
+
+
+def _folder_images(folder: str | None, limit: int):
+    from .images import list_folder, load_image
+
+    if folder is None:
+        names = ("chelsea", "coffee", "astronaut", "rocket", "retina", "ihc")
+        return [load_image(f"sample:{n}") for n in names][:limit]
+    return [load_image(p) for p, _ in list_folder(folder, limit)]
+
+
+def cmd_selectivity(args) -> None:
+    from .backprop.analysis import selectivity
+    from .backprop.runs import selectivity_table
+    from .images import write_json
+
+    out = _out_dir(args.out)
+    images = _folder_images(args.images, args.limit)
+    model = _load(args)
+    layer = args.layer
+    if layer is None:
+        depth = model.net.depth_layers() if hasattr(model.net, "depth_layers") else []
+        layer = next((n for n in reversed(depth) if n != "logits" and not n.startswith("fc")), None)
+        if layer is None:
+            raise CnnscopeError("give --layer for this model")
+    result = selectivity(model, images, layer, neurons=args.neurons, seed=args.seed)
+    print(f"# mean correlation between maps from different neurons at the same location ({layer}, "
+          f"{len(images)} images); high = NOT neuron-selective")
+    print(selectivity_table(result))
+    write_json({**model.settings(), "layer": layer, "images": args.images or "bundled samples",
+                "count": len(images), "neurons": args.neurons, "seed": args.seed, "correlations": result},
+               out / "selectivity.json")
+    print(f"wrote {out / 'selectivity.json'}")
+
+
+def cmd_sanity(args) -> None:
+    from .backprop import BPTarget
+    from .backprop.analysis import cascading_randomisation
+    from .backprop.runs import plot_sanity
+    from .images import load_image, write_json
+    from .preimage.runs import parse_class
+
+    image = load_image(args.image)
+    out = _out_dir(args.out)
+    model = _load(args)
+    k = parse_class(model, args.class_) if args.class_ is not None else model.predict(image, k=1)[0][0].index
+    layer = "logits" if "logits" in model.aliases else "output"
+    result = cascading_randomisation(model, image, BPTarget("class", layer, k), seed=args.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    plot_sanity(result, out / "sanity.png")
+    write_json({**model.settings(), "image": args.image, **result}, out / "sanity.json")
+    for method, curve in result["spearman"].items():
+        print(f"{method:<10} " + " ".join(f"{v:5.2f}" for v in curve))
+    print(f"wrote {out / 'sanity.png'}")
 
 
 def cmd_samples(args) -> None:

@@ -67,14 +67,66 @@ def section_layers(ctx: DemoContext) -> str:
     return html.section("Layers", body, "layers")
 
 
+def section_preimages(ctx: DemoContext) -> str:
+    """Inversion across depth, activation maximisation and caricatures (reduced budget for the demo)."""
+    from .preimage import Prior, SolverConfig
+    from .preimage.runs import run_caricature, run_invert, run_maximize
+
+    out = ctx.out / "preimage"
+    cfg = SolverConfig(iters=ctx.settings.get("preimage_iters", 200), seed=0)
+    source = next(iter(ctx.images))
+    net = ctx.model.net
+    depth = net.depth_layers() if hasattr(net, "depth_layers") else ["output"]
+    inv = run_invert([ctx.model], source, ",".join(depth), out, cfg=cfg, prior=Prior(), data_weight=20.0, size=None)
+    from .preimage import Target
+
+    mx = run_maximize([ctx.model], "stage3" if "stage3" in ctx.model.aliases else depth[len(depth) // 2],
+                      lambda m, layer: [Target("channel", k) for k in range(8)], out, cfg=cfg, prior=Prior(),
+                      data_weight=20.0, size=None, batch=8)
+    car = run_caricature([ctx.model], source, ",".join(depth[2:-1:2]), out, cfg=cfg, prior=Prior(),
+                         data_weight=20.0, size=None)
+    ctx.settings["preimage"] = {"invert": inv, "maximize": mx, "caricature": car}
+    errors = ", ".join(f"{u['title']} {u['normalised_error'][0]:.3f}" for u in inv["units"])
+    body = (f"<p>One optimiser, min<sub>x</sub> C·data(Φ(x)) + R<sub>TV</sub><sup>β</sup>(x) + R<sub>α</sub>(x), "
+            f"started from noise ({cfg.iters} iterations each). Inversion of {html.escape(source)} from each "
+            f"depth (normalised errors: {html.escape(errors)}); early layers keep the image, deep ones keep "
+            "increasingly abstract parts. Commands: <code>cnnscope invert IMAGE --layer stages</code>, "
+            "<code>cnnscope maximize --layer stage3 --channel 0-7 --where channel</code>, "
+            "<code>cnnscope caricature IMAGE --layer L</code>.</p>")
+    body += html.figure(f"preimage/{inv['grid']}", "inversion across depth")
+    body += html.figure(f"preimage/{mx['grid']}", "activation maximisation: channels 0-7 (channel mean)")
+    body += html.figure(f"preimage/{car['grid']}", "caricatures across layers")
+    return html.section("Pre-images", body, "preimages")
+
+
+def section_backprop(ctx: DemoContext) -> str:
+    """The seed's comparison: Image | DeConvNet | SaliNet | DeSaliNet, for the last conv stage and the logits."""
+    from .backprop.runs import COLUMNS, default_rows, run_saliency
+
+    out = ctx.out / "backprop"
+    source, image = next(iter(ctx.images.items()))
+    summary = run_saliency(ctx.model, source, default_rows(ctx.model, image), list(COLUMNS), out)
+    ctx.settings["backprop"] = summary
+    body = ("<p>Backpropagation induces a reversed network; changing only the backward rule of the rectifiers "
+            "gives SaliNet (true gradient), DeConvNet (backward signal rectified, forward mask ignored) and "
+            "DeSaliNet (both). Top row: reconstruction from the whole code of the last convolutional stage; "
+            "bottom: from the top class. <code>cnnscope saliency IMAGE</code>; "
+            "<code>cnnscope backprop --explain</code> prints the reversed network; "
+            "<code>cnnscope selectivity</code> measures how little DeConvNet maps depend on the neuron.</p>")
+    body += html.figure(f"backprop/{summary['grid']}", "Image | DeConvNet | SaliNet | DeSaliNet")
+    return html.section("Backpropagation networks", body, "backprop")
+
+
 SECTIONS: list[tuple[str, Callable[[DemoContext], str]]] = [
     ("predictions", section_predict),
     ("layers", section_layers),
+    ("pre-images", section_preimages),
+    ("backprop", section_backprop),
 ]
 
 
 def run_demo(out: str | Path = "demo-out", model_name: str | None = None,
-             images: Sequence[str] | None = None) -> Path:
+             images: Sequence[str] | None = None, preimage_iters: int = 200) -> Path:
     out = Path(out)
     if out.exists() and not out.is_dir():
         from .errors import CnnscopeError
@@ -84,7 +136,8 @@ def run_demo(out: str | Path = "demo-out", model_name: str | None = None,
     loaded = {src: load_image(src) for src in sources}
     model = load_model(model_name or DEFAULT_MODEL)
     out.mkdir(parents=True, exist_ok=True)
-    ctx = DemoContext(out, model, loaded, {**model.settings(), "images": sources})
+    ctx = DemoContext(out, model, loaded, {**model.settings(), "images": sources,
+                                           "preimage_iters": preimage_iters})
     start = time.perf_counter()
     sections = []
     for _name, fn in tqdm(SECTIONS, desc="demo", unit="section"):

@@ -196,3 +196,28 @@ def write_json(data, path: str | os.PathLike) -> Path:
     import json
 
     return write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", path)
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
+
+
+def list_folder(folder: str | os.PathLike, limit: int | None = None) -> list[tuple[Path, int | str | None]]:
+    """Images of a folder with their labels: a labels.csv (file, class_index…) if present, else class
+    sub-folders (label = folder name), else a flat folder (no labels). Sorted, so runs are reproducible."""
+    import csv
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise CnnscopeError(f"{folder}: not a folder")
+    labels = root / "labels.csv"
+    if labels.is_file():
+        with open(labels, newline="") as f:
+            rows = list(csv.DictReader(f))
+        items = [(root / r["file"], int(r["class_index"]) if r.get("class_index", "").isdigit() else None)
+                 for r in rows if "file" in r]
+    else:
+        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        items = [(p, p.parent.name if p.parent != root else None) for p in files]
+    if not items:
+        raise CnnscopeError(f"{folder}: no images found")
+    return items[:limit] if limit else items

@@ -234,12 +234,15 @@ class _Stop(Exception):
 
 
 class _CallTracker:
-    """Names module calls (path, path#2…) and functional-layer calls (parent.relu()…) during one forward."""
+    """Names module calls (path, path#2…) and functional-layer calls (parent.relu()…) during one forward.
+
+    Names are given when a call starts, so code running inside a call (a backward rule, say) knows
+    which layer it belongs to."""
 
     def __init__(self, net: nn.Module):
         self.net = net
         self.paths = {m: ("" if n == "" else n) for n, m in net.named_modules()}
-        self.stack: list[nn.Module] = []
+        self.stack: list[tuple[nn.Module, str]] = []
         self.counts: dict[str, int] = {}
 
     def reset(self) -> None:
@@ -250,9 +253,12 @@ class _CallTracker:
         base = self.paths[module] or OUTPUT
         return self._numbered(base)
 
+    def innermost(self) -> tuple[nn.Module, str] | None:
+        return self.stack[-1] if self.stack else None
+
     def functional_name(self, op: str) -> str | None:
         """Name of a functional call, or None if it happens inside a torch.nn built-in module."""
-        parent = self.stack[-1] if self.stack else self.net
+        parent = self.stack[-1][0] if self.stack else self.net
         if parent is not self.net and type(parent).__module__.startswith("torch.nn"):
             return None  # e.g. nn.ReLU calling F.relu: the module itself is the layer
         path = self.paths.get(parent, "")
@@ -264,15 +270,17 @@ class _CallTracker:
         return base if n == 1 else f"{base}#{n}"
 
     def hooks(self, on_output) -> list:
+        """Track the module stack; on_output(module, name, output) runs when each call ends."""
         handles = []
         for module in self.paths:
             if isinstance(module, torch.jit.ScriptModule):  # compiled code: hooks cannot be attached
                 continue
-            handles.append(module.register_forward_pre_hook(lambda m, a: self.stack.append(m)))
+            handles.append(module.register_forward_pre_hook(
+                lambda m, a: self.stack.append((m, self.module_name(m)))))
 
             def post(m, a, out, _cb=on_output):
-                self.stack.pop()
-                _cb(m, out)
+                _, name = self.stack.pop()
+                _cb(m, name, out)
 
             handles.append(module.register_forward_hook(post))
         return handles
@@ -311,7 +319,8 @@ def _unwrap(model) -> tuple[nn.Module, dict[str, str], int]:
     if isinstance(model, Model):
         return model.net, model.aliases, model.input_size
     if isinstance(model, nn.Module):
-        return model, getattr(model, "layer_aliases", dict)() if hasattr(model, "layer_aliases") else {}, 224
+        aliases = model.layer_aliases() if hasattr(model, "layer_aliases") else {}
+        return model, aliases, int(getattr(model, "input_size", 224))  # a bare module may declare its size
     raise TypeError(f"expected a cnnscope Model or an nn.Module, got {type(model).__name__}")
 
 
@@ -342,7 +351,7 @@ def list_layers(model, input_size: int | None = None) -> list[LayerInfo]:
     x = torch.zeros(1, 3, size, size, dtype=param.dtype if param is not None else torch.float32,
                     device=param.device if param is not None else "cpu")
     geometry[id(x)] = _PIXEL
-    handles = tracker.hooks(lambda m, out: record(tracker.module_name(m), type(m).__name__, out))
+    handles = tracker.hooks(lambda m, name, out: record(name, type(m).__name__, out))
     mode = _FunctionalMode(tracker, lambda name, op, t: record(name, f"F.{op}", t), geometry)
     try:
         with torch.no_grad(), mode:
@@ -417,7 +426,7 @@ class Capture:
         self.active = False
         self.handles: list = []
         if self.functional:
-            self.handles = self.tracker.hooks(lambda m, out: self._seen(self.tracker.module_name(m), out))
+            self.handles = self.tracker.hooks(lambda m, name, out: self._seen(name, out))
         else:
             modules = {}
             for canonical in self.targets:

@@ -63,6 +63,20 @@ BAD = {
     "not a module output": (["predict", "sample:coffee", "--model", "{d}/model.py:build"], "not [N, classes]"),
     "demo out is a file": (["demo", "--out", "{d}/afile"], "not a folder"),
     "unknown command": (["frobnicate"], "invalid choice"),
+    "invert unknown layer": (["invert", "sample:chelsea", "--layer", "stage9", "--out", "{d}/pre"], "closest: stage"),
+    "maximize bad channel": (["maximize", "--layer", "stage2", "--channel", "999", "--out", "{d}/pre"],
+                             "out of range"),
+    "maximize bad range": (["maximize", "--layer", "stage2", "--channel", "5-2", "--out", "{d}/pre"],
+                           "end before start"),
+    "saliency bad method": (["saliency", "sample:chelsea", "--method", "deepdream", "--out", "{d}/sal"],
+                            "unknown method"),
+    "saliency bad layer": (["saliency", "sample:chelsea", "--layer", "stage99", "--features", "--out", "{d}/sal"],
+                           "closest: stage"),
+    "saliency channel range": (["saliency", "sample:chelsea", "--layer", "stage2", "--channel", "999",
+                                "--out", "{d}/sal"], "out of range"),
+    "selectivity missing folder": (["selectivity", "--images", "{d}/nowhere", "--out", "{d}/sel"], "not a folder"),
+    "invert bad window": (["invert", "sample:chelsea", "--layer", "stem", "--window", "1-2", "--out", "{d}/pre"],
+                          "expected y0:y1,x0:x1"),
 }
 
 
@@ -101,13 +115,15 @@ def test_predict_layers_activations_demo(tmp_path):
     assert saved["stage3"].shape == (40, 28, 28) and saved["logits"].shape == (1000,)
     assert json.loads(out.with_suffix(".json").read_text())["layers"] == ["stage3", "logits"]
 
-    res = run("demo", "--out", str(tmp_path / "demo"))
+    res = run("demo", "--quick", "--out", str(tmp_path / "demo"))
     assert res.returncode == 0, res.stderr
     html = (tmp_path / "demo" / "index.html").read_text()
-    assert "espresso" not in html or True
     for name in ["chelsea_input.png", "coffee_top5.png", "layers.json", "demo.json"]:
         assert (tmp_path / "demo" / name).stat().st_size > 0
     assert 'src="chelsea_top5.png"' in html and "stage7" in html
+    assert 'src="preimage/invert_chelsea_grid.png"' in html
+    assert (tmp_path / "demo" / "preimage" / "invert_chelsea_grid.png").stat().st_size > 0
+    assert 'src="backprop/saliency_chelsea_grid.png"' in html
     demo = json.loads((tmp_path / "demo" / "demo.json").read_text())
     assert demo["predictions"]["sample:coffee"][0]["name"] == "espresso"
 

@@ -1,0 +1,114 @@
+"""SaliNet, DeConvNet and DeSaliNet as presets of the rule map, with targets and batched maps."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import CnnscopeError
+from ..layers import Capture, get_layer
+from .network import BackpropRules
+
+METHODS = {
+    "salinet": ("gradient", "switches"),  # Simonyan et al. 2014: the true gradient
+    "deconvnet": ("deconvnet", "switches"),  # Zeiler & Fergus 2014
+    "desalinet": ("guided", "switches"),  # Mahendran & Vedaldi 2016 (= guided backprop)
+}
+
+
+def method_rules(method: str, pool: str | None = None, layers: dict | None = None) -> BackpropRules:
+    if method not in METHODS:
+        raise CnnscopeError(f"unknown method '{method}' (choose from {', '.join(METHODS)})")
+    rect, default_pool = METHODS[method]
+    return BackpropRules(rectifier=rect, pool=pool or default_pool, layers=layers or {})
+
+
+@dataclass(frozen=True)
+class BPTarget:
+    """Where the backward pass starts, at layer `layer`:
+    class / neuron: one unit (channel, and y, x for conv layers; default the centre);
+    channel: every position of a channel; direction: a given vector over the layer;
+    features: the layer's own activation (reconstruct from the full code, the seed's "pool5" and "fc8" rows).
+    """
+
+    kind: str
+    layer: str
+    channel: int | None = None
+    y: int | None = None
+    x: int | None = None
+    direction: torch.Tensor | None = None
+
+    def label(self) -> str:
+        if self.kind in ("features", "direction"):
+            return f"{self.layer} {self.kind}"
+        where = f"@{self.y},{self.x}" if self.kind == "neuron" and self.y is not None else ""
+        return f"{self.layer} {self.kind} {self.channel}{where}"
+
+
+def _seed_signal(target: BPTarget, feat: torch.Tensor) -> torch.Tensor:
+    """The backward signal placed at the target layer for one image's activation `feat` (no batch dim)."""
+    g = torch.zeros_like(feat)
+    if target.kind == "features":
+        return feat.detach().clone()
+    if target.kind == "direction":
+        if target.direction is None or target.direction.shape != feat.shape:
+            raise CnnscopeError(f"direction must have the layer's shape {tuple(feat.shape)}")
+        return target.direction.to(feat)
+    c = target.channel
+    if c is None or not 0 <= c < feat.shape[0]:
+        raise CnnscopeError(f"channel {c} is out of range: {target.layer} has {feat.shape[0]} channels")
+    if feat.dim() == 1:
+        g[c] = 1.0
+    elif target.kind == "channel":
+        g[c] = 1.0
+    else:
+        h, w = feat.shape[-2:]
+        y = h // 2 if target.y is None else target.y
+        x = w // 2 if target.x is None else target.x
+        if not (0 <= y < h and 0 <= x < w):
+            raise CnnscopeError(f"position ({y}, {x}) is outside the {h}x{w} map of {target.layer}")
+        g[c, y, x] = 1.0
+    return g
+
+
+def backprop_maps(model, images: torch.Tensor, targets: Sequence[BPTarget], method: str = "desalinet",
+                  pool: str | None = None) -> torch.Tensor:
+    """Maps [N, T, 3, H, W] for preprocessed images [N,3,H,W] and T targets (all at one layer), computed
+    with ONE forward and ONE backward over the N*T batch (forward truncated at the target layer)."""
+    layers = {t.layer for t in targets}
+    if len(layers) != 1:
+        raise CnnscopeError("all targets of one call must be at the same layer")
+    layer = layers.pop()
+    get_layer(model, layer)  # unknown names fail here, with suggestions
+    n, t = images.shape[0], len(targets)
+    x = images.detach().repeat_interleave(t, dim=0).requires_grad_(True)  # [n*t]: image-major
+    rules = method_rules(method, pool)
+    with torch.enable_grad(), rules.applied(model), Capture(model, [layer]) as phi:
+        feat = phi(x)[layer]
+        seeds = torch.stack([_seed_signal(targets[i % t], feat[i]) for i in range(n * t)])
+        grad, = torch.autograd.grad(feat, x, seeds)
+    return grad.view(n, t, *images.shape[1:])
+
+
+def render(maps: torch.Tensor, mode: str = "signed") -> torch.Tensor:
+    """[..., 3, H, W] maps -> displayable [..., 3, H, W] in [0, 1], each map scaled on its own.
+
+    signed: grey = 0, colours show the signed RGB reconstruction (how DeConvNet maps are usually shown);
+    abs: |g| summed over colour; max: max over colour of |g| (Simonyan's saliency), both as grey levels.
+    """
+    flat = maps.flatten(-3).abs()
+    if mode == "signed":  # scale by a high quantile, not the max: a few extreme pixels would wash out the rest
+        scale = _quantile(flat)[..., None, None, None]
+        return (maps / (2 * scale) + 0.5).clamp(0, 1)
+    if mode in ("abs", "max"):
+        m = maps.abs().sum(-3, keepdim=True) if mode == "abs" else maps.abs().amax(-3, keepdim=True)
+        scale = _quantile(m.flatten(-3))[..., None, None, None]
+        return (m / scale).clamp(0, 1).expand_as(maps).contiguous()
+    raise CnnscopeError(f"unknown render mode '{mode}' (signed, abs, max)")
+
+
+def _quantile(flat: torch.Tensor, q: float = 0.995) -> torch.Tensor:
+    k = max(1, int(round(q * flat.shape[-1])))
+    return flat.kthvalue(k, dim=-1).values.clamp_min(1e-12)

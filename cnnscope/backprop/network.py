@@ -1,0 +1,185 @@
+"""The reversed ("backpropagation") network as a declarative map from layers to backward rules.
+
+    rules = BackpropRules(rectifier="deconvnet", pool="switches", layers={"stage1": "gradient"})
+    with rules.applied(model):
+        out = model(x); out.backward(...)          # x.grad is now the DeConvNet reconstruction
+
+Rules are found per call, most specific first: the layer's name (or alias), the module's type, the
+functional op ("relu", "relu6", "leaky_relu", "max_pool2d"), then the family default. The calls are
+caught with a torch function mode while the context is active, so functional calls (F.relu, x.relu()),
+in-place ReLUs, ReLU6 (hardtanh 0..6) and modules called several times are all covered, and nothing
+global is touched: outside the context every gradient is the ordinary one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from ..errors import CnnscopeError
+from ..layers import _CallTracker, _op_name, _unwrap, list_layers, resolve
+from .rules import POOL_RULES, RECTIFIER_RULES, MaxPoolRule, RectifierRule
+
+RECTIFIER_OPS = ("relu", "relu6", "hardtanh", "leaky_relu")
+POOL_OPS = ("max_pool2d",)
+
+
+@dataclass
+class BackpropRules:
+    rectifier: str = "gradient"
+    pool: str = "switches"
+    layers: dict = field(default_factory=dict)  # layer name/alias, nn.Module type or op name -> rule
+
+    def __post_init__(self):
+        for value in [self.rectifier, self.pool, *self.layers.values()]:
+            if value not in RECTIFIER_RULES + POOL_RULES:
+                raise CnnscopeError(f"unknown backward rule '{value}' (rectifiers: {', '.join(RECTIFIER_RULES)}; "
+                                    f"max-pool: {', '.join(POOL_RULES)})")
+        if self.rectifier not in RECTIFIER_RULES:
+            raise CnnscopeError(f"'{self.rectifier}' is not a rectifier rule ({', '.join(RECTIFIER_RULES)})")
+        if self.pool not in POOL_RULES:
+            raise CnnscopeError(f"'{self.pool}' is not a max-pool rule ({', '.join(POOL_RULES)})")
+
+    def rule_for(self, name: str | None, module: nn.Module | None, op: str, resolved: dict[str, str]) -> str:
+        family = "pool" if op in POOL_OPS else "rectifier"
+        candidates = [resolved.get(name)] if name else []
+        if module is not None:
+            candidates += [self.layers.get(t) for t in type(module).__mro__ if isinstance(t, type)]
+        candidates.append(self.layers.get(op))
+        for rule in candidates:
+            if rule is not None and (rule in POOL_RULES) == (family == "pool"):
+                return rule
+        return self.pool if family == "pool" else self.rectifier
+
+    @contextlib.contextmanager
+    def applied(self, model, track: bool | None = None) -> Iterator[RuleLog]:
+        """Apply the rules while the block runs. `track` names every call (needed for rules keyed by
+        layer name or module type, and for the log); a map of family defaults and op names skips it."""
+        net, _, _ = _unwrap(model)
+        resolved = {resolve(model, k): v for k, v in self.layers.items() if isinstance(k, str)
+                    and k not in RECTIFIER_OPS + POOL_OPS}
+        if track is None:
+            track = any(not (isinstance(k, str) and k in RECTIFIER_OPS + POOL_OPS) for k in self.layers)
+        tracker = _CallTracker(net) if track else None
+        log = RuleLog()
+        handles = []
+        if tracker is not None:
+            def start(m, a):
+                if m is net and not tracker.stack:  # a new forward pass: restart call numbering
+                    tracker.counts.clear()
+                    log.calls.clear()
+
+            handles = [net.register_forward_pre_hook(start, prepend=True)]
+            handles += tracker.hooks(lambda m, name, out: None)
+        mode = _RuleMode(self, tracker, resolved, log)
+        try:
+            with mode:
+                yield log
+        finally:
+            for h in handles:
+                h.remove()
+
+
+@dataclass
+class RuleLog:
+    calls: list[tuple[str, str, str]] = field(default_factory=list)  # (layer, op, rule) of the last forward
+
+
+class _RuleMode(TorchFunctionMode):
+    def __init__(self, rules: BackpropRules, tracker: _CallTracker | None, resolved: dict[str, str], log: RuleLog):
+        super().__init__()
+        self.rules, self.tracker, self.resolved, self.log = rules, tracker, resolved, log
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        op = _op_name(func).rstrip("_")
+        if op not in RECTIFIER_OPS and op not in POOL_OPS:
+            return func(*args, **kwargs)
+        x = args[0] if args else kwargs.get("input")
+        if op == "hardtanh":
+            lo = args[1] if len(args) > 1 else kwargs.get("min_val", -1.0)
+            hi = args[2] if len(args) > 2 else kwargs.get("max_val", 1.0)
+            if lo != 0:  # not a rectifier (e.g. plain hardtanh): leave it alone
+                return func(*args, **kwargs)
+        if self.tracker is None:
+            module, name = None, None
+        else:
+            inner = self.tracker.innermost()
+            builtin = inner is not None and type(inner[0]).__module__.startswith("torch.nn")
+            if builtin and inner[0] is not self.tracker.net:
+                module, name = inner
+            else:
+                module, name = None, self.tracker.functional_name(op)
+        rule = self.rules.rule_for(name, module, op, self.resolved)
+        if self.tracker is not None:
+            self.log.calls.append((name or "?", op, rule))
+        if op in POOL_OPS:
+            if rule == "switches" or kwargs.get("return_indices") or (len(args) > 6 and args[6]):
+                return func(*args, **kwargs)  # the true derivative: leave autograd's own
+            kernel = args[1] if len(args) > 1 else kwargs["kernel_size"]
+            stride = args[2] if len(args) > 2 else kwargs.get("stride")
+            padding = args[3] if len(args) > 3 else kwargs.get("padding", 0)
+            dilation = args[4] if len(args) > 4 else kwargs.get("dilation", 1)
+            ceil_mode = args[5] if len(args) > 5 else kwargs.get("ceil_mode", False)
+            return MaxPoolRule.apply(x, kernel, stride, padding, dilation, ceil_mode, rule)
+        if rule == "gradient":
+            return func(*args, **kwargs)  # SaliNet is exactly autograd
+        if op == "leaky_relu":
+            slope = args[1] if len(args) > 1 else kwargs.get("negative_slope", 0.01)
+            return RectifierRule.apply(x, 0.0, None, float(slope), rule)
+        if op == "relu":
+            return RectifierRule.apply(x, 0.0, None, 0.0, rule)
+        hi = 6.0 if op == "relu6" else float(args[2] if len(args) > 2 else kwargs.get("max_val", 1.0))
+        return RectifierRule.apply(x, 0.0, hi, 0.0, rule)  # (in-place requests are served out of place)
+
+
+# --------------------------------------------------------------------------------------------- explain
+_TRANSPOSED = {
+    "Conv2d": "convolution transposed (same filters)",
+    "Conv2dSame": "convolution transposed (same filters), padding cropped",
+    "Linear": "multiply by W^T",
+    "BatchNorm2d": "per-channel scale gamma/sigma (frozen statistics)",
+    "AdaptiveAvgPool2d": "spread evenly over each pooling region",
+    "AvgPool2d": "spread evenly over each window",
+    "Dropout": "identity (eval mode)",
+    "Flatten": "reshape back",
+    "Identity": "identity",
+}
+_RULE_TEXT = {
+    "gradient": "mask by the forward activation pattern (true gradient)",
+    "deconvnet": "rectify the backward signal, ignore the forward mask",
+    "guided": "forward mask AND rectified backward signal",
+    "switches": "route each value to the window's arg-max (switches)",
+    "centre": "route each value to the window centre (no switches)",
+    "uniform": "spread each value evenly over the window (no switches)",
+    "passthrough": "copy each value to every position of the window",
+}
+
+
+def explain(model, rules: BackpropRules) -> list[dict]:
+    """Forward blocks in reverse order, each with its transposed block and the rule it uses."""
+    net, _, size = _unwrap(model)
+    table = {r.name: r for r in list_layers(model)}
+    param = next(iter(net.parameters()), None)
+    x = torch.zeros(1, 3, size, size, dtype=param.dtype if param is not None else torch.float32)
+    with torch.no_grad(), rules.applied(model, track=True) as log:
+        net(x)
+    by_layer = {name: (op, rule) for name, op, rule in log.calls}
+    children = {name for name, m in net.named_modules() if any(True for _ in m.children())}
+    rows = []
+    for name, info in reversed(table.items()):
+        base = name.split("#")[0]
+        if base in children or name == "output":
+            continue
+        if name in by_layer:
+            op, rule = by_layer[name]
+            text = f"{rule}: {_RULE_TEXT[rule]}"
+        else:
+            text = _TRANSPOSED.get(info.kind, "autograd's own backward")
+        rows.append({"layer": name, "alias": info.alias, "type": info.kind, "backward": text})
+    return rows
