@@ -52,6 +52,14 @@ def main() -> int:
                        args.repeats)
     print(f"  class logit      ours {ours * 1000:7.1f} ms   captum {theirs * 1000:7.1f} ms   ratio {ours / theirs:.2f}"
           "   (captum hooks only nn.ReLU: on Lite0's ReLU6 it silently returns the plain gradient)")
+    alex = load_model("alexnet", random_weights=True)  # where Captum's nn.ReLU hooks do apply
+    xa = alex.prepare(load_image("sample:chelsea"))
+    gbp_a = GuidedBackprop(alex.net)
+    theirs_a = median_time(lambda: gbp_a.attribute(xa.clone().requires_grad_(True), target=282), args.repeats)
+    ours_a = median_time(lambda: backprop_maps(alex, xa, [BPTarget("class", "logits", 282)], "desalinet"),
+                         args.repeats)
+    print(f"  AlexNet class    ours {ours_a * 1000:7.1f} ms   captum {theirs_a * 1000:7.1f} ms   "
+          f"ratio {ours_a / theirs_a:.2f}   (random weights; Captum applies here)")
     ngbp = NeuronGuidedBackprop(model.net, model.net._blocks[7])
     theirs_n = median_time(lambda: ngbp.attribute(x.clone().requires_grad_(True), neuron_selector=(5, 7, 7)),
                            args.repeats)

@@ -90,15 +90,21 @@ class RuleLog:
     calls: list[tuple[str, str, str]] = field(default_factory=list)  # (layer, op, rule) of the last forward
 
 
+_OPS: dict = {}  # func -> op name if it is a rectifier or max-pool, else None (cached: every call asks)
+
+
 class _RuleMode(TorchFunctionMode):
     def __init__(self, rules: BackpropRules, tracker: _CallTracker | None, resolved: dict[str, str], log: RuleLog):
         super().__init__()
         self.rules, self.tracker, self.resolved, self.log = rules, tracker, resolved, log
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        op = _OPS.get(func, False)
+        if op is False:
+            name = _op_name(func).rstrip("_")
+            op = _OPS[func] = name if name in RECTIFIER_OPS or name in POOL_OPS else None
         kwargs = kwargs or {}
-        op = _op_name(func).rstrip("_")
-        if op not in RECTIFIER_OPS and op not in POOL_OPS:
+        if op is None:
             return func(*args, **kwargs)
         x = args[0] if args else kwargs.get("input")
         if op == "hardtanh":

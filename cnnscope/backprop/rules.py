@@ -21,17 +21,10 @@ RECTIFIER_RULES = ("gradient", "deconvnet", "guided")
 POOL_RULES = ("switches", "centre", "uniform", "passthrough")
 
 
-def _active(x: torch.Tensor, lo: float, hi: float | None, slope: float) -> torch.Tensor:
-    """Derivative of the forward rectifier at x."""
-    if slope:
-        return torch.where(x > lo, 1.0, slope).to(x.dtype)
-    inside = x > lo
-    if hi is not None:
-        inside &= x < hi
-    return inside.to(x.dtype)
-
-
 class RectifierRule(torch.autograd.Function):
+    """Forward: the rectifier. Backward: the chosen rule, built on aten's fused backward kernels (one pass
+    over the tensor for the mask, one more for the rectification)."""
+
     @staticmethod
     def forward(ctx, x, lo: float, hi: float | None, slope: float, rule: str):
         if slope:
@@ -40,19 +33,25 @@ class RectifierRule(torch.autograd.Function):
             y = torch.relu(x)
         else:
             y = torch.clamp(x, lo, hi)
-        ctx.save_for_backward(x)
+        if rule != "deconvnet":  # DeConvNet ignores the forward pass: nothing to keep
+            ctx.save_for_backward(x)
         ctx.lo, ctx.hi, ctx.slope, ctx.rule = lo, hi, slope, rule
         return y
 
     @staticmethod
     def backward(ctx, g):
-        x, = ctx.saved_tensors
         if ctx.rule == "deconvnet":
             gx = F.leaky_relu(g, ctx.slope) if ctx.slope else torch.relu(g)
+            return gx, None, None, None, None
+        x, = ctx.saved_tensors
+        if ctx.slope:
+            gx = torch.ops.aten.leaky_relu_backward(g, x, ctx.slope, False)
+        elif ctx.hi is None:
+            gx = torch.ops.aten.threshold_backward(g, x, ctx.lo)
         else:
-            gx = g * _active(x, ctx.lo, ctx.hi, ctx.slope)
-            if ctx.rule == "guided":
-                gx = torch.relu(gx)
+            gx = torch.ops.aten.hardtanh_backward(g, x, ctx.lo, ctx.hi)
+        if ctx.rule == "guided":
+            gx = gx.clamp_(min=0)
         return gx, None, None, None, None
 
 
