@@ -86,11 +86,18 @@ def main() -> int:
         print("  " + selectivity_table(result).replace("\n", "\n  "))
 
     t = time.perf_counter()
-    r = cascading_randomisation(model, load_image("sample:chelsea"), BPTarget("class", "logits", 282), progress=False)
-    print(f"(3) cascading randomisation, chelsea, class 282 ({time.perf_counter() - t:.0f} s): Spearman vs trained")
-    print("  blocks  " + " ".join(b.replace("_blocks.", "b")[:6].rjust(6) for b in r["blocks"]))
-    for method, curve in r["spearman"].items():
-        print(f"  {method:<9}" + " ".join(f"{v:6.2f}" for v in curve))
+    sanity_images = images[:5]
+    curves = []
+    for img in sanity_images:
+        k = model.predict(img, k=1)[0][0].index
+        curves.append(cascading_randomisation(model, img, BPTarget("class", "logits", k), progress=False))
+    blocks = curves[0]["blocks"]
+    print(f"(3) cascading randomisation, {len(sanity_images)} images ({source}), top class, "
+          f"{time.perf_counter() - t:.0f} s: mean Spearman vs trained")
+    print("  blocks  " + " ".join(b.replace("_blocks.", "b")[:6].rjust(6) for b in blocks))
+    for method in curves[0]["spearman"]:
+        mean = [statistics.mean(c["spearman"][method][i] for c in curves) for i in range(len(blocks))]
+        print(f"  {method:<9}" + " ".join(f"{v:6.2f}" for v in mean))
     return 0
 
 
