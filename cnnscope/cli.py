@@ -64,21 +64,22 @@ def _preimage_options(p: argparse.ArgumentParser, data_weight: float) -> None:
     g.add_argument("--size", type=_positive_int, help="image size in px (default: the model's input size)")
     g.add_argument("--iters", type=_positive_int, default=300, help="iterations (default 300)")
     g.add_argument("--seed", type=int, default=0, help="random seed (noise, jitter)")
-    g.add_argument("--optimizer", choices=["sgd", "adam", "lbfgs"], default="sgd",
-                   help="sgd = momentum 0.9 (M&V IJCV'16, default), adam, lbfgs")
+    g.add_argument("--optimizer", choices=["sgd", "adam", "lbfgs"], default=None,
+                   help="sgd = momentum 0.9 (M&V IJCV'16; default for invert/maximize/caricature), adam "
+                        "(default for texture/style), lbfgs")
     g.add_argument("--lr", type=float, default=0.05, help="typical step as a fraction of B=80 (default 0.05)")
     g.add_argument("--jitter", type=int, default=None,
                    help="random shift in px each step (default: 1/8 of the layer stride for deep layers)")
     g.add_argument("--data-weight", type=float, default=data_weight,
                    help=f"weight C of the data term (default {data_weight:g})")
     g.add_argument("--tv-beta", type=float, default=2.0, help="TV exponent beta (default 2)")
-    g.add_argument("--tv-weight", type=float, default=1.0, help="multiplier on lambda_beta (default 1)")
-    g.add_argument("--alpha-weight", type=float, default=1.0, help="multiplier on lambda_alpha (default 1)")
+    g.add_argument("--tv-weight", type=float, default=None, help="multiplier on lambda_beta (default 1)")
+    g.add_argument("--alpha-weight", type=float, default=None, help="multiplier on lambda_alpha (default 1)")
     g.add_argument("--no-prior", action="store_true", help="no TV and no alpha-norm term")
     g.add_argument("--no-box", action="store_true", help="do not keep pixels in [0,1] (only the B+ bound)")
 
 
-def _preimage_setup(args):
+def _preimage_setup(args, optimizer_default: str = "sgd", prior_default: str = "full"):
     from .models import load_model
     from .preimage import Prior, SolverConfig
 
@@ -89,9 +90,14 @@ def _preimage_setup(args):
               for n in names]
     if args.tv_beta <= 0 or args.iters < 1 or args.lr <= 0:
         raise CnnscopeError("--tv-beta and --lr must be positive")
-    prior = Prior.none() if args.no_prior else Prior(beta=args.tv_beta, tv_weight=args.tv_weight,
-                                                      alpha_weight=args.alpha_weight)
-    cfg = SolverConfig(iters=args.iters, optimizer=args.optimizer, lr=args.lr, seed=args.seed,
+    if args.no_prior:
+        prior = Prior.none()
+    elif prior_default == "full" or args.tv_weight is not None or args.alpha_weight is not None:
+        prior = Prior(beta=args.tv_beta, tv_weight=1.0 if args.tv_weight is None else args.tv_weight,
+                      alpha_weight=1.0 if args.alpha_weight is None else args.alpha_weight)
+    else:  # texture: no prior (Gatys); style: a light TV term against high-frequency noise
+        prior = Prior.none() if prior_default == "none" else Prior(beta=args.tv_beta, tv_weight=0.1, alpha_weight=0)
+    cfg = SolverConfig(iters=args.iters, optimizer=args.optimizer or optimizer_default, lr=args.lr, seed=args.seed,
                        box=not args.no_box)
     if args.jitter is not None:
         if args.jitter < 0:
@@ -133,6 +139,134 @@ def cmd_invert(args) -> None:
             print(f"{'':<40} mean mutual RMS pixel distance {a['mean_mutual_rms_distance']:.4f}; "
                   f"to the original {sum(a['rms_distance_to_original']) / len(a['rms_distance_to_original']):.4f}")
     _finish(summary, out)
+
+
+def _layer_list(model, spec):
+    from .layers import resolve
+
+    if not spec:
+        return None
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    for n in names:
+        resolve(model, n)
+    return names
+
+
+def _style_outputs(out: Path, stem: str, images, titles, settings: dict, results: list[dict]) -> Path:
+    from .images import save_image, write_json
+    from .report.plots import image_grid
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i, img in enumerate(images[1:]):
+        name = f"{stem}.png" if len(images) == 2 else f"{stem}_{i}.png"
+        save_image(img, out / name)
+        files.append(name)
+    grid = out / f"{stem}_grid.png"
+    image_grid(images, titles, grid, ncols=len(images), cell=3.0)
+    write_json({"settings": settings, "results": results, "files": files, "grid": grid.name}, out / f"{stem}.json")
+    return grid
+
+
+def cmd_texture(args) -> None:
+    from .images import load_image
+    from .preimage.runs import slug
+    from .preimage.style import texture
+
+    source = load_image(args.image)
+    models, prior, cfg, out = _preimage_setup(args, optimizer_default="adam", prior_default="none")
+    model = models[0]
+    layers = _layer_list(model, args.style_layers)
+    variants = [args.soften] if not args.compare_soften else [None, args.soften or 1.0]
+    images, titles, results = [model.preprocess.geometry(source)[0]], ["source"], []
+    for temp in variants:
+        r, info = texture(model, source, size=args.size, layers=layers, temperature=temp, prior=prior,
+                          scales=args.scales, config=cfg, style_size=args.style_size)
+        before, after = sum(info["gram_before"].values()), sum(info["gram_after"].values())
+        images.append(r.images[0])
+        titles.append("Gram" if temp is None else f"softened Gram (T={temp:g})")
+        results.append({**info, **r.summary(), "gram_total_before": before, "gram_total_after": after})
+        print(f"{titles[-1]:<28} Gram loss {before:.4f} -> {after:.6f} ({before / max(after, 1e-12):.0f}x) "
+              f"in {r.seconds:.1f} s")
+    stem = slug(f"texture_{model.name}_{args.image.replace('sample:', '')}")
+    settings = {"task": "texture", **model.settings(), "image": args.image, "size": args.size or model.input_size,
+                "solver": cfg.to_dict(), "prior": prior.to_dict(), "scales": args.scales}
+    print(f"wrote {_style_outputs(out, stem, images, titles, settings, results)}")
+    if any(r["interrupted"] for r in results):
+        raise SystemExit(130)
+
+
+def cmd_style(args) -> None:
+    from .images import load_image
+    from .preimage.runs import slug
+    from .preimage.style import stylize
+
+    content, style = load_image(args.content), load_image(args.style)
+    models, prior, cfg, out = _preimage_setup(args, optimizer_default="adam", prior_default="light")
+    model = models[0]
+    r, info = stylize(model, content, style, content_layer=args.content_layer,
+                      style_layers=_layer_list(model, args.style_layers), style_weight=args.style_weight,
+                      content_weight=args.data_weight, init=args.init, temperature=args.soften, prior=prior,
+                      size=args.size, config=cfg)
+    stem = slug(f"style_{model.name}_{args.content.replace('sample:', '')}_{args.style.replace('sample:', '')}")
+    from .preimage.presets import sized_preprocess
+
+    pp = sized_preprocess(model, args.size)
+    images = [pp.geometry(content)[0], pp.geometry(style)[0], r.images[0]]
+    settings = {"task": "style", **model.settings(), "content": args.content, "style": args.style,
+                "solver": cfg.to_dict(), "prior": prior.to_dict()}
+    grid = _style_outputs(out, stem, [images[0], images[2]], ["content", f"stylised ({args.style})"], settings,
+                          [{**info, **r.summary()}])
+    print(f"Gram loss after: {sum(info['gram_after'].values()):.5f}; {r.seconds:.1f} s")
+    print(f"wrote {grid}")
+
+
+def cmd_train_texture_net(args) -> None:
+    from .images import load_image
+    from .models import load_model
+    from .preimage.generator import NetSettings, train_generator
+
+    load_image(args.image)
+    if not args.out.endswith(".safetensors"):
+        raise CnnscopeError(f"--out {args.out}: must end in .safetensors")
+    model = load_model(args.model or "efficientnet_lite0")
+    if args.size % 8:
+        raise CnnscopeError(f"--size must be a multiple of 8, got {args.size}")
+    settings = NetSettings(mode=args.mode, model=model.name, style=args.image, size=args.size, batch=args.batch,
+                           lr=args.lr, iters=args.iters, seed=args.seed, style_weight=args.style_weight,
+                           content_weight=args.content_weight, temperature=args.soften, content=args.content)
+    result = train_generator(model, settings, args.out, resume=args.resume, save_every=args.save_every)
+    h = result["history"]
+    if h:
+        print(f"loss {h[0]:.4f} -> {h[-1]:.4f} over {len(h)} iterations ({result['seconds']:.0f} s this run)")
+    print(f"wrote {args.out}")
+    if result["interrupted"]:
+        sys.stderr.write("cnnscope: interrupted; checkpoint saved, continue with --resume\n")
+        raise SystemExit(130)
+
+
+def cmd_stylize(args) -> None:
+    from .images import load_image, save_image, write_json
+    from .preimage.generator import apply_generator, load_checkpoint
+
+    if not args.out.endswith(".png"):
+        raise CnnscopeError(f"--out {args.out}: must end in .png")
+    net, settings, state = load_checkpoint(args.net)
+    image = None
+    if settings.mode == "style":
+        if args.image is None:
+            raise CnnscopeError("this is a style network: give an IMAGE to stylise")
+        image = load_image(args.image)
+    start = time.perf_counter()
+    out = apply_generator(net, settings, image, args.size, args.seed)
+    seconds = time.perf_counter() - start
+    save_image(out, args.out)
+    from dataclasses import asdict
+
+    write_json({"net": args.net, "settings": asdict(settings), "trained_iterations": state["iteration"],
+                "image": args.image, "size": args.size, "seed": args.seed, "seconds": seconds},
+               Path(args.out).with_suffix(".json"))
+    print(f"wrote {args.out} ({out.shape[-1]}x{out.shape[-2]} px, {seconds * 1000:.0f} ms)")
 
 
 def cmd_maximize(args) -> None:
@@ -259,6 +393,53 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight the inner product by cos^P (rewards the pattern, not the magnitude)")
     _preimage_options(p, data_weight=20.0)
     p.set_defaults(func=cmd_caricature)
+
+    p = sub.add_parser("texture", help="texture synthesis: match the Gram statistics of an image, from noise")
+    p.add_argument("image", metavar="STYLE_IMAGE", help="image file or sample:NAME")
+    p.add_argument("--style-layers", help="comma-separated layers (default: the model's style layers)")
+    p.add_argument("--style-size", type=_positive_int, help="shorter side of the source in px (default: input size)")
+    p.add_argument("--scales", type=_positive_int, default=1, help="coarse-to-fine scales (default 1)")
+    p.add_argument("--soften", type=float, metavar="T", help="softmax activations (temperature T) before the Gram")
+    p.add_argument("--compare-soften", action="store_true", help="plain Gram vs softened Gram, side by side")
+    _preimage_options(p, data_weight=1.0)
+    p.set_defaults(func=cmd_texture)
+
+    p = sub.add_parser("style", help="style transfer: content of one image, Gram statistics of another")
+    p.add_argument("content", metavar="CONTENT")
+    p.add_argument("style", metavar="STYLE")
+    p.add_argument("--style-weight", type=float, default=10.0, help="weight of the Gram terms (default 10)")
+    p.add_argument("--content-layer", help="(default: the model's content layer)")
+    p.add_argument("--style-layers", help="comma-separated (default: the model's style layers)")
+    p.add_argument("--init", choices=["content", "noise"], default="content")
+    p.add_argument("--soften", type=float, metavar="T", help="softmax activations (temperature T) before the Gram")
+    _preimage_options(p, data_weight=1.0)
+    p.set_defaults(func=cmd_style)
+
+    p = sub.add_parser("train-texture-net", help="train a feed-forward texture (or style) network")
+    p.add_argument("image", metavar="STYLE_IMAGE")
+    p.add_argument("--mode", choices=["texture", "style"], default="texture")
+    p.add_argument("--out", default="cnnscope-out/texture-net.safetensors", metavar="FILE")
+    p.add_argument("--model", default=None)
+    p.add_argument("--size", type=_positive_int, default=128, help="training size in px (default 128)")
+    p.add_argument("--iters", type=_positive_int, default=1500)
+    p.add_argument("--batch", type=_positive_int, default=4)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--style-weight", type=float, default=1.0)
+    p.add_argument("--content-weight", type=float, default=1.0)
+    p.add_argument("--soften", type=float, metavar="T")
+    p.add_argument("--content", metavar="FOLDER", help="(style mode) content images; default bundled samples")
+    p.add_argument("--resume", action="store_true", help="continue from --out if it exists")
+    p.add_argument("--save-every", type=_positive_int, default=100)
+    p.set_defaults(func=cmd_train_texture_net)
+
+    p = sub.add_parser("stylize", help="apply a trained texture/style network in one forward pass")
+    p.add_argument("image", nargs="?", metavar="IMAGE", help="input image (style networks)")
+    p.add_argument("--net", required=True, metavar="FILE")
+    p.add_argument("--size", type=_positive_int, help="output size (texture) or shorter side (style)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="cnnscope-out/stylized.png", metavar="FILE.png")
+    p.set_defaults(func=cmd_stylize)
 
     p = sub.add_parser("saliency", help="SaliNet / DeConvNet / DeSaliNet maps (the seed's comparison figure)")
     p.add_argument("image", metavar="IMAGE", help="image file or sample:NAME")

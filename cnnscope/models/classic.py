@@ -54,6 +54,12 @@ class AlexNet(nn.Module):
     def depth_layers(self) -> list[str]:
         return ["relu1", "relu2", "relu3", "relu4", "relu5", "pool5", "relu6", "relu7", "fc8"]
 
+    def style_layers(self) -> list[str]:
+        return ["relu1", "relu2", "relu3", "relu4", "relu5"]
+
+    def content_layer(self) -> str:
+        return "relu4"
+
 
 VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 
@@ -105,6 +111,12 @@ class VGG16(nn.Module):
 
     def depth_layers(self) -> list[str]:
         return ["relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3", "pool5", "relu6", "relu7", "fc8"]
+
+    def style_layers(self) -> list[str]:
+        return ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]  # Gatys et al.
+
+    def content_layer(self) -> str:
+        return "relu4_2"
 
 
 # torchvision's published checkpoint file names (found in the torch hub cache if the user has them)

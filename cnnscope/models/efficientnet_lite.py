@@ -137,6 +137,14 @@ class EfficientNetLite(nn.Module):
         """A row of layers from the stem to the logits (for figures across depth)."""
         return ["stem"] + [f"stage{i + 1}" for i in range(len(self.stage_ends))] + ["logits"]
 
+    def style_layers(self) -> list[str]:
+        """Rectified expansion activations at the start of stages 2-5, plus the stem (Gatys-like spread)."""
+        firsts = [end + 1 for end in self.stage_ends[:4]]
+        return ["stem"] + [f"_blocks.{i}._act0" for i in firsts]
+
+    def content_layer(self) -> str:
+        return "stage4"
+
 
 def build(name: str) -> EfficientNetLite:
     width, depth, _ = VARIANTS[name]

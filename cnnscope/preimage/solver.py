@@ -125,20 +125,26 @@ def solve(model, objective: Objective, init: torch.Tensor, config: SolverConfig 
     bar = tqdm(total=cfg.iters, desc=cfg.desc, disable=not cfg.progress, leave=False, unit="it")
     try:
         if cfg.optimizer == "lbfgs":
-            opt = torch.optim.LBFGS([x], lr=1.0, max_iter=1, history_size=20, line_search_fn="strong_wolfe")
+            # no tolerance stops: normalised energies have tiny gradients in 0-255 units; `iters` decides
+            opt = torch.optim.LBFGS([x], lr=1.0, max_iter=1, history_size=20, line_search_fn="strong_wolfe",
+                                    tolerance_grad=0.0, tolerance_change=0.0)
+            # L-BFGS is scale-invariant except for its curvature test (s.y > 1e-10): rescale the energy so the
+            # first gradient is O(1) per pixel, or every curvature pair would be dropped
+            g0, = torch.autograd.grad(energy(x, jitter=False).sum(), x)
+            boost = 1.0 / float(g0.abs().mean().clamp_min(1e-30))
 
             def closure():
                 opt.zero_grad(set_to_none=True)
                 e = energy(x, jitter=False)
                 remember(e)
                 total = e.sum()
-                total.backward()
-                return total
+                (total * boost).backward()
+                return total * boost
 
             for step in range(1, cfg.iters + 1):  # noqa: B007 (step is reported after the loop)
                 loss = opt.step(closure)
                 space.project(x.data, cfg.bound, cfg.box)
-                history.append(float(loss) / n)
+                history.append(float(loss.detach()) / boost / n)
                 bar.update(1)
         else:
             velocity = torch.zeros_like(x)

@@ -1,0 +1,267 @@
+"""Feed-forward texture and style networks (Ulyanov et al. ICML'16, Johnson et al. ECCV'16), trained
+against the same Gram loss with the analysed network frozen.
+
+Both generators use instance normalisation and nearest-neighbour upsampling followed by a convolution
+(no transposed convolutions, hence no checkerboard). Checkpoints are safetensors files holding the
+generator, the Adam state and, in their metadata, the settings and the loss history, so training resumes
+exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from ..errors import CnnscopeError
+from ..images import atomic_path, load_image
+from ..layers import Capture
+from ..models import Model
+from .objectives import Context, Representation
+from .style import default_content_layer, default_style_layers, style_objective, style_target
+
+
+def _conv_block(cin: int, cout: int, k: int = 3, stride: int = 1) -> list[nn.Module]:
+    return [nn.ReflectionPad2d(k // 2), nn.Conv2d(cin, cout, k, stride), nn.InstanceNorm2d(cout, affine=True),
+            nn.LeakyReLU(0.2)]
+
+
+class TextureGenerator(nn.Module):
+    """Noise [N, noise, S/2^levels, S/2^levels] -> image [N, 3, S, S] in [0, 1]."""
+
+    def __init__(self, noise_channels: int = 8, width: int = 32, levels: int = 3):
+        super().__init__()
+        self.noise_channels, self.levels = noise_channels, levels
+        layers: list[nn.Module] = _conv_block(noise_channels, width) + _conv_block(width, width)
+        for _ in range(levels):
+            layers += [nn.Upsample(scale_factor=2, mode="nearest"), *_conv_block(width, width),
+                       *_conv_block(width, width)]
+        layers += [nn.Conv2d(width, 3, 1), nn.Sigmoid()]
+        self.body = nn.Sequential(*layers)
+
+    def noise(self, n: int, size: int, generator: torch.Generator) -> torch.Tensor:
+        s = max(1, size // 2 ** self.levels)
+        return torch.rand(n, self.noise_channels, s, s, generator=generator)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.body(z)
+
+
+class _Residual(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.body = nn.Sequential(*_conv_block(width, width)[:-1], nn.LeakyReLU(0.2), *_conv_block(width, width)[:-1])
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class StyleGenerator(nn.Module):
+    """Image [N,3,H,W] in [0,1] -> stylised image of the same size (H, W multiples of 4)."""
+
+    def __init__(self, width: int = 16, residuals: int = 3):
+        super().__init__()
+        w = width
+        self.body = nn.Sequential(
+            *_conv_block(3, w, 9), *_conv_block(w, 2 * w, 3, 2), *_conv_block(2 * w, 4 * w, 3, 2),
+            *[_Residual(4 * w) for _ in range(residuals)],
+            nn.Upsample(scale_factor=2, mode="nearest"), *_conv_block(4 * w, 2 * w),
+            nn.Upsample(scale_factor=2, mode="nearest"), *_conv_block(2 * w, w),
+            nn.ReflectionPad2d(4), nn.Conv2d(w, 3, 9), nn.Sigmoid(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+@dataclass
+class NetSettings:
+    mode: str  # "texture" or "style"
+    model: str
+    style: str
+    size: int = 128
+    batch: int = 4
+    lr: float = 1e-3
+    iters: int = 1500
+    seed: int = 0
+    style_layers: list[str] = field(default_factory=list)
+    content_layer: str | None = None
+    style_weight: float = 1.0
+    content_weight: float = 1.0
+    temperature: float | None = None
+    arch: dict = field(default_factory=dict)
+    content: str | None = None  # folder of content images (style mode); None = bundled samples
+
+
+def build_generator(settings: NetSettings) -> nn.Module:
+    if settings.mode == "texture":
+        return TextureGenerator(**settings.arch)
+    if settings.mode == "style":
+        return StyleGenerator(**settings.arch)
+    raise CnnscopeError(f"unknown generator mode '{settings.mode}' (texture or style)")
+
+
+CONTENT_SAMPLES = ("chelsea", "coffee", "astronaut", "rocket", "retina", "ihc", "hubble", "camera", "coins")
+
+
+def content_pool(folder: str | None) -> list[torch.Tensor]:
+    if folder is None:
+        return [load_image(f"sample:{n}") for n in CONTENT_SAMPLES]
+    from ..images import list_folder
+
+    return [load_image(p) for p, _ in list_folder(folder)]
+
+
+def random_crops(images: Sequence[torch.Tensor], n: int, size: int, gen: torch.Generator) -> torch.Tensor:
+    """n random square crops (random scale, then resized to `size`) — the style-mode training data."""
+    out = []
+    for _ in range(n):
+        img = images[int(torch.randint(len(images), (1,), generator=gen))]
+        h, w = img.shape[-2:]
+        side = int(min(h, w) * (0.5 + 0.5 * float(torch.rand(1, generator=gen))))
+        top = int(torch.randint(h - side + 1, (1,), generator=gen))
+        left = int(torch.randint(w - side + 1, (1,), generator=gen))
+        crop = img[:, top:top + side, left:left + side].unsqueeze(0)
+        out.append(F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False))
+    return torch.cat(out)
+
+
+def save_checkpoint(path: Path, net: nn.Module, opt: torch.optim.Optimizer, settings: NetSettings,
+                    iteration: int, history: list[float]) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {f"net.{k}": v.contiguous() for k, v in net.state_dict().items()}
+    names = {id(p): n for n, p in net.named_parameters()}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for key, value in opt.state.get(p, {}).items():
+                if torch.is_tensor(value):
+                    tensors[f"adam.{names[id(p)]}.{key}"] = value.detach().reshape(value.shape).contiguous()
+    meta = {"settings": json.dumps(asdict(settings)), "iteration": str(iteration), "history": json.dumps(history),
+            "format": "cnnscope-generator-1"}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def load_checkpoint(path: str | Path) -> tuple[nn.Module, NetSettings, dict]:
+    from safetensors import safe_open
+
+    p = Path(path)
+    if not p.is_file():
+        raise CnnscopeError(f"generator file {path}: no such file")
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as err:
+        raise CnnscopeError(f"generator file {path}: not a readable safetensors file ({err})") from None
+    if meta.get("format") != "cnnscope-generator-1":
+        raise CnnscopeError(f"generator file {path}: not a cnnscope generator (no settings in its metadata)")
+    settings = NetSettings(**json.loads(meta["settings"]))
+    net = build_generator(settings)
+    net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+    state = {"iteration": int(meta["iteration"]), "history": json.loads(meta["history"]),
+             "adam": {k[5:]: v for k, v in tensors.items() if k.startswith("adam.")}}
+    return net, settings, state
+
+
+def _restore_adam(opt: torch.optim.Optimizer, net: nn.Module, saved: dict[str, torch.Tensor]) -> None:
+    for name, p in net.named_parameters():
+        entries = {key.split(".")[-1]: v for key, v in saved.items() if key.rsplit(".", 1)[0] == name}
+        if entries:
+            opt.state[p] = {k: (v if k != "step" else v.clone()) for k, v in entries.items()}
+
+
+def train_generator(model: Model, settings: NetSettings, out: str | Path, *, resume: bool = False,
+                    save_every: int = 100, progress: bool = True) -> dict:
+    """Train (or resume training of) a texture/style network; returns the loss history and timing."""
+    out = Path(out)
+    settings.style_layers = list(settings.style_layers or default_style_layers(model))
+    if settings.mode == "style":
+        settings.content_layer = settings.content_layer or default_content_layer(model)
+    torch.manual_seed(settings.seed)
+    start_iter, history = 0, []
+    net = build_generator(settings)
+    opt = torch.optim.Adam(net.parameters(), lr=settings.lr)
+    if resume and out.is_file():
+        net, saved, state = load_checkpoint(out)
+        if asdict(saved) | {"iters": settings.iters} != asdict(settings):  # only the length may change
+            raise CnnscopeError(f"{out} was trained with other settings; use another --out or the same options")
+        opt = torch.optim.Adam(net.parameters(), lr=settings.lr)
+        _restore_adam(opt, net, state["adam"])
+        start_iter, history = state["iteration"], state["history"]
+    style_img = load_image(settings.style)
+    layers = settings.style_layers
+    target = style_target(model, style_img, layers, settings.size, settings.temperature)
+    objective = settings.style_weight * style_objective(target, temperature=settings.temperature)
+    need = list(layers)
+    contents = None
+    if settings.mode == "style":
+        need.append(settings.content_layer)
+        contents = content_pool(settings.content)
+    pp = model.preprocess
+    mean = torch.tensor(pp.mean).view(1, 3, 1, 1)
+    started = time.perf_counter()
+    interrupted = False
+    with Capture(model, need) as phi:
+        bar = tqdm(range(start_iter, settings.iters), desc=f"train {settings.mode} net", disable=not progress,
+                   initial=start_iter, total=settings.iters)
+        try:
+            for it in bar:
+                gen = torch.Generator().manual_seed(settings.seed * 1_000_003 + it)  # data stream fixed per step
+                if settings.mode == "texture":
+                    images = net(net.noise(settings.batch, settings.size, gen))
+                    obj = objective
+                else:
+                    batch = random_crops(contents, settings.batch, settings.size, gen)
+                    with torch.no_grad():
+                        phi_c = phi(pp.normalize(batch))[settings.content_layer]
+                    images = net(batch)
+                    obj = objective + settings.content_weight * Representation(settings.content_layer, phi_c)
+                x = 255.0 * (images - mean)  # centred 0-255 units, as everywhere in the pre-image code
+                loss = obj(Context(x, phi(pp.normalize(images)))).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                history.append(float(loss.detach()))
+                if len(history) % 10 == 0:
+                    bar.set_postfix(loss=f"{history[-1]:.4g}")
+                if (it + 1) % save_every == 0 or it + 1 == settings.iters:
+                    save_checkpoint(out, net, opt, settings, it + 1, history)
+        except KeyboardInterrupt:  # keep every finished step: history has one entry per completed step
+            interrupted = True
+            save_checkpoint(out, net, opt, settings, len(history), history)
+        finally:
+            bar.close()
+    return {"history": history, "seconds": time.perf_counter() - started, "interrupted": interrupted,
+            "iterations": len(history), "file": str(out)}
+
+
+@torch.no_grad()
+def apply_generator(net: nn.Module, settings: NetSettings, image: torch.Tensor | None = None,
+                    size: int | None = None, seed: int = 0) -> torch.Tensor:
+    """One forward pass: a texture (texture mode, any size) or the stylised image (style mode)."""
+    net.eval()
+    if settings.mode == "texture":
+        size = size or settings.size
+        step = 2 ** net.levels
+        size = max(step, int(math.ceil(size / step)) * step)
+        return net(net.noise(1, size, torch.Generator().manual_seed(seed)))[0]
+    if image is None:
+        raise CnnscopeError("a style network needs an input image")
+    x = image.unsqueeze(0)
+    h, w = x.shape[-2:]
+    if size:
+        scale = size / min(h, w)
+        h, w = round(h * scale), round(w * scale)
+    h, w = max(4, h // 4 * 4), max(4, w // 4 * 4)
+    x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+    return net(x)[0]
