@@ -117,11 +117,44 @@ def section_backprop(ctx: DemoContext) -> str:
     return html.section("Backpropagation networks", body, "backprop")
 
 
+def section_style(ctx: DemoContext) -> str:
+    """Texture synthesis from brick and gravel, and gravel's style on the first image."""
+    from .images import save_image
+    from .preimage import SolverConfig
+    from .preimage.style import stylize, texture
+
+    out = ctx.out / "style"
+    out.mkdir(parents=True, exist_ok=True)
+    iters = ctx.settings.get("preimage_iters", 200)
+    cfg = SolverConfig(optimizer="adam", iters=iters, progress=False)
+    parts, record = [], {}
+    for name in ("brick", "gravel"):
+        r, info = texture(ctx.model, f"sample:{name}", config=cfg)
+        save_image(r.images[0], out / f"texture_{name}.png")
+        before, after = sum(info["gram_before"].values()), sum(info["gram_after"].values())
+        record[name] = {"gram_before": before, "gram_after": after, "seconds": r.seconds}
+        parts.append(html.figure(f"style/texture_{name}.png",
+                                 f"texture from sample:{name} (Gram loss {before:.3f} → {after:.5f})", 224))
+    source = next(iter(ctx.images))
+    r, info = stylize(ctx.model, source, "sample:gravel", config=cfg)
+    save_image(r.images[0], out / "style_gravel.png")
+    record["style"] = {"gram_after": sum(info["gram_after"].values()), "seconds": r.seconds}
+    parts.append(html.figure("style/style_gravel.png", f"{source} in the style of sample:gravel", 224))
+    ctx.settings["style"] = record
+    body = ("<p>Moment matching (Gatys et al.): the Gram matrices of a few layers describe a texture; "
+            "with the inversion term added, they transfer style. Lite0 is not a VGG, and its textures "
+            "are grainier than the classic VGG results. <code>cnnscope texture IMAGE</code>, "
+            "<code>cnnscope style CONTENT STYLE</code>, <code>cnnscope train-texture-net IMAGE</code> + "
+            "<code>cnnscope stylize --net FILE</code>.</p>")
+    return html.section("Texture and style", body + "".join(parts), "style")
+
+
 SECTIONS: list[tuple[str, Callable[[DemoContext], str]]] = [
     ("predictions", section_predict),
     ("layers", section_layers),
     ("pre-images", section_preimages),
     ("backprop", section_backprop),
+    ("texture and style", section_style),
 ]
 
 

@@ -124,6 +124,7 @@ def test_predict_layers_activations_demo(tmp_path):
     assert 'src="preimage/invert_chelsea_grid.png"' in html
     assert (tmp_path / "demo" / "preimage" / "invert_chelsea_grid.png").stat().st_size > 0
     assert 'src="backprop/saliency_chelsea_grid.png"' in html
+    assert 'src="style/texture_gravel.png"' in html and (tmp_path / "demo" / "style" / "style_gravel.png").is_file()
     demo = json.loads((tmp_path / "demo" / "demo.json").read_text())
     assert demo["predictions"]["sample:coffee"][0]["name"] == "espresso"
 
