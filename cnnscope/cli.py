@@ -482,6 +482,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="cnnscope-out", metavar="DIR")
     p.set_defaults(func=cmd_sanity)
 
+    p = sub.add_parser("stitch", help="equivalence by stitching: front of A, learned map E, rest of B")
+    p.add_argument("--a", default="efficientnet_lite0", help="model A (default efficientnet_lite0)")
+    p.add_argument("--b", default="efficientnet_lite1", help="model B (default efficientnet_lite1)")
+    p.add_argument("--layers", default=None,
+                   help="layers present in both (or a:b pairs), comma-separated (default: stem, stage1..stage6)")
+    p.add_argument("--images", metavar="FOLDER", help="images (labels.csv used if present; default bundled crops)")
+    p.add_argument("--limit", type=_positive_int, help="at most this many images")
+    p.add_argument("--fit", type=float, default=0.8, help="fraction of images used to fit (default 0.8)")
+    p.add_argument("--epochs", type=_positive_int, default=8, help="task-loss epochs (default 8)")
+    p.add_argument("--no-resample", action="store_true", help="refuse grids that differ instead of resampling")
+    p.add_argument("--quick", action="store_true", help="few images, two layers, 2 epochs (for CI)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="cnnscope-out", metavar="DIR")
+    p.set_defaults(func=cmd_stitch)
+
+    p = sub.add_parser("cka", help="linear CKA between the layers of two models (heatmap)")
+    p.add_argument("--a", default="efficientnet_lite0")
+    p.add_argument("--b", default="efficientnet_lite1")
+    p.add_argument("--layers", default="stages", help="layers of A and B ('stages' = stem..logits)")
+    p.add_argument("--images", metavar="FOLDER")
+    p.add_argument("--limit", type=_positive_int, default=50)
+    p.add_argument("--debiased", action="store_true", help="debiased CKA (default biased)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="cnnscope-out", metavar="DIR")
+    p.set_defaults(func=cmd_cka)
+
+    p = sub.add_parser("train-small", help="train a small CNN from scratch on a procedural dataset (seconds)")
+    p.add_argument("--data", choices=["shapes", "textures"], default="shapes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=_positive_int, default=8)
+    p.add_argument("--out", default=None, metavar="FILE", help="(default cnnscope-out/small_DATA_seedS.safetensors)")
+    p.set_defaults(func=cmd_train_small)
+
+    p = sub.add_parser("stitch-small", help="seeds / before-after training / different data, by stitching")
+    p.add_argument("--out", default="cnnscope-out", metavar="DIR")
+    p.add_argument("--epochs", type=_positive_int, default=8, help="training epochs per network")
+    p.add_argument("--quick", action="store_true", help="fewer images and epochs (for CI)")
+    p.set_defaults(func=cmd_stitch_small)
+
     p = sub.add_parser("samples", help="list the bundled sample images (use as sample:NAME)")
     p.set_defaults(func=cmd_samples)
     return parser
@@ -693,6 +732,123 @@ def cmd_sanity(args) -> None:
     for method, curve in result["spearman"].items():
         print(f"{method:<10} " + " ".join(f"{v:5.2f}" for v in curve))
     print(f"wrote {out / 'sanity.png'}")
+
+
+def _layer_pairs(model_a, model_b, spec: str) -> list[tuple[str, str]]:
+    from .layers import resolve
+
+    pairs = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        la, _, lb = part.partition(":")
+        lb = lb or la
+        resolve(model_a, la)
+        resolve(model_b, lb)
+        pairs.append((la, lb))
+    if not pairs:
+        raise CnnscopeError("no layers given (--layers)")
+    return pairs
+
+
+def cmd_stitch(args) -> None:
+    from .models import load_model
+    from .preimage.runs import slug
+    from .transforms.equivalence import stitch_experiment
+    from .transforms.runs import format_table, image_set, stitch_table, write_stitch_outputs
+
+    out = _out_dir(args.out)
+    if not 0 < args.fit < 1:
+        raise CnnscopeError(f"--fit must be a fraction between 0 and 1, got {args.fit}")
+    a, b = load_model(args.a, seed=args.seed), load_model(args.b, seed=args.seed)
+    layers = args.layers or ("stem,stage2" if args.quick else "stem,stage1,stage2,stage3,stage4,stage5,stage6")
+    pairs = _layer_pairs(a, b, layers)
+    limit = args.limit or (24 if args.quick else None)
+    images, labels = image_set(a, args.images, limit, args.seed)
+    n_fit = max(1, min(len(images) - 1, round(len(images) * args.fit)))
+    gen = torch_perm(len(images), args.seed)
+    images = images[gen]
+    labels = labels[gen] if labels is not None else None
+    result = stitch_experiment(a, b, pairs, images[:n_fit], images[n_fit:],
+                               labels[:n_fit] if labels is not None else None,
+                               labels[n_fit:] if labels is not None else None,
+                               task_epochs=2 if args.quick else args.epochs, resample=not args.no_resample,
+                               seed=args.seed)
+    metric = "top1_error" if labels is not None else "disagreement_with_b"
+    settings = {"a": a.name, "b": b.name, "layers": [list(p) for p in pairs], "images": args.images or "bundled crops",
+                "fit": n_fit, "test": len(images) - n_fit, "epochs": 2 if args.quick else args.epochs,
+                "seed": args.seed, "resample": not args.no_resample}
+    name = slug(f"stitch_{a.name}_{b.name}")
+    write_stitch_outputs(out, name, result, metric, settings)
+    print(f"# {metric.replace('_', ' ')} on {len(images) - n_fit} held-out images ({n_fit} used to fit)")
+    print(format_table(stitch_table(result, metric)))
+    print(f"wrote {out / (name + '.csv')}, {name}.png, {name}.json, {name}_stitches.safetensors")
+
+
+def torch_perm(n: int, seed: int):
+    import torch
+
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+
+
+def cmd_cka(args) -> None:
+    from .images import write_json
+    from .models import load_model
+    from .preimage.runs import expand_layers, slug
+    from .transforms.cka import linear_cka
+    from .transforms.equivalence import features
+    from .transforms.runs import cka_heatmap, image_set
+
+    out = _out_dir(args.out)
+    a, b = load_model(args.a, seed=args.seed), load_model(args.b, seed=args.seed)
+    la, lb = expand_layers(a, args.layers), expand_layers(b, args.layers)
+    images, _ = image_set(a, args.images, args.limit, args.seed)
+    if len(images) < 4:
+        raise CnnscopeError("CKA needs at least 4 images")
+    fa = {name: features(a, name, a.preprocess.normalize(images)).flatten(1) for name in la}
+    fb = {name: features(b, name, b.preprocess.normalize(images)).flatten(1) for name in lb}
+    matrix = [[linear_cka(fa[x], fb[y], args.debiased) for y in lb] for x in la]
+    name = slug(f"cka_{a.name}_{b.name}")
+    out.mkdir(parents=True, exist_ok=True)
+    kind = "debiased" if args.debiased else "biased"
+    cka_heatmap(matrix, la, lb, f"linear CKA ({kind}), {len(images)} images: {a.name} (rows) vs {b.name}",
+                out / f"{name}.png")
+    write_json({"a": a.name, "b": b.name, "layers_a": la, "layers_b": lb, "debiased": args.debiased,
+                "images": args.images or "bundled crops", "count": len(images), "cka": matrix}, out / f"{name}.json")
+    width = max(len(x) for x in la)
+    print(" " * width + "".join(f"{y[:8]:>9}" for y in lb))
+    for x, row in zip(la, matrix):
+        print(f"{x:<{width}}" + "".join(f"{v:9.2f}" for v in row))
+    print(f"wrote {out / (name + '.png')}")
+
+
+def cmd_train_small(args) -> None:
+    from .transforms.smallnets import save_small, train_small
+
+    out = args.out or f"cnnscope-out/small_{args.data}_seed{args.seed}.safetensors"
+    if not out.endswith(".safetensors"):
+        raise CnnscopeError(f"--out {out}: must end in .safetensors")
+    net, info = train_small(args.data, args.seed, args.epochs)
+    save_small(net, info, out)
+    print(f"{args.data} seed {args.seed}: test accuracy {info['test_accuracy']:.3f} after {args.epochs} epochs")
+    print(f"wrote {out} (use it as --a small:{out})")
+
+
+def cmd_stitch_small(args) -> None:
+    from .images import write_json
+    from .transforms.runs import format_table, stitch_table
+    from .transforms.smallnets import seed_data_experiment
+
+    out = _out_dir(args.out)
+    epochs = 2 if args.quick else args.epochs
+    results = seed_data_experiment(out / "small-nets", epochs=epochs, n_images=150 if args.quick else 600,
+                                   task_epochs=1 if args.quick else 4)
+    summary = {}
+    for case, r in results.items():
+        rows = stitch_table(r["result"], r["metric"])
+        summary[case] = {"a": r["a"], "b": r["b"], "metric": r["metric"], "table": rows}
+        print(f"# {case}: A={r['a']} B={r['b']} ({r['metric'].replace('_', ' ')})")
+        print(format_table(rows))
+    write_json({"epochs": epochs, "cases": summary}, out / "stitch_small.json")
+    print(f"wrote {out / 'stitch_small.json'}")
 
 
 def cmd_samples(args) -> None:

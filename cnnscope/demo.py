@@ -149,12 +149,46 @@ def section_style(ctx: DemoContext) -> str:
     return html.section("Texture and style", body + "".join(parts), "style")
 
 
+def section_equivalence(ctx: DemoContext) -> str:
+    """Linear CKA between Lite0 and Lite1 layers, on random crops of the bundled samples."""
+    from .images import write_json
+    from .models import load_model
+    from .transforms.cka import linear_cka
+    from .transforms.equivalence import features
+    from .transforms.runs import cka_heatmap, image_set
+
+    try:
+        other = load_model("efficientnet_lite1")
+    except Exception as err:  # the optional weights package is missing: say so instead of failing the demo
+        return html.section("Equivalence", f"<p>skipped: {html.escape(str(err))}</p>", "equivalence")
+    out = ctx.out / "equivalence"
+    out.mkdir(parents=True, exist_ok=True)
+    net = ctx.model.net
+    layers = net.depth_layers() if hasattr(net, "depth_layers") else ["output"]
+    images, _ = image_set(ctx.model, None, 16 if ctx.settings.get("preimage_iters", 200) < 100 else 40)
+    fa = {n: features(ctx.model, n, ctx.model.preprocess.normalize(images)).flatten(1) for n in layers}
+    fb = {n: features(other, n, other.preprocess.normalize(images)).flatten(1) for n in layers}
+    matrix = [[linear_cka(fa[x], fb[y]) for y in layers] for x in layers]
+    cka_heatmap(matrix, layers, layers, f"linear CKA, {len(images)} crops: {ctx.model.name} vs {other.name}",
+                out / "cka.png")
+    write_json({"layers": layers, "cka": matrix, "images": len(images)}, out / "cka.json")
+    ctx.settings["cka"] = matrix
+    body = ("<p>Are two networks' representations the same up to a simple map? Linear CKA compares the layers "
+            "of Lite0 and Lite1 (trained separately, same data): the diagonal is high. Stitching — A's front, a "
+            "learned 1x1 map, B's rest — tests it by B's own task: <code>cnnscope stitch --images FOLDER</code>; "
+            "seeds, before/after training and different data with small CNNs trained here: "
+            "<code>cnnscope stitch-small</code>.</p>")
+    return html.section("Equivalence", body + html.figure("equivalence/cka.png", "layer-by-layer linear CKA"),
+                        "equivalence")
+
+
 SECTIONS: list[tuple[str, Callable[[DemoContext], str]]] = [
     ("predictions", section_predict),
     ("layers", section_layers),
     ("pre-images", section_preimages),
     ("backprop", section_backprop),
     ("texture and style", section_style),
+    ("equivalence", section_equivalence),
 ]
 
 

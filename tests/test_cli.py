@@ -75,6 +75,9 @@ BAD = {
     "saliency channel range": (["saliency", "sample:chelsea", "--layer", "stage2", "--channel", "999",
                                 "--out", "{d}/sal"], "out of range"),
     "selectivity missing folder": (["selectivity", "--images", "{d}/nowhere", "--out", "{d}/sel"], "not a folder"),
+    "stitch bad fit": (["stitch", "--fit", "1.5", "--out", "{d}/st"], "--fit must be a fraction"),
+    "stitch unknown layer": (["stitch", "--layers", "stage11", "--out", "{d}/st"], "closest: stage1"),
+    "small bad out": (["train-small", "--out", "{d}/net.pt"], "must end in .safetensors"),
     "invert bad window": (["invert", "sample:chelsea", "--layer", "stem", "--window", "1-2", "--out", "{d}/pre"],
                           "expected y0:y1,x0:x1"),
 }
@@ -124,6 +127,7 @@ def test_predict_layers_activations_demo(tmp_path):
     assert 'src="preimage/invert_chelsea_grid.png"' in html
     assert (tmp_path / "demo" / "preimage" / "invert_chelsea_grid.png").stat().st_size > 0
     assert 'src="backprop/saliency_chelsea_grid.png"' in html
+    assert 'src="equivalence/cka.png"' in html
     assert 'src="style/texture_gravel.png"' in html and (tmp_path / "demo" / "style" / "style_gravel.png").is_file()
     demo = json.loads((tmp_path / "demo" / "demo.json").read_text())
     assert demo["predictions"]["sample:coffee"][0]["name"] == "espresso"

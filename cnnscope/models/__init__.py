@@ -188,6 +188,11 @@ def load_model(
             if source is None:
                 raise CnnscopeError(f"{name} has no weights here: {entry.weights_hint}")
             load_strict(net, read_state_dict(source), source, name)
+    elif name.startswith("small:"):  # a SmallCNN trained by `cnnscope train-small`
+        from ..transforms.smallnets import as_model, load_small
+
+        net, info = load_small(name[len("small:"):])
+        return as_model(net, name)
     elif is_user_model(name):
         net, torchscript = build_user_model(name)
         aliases, base_pp = {}, Preprocess()

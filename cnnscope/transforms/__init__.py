@@ -1,0 +1,1 @@
+"""Transformation analysis: equivalence of representations (stitching, CKA) — Lenc & Vedaldi CVPR'15/IJCV'18."""

@@ -1,0 +1,230 @@
+"""Equivalence by stitching (Lenc & Vedaldi CVPR'15 / IJCV'18): the front of network A up to layer L_A,
+a learned linear map E, then the rest of network B from L_B on — a "Franken-net". If it classifies as well
+as B, the two representations are equivalent at that depth up to E.
+
+E is a 1x1 convolution with bias (optionally preceded by batch normalisation, or m x m), with bilinear
+resampling when A's and B's grids differ. It is fitted by closed-form least squares Phi_B ~ E Phi_A over all
+positions (regression) and/or by the task loss through frozen B (cross-entropy to labels if given, else KL to
+B's own predictions). Baselines: identity ("naive"), random E, and a channel permutation found by matching.
+
+The rest of B is run by replacing L_B's output with a forward hook; B's own front then runs on a small dummy
+input (its result is discarded), which is exact whenever B after L_B depends on L_B's output alone (true at
+block boundaries of sequential networks such as Lite's stages; checked by the A->A identity test).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from ..errors import CnnscopeError
+from ..layers import Capture, resolve
+from ..models import Model
+
+
+class Stitch(nn.Module):
+    def __init__(self, c_in: int, c_out: int, out_hw: tuple[int, int] | None = None, kernel: int = 1,
+                 batchnorm: bool = False):
+        super().__init__()
+        self.out_hw = out_hw
+        self.bn = nn.BatchNorm2d(c_in) if batchnorm else None
+        self.conv = nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        if self.out_hw is not None and tuple(f.shape[-2:]) != tuple(self.out_hw):
+            f = F.interpolate(f, size=self.out_hw, mode="bilinear", align_corners=False)
+        if self.bn is not None:
+            f = self.bn(f)
+        return self.conv(f)
+
+    def set_linear(self, weight: torch.Tensor, bias: torch.Tensor) -> Stitch:
+        """weight [C_out, C_in], bias [C_out] (a 1x1 map; larger kernels get it at their centre)."""
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            k = self.conv.kernel_size[0] // 2
+            self.conv.weight[:, :, k, k] = weight
+            self.conv.bias.copy_(bias)
+        return self
+
+
+def features(model: Model, layer: str, batch: torch.Tensor, chunk: int = 16) -> torch.Tensor:
+    """Activations of a preprocessed batch at `layer`, computed in chunks without gradients."""
+    out = []
+    with torch.no_grad(), Capture(model, [layer]) as phi:
+        for i in range(0, batch.shape[0], chunk):
+            out.append(phi(batch[i:i + chunk])[layer])
+    return torch.cat(out)
+
+
+def check_grids(fa: torch.Tensor, fb: torch.Tensor, resample: bool) -> tuple[int, int] | None:
+    if fa.dim() != 4 or fb.dim() != 4:
+        raise CnnscopeError("stitching needs convolutional layers (N, C, H, W) on both sides")
+    if tuple(fa.shape[-2:]) != tuple(fb.shape[-2:]):
+        if not resample:
+            raise CnnscopeError(f"grids differ: A gives {tuple(fa.shape[-2:])}, B expects {tuple(fb.shape[-2:])}; "
+                                "pass resample=True (--resample) to resample A's features bilinearly")
+        return tuple(fb.shape[-2:])
+    return None
+
+
+def fit_regression(fa: torch.Tensor, fb: torch.Tensor, ridge: float = 1e-4, resample: bool = False) -> Stitch:
+    """Closed-form least squares Phi_B(u) ~ W Phi_A(u) + b over all images and positions u."""
+    out_hw = check_grids(fa, fb, resample)
+    s = Stitch(fa.shape[1], fb.shape[1], out_hw)
+    if out_hw is not None:
+        fa = F.interpolate(fa, size=out_hw, mode="bilinear", align_corners=False)
+    x = fa.permute(0, 2, 3, 1).reshape(-1, fa.shape[1]).double()
+    y = fb.permute(0, 2, 3, 1).reshape(-1, fb.shape[1]).double()
+    x1 = torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype)], 1)
+    gram = x1.T @ x1
+    scale = float(torch.diagonal(gram)[:-1].mean()) if x.shape[1] else 1.0
+    reg = ridge * scale * torch.eye(gram.shape[0], dtype=gram.dtype)
+    reg[-1, -1] = 0  # the bias is not shrunk
+    sol = torch.linalg.solve(gram + reg, x1.T @ y)  # [C_in + 1, C_out]
+    return s.set_linear(sol[:-1].T.float(), sol[-1].float())
+
+
+def fit_permutation(fa: torch.Tensor, fb: torch.Tensor, resample: bool = False) -> Stitch:
+    """Channel i of B <- the channel of A it correlates with most, as a one-to-one matching."""
+    from scipy.optimize import linear_sum_assignment
+
+    out_hw = check_grids(fa, fb, resample)
+    if fa.shape[1] != fb.shape[1]:
+        raise CnnscopeError(f"a permutation needs equal widths ({fa.shape[1]} vs {fb.shape[1]} channels)")
+    if out_hw is not None:
+        fa = F.interpolate(fa, size=out_hw, mode="bilinear", align_corners=False)
+    x = fa.permute(0, 2, 3, 1).reshape(-1, fa.shape[1]).double()
+    y = fb.permute(0, 2, 3, 1).reshape(-1, fb.shape[1]).double()
+    x = (x - x.mean(0)) / x.std(0).clamp_min(1e-8)
+    y = (y - y.mean(0)) / y.std(0).clamp_min(1e-8)
+    corr = (y.T @ x / x.shape[0]).numpy()  # [C_B, C_A]
+    rows, cols = linear_sum_assignment(-corr)
+    w = torch.zeros(fb.shape[1], fa.shape[1])
+    w[torch.as_tensor(rows), torch.as_tensor(cols)] = 1.0
+    return Stitch(fa.shape[1], fb.shape[1], out_hw).set_linear(w, torch.zeros(fb.shape[1]))
+
+
+def identity_stitch(fa: torch.Tensor, fb: torch.Tensor) -> Stitch:
+    if fa.shape[1:] != fb.shape[1:]:
+        raise CnnscopeError(f"naive stitching needs equal shapes ({tuple(fa.shape[1:])} vs {tuple(fb.shape[1:])})")
+    c = fa.shape[1]
+    return Stitch(c, c).set_linear(torch.eye(c), torch.zeros(c))
+
+
+def random_stitch(fa: torch.Tensor, fb: torch.Tensor, seed: int = 0, resample: bool = False) -> Stitch:
+    out_hw = check_grids(fa, fb, resample)
+    torch.manual_seed(seed)
+    return Stitch(fa.shape[1], fb.shape[1], out_hw)
+
+
+class RestOfNetwork:
+    """Runs B from layer L_B on, given L_B's activation (its own front runs on a dummy input)."""
+
+    def __init__(self, model: Model, layer: str):
+        self.model, self.layer = model, resolve(model, layer)
+        if "#" in self.layer or self.layer.endswith(")"):
+            raise CnnscopeError(f"stitching into {layer}: the B side must be a module layer (first call)")
+        self.module = model.net.get_submodule(self.layer)
+        self.replacement: torch.Tensor | None = None
+
+    def _hook(self, module, args, out):
+        return self.replacement
+
+    def __call__(self, activation: torch.Tensor) -> torch.Tensor:
+        self.replacement = activation
+        handle = self.module.register_forward_hook(self._hook)
+        try:
+            dummy = torch.zeros(activation.shape[0], 3, 32, 32)
+            try:
+                return self.model.net(dummy)
+            except RuntimeError:  # the front cannot take a small input: run it at full size (same result)
+                s = self.model.input_size
+                return self.model.net(torch.zeros(activation.shape[0], 3, s, s))
+        finally:
+            handle.remove()
+            self.replacement = None
+
+
+def predict_through(rest: RestOfNetwork, stitch: nn.Module, fa: torch.Tensor, chunk: int = 16) -> torch.Tensor:
+    outs = []
+    with torch.no_grad():
+        for i in range(0, fa.shape[0], chunk):
+            outs.append(rest(stitch(fa[i:i + chunk])))
+    return torch.cat(outs)
+
+
+def fit_task(stitch: Stitch, rest: RestOfNetwork, fa: torch.Tensor, labels: torch.Tensor | None,
+             b_logits: torch.Tensor | None, epochs: int = 8, lr: float = 1e-3, batch: int = 16, seed: int = 0,
+             progress: bool = True) -> Stitch:
+    """Train E on B's task with B frozen: cross-entropy to labels if given, else KL to B's predictions."""
+    if labels is None and b_logits is None:
+        raise CnnscopeError("the task loss needs labels or B's predictions")
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(stitch.parameters(), lr=lr)
+    stitch.train()
+    n = fa.shape[0]
+    for _ in tqdm(range(epochs), desc="task-loss stitch", disable=not progress, leave=False):
+        order = torch.randperm(n, generator=gen)
+        for i in range(0, n, batch):
+            idx = order[i:i + batch]
+            out = rest(stitch(fa[idx]))
+            if labels is not None:
+                loss = F.cross_entropy(out, labels[idx])
+            else:
+                loss = F.kl_div(out.log_softmax(1), b_logits[idx].log_softmax(1), log_target=True,
+                                reduction="batchmean")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    stitch.eval()
+    return stitch
+
+
+def error_rates(logits: torch.Tensor, labels: torch.Tensor | None, b_pred: torch.Tensor) -> dict:
+    pred = logits.argmax(1)
+    out = {"disagreement_with_b": float((pred != b_pred).float().mean())}
+    if labels is not None:
+        out["top1_error"] = float((pred != labels).float().mean())
+    return out
+
+
+def stitch_experiment(model_a: Model, model_b: Model, layers: Sequence[str | tuple[str, str]],
+                      fit_images: torch.Tensor, test_images: torch.Tensor, fit_labels: torch.Tensor | None = None,
+                      test_labels: torch.Tensor | None = None, *, task_epochs: int = 8, resample: bool = True,
+                      seed: int = 0, progress: bool = True) -> dict:
+    """Per layer: error of A, B, naive, random, permutation, regression and task-loss stitches.
+    Images are [N,3,S,S] in [0,1]; both networks see them at the same size (grids then match when strides do)."""
+    xa_fit, xa_test = model_a.preprocess.normalize(fit_images), model_a.preprocess.normalize(test_images)
+    xb_fit, xb_test = model_b.preprocess.normalize(fit_images), model_b.preprocess.normalize(test_images)
+    with torch.no_grad():
+        a_logits = torch.cat([model_a.net(xa_test[i:i + 16]) for i in range(0, len(xa_test), 16)])
+        b_fit_logits = torch.cat([model_b.net(xb_fit[i:i + 16]) for i in range(0, len(xb_fit), 16)])
+        b_logits = torch.cat([model_b.net(xb_test[i:i + 16]) for i in range(0, len(xb_test), 16)])
+    b_pred = b_logits.argmax(1)
+    rows = []
+    baseline = {"A": error_rates(a_logits, test_labels, b_pred), "B": error_rates(b_logits, test_labels, b_pred)}
+    for item in tqdm(layers, desc="stitch layers", disable=not progress):
+        la, lb = item if isinstance(item, tuple) else (item, item)
+        fa_fit, fa_test = features(model_a, la, xa_fit), features(model_a, la, xa_test)
+        fb_fit = features(model_b, lb, xb_fit)
+        rest = RestOfNetwork(model_b, lb)
+        row = {"layer_a": la, "layer_b": lb, "shape_a": list(fa_fit.shape[1:]), "shape_b": list(fb_fit.shape[1:])}
+        stitches: dict[str, nn.Module] = {}
+        if fa_fit.shape[1:] == fb_fit.shape[1:]:
+            stitches["naive"] = identity_stitch(fa_fit, fb_fit)
+        stitches["random"] = random_stitch(fa_fit, fb_fit, seed, resample)
+        if fa_fit.shape[1] == fb_fit.shape[1]:
+            stitches["permutation"] = fit_permutation(fa_fit, fb_fit, resample)
+        stitches["regression"] = fit_regression(fa_fit, fb_fit, resample=resample)
+        task = fit_regression(fa_fit, fb_fit, resample=resample)
+        stitches["task"] = fit_task(task, rest, fa_fit, fit_labels, None if fit_labels is not None else b_fit_logits,
+                                    epochs=task_epochs, seed=seed, progress=progress)
+        for name, s in stitches.items():
+            row[name] = error_rates(predict_through(rest, s, fa_test), test_labels, b_pred)
+        row["_stitches"] = stitches
+        rows.append(row)
+    return {"baseline": baseline, "rows": rows}

@@ -1,0 +1,83 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cnnscope import CnnscopeError, load_image, load_model
+from cnnscope.transforms.cka import linear_cka
+from cnnscope.transforms.equivalence import (
+    RestOfNetwork,
+    check_grids,
+    features,
+    fit_permutation,
+    fit_regression,
+    identity_stitch,
+    predict_through,
+)
+from cnnscope.transforms.smallnets import make_dataset, train_small
+
+
+def test_cka_golden_values():
+    np.random.seed(1337)
+    x = np.random.randn(100, 10)
+    y = np.random.randn(100, 10) + x
+    x, y = torch.tensor(x), torch.tensor(y)
+    assert linear_cka(x, y) == pytest.approx(0.55761, abs=5e-6)
+    assert linear_cka(x, y, debiased=True) == pytest.approx(0.51346, abs=5e-6)
+    q, _ = torch.linalg.qr(torch.randn(10, 10, dtype=torch.float64))
+    assert linear_cka(x, x @ q) == pytest.approx(1.0) and linear_cka(x, x @ q, True) == pytest.approx(1.0)
+    assert linear_cka(x, 3 * x + 0) == pytest.approx(1.0)
+
+
+def test_regression_recovers_planted_map():
+    torch.manual_seed(0)
+    fa = torch.randn(6, 5, 7, 7)
+    w, b = torch.randn(4, 5), torch.randn(4)
+    fb = torch.einsum("oc,nchw->nohw", w, fa) + b.view(1, 4, 1, 1)
+    s = fit_regression(fa, fb, ridge=0.0)
+    assert torch.allclose(s.conv.weight[:, :, 0, 0], w, atol=1e-4) and torch.allclose(s.conv.bias, b, atol=1e-4)
+    perm = torch.randperm(5)
+    p = fit_permutation(fa, fa[:, perm])
+    assert torch.equal(p.conv.weight[:, :, 0, 0], torch.eye(5)[perm])
+
+
+def test_grids_must_match_unless_resampled():
+    with pytest.raises(CnnscopeError, match=r"grids differ: A gives \(7, 7\), B expects \(14, 14\); pass resample"):
+        check_grids(torch.zeros(1, 3, 7, 7), torch.zeros(1, 3, 14, 14), resample=False)
+    s = fit_regression(torch.randn(2, 3, 7, 7), torch.randn(2, 4, 14, 14), resample=True)
+    assert s(torch.randn(1, 3, 7, 7)).shape == (1, 4, 14, 14)
+
+
+@pytest.mark.parametrize("layer", ["stem", "stage2", "stage5"])
+def test_identity_stitch_a_to_a_keeps_predictions(lite0, layer):
+    x = torch.cat([lite0.prepare(load_image(f"sample:{n}")) for n in ("chelsea", "coffee")])
+    fa = features(lite0, layer, x)
+    logits = predict_through(RestOfNetwork(lite0, layer), identity_stitch(fa, fa), fa)
+    with torch.no_grad():
+        ref = lite0.net(x)
+    assert torch.allclose(logits, ref, atol=1e-4)
+
+
+def test_small_nets_train_and_datasets_are_deterministic():
+    a, la = make_dataset("shapes", 20, seed=5)
+    b, lb = make_dataset("shapes", 20, seed=5)
+    assert torch.equal(a, b) and torch.equal(la, lb) and a.shape == (20, 3, 32, 32)
+    net, info = train_small("textures", 0, epochs=1, n_train=800, n_test=200, progress=False)
+    assert info["test_accuracy"] > 0.3  # 10 classes: chance is 0.1
+
+
+def test_cli_stitch_cka_and_small(tmp_path):
+    from cnnscope.cli import main
+
+    assert main(["stitch", "--quick", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "stitch_efficientnet_lite0_efficientnet_lite1.json").read_text())
+    assert [r["layer"] for r in data["table"]][2:] == ["stem", "stage2"]
+    assert (tmp_path / "stitch_efficientnet_lite0_efficientnet_lite1_stitches.safetensors").is_file()
+    assert main(["cka", "--layers", "stem,stage3", "--limit", "6", "--out", str(tmp_path)]) == 0
+    cka = json.loads((tmp_path / "cka_efficientnet_lite0_efficientnet_lite1.json").read_text())
+    assert len(cka["cka"]) == 2 and all(0 <= v <= 1.0001 for row in cka["cka"] for v in row)
+    net = tmp_path / "s.safetensors"
+    assert main(["train-small", "--data", "shapes", "--epochs", "1", "--out", str(net)]) == 0
+    model = load_model(f"small:{net}")
+    assert model.input_size == 32 and model.aliases["block4"] == "relu4"
