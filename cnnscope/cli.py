@@ -492,6 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fit", type=float, default=0.8, help="fraction of images used to fit (default 0.8)")
     p.add_argument("--epochs", type=_positive_int, default=8, help="task-loss epochs (default 8)")
     p.add_argument("--no-resample", action="store_true", help="refuse grids that differ instead of resampling")
+    p.add_argument("--kernel", type=_positive_int, default=1, help="task-loss stitch kernel m (m x m; default 1)")
+    p.add_argument("--batchnorm", action="store_true", help="task-loss stitch: batch norm before the map")
     p.add_argument("--quick", action="store_true", help="few images, two layers, 2 epochs (for CI)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="cnnscope-out", metavar="DIR")
@@ -771,11 +773,12 @@ def cmd_stitch(args) -> None:
                                labels[:n_fit] if labels is not None else None,
                                labels[n_fit:] if labels is not None else None,
                                task_epochs=2 if args.quick else args.epochs, resample=not args.no_resample,
-                               seed=args.seed)
+                               seed=args.seed, kernel=args.kernel, batchnorm=args.batchnorm)
     metric = "top1_error" if labels is not None else "disagreement_with_b"
     settings = {"a": a.name, "b": b.name, "layers": [list(p) for p in pairs], "images": args.images or "bundled crops",
                 "fit": n_fit, "test": len(images) - n_fit, "epochs": 2 if args.quick else args.epochs,
-                "seed": args.seed, "resample": not args.no_resample}
+                "seed": args.seed, "resample": not args.no_resample, "kernel": args.kernel,
+                "batchnorm": args.batchnorm}
     name = slug(f"stitch_{a.name}_{b.name}")
     write_stitch_outputs(out, name, result, metric, settings)
     print(f"# {metric.replace('_', ' ')} on {len(images) - n_fit} held-out images ({n_fit} used to fit)")

@@ -74,6 +74,10 @@ def test_cli_stitch_cka_and_small(tmp_path):
     data = json.loads((tmp_path / "stitch_efficientnet_lite0_efficientnet_lite1.json").read_text())
     assert [r["layer"] for r in data["table"]][2:] == ["stem", "stage2"]
     assert (tmp_path / "stitch_efficientnet_lite0_efficientnet_lite1_stitches.safetensors").is_file()
+    assert main(["stitch", "--quick", "--layers", "stage2", "--kernel", "3", "--batchnorm",
+                 "--out", str(tmp_path / "k3")]) == 0
+    k3 = json.loads((tmp_path / "k3" / "stitch_efficientnet_lite0_efficientnet_lite1.json").read_text())
+    assert k3["settings"]["kernel"] == 3 and k3["rows"][0]["task"]["disagreement_with_b"] <= 1.0
     assert main(["cka", "--layers", "stem,stage3", "--limit", "6", "--out", str(tmp_path)]) == 0
     cka = json.loads((tmp_path / "cka_efficientnet_lite0_efficientnet_lite1.json").read_text())
     assert len(cka["cka"]) == 2 and all(0 <= v <= 1.0001 for row in cka["cka"] for v in row)

@@ -195,7 +195,7 @@ def error_rates(logits: torch.Tensor, labels: torch.Tensor | None, b_pred: torch
 def stitch_experiment(model_a: Model, model_b: Model, layers: Sequence[str | tuple[str, str]],
                       fit_images: torch.Tensor, test_images: torch.Tensor, fit_labels: torch.Tensor | None = None,
                       test_labels: torch.Tensor | None = None, *, task_epochs: int = 8, resample: bool = True,
-                      seed: int = 0, progress: bool = True) -> dict:
+                      seed: int = 0, progress: bool = True, kernel: int = 1, batchnorm: bool = False) -> dict:
     """Per layer: error of A, B, naive, random, permutation, regression and task-loss stitches.
     Images are [N,3,S,S] in [0,1]; both networks see them at the same size (grids then match when strides do)."""
     xa_fit, xa_test = model_a.preprocess.normalize(fit_images), model_a.preprocess.normalize(test_images)
@@ -220,7 +220,10 @@ def stitch_experiment(model_a: Model, model_b: Model, layers: Sequence[str | tup
         if fa_fit.shape[1] == fb_fit.shape[1]:
             stitches["permutation"] = fit_permutation(fa_fit, fb_fit, resample)
         stitches["regression"] = fit_regression(fa_fit, fb_fit, resample=resample)
-        task = fit_regression(fa_fit, fb_fit, resample=resample)
+        reg = stitches["regression"]
+        task = Stitch(fa_fit.shape[1], fb_fit.shape[1], reg.out_hw, kernel, batchnorm)
+        # start from the regression solution (with --batchnorm, behind a fresh BN that training adapts)
+        task.set_linear(reg.conv.weight[:, :, 0, 0], reg.conv.bias)
         stitches["task"] = fit_task(task, rest, fa_fit, fit_labels, None if fit_labels is not None else b_fit_logits,
                                     epochs=task_epochs, seed=seed, progress=progress)
         for name, s in stitches.items():
