@@ -510,6 +510,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="cnnscope-out", metavar="DIR")
     p.set_defaults(func=cmd_cka)
 
+    p = sub.add_parser("equivariance", help="is Phi(gx) = M_g Phi(x)? compensate a transform inside the network")
+    p.add_argument("--transform", default="vflip", help="hflip, vflip, rot90, rot180, rotate:DEG, scale:F")
+    p.add_argument("--layers", default=None, help="conv layers (default: stem, stage2, stage4, stage6, head)")
+    p.add_argument("--model", default=None)
+    p.add_argument("--images", metavar="FOLDER", help="images (labels.csv used if present; default bundled crops)")
+    p.add_argument("--limit", type=_positive_int)
+    p.add_argument("--fit", type=float, default=0.8, help="fraction of images used to fit (default 0.8)")
+    p.add_argument("--epochs", type=_positive_int, default=8, help="epochs for the learned map (default 8)")
+    p.add_argument("--ridge", type=float, default=0.1, help="regression ridge towards M = I (default 0.1)")
+    p.add_argument("--quick", action="store_true", help="few images, two layers, 2 epochs (for CI)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="cnnscope-out", metavar="DIR")
+    p.set_defaults(func=cmd_equivariance)
+
     p = sub.add_parser("train-small", help="train a small CNN from scratch on a procedural dataset (seconds)")
     p.add_argument("--data", choices=["shapes", "textures"], default="shapes")
     p.add_argument("--seed", type=int, default=0)
@@ -821,6 +835,62 @@ def cmd_cka(args) -> None:
     for x, row in zip(la, matrix):
         print(f"{x:<{width}}" + "".join(f"{v:9.2f}" for v in row))
     print(f"wrote {out / (name + '.png')}")
+
+
+def cmd_equivariance(args) -> None:
+    from .images import atomic_path, write_json, write_text
+    from .models import load_model
+    from .preimage.runs import slug
+    from .transforms.equivariance import equivariance_experiment
+    from .transforms.runs import image_set, plot_equivariance
+    from .transforms.transform import Transform
+
+    out = _out_dir(args.out)
+    transform = Transform.parse(args.transform)
+    if not 0 < args.fit < 1:
+        raise CnnscopeError(f"--fit must be a fraction between 0 and 1, got {args.fit}")
+    model = load_model(args.model or "efficientnet_lite0", seed=args.seed)
+    default = "stem,stage2" if args.quick else "stem,stage2,stage4,stage6,head"
+    layers = _layer_list(model, args.layers or default)
+    images, labels = image_set(model, args.images, args.limit or (24 if args.quick else None), args.seed)
+    order = torch_perm(len(images), args.seed)
+    images = images[order]
+    labels = labels[order] if labels is not None else None
+    n_fit = max(1, min(len(images) - 1, round(len(images) * args.fit)))
+    result = equivariance_experiment(model, layers, transform, images[:n_fit], images[n_fit:],
+                                     labels[:n_fit] if labels is not None else None,
+                                     labels[n_fit:] if labels is not None else None,
+                                     task_epochs=2 if args.quick else args.epochs, seed=args.seed, ridge=args.ridge)
+    metric = result["metric"]
+    cols = ("spatial_only", "permutation", "learned")
+    lines = [f"# {transform.label}: {metric.replace('_', ' ')} on {len(images) - n_fit} held-out images "
+             f"({n_fit} used to fit); no transform {result['baseline']['no_transform']:.3f}, "
+             f"transformed uncompensated {result['baseline']['uncompensated']:.3f}",
+             f"{'layer':<12}" + "".join(f"{c:>14}" for c in cols) + f"{'invariant ch.':>16}{'mean corr':>11}"]
+    csv_rows = ["layer,no_transform,uncompensated," + ",".join(cols) + ",invariant_channels,channels,mean_corr"]
+    for r in result["rows"]:
+        lines.append(f"{r['layer']:<12}" + "".join(f"{r[c]:14.3f}" for c in cols)
+                     + f"{r['invariant_channels']:>9}/{r['channels']:<6}{r['mean_channel_correlation']:11.3f}")
+        csv_rows.append(",".join(str(v) for v in [r["layer"], result["baseline"]["no_transform"],
+                                                    result["baseline"]["uncompensated"], *(r[c] for c in cols),
+                                                    r["invariant_channels"], r["channels"],
+                                                    r["mean_channel_correlation"]]))
+    print("\n".join(lines))
+    name = slug(f"equivariance_{model.name}_{transform.label}")
+    out.mkdir(parents=True, exist_ok=True)
+    write_text("\n".join(csv_rows) + "\n", out / f"{name}.csv")
+    plot_equivariance(result, out / f"{name}.png", model.name)
+    from safetensors.torch import save_file
+
+    settings = {"model": model.name, "transform": transform.label, "layers": layers, "fit": n_fit,
+                "test": len(images) - n_fit, "images": args.images or "bundled crops", "seed": args.seed,
+                "epochs": 2 if args.quick else args.epochs, "ridge": args.ridge}
+    tensors = {f"{layer}|{k}": v.contiguous() for layer, m in result["maps"].items() for k, v in m.state_dict().items()}
+    with atomic_path(out / f"{name}_maps.safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata={"settings": json.dumps(settings)})
+    write_json({"settings": settings, "metric": metric, "baseline": result["baseline"], "rows": result["rows"]},
+               out / f"{name}.json")
+    print(f"wrote {out / (name + '.csv')}, {name}.png, {name}.json, {name}_maps.safetensors")
 
 
 def cmd_train_small(args) -> None:

@@ -71,8 +71,10 @@ def check_grids(fa: torch.Tensor, fb: torch.Tensor, resample: bool) -> tuple[int
     return None
 
 
-def fit_regression(fa: torch.Tensor, fb: torch.Tensor, ridge: float = 1e-4, resample: bool = False) -> Stitch:
-    """Closed-form least squares Phi_B(u) ~ W Phi_A(u) + b over all images and positions u."""
+def fit_regression(fa: torch.Tensor, fb: torch.Tensor, ridge: float = 1e-4, resample: bool = False,
+                   towards_identity: bool = False) -> Stitch:
+    """Closed-form least squares Phi_B(u) ~ W Phi_A(u) + b over all images and positions u, with a ridge
+    penalty towards 0 or (equal widths, `towards_identity`) towards W = I — the right prior for M_g."""
     out_hw = check_grids(fa, fb, resample)
     s = Stitch(fa.shape[1], fb.shape[1], out_hw)
     if out_hw is not None:
@@ -84,7 +86,12 @@ def fit_regression(fa: torch.Tensor, fb: torch.Tensor, ridge: float = 1e-4, resa
     scale = float(torch.diagonal(gram)[:-1].mean()) if x.shape[1] else 1.0
     reg = ridge * scale * torch.eye(gram.shape[0], dtype=gram.dtype)
     reg[-1, -1] = 0  # the bias is not shrunk
-    sol = torch.linalg.solve(gram + reg, x1.T @ y)  # [C_in + 1, C_out]
+    rhs = x1.T @ y
+    if towards_identity:
+        if x.shape[1] != y.shape[1]:
+            raise CnnscopeError("a ridge towards the identity needs equal widths")
+        rhs[:-1] += reg[:-1, :-1]  # lambda * I pulls W to the identity
+    sol = torch.linalg.solve(gram + reg, rhs)  # [C_in + 1, C_out]
     return s.set_linear(sol[:-1].T.float(), sol[-1].float())
 
 
@@ -158,9 +165,14 @@ def predict_through(rest: RestOfNetwork, stitch: nn.Module, fa: torch.Tensor, ch
 
 
 def fit_task(stitch: Stitch, rest: RestOfNetwork, fa: torch.Tensor, labels: torch.Tensor | None,
-             b_logits: torch.Tensor | None, epochs: int = 8, lr: float = 1e-3, batch: int = 16, seed: int = 0,
+             b_logits: torch.Tensor | None, epochs: int = 8, lr: float | None = None, batch: int = 16, seed: int = 0,
              progress: bool = True) -> Stitch:
-    """Train E on B's task with B frozen: cross-entropy to labels if given, else KL to B's predictions."""
+    """Train E on B's task with B frozen: cross-entropy to labels if given, else KL to B's predictions.
+
+    Adam moves every weight by about lr per step, so a map with C_in inputs changes its outputs ~C_in times
+    faster: the default lr (1e-3 at 32 inputs) is scaled by 32 / C_in to keep wide layers stable."""
+    if lr is None:
+        lr = 1e-3 * min(1.0, 32.0 / fa.shape[1])
     if labels is None and b_logits is None:
         raise CnnscopeError("the task loss needs labels or B's predictions")
     gen = torch.Generator().manual_seed(seed)

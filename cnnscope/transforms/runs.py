@@ -117,3 +117,22 @@ def cka_heatmap(matrix: list[list[float]], rows: list[str], cols: list[str], tit
     fig.colorbar(im, ax=ax, fraction=0.04)
     ax.set_title(title, fontsize=9)
     save_figure(fig, path)
+
+
+def plot_equivariance(result: dict, path: Path, model_name: str) -> None:
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    xs = list(range(len(rows)))
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for key, label in (("spatial_only", "compensated: spatial inverse"), ("permutation", "+ channel permutation"),
+                       ("learned", "+ learned channel map")):
+        ax.plot(xs, [r[key] for r in rows], marker="o", label=label)
+    ax.axhline(result["baseline"]["no_transform"], color="#555", ls=":", lw=1, label="no transform")
+    ax.axhline(result["baseline"]["uncompensated"], color="#a33", ls="--", lw=1, label="transformed, uncompensated")
+    ax.set_xticks(xs, [r["layer"] for r in rows], rotation=30, fontsize=8)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel(result["metric"].replace("_", " "))
+    ax.set_title(f"{model_name}: equivariance to {result['transform']}", fontsize=10)
+    ax.legend(fontsize=7)
+    save_figure(fig, path)
