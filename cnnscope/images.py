@@ -221,3 +221,30 @@ def list_folder(folder: str | os.PathLike, limit: int | None = None) -> list[tup
     if not items:
         raise CnnscopeError(f"{folder}: no images found")
     return items[:limit] if limit else items
+
+
+def save_tensors(tensors: dict, path: str | os.PathLike, fmt: str, **metadata: str) -> Path:
+    """Save tensors as safetensors atomically, tagged with a format name and string metadata."""
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"format": fmt, **metadata})
+    return Path(path)
+
+
+def load_tensors(path: str | os.PathLike, fmt: str, what: str) -> tuple[dict, dict]:
+    """(tensors, metadata) of a safetensors file written by `save_tensors` with format `fmt`; one-line errors."""
+    from safetensors import safe_open
+
+    p = Path(path)
+    if not p.is_file():
+        raise CnnscopeError(f"{what} {path}: no such file")
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as err:  # safetensors raises several types for bad headers
+        raise CnnscopeError(f"{what} {path}: not a readable safetensors file ({err})") from None
+    if meta.get("format") != fmt:
+        raise CnnscopeError(f"{what} {path}: not a cnnscope {what} (format tag missing or different)")
+    return tensors, meta

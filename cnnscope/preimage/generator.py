@@ -22,7 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..errors import CnnscopeError
-from ..images import atomic_path, load_image
+from ..images import load_image, load_tensors, save_tensors
 from ..layers import Capture
 from ..models import Model
 from .objectives import Context, Representation
@@ -134,37 +134,24 @@ def random_crops(images: Sequence[torch.Tensor], n: int, size: int, gen: torch.G
     return torch.cat(out)
 
 
+GENERATOR_FORMAT = "cnnscope-generator-1"
+
+
 def save_checkpoint(path: Path, net: nn.Module, opt: torch.optim.Optimizer, settings: NetSettings,
                     iteration: int, history: list[float]) -> None:
-    from safetensors.torch import save_file
-
-    tensors = {f"net.{k}": v.contiguous() for k, v in net.state_dict().items()}
+    tensors = {f"net.{k}": v for k, v in net.state_dict().items()}
     names = {id(p): n for n, p in net.named_parameters()}
     for group in opt.param_groups:
         for p in group["params"]:
             for key, value in opt.state.get(p, {}).items():
                 if torch.is_tensor(value):
-                    tensors[f"adam.{names[id(p)]}.{key}"] = value.detach().reshape(value.shape).contiguous()
-    meta = {"settings": json.dumps(asdict(settings)), "iteration": str(iteration), "history": json.dumps(history),
-            "format": "cnnscope-generator-1"}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+                    tensors[f"adam.{names[id(p)]}.{key}"] = value.detach()
+    save_tensors(tensors, path, GENERATOR_FORMAT, settings=json.dumps(asdict(settings)), iteration=str(iteration),
+                 history=json.dumps(history))
 
 
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, NetSettings, dict]:
-    from safetensors import safe_open
-
-    p = Path(path)
-    if not p.is_file():
-        raise CnnscopeError(f"generator file {path}: no such file")
-    try:
-        with safe_open(str(p), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as err:
-        raise CnnscopeError(f"generator file {path}: not a readable safetensors file ({err})") from None
-    if meta.get("format") != "cnnscope-generator-1":
-        raise CnnscopeError(f"generator file {path}: not a cnnscope generator (no settings in its metadata)")
+    tensors, meta = load_tensors(path, GENERATOR_FORMAT, "generator file")
     settings = NetSettings(**json.loads(meta["settings"]))
     net = build_generator(settings)
     net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})

@@ -20,7 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..errors import CnnscopeError
-from ..images import atomic_path
+from ..images import load_tensors, save_tensors
 from ..models import Model, Preprocess
 
 DATASETS = ("shapes", "textures")
@@ -120,28 +120,15 @@ def train_small(data: str, seed: int, epochs: int = 8, n_train: int = 4000, n_te
     return net, {"data": data, "seed": seed, "epochs": epochs, "test_accuracy": acc, "final_loss": history[-1]}
 
 
-def save_small(net: SmallCNN, info: dict, path: str | Path) -> None:
-    from safetensors.torch import save_file
+SMALL_FORMAT = "cnnscope-smallcnn-1"
 
-    with atomic_path(path) as tmp:
-        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp),
-                  metadata={"format": "cnnscope-smallcnn-1", "info": json.dumps(info)})
+
+def save_small(net: SmallCNN, info: dict, path: str | Path) -> None:
+    save_tensors(net.state_dict(), path, SMALL_FORMAT, info=json.dumps(info))
 
 
 def load_small(path: str | Path) -> tuple[SmallCNN, dict]:
-    from safetensors import safe_open
-
-    p = Path(path)
-    if not p.is_file():
-        raise CnnscopeError(f"small network {path}: no such file")
-    try:
-        with safe_open(str(p), framework="pt") as f:
-            meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as err:
-        raise CnnscopeError(f"small network {path}: not a readable safetensors file ({err})") from None
-    if meta.get("format") != "cnnscope-smallcnn-1":
-        raise CnnscopeError(f"{path}: not a cnnscope small network")
+    state, meta = load_tensors(path, SMALL_FORMAT, "small network")
     net = SmallCNN()
     net.load_state_dict(state)
     return net.eval().requires_grad_(False), json.loads(meta["info"])
