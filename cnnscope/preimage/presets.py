@@ -177,13 +177,27 @@ def _directions(shape: tuple[int, ...], targets: Sequence[Target]) -> torch.Tens
     return torch.cat(rows)
 
 
+_REFERENCE: dict = {}  # one entry: (net weakref, layer, size) -> reference activations (reused by every chunk)
+
+
+def _reference_features(model: Model, layer: str, size: int) -> torch.Tensor:
+    import weakref
+
+    key = next(iter(_REFERENCE), None)
+    if key is None or key[0]() is not model.net or key[1:] != (layer, size):
+        key = (weakref.ref(model.net), layer, size)
+        pp = sized_preprocess(model, size)
+        batch = torch.cat([pp(load_image(src)) for src in REFERENCE_IMAGES])
+        with torch.no_grad():
+            _REFERENCE.clear()  # a run maximises one layer at a time
+            _REFERENCE[key] = capture(model, batch, [layer])[layer].flatten(1)
+    return _REFERENCE[key]
+
+
 def reference_scale(model: Model, layer: str, directions: torch.Tensor, size: int) -> torch.Tensor:
     """Per direction, the largest response over a few natural images (floored), so that the data term
     is O(1) when the pre-image excites the unit as much as a real image does."""
-    pp = sized_preprocess(model, size)
-    batch = torch.cat([pp(load_image(src)) for src in REFERENCE_IMAGES])
-    with torch.no_grad():
-        feats = capture(model, batch, [layer])[layer].flatten(1)
+    feats = _reference_features(model, layer, size)
     responses = feats @ directions.flatten(1).T  # [images, directions]
     z = responses.max(0).values
     floor = 0.1 * z.clamp_min(0).mean().clamp_min(1e-3)
