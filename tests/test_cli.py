@@ -29,7 +29,8 @@ def files(tmp_path_factory):
     (d / "truncated.jpg").write_bytes((d / "full.jpg").read_bytes()[:400])
     (d / "huge.png").write_bytes(png_with_header_size(30000, 30000))
     Image.new("RGB", (3, 3)).save(d / "tiny.png")
-    (d / "garbage.pth").write_bytes(os.urandom(2048))
+    # Starts like a pickle of an unknown protocol (torch warns on those) and continues with random bytes.
+    (d / "garbage.pth").write_bytes(bytes([0x80, 213]) + os.urandom(2046))
     from cnnscope.models import load_model
 
     torch.save(load_model("efficientnet_lite0").net.state_dict(), d / "lite0.pth")

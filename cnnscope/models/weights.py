@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -14,6 +16,16 @@ from ..errors import CnnscopeError
 def _short_list(keys: list[str], n: int = 4) -> str:
     head = ", ".join(keys[:n])
     return head + (f", … (+{len(keys) - n} more)" if len(keys) > n else "")
+
+
+def _load_failure(err: Exception) -> str:
+    """The informative part of a torch.load error (its weights-only boilerplate says nothing about the file)."""
+    text = str(err)
+    found = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    if found:
+        return "unpickler: " + found.group(1).strip().splitlines()[0][:120]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[0][:120] if lines else type(err).__name__
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -29,10 +41,11 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         except Exception as err:  # safetensors raises several types for bad headers
             raise CnnscopeError(f"weights file {path}: not a readable safetensors file ({err})") from None
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # garbage bytes can look like an odd pickle protocol: torch warns, then fails
+            warnings.simplefilter("ignore")
+            obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling, zip and EOF errors all mean "not a usable checkpoint"
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CnnscopeError(f"weights file {path}: not a PyTorch checkpoint ({reason[:160]})") from None
+        raise CnnscopeError(f"weights file {path}: not a PyTorch checkpoint ({_load_failure(err)})") from None
     for key in ("state_dict", "model_state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
