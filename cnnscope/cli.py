@@ -510,6 +510,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="cnnscope-out", metavar="DIR")
     p.set_defaults(func=cmd_cka)
 
+    p = sub.add_parser("hog", help="HOG of an image drawn as glyphs (oriented strokes per cell)")
+    p.add_argument("image", metavar="IMAGE", help="image file or sample:NAME")
+    p.add_argument("--cell-size", type=_positive_int, default=8, help="pixels per cell (default 8)")
+    p.add_argument("--orientations", type=_positive_int, default=9, help="undirected orientations (default 9)")
+    p.add_argument("--bilinear", action="store_true", help="bilinear orientation binning (HOGb)")
+    p.add_argument("--size", type=_positive_int, help="resize the shorter side to this many px first")
+    p.add_argument("--glyph", type=_positive_int, default=15, help="glyph size in px (default 15)")
+    p.add_argument("--out", default="cnnscope-out", metavar="DIR")
+    p.set_defaults(func=cmd_hog)
+
     p = sub.add_parser("equivariance", help="is Phi(gx) = M_g Phi(x)? compensate a transform inside the network")
     p.add_argument("--transform", default="vflip", help="hflip, vflip, rot90, rot180, rotate:DEG, scale:F")
     p.add_argument("--layers", default=None, help="conv layers (default: stem, stage2, stage4, stage6, head)")
@@ -518,7 +528,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_positive_int)
     p.add_argument("--fit", type=float, default=0.8, help="fraction of images used to fit (default 0.8)")
     p.add_argument("--epochs", type=_positive_int, default=8, help="epochs for the learned map (default 8)")
-    p.add_argument("--ridge", type=float, default=0.1, help="regression ridge towards M = I (default 0.1)")
+    p.add_argument("--ridge", type=float, default=None,
+                   help="ridge: CNN layers, towards M = I (default 0.1); hand-crafted features (default 1e-4)")
+    p.add_argument("--neighbourhood", default="1,3",
+                   help="hand-crafted features: m x m cells each output cell may read (default 1,3)")
     p.add_argument("--quick", action="store_true", help="few images, two layers, 2 epochs (for CI)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="cnnscope-out", metavar="DIR")
@@ -557,8 +570,9 @@ def cmd_models(args) -> None:
             available = entry.default_weights() is not None
         except CnnscopeError:
             available = False
+        status = "installed" if available else "not found: " + entry.weights_hint
         rows.append({"name": entry.name, "input_size": entry.preprocess.input_size,
-                     "weights": "installed" if available else "not found: " + entry.weights_hint,
+                     "weights": "hand-crafted, no weights" if entry.handcrafted else status,
                      "description": entry.description})
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -850,6 +864,9 @@ def cmd_equivariance(args) -> None:
     if not 0 < args.fit < 1:
         raise CnnscopeError(f"--fit must be a fraction between 0 and 1, got {args.fit}")
     model = load_model(args.model or "efficientnet_lite0", seed=args.seed)
+    if not model.classes:  # a hand-crafted representation: no classifier to judge by, so regression error
+        return _feature_equivariance(args, model, transform, out)
+    ridge = 0.1 if args.ridge is None else args.ridge
     default = "stem,stage2" if args.quick else "stem,stage2,stage4,stage6,head"
     layers = _layer_list(model, args.layers or default)
     images, labels = image_set(model, args.images, args.limit or (24 if args.quick else None), args.seed)
@@ -860,7 +877,7 @@ def cmd_equivariance(args) -> None:
     result = equivariance_experiment(model, layers, transform, images[:n_fit], images[n_fit:],
                                      labels[:n_fit] if labels is not None else None,
                                      labels[n_fit:] if labels is not None else None,
-                                     task_epochs=2 if args.quick else args.epochs, seed=args.seed, ridge=args.ridge)
+                                     task_epochs=2 if args.quick else args.epochs, seed=args.seed, ridge=ridge)
     metric = result["metric"]
     cols = ("spatial_only", "permutation", "learned")
     lines = [f"# {transform.label}: {metric.replace('_', ' ')} on {len(images) - n_fit} held-out images "
@@ -884,12 +901,77 @@ def cmd_equivariance(args) -> None:
 
     settings = {"model": model.name, "transform": transform.label, "layers": layers, "fit": n_fit,
                 "test": len(images) - n_fit, "images": args.images or "bundled crops", "seed": args.seed,
-                "epochs": 2 if args.quick else args.epochs, "ridge": args.ridge}
+                "epochs": 2 if args.quick else args.epochs, "ridge": ridge}
     tensors = {f"{layer}|{k}": v.contiguous() for layer, m in result["maps"].items() for k, v in m.state_dict().items()}
     with atomic_path(out / f"{name}_maps.safetensors") as tmp:
         save_file(tensors, str(tmp), metadata={"settings": json.dumps(settings)})
     write_json({"settings": settings, "metric": metric, "baseline": result["baseline"], "rows": result["rows"]},
                out / f"{name}.json")
+    print(f"wrote {out / (name + '.csv')}, {name}.png, {name}.json, {name}_maps.safetensors")
+
+
+def cmd_hog(args) -> None:
+    import numpy as np
+    import torch.nn.functional as F
+
+    from .features import HOG, render_hog
+    from .images import load_image, save_image, write_json
+    from .preimage.runs import slug
+
+    out = _out_dir(args.out)
+    image = load_image(args.image)
+    if args.size:
+        h, w = image.shape[-2:]
+        scale = args.size / min(h, w)
+        image = F.interpolate(image[None], size=(round(h * scale), round(w * scale)), mode="bilinear",
+                              antialias=True, align_corners=False)[0].clamp(0, 1)
+    if args.orientations < 2:
+        raise CnnscopeError(f"--orientations must be at least 2, got {args.orientations}")
+    hog = HOG(args.cell_size, args.orientations, args.bilinear)
+    features = hog(image[None])
+    glyphs = render_hog(features, args.orientations, args.glyph)
+    stem = slug(f"hog_{Path(args.image).stem if not args.image.startswith('sample:') else args.image[7:]}")
+    out.mkdir(parents=True, exist_ok=True)
+    save_image((np.stack([glyphs] * 3, -1) * 255).round().astype(np.uint8), out / f"{stem}.png")
+    settings = {"image": args.image, "cell_size": args.cell_size, "orientations": args.orientations,
+                "bilinear": args.bilinear, "size": args.size, "glyph": args.glyph}
+    write_json({"settings": settings, "features_shape": list(features.shape[1:]), "image_shape":
+                list(image.shape[1:]), "files": [f"{stem}.png"]}, out / f"{stem}.json")
+    print(f"HOG {tuple(features.shape[1:])} of a {image.shape[2]}x{image.shape[1]} image; wrote {out / stem}.png")
+
+
+def _feature_equivariance(args, model, transform, out: Path) -> None:
+    from .preimage.runs import slug
+    from .transforms.runs import feature_equivariance_run, image_set
+
+    if args.layers:
+        raise CnnscopeError(f"--layers does not apply to {model.name}: a hand-crafted representation has one layer")
+
+    try:
+        sizes = tuple(int(v) for v in args.neighbourhood.split(","))
+    except ValueError:
+        raise CnnscopeError(f"--neighbourhood {args.neighbourhood}: expected odd sizes like 1,3,5") from None
+    if not sizes or any(m < 1 or m % 2 == 0 or m > 9 for m in sizes):
+        raise CnnscopeError(f"--neighbourhood {args.neighbourhood}: sizes must be odd, between 1 and 9")
+    ridge = 1e-4 if args.ridge is None else args.ridge
+    if ridge < 0:
+        raise CnnscopeError(f"--ridge must not be negative, got {ridge}")
+    images, _ = image_set(model, args.images, args.limit or (12 if args.quick else None), args.seed)
+    images = images[torch_perm(len(images), args.seed)]
+    n_fit = max(1, min(len(images) - 1, round(len(images) * args.fit)))
+    name = slug(f"equivariance_{model.name}_{transform.label}")
+    settings = {"model": model.name, "transform": transform.label, "fit": n_fit, "test": len(images) - n_fit,
+                "images": args.images or "bundled crops", "seed": args.seed, "ridge": ridge,
+                "neighbourhoods": list(sizes), "input_size": model.input_size}
+    summary = feature_equivariance_run(model, transform, images, n_fit, out, name, sizes, ridge, settings)
+    errors = summary["relative_error"]
+    print(f"# {model.name}, {transform.label}: relative error ||M_g Phi(x) - Phi(gx)|| / ||Phi(gx)|| on "
+          f"{len(images) - n_fit} held-out images ({n_fit} to fit; {summary['valid_cells']}/{summary['cells']} "
+          "cells inside the valid region)")
+    for key, value in errors.items():
+        if not key.endswith("_fit"):
+            fit = errors.get(key + "_fit")
+            print(f"{key:<16}{value:8.3f}" + (f"   (fit {fit:.3f})" if fit is not None else ""))
     print(f"wrote {out / (name + '.csv')}, {name}.png, {name}.json, {name}_maps.safetensors")
 
 

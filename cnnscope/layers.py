@@ -341,17 +341,20 @@ def list_layers(model, input_size: int | None = None) -> list[LayerInfo]:
     geometry: dict[int, Geometry | None] = {}
     rows: list[LayerInfo] = []
 
-    def record(name: str, kind: str, out) -> None:
+    def record(name: str, kind: str, out, module: nn.Module | None = None) -> None:
         t = _first_tensor(out)
         if t is None:
             return
+        if module is not None and hasattr(module, "output_geometry"):  # e.g. HOG: its ops are not conv/pool
+            geometry[id(t)] = module.output_geometry()
+            mode._keep.append(t)
         rows.append(LayerInfo(name, reverse.get(name), kind, tuple(t.shape[1:]), geometry.get(id(t))))
 
     param = next(iter(net.parameters()), None)
     x = torch.zeros(1, 3, size, size, dtype=param.dtype if param is not None else torch.float32,
                     device=param.device if param is not None else "cpu")
     geometry[id(x)] = _PIXEL
-    handles = tracker.hooks(lambda m, name, out: record(name, type(m).__name__, out))
+    handles = tracker.hooks(lambda m, name, out: record(name, type(m).__name__, out, m))
     mode = _FunctionalMode(tracker, lambda name, op, t: record(name, f"F.{op}", t), geometry)
     try:
         with torch.no_grad(), mode:

@@ -55,6 +55,30 @@ class ZooEntry:
     preprocess: Preprocess
     default_weights: Callable[[], str | None]  # a path, or None when nothing is available
     weights_hint: str  # what to tell a user who has no weights
+    handcrafted: bool = False  # no weights, no classes; NAME:N sets its cell / bin size
+
+
+def _handcrafted(kind: str, arg: str = "") -> nn.Module:
+    """HOG (hard orientation binning, as vl_hog), HOGb (bilinear, M&V's variant) or DSIFT, as a one-layer net."""
+    from collections import OrderedDict
+
+    from ..features import HOG, DenseSIFT
+
+    size = 8
+    if arg:
+        try:
+            size = int(arg)
+        except ValueError:
+            raise CnnscopeError(f"model '{kind}:{arg}': the cell size after ':' must be a whole number") from None
+        if not 2 <= size <= 64:
+            raise CnnscopeError(f"model '{kind}:{arg}': cell size must be between 2 and 64 px")
+    if kind == "dsift":
+        return nn.Sequential(OrderedDict(dsift=DenseSIFT(bin_size=size, step=max(1, size // 2))))
+    return nn.Sequential(OrderedDict(hog=HOG(cell_size=size, bilinear=kind == "hogb")))
+
+
+# Hand-crafted features see [0,1] pixels (offset-free: gradients ignore it); VLFeat's HOG is defined on that scale.
+HANDCRAFTED_PREPROCESS = Preprocess(input_size=224, resize=None, mean=(0.5, 0.5, 0.5), std=(1.0, 1.0, 1.0))
 
 
 def _hub_checkpoint(name: str) -> str | None:
@@ -85,6 +109,16 @@ ZOO: dict[str, ZooEntry] = {
         classic.VGG16, Preprocess(), lambda: _hub_checkpoint("vgg16"),
         f"give --weights PATH to torchvision's {classic.HUB_FILES['vgg16']}, or --random-weights",
     ),
+    **{
+        name: ZooEntry(name, text, lambda name=name: _handcrafted(name), HANDCRAFTED_PREPROCESS, lambda: None, "",
+                       handcrafted=True)
+        for name, text in (
+            ("hog", "HOG, UoCTTI variant (31 channels per 8 px cell), hard orientation binning as VLFeat's vl_hog; "
+                    "hog:N for N px cells"),
+            ("hogb", "HOGb: HOG with bilinear orientation binning (Mahendran & Vedaldi's differentiable variant)"),
+            ("dsift", "dense SIFT (4x4x8 = 128 dims, 8 px bins every 4 px); dsift:N for N px bins"),
+        )
+    },
 }
 
 
@@ -175,6 +209,13 @@ def load_model(
     random_weights: skip loading and keep the (seeded) initialisation — for tests and architecture studies.
     preprocess: a Preprocess, or a dict of fields overriding the model's default one.
     """
+    base, _, arg = name.partition(":")
+    if base in ZOO and ZOO[base].handcrafted:
+        if weights is not None:
+            raise CnnscopeError(f"model '{name}' is hand-crafted: it has no weights to load")
+        net = _handcrafted(base, arg)
+        pp = _merge_preprocess(ZOO[base].preprocess, preprocess)
+        return Model(name, _freeze(net), pp, (), {}, "none (hand-crafted)", False)
     if name in ZOO:
         entry = ZOO[name]
         torch.manual_seed(seed)
@@ -206,14 +247,19 @@ def load_model(
         raise CnnscopeError(
             f"unknown model '{name}'{hint} (zoo: {', '.join(ZOO)}; or path/to/file.py:factory, or a TorchScript file)"
         )
-    if isinstance(preprocess, Preprocess):
-        pp = preprocess
-    elif preprocess:
-        pp = dataclasses.replace(base_pp, **{k: v for k, v in preprocess.items() if v is not None})
-    else:
-        pp = base_pp
-    _validate_preprocess(pp)
+    pp = _merge_preprocess(base_pp, preprocess)
     return Model(name, _freeze(net), pp, _read_classes(classes), aliases, source, torchscript)
+
+
+def _merge_preprocess(base: Preprocess, override: Preprocess | dict | None) -> Preprocess:
+    if isinstance(override, Preprocess):
+        pp = override
+    elif override:
+        pp = dataclasses.replace(base, **{k: v for k, v in override.items() if v is not None})
+    else:
+        pp = base
+    _validate_preprocess(pp)
+    return pp
 
 
 def _validate_preprocess(pp: Preprocess) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import io
 from pathlib import Path
 
@@ -136,3 +137,75 @@ def plot_equivariance(result: dict, path: Path, model_name: str) -> None:
     ax.set_title(f"{model_name}: equivariance to {result['transform']}", fontsize=10)
     ax.legend(fontsize=7)
     save_figure(fig, path)
+
+
+def feature_equivariance_run(model: Model, transform, images: torch.Tensor, n_fit: int, out: Path, name: str,
+                             neighbourhoods: tuple[int, ...], ridge: float, settings: dict) -> dict:
+    """Equivariance of a hand-crafted representation by regression: table, CSV, JSON, maps, glyph figure."""
+    from safetensors.torch import save_file
+
+    from ..layers import get_layer
+    from .regression import regression_experiment
+
+    layer = model.net[0] if isinstance(model.net, torch.nn.Sequential) else model.net
+    layer_name = next(iter(dict(model.net.named_children())), None) or "output"
+    geometry = get_layer(model, layer_name).geometry
+    perm = None
+    if transform.kind in ("hflip", "vflip", "rot180") and hasattr(layer, "flip_permutation"):
+        perm = layer.flip_permutation(transform.kind)
+
+    def extractor(x):
+        return model(model.preprocess.normalize(x))
+
+    result = regression_experiment(extractor, geometry, transform, images[:n_fit], images[n_fit:], neighbourhoods,
+                                   ridge, perm)
+    errors = result["errors"]
+    held_out = {k: v for k, v in errors.items() if not k.endswith("_fit")}
+    out.mkdir(parents=True, exist_ok=True)
+    write_text("method,relative_error_held_out,relative_error_fit\n" + "".join(
+        f"{k},{v},{errors.get(k + '_fit', '')}\n" for k, v in held_out.items()), out / f"{name}.csv")
+    tensors = {f"{k}|{part}": t.contiguous() for k, (w, b) in result["maps"].items()
+               for part, t in (("weight", w), ("bias", b))}
+    with atomic_path(out / f"{name}_maps.safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata={"settings": json.dumps(settings)})
+    summary = {"settings": settings, "relative_error": errors, "valid_cells": result["valid_cells"],
+               "cells": result["cells"], "files": [f"{name}.csv", f"{name}.png", f"{name}_maps.safetensors"]}
+    _plot_feature_equivariance(model, transform, result, held_out, out / f"{name}.png")
+    write_json(summary, out / f"{name}.json")
+    return summary
+
+
+def _plot_feature_equivariance(model: Model, transform, result: dict, held_out: dict, path: Path) -> None:
+    """The seed's slide: Phi(gx) next to M_g Phi(x) (learned) and g applied to Phi(x) alone, as HOG glyphs
+    (valid cells only), with the held-out errors as bars."""
+    import matplotlib.pyplot as plt
+
+    from ..features.render import render_hog
+    from .regression import apply_map
+
+    image, moved, target, mask = result["example"]
+    best = min((k for k in result["maps"] if k.startswith("learned")), key=lambda k: held_out[k])
+    compensated = apply_map(*result["maps"][best], moved)
+    is_hog = hasattr(model.net[0], "flip_permutation") if isinstance(model.net, torch.nn.Sequential) else False
+    panels = [("x", image[0].permute(1, 2, 0).numpy()),
+              (f"g x ({transform.label})", transform.image(image)[0].permute(1, 2, 0).numpy())]
+    if is_hog:
+        o = model.net[0].orientations
+        keep = mask[None].float()
+        for title, f in ((r"$\Phi(gx)$", target[0]), (rf"$M_g\Phi(x)$, {best.replace('_', ' ')}", compensated[0]),
+                         (r"$g\,\Phi(x)$ (spatial only)", moved[0])):
+            panels.append((title, render_hog(f * keep, o, 9)))
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(2.6 * (len(panels) + 1) + 1.2, 3.0))
+    for ax, (title, img) in zip(axes, panels):
+        ax.imshow(img.clip(0, 1), cmap="gray" if img.ndim == 2 else None)
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    ax = axes[-1]
+    labels = list(held_out)
+    ax.barh(range(len(labels))[::-1], [held_out[k] for k in labels], color="#3b75af")
+    ax.set_yticks(list(range(len(labels))[::-1]), [k.replace("_", " ") for k in labels], fontsize=7)
+    ax.set_xlabel("relative error (held out)", fontsize=8)
+    ax.set_xlim(0, max(1.0, max(held_out.values()) * 1.05))
+    fig.suptitle(f"{model.name}: is Phi(gx) = M_g Phi(x) for g = {transform.label}?", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=110)
