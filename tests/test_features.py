@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from cnnscope import load_image
-from cnnscope.features import HOG, DenseSIFT, render_hog
-from cnnscope.features import vlfeat
+from cnnscope.features import HOG, DenseSIFT, render_hog, vlfeat
 from cnnscope.layers import get_layer
 from cnnscope.models import load_model
 from cnnscope.transforms.regression import apply_map, fit_map, regression_experiment

@@ -81,10 +81,14 @@ class HOG(nn.Module):
         """Central differences at interior pixels, the channel of largest gradient norm: 2 × [N, H−2, W−2]."""
         gx = x[..., 1:-1, 2:] - x[..., 1:-1, :-2]
         gy = x[..., 2:, 1:-1] - x[..., :-2, 1:-1]
-        if x.shape[1] > 1:
-            best = (gx.square() + gy.square()).argmax(dim=1, keepdim=True)  # first maximum, as VLFeat
-            gx, gy = gx.gather(1, best), gy.gather(1, best)
-        return gx[:, 0], gy[:, 0]
+        energy = gx.square() + gy.square()
+        best_gx, best_gy, best = gx[:, 0], gy[:, 0], energy[:, 0]
+        for c in range(1, x.shape[1]):  # strictly larger wins, so ties keep the first channel (as VLFeat)
+            # (a loop over channels: torch's argmax over dim 1 of NCHW is ~50x slower on CPU)
+            wins = energy[:, c] > best
+            best = torch.where(wins, energy[:, c], best)
+            best_gx, best_gy = torch.where(wins, gx[:, c], best_gx), torch.where(wins, gy[:, c], best_gy)
+        return best_gx, best_gy
 
     def orientation_maps(self, gx: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
         """[N, 2·O, H', W']: gradient norm split over the directed orientation bins."""
@@ -93,9 +97,14 @@ class HOG(nn.Module):
         # sqrt's derivative is infinite at 0: keep zero gradients out of it (they contribute nothing anyway)
         norm = torch.where(g2 > 0, g2.clamp_min(1e-30).sqrt(), torch.zeros_like(g2))
         with torch.no_grad():  # the winning bin, exactly as VLFeat picks it (ties: lowest undirected index)
-            score = gx.unsqueeze(1) * self.bin_x.view(1, -1, 1, 1) + gy.unsqueeze(1) * self.bin_y.view(1, -1, 1, 1)
-            k = score.abs().argmax(dim=1, keepdim=True)
-            nearest = k + o * (score.gather(1, k) < 0)
+            best = torch.full_like(gx, -1.0)
+            nearest = torch.zeros(gx.shape, dtype=torch.long, device=gx.device)
+            for k in range(o):
+                score = gx * self.bin_x[k] + gy * self.bin_y[k]
+                wins = score.abs() > best
+                best = torch.where(wins, score.abs(), best)
+                nearest = torch.where(wins, k + o * (score < 0).long(), nearest)
+            nearest = nearest.unsqueeze(1)
         if not self.bilinear:
             maps = torch.zeros(gx.shape[0], 2 * o, *gx.shape[1:], dtype=gx.dtype, device=gx.device)
             return maps.scatter(1, nearest, norm.unsqueeze(1))
