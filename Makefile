@@ -18,6 +18,7 @@ install: $(VENV)/.installed
 
 demo: install
 	$(VENV)/bin/cnnscope demo --out $(OUT)
+	$(VENV)/bin/cnnscope report --quick --out $(OUT)/report
 
 lint: install
 	$(PY) -m ruff check cnnscope tests benchmarks
@@ -30,6 +31,8 @@ bench: install
 	$(PY) benchmarks/truncated_forward.py
 	$(PY) benchmarks/preimage.py
 	$(PY) benchmarks/backprop.py
+	$(PY) benchmarks/hog.py
+	$(PY) benchmarks/report.py
 
 clean:
 	rm -rf $(VENV) $(OUT) *.egg-info

@@ -510,6 +510,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="cnnscope-out", metavar="DIR")
     p.set_defaults(func=cmd_cka)
 
+    p = sub.add_parser("report", help="a browsable static HTML site of a whole model (resumable, parallel)")
+    p.add_argument("model", nargs="?", default=None, metavar="MODEL", help="zoo name or user model (default Lite0)")
+    p.add_argument("--images", metavar="FOLDER", help="images for patches and examples (default bundled samples)")
+    p.add_argument("--out", default="cnnscope-report", metavar="DIR")
+    p.add_argument("--layers", default=None, help="layers, comma-separated, or 'stages' (default)")
+    p.add_argument("--channels", type=_positive_int, help="first K channels per layer in the atlas (default all)")
+    p.add_argument("--iters", type=_positive_int, default=None, help="pre-image iterations (default 200)")
+    p.add_argument("--size", type=_positive_int, help="pre-image size in px (default the model's input size)")
+    p.add_argument("--examples", type=_positive_int, default=None, help="images inverted / back-propagated (4)")
+    p.add_argument("--patch-images", type=_positive_int, default=None,
+                   help="images searched for top patches (default 100)")
+    p.add_argument("--equivariance", metavar="TRANSFORM", help="also run the equivariance analysis (e.g. vflip)")
+    p.add_argument("--stitch-with", metavar="MODEL", help="also stitch this model's layers into MODEL_B's")
+    p.add_argument("--workers", type=_positive_int, default=1, help="worker processes (default 1)")
+    p.add_argument("--ray", metavar="ADDRESS", help="run units on a Ray cluster ('local' starts one here)")
+    p.add_argument("--quick", action="store_true", help="two layers, 4 channels, 40 iterations, 96 px")
+    p.add_argument("--weights", default=None, metavar="PATH")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_report)
+
     p = sub.add_parser("hog", help="HOG of an image drawn as glyphs (oriented strokes per cell)")
     p.add_argument("image", metavar="IMAGE", help="image file or sample:NAME")
     p.add_argument("--cell-size", type=_positive_int, default=8, help="pixels per cell (default 8)")
@@ -908,6 +928,43 @@ def cmd_equivariance(args) -> None:
     write_json({"settings": settings, "metric": metric, "baseline": result["baseline"], "rows": result["rows"]},
                out / f"{name}.json")
     print(f"wrote {out / (name + '.csv')}, {name}.png, {name}.json, {name}_maps.safetensors")
+
+
+def cmd_report(args) -> None:
+    from .models import DEFAULT_MODEL, load_model
+    from .preimage.runs import expand_layers
+    from .report.atlas import QUICK, ReportSettings, execute, plan
+    from .report.site import write_site
+
+    out = _out_dir(args.out)
+    if args.images is not None and not Path(args.images).is_dir():
+        raise CnnscopeError(f"--images {args.images}: not a folder")
+    name = args.model or DEFAULT_MODEL
+    model = load_model(name, weights=args.weights)
+    quick = QUICK if args.quick else {}
+    layers = expand_layers(model, args.layers or quick.get("layers", "stages"))
+    if args.equivariance:
+        from .transforms.transform import Transform
+
+        Transform.parse(args.equivariance)
+    if args.stitch_with:
+        load_model(args.stitch_with)  # fail now, not in a worker
+    report = ReportSettings(
+        model=name, weights=args.weights, layers=tuple(layers),
+        channels=args.channels or quick.get("channels"), iters=args.iters or quick.get("iters", 200),
+        size=args.size or quick.get("size"), seed=args.seed, images=args.images,
+        examples=args.examples or quick.get("examples", 4),
+        patch_images=args.patch_images or quick.get("patch_images", 100),
+        equivariance=args.equivariance, stitch_with=args.stitch_with)
+    units = plan(report, model)
+    print(f"report: {len(units)} units ({len(layers)} layers) -> {out}/index.html")
+    run = execute(out, report, units, workers=args.workers, ray_address=args.ray)
+    index = write_site(out, report, units, model, run)
+    rate = f", {run['units_per_minute']} units/min" if run["units_per_minute"] else ""
+    print(f"{run['computed']} computed, {run['already_done']} reused in {run['seconds']} s{rate}; wrote {index}")
+    if run["interrupted"]:
+        sys.stderr.write("cnnscope: interrupted; finished units are saved: run the same command to resume\n")
+        raise SystemExit(130)
 
 
 def cmd_hog(args) -> None:
