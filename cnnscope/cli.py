@@ -903,15 +903,18 @@ def cmd_equivariance(args) -> None:
     lines = [f"# {transform.label}: {metric.replace('_', ' ')} on {len(images) - n_fit} held-out images "
              f"({n_fit} used to fit); no transform {result['baseline']['no_transform']:.3f}, "
              f"transformed uncompensated {result['baseline']['uncompensated']:.3f}",
-             f"{'layer':<12}" + "".join(f"{c:>14}" for c in cols) + f"{'invariant ch.':>16}{'mean corr':>11}"]
-    csv_rows = ["layer,no_transform,uncompensated," + ",".join(cols) + ",invariant_channels,channels,mean_corr"]
+             f"{'layer':<12}" + "".join(f"{c:>14}" for c in cols) + f"{'invariant ch.':>16}{'mean corr':>11}"
+             + f"{'map epochs':>12}"]
+    csv_rows = ["layer,no_transform,uncompensated," + ",".join(cols)
+                + ",invariant_channels,channels,mean_corr,learned_epochs"]
     for r in result["rows"]:
         lines.append(f"{r['layer']:<12}" + "".join(f"{r[c]:14.3f}" for c in cols)
-                     + f"{r['invariant_channels']:>9}/{r['channels']:<6}{r['mean_channel_correlation']:11.3f}")
+                     + f"{r['invariant_channels']:>9}/{r['channels']:<6}{r['mean_channel_correlation']:11.3f}"
+                     + f"{r['learned_epochs']!s:>12}")
         csv_rows.append(",".join(str(v) for v in [r["layer"], result["baseline"]["no_transform"],
                                                     result["baseline"]["uncompensated"], *(r[c] for c in cols),
                                                     r["invariant_channels"], r["channels"],
-                                                    r["mean_channel_correlation"]]))
+                                                    r["mean_channel_correlation"], r["learned_epochs"]]))
     print("\n".join(lines))
     name = slug(f"equivariance_{model.name}_{transform.label}")
     out.mkdir(parents=True, exist_ok=True)

@@ -81,6 +81,16 @@ BAD = {
     "small bad out": (["train-small", "--out", "{d}/net.pt"], "must end in .safetensors"),
     "invert bad window": (["invert", "sample:chelsea", "--layer", "stem", "--window", "1-2", "--out", "{d}/pre"],
                           "expected y0:y1,x0:x1"),
+    "hog cell size not a number": (["layers", "hog:big"], "must be a whole number"),
+    "hog has no weights": (["layers", "hog", "--weights", "{d}/lite0.pth"], "no weights to load"),
+    "hog even neighbourhood": (["equivariance", "--model", "hog", "--neighbourhood", "2", "--out", "{d}/eq"],
+                               "must be odd"),
+    "hog with layers": (["equivariance", "--model", "hog", "--layers", "stem", "--out", "{d}/eq"],
+                        "has one layer"),
+    "hog glyphs unknown sample": (["hog", "sample:doge", "--out", "{d}/hog"], "unknown sample"),
+    "report missing folder": (["report", "--images", "{d}/nowhere", "--out", "{d}/rep"], "not a folder"),
+    "report unknown layer": (["report", "--layers", "stage99", "--out", "{d}/rep"], "closest: stage"),
+    "report bad transform": (["report", "--equivariance", "twirl", "--out", "{d}/rep"], "unknown transform"),
 }
 
 

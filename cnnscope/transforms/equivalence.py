@@ -164,35 +164,60 @@ def predict_through(rest: RestOfNetwork, stitch: nn.Module, fa: torch.Tensor, ch
     return torch.cat(outs)
 
 
+def task_loss(out: torch.Tensor, labels: torch.Tensor | None, b_logits: torch.Tensor | None) -> torch.Tensor:
+    """Cross-entropy to labels if given, else KL to B's predictions."""
+    if labels is not None:
+        return F.cross_entropy(out, labels)
+    return F.kl_div(out.log_softmax(1), b_logits.log_softmax(1), log_target=True, reduction="batchmean")
+
+
+def validation_loss(stitch: nn.Module, rest: RestOfNetwork, fa: torch.Tensor, labels: torch.Tensor | None,
+                    b_logits: torch.Tensor | None) -> float:
+    out = predict_through(rest, stitch, fa)
+    return float(task_loss(out, labels, b_logits))
+
+
 def fit_task(stitch: Stitch, rest: RestOfNetwork, fa: torch.Tensor, labels: torch.Tensor | None,
              b_logits: torch.Tensor | None, epochs: int = 8, lr: float | None = None, batch: int = 16, seed: int = 0,
-             progress: bool = True) -> Stitch:
+             progress: bool = True, validation: tuple | None = None) -> Stitch:
     """Train E on B's task with B frozen: cross-entropy to labels if given, else KL to B's predictions.
 
     Adam moves every weight by about lr per step, so a map with C_in inputs changes its outputs ~C_in times
-    faster: the default lr (1e-3 at 32 inputs) is scaled by 32 / C_in to keep wide layers stable."""
+    faster: the default lr (1e-3 at 32 inputs) is scaled by 32 / C_in to keep wide layers stable.
+    validation = (features, labels, b_logits) of held-back images: E is the one of the epoch (0 = as given)
+    with the lowest loss there (`stitch.validation_losses`, `stitch.best_epoch` say which)."""
     if lr is None:
         lr = 1e-3 * min(1.0, 32.0 / fa.shape[1])
     if labels is None and b_logits is None:
         raise CnnscopeError("the task loss needs labels or B's predictions")
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(stitch.parameters(), lr=lr)
-    stitch.train()
     n = fa.shape[0]
-    for _ in tqdm(range(epochs), desc="task-loss stitch", disable=not progress, leave=False):
+    losses, best_state, best_epoch = [], None, 0
+    if validation is not None:
+        stitch.eval()
+        losses.append(validation_loss(stitch, rest, *validation))
+        best_state = {k: v.detach().clone() for k, v in stitch.state_dict().items()}
+    for epoch in tqdm(range(1, epochs + 1), desc="task-loss stitch", disable=not progress, leave=False):
+        stitch.train()
         order = torch.randperm(n, generator=gen)
         for i in range(0, n, batch):
             idx = order[i:i + batch]
-            out = rest(stitch(fa[idx]))
-            if labels is not None:
-                loss = F.cross_entropy(out, labels[idx])
-            else:
-                loss = F.kl_div(out.log_softmax(1), b_logits[idx].log_softmax(1), log_target=True,
-                                reduction="batchmean")
+            loss = task_loss(rest(stitch(fa[idx])), labels[idx] if labels is not None else None,
+                             b_logits[idx] if b_logits is not None else None)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+        if validation is not None:
+            stitch.eval()
+            losses.append(validation_loss(stitch, rest, *validation))
+            if losses[-1] < min(losses[:-1]):
+                best_state = {k: v.detach().clone() for k, v in stitch.state_dict().items()}
+                best_epoch = epoch
+    if best_state is not None:
+        stitch.load_state_dict(best_state)
     stitch.eval()
+    stitch.validation_losses, stitch.best_epoch = losses, best_epoch if validation is not None else epochs
     return stitch
 
 

@@ -29,6 +29,7 @@ from .equivalence import (
     fit_task,
     identity_stitch,
     predict_through,
+    validation_loss,
 )
 from .transform import Transform
 
@@ -78,6 +79,32 @@ def invariant_channels(learned: nn.Module, rest: RestOfNetwork, h_test: torch.Te
     return best
 
 
+def _learned_map(h_fit, f_fit, rest, fit_labels, ref_fit, ridge, epochs, seed, progress):
+    """M_g: ridge regression towards M = I, then the network's own loss with early stopping on a fifth of the
+    fit images held back (wide late layers have more weights than 80 images pin down: without the check the
+    map overfits and does worse than the identity). The identity itself stays a candidate."""
+    n = len(h_fit)
+    n_val = n // 5 if n >= 10 else 0
+    tr, va = slice(n_val, None), slice(0, n_val)
+    targets = (fit_labels, None) if fit_labels is not None else (None, ref_fit)
+    train_targets = tuple(t[tr] if t is not None else None for t in targets)
+    learned = fit_regression(h_fit[tr], f_fit[tr], ridge=ridge, towards_identity=True)
+    if not n_val:
+        learned = fit_task(learned, rest, h_fit, *targets, epochs=epochs, seed=seed, progress=progress)
+        return learned, {"learned_epochs": epochs}
+    val = (h_fit[va], *(t[va] if t is not None else None for t in targets))
+    learned = fit_task(learned, rest, h_fit[tr], *train_targets, epochs=epochs, seed=seed, progress=progress,
+                       validation=val)
+    identity = identity_stitch(h_fit, h_fit)
+    identity_loss = validation_loss(identity, rest, *val)
+    info = {"learned_epochs": learned.best_epoch, "validation_loss_learned": min(learned.validation_losses),
+            "validation_loss_identity": identity_loss}
+    if identity_loss < min(learned.validation_losses):
+        info["learned_epochs"] = "identity"
+        return identity, info
+    return learned, info
+
+
 def equivariance_experiment(model: Model, layers: Sequence[str], transform: Transform, fit_images: torch.Tensor,
                             test_images: torch.Tensor, fit_labels: torch.Tensor | None = None,
                             test_labels: torch.Tensor | None = None, *, task_epochs: int = 8, seed: int = 0,
@@ -110,10 +137,7 @@ def equivariance_experiment(model: Model, layers: Sequence[str], transform: Tran
         rest = RestOfNetwork(model, layer)
         spatial = identity_stitch(h_fit, h_fit)
         perm = fit_permutation(h_fit, f_fit)
-        # shrink towards M = I: deep layers have more channels than the fit data can pin down
-        learned = fit_regression(h_fit, f_fit, ridge=ridge, towards_identity=True)
-        learned = fit_task(learned, rest, h_fit, fit_labels, None if fit_labels is not None else ref_fit,
-                           epochs=task_epochs, seed=seed, progress=progress)
+        learned, choice = _learned_map(h_fit, f_fit, rest, fit_labels, ref_fit, ridge, task_epochs, seed, progress)
         corr = channel_correlation(f_fit, h_fit)
         order = torch.argsort(corr, descending=True)
         n_inv = invariant_channels(learned, rest, h_test, test_labels, ref_pred, order)
@@ -121,7 +145,7 @@ def equivariance_experiment(model: Model, layers: Sequence[str], transform: Tran
                "spatial_only": _accuracy_metric(predict_through(rest, spatial, h_test), test_labels, ref_pred),
                "permutation": _accuracy_metric(predict_through(rest, perm, h_test), test_labels, ref_pred),
                "learned": _accuracy_metric(predict_through(rest, learned, h_test), test_labels, ref_pred),
-               "invariant_channels": n_inv, "mean_channel_correlation": float(corr.mean())}
+               "invariant_channels": n_inv, "mean_channel_correlation": float(corr.mean()), **choice}
         rows.append(row)
         maps[layer] = learned
     return {"transform": transform.label, "baseline": baseline, "rows": rows, "maps": maps,
