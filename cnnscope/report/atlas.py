@@ -332,22 +332,22 @@ def execute(out: Path, report: ReportSettings, units: Sequence[Unit], workers: i
     bar = tqdm(total=len(units), initial=len(units) - len(pending), desc="report", unit="unit",
                disable=not progress, smoothing=0.1)
     args = [(str(out), report.to_dict(), _unit_dict(u)) for u in pending]
-    start, done, interrupted = time.perf_counter(), 0, False
+    start, interrupted = time.perf_counter(), False
     try:
         if ray_address is not None:
-            done = _run_ray(args, ray_address, workers, bar)
+            _run_ray(args, ray_address, workers, bar)
         elif workers <= 1 or len(args) <= 1:
             for a in args:
                 run_unit(*a)
-                done += 1
                 bar.update(1)
         else:
-            done = _run_processes(args, workers, bar)
+            _run_processes(args, workers, bar)
     except KeyboardInterrupt:
         interrupted = True
     finally:
         bar.close()
     seconds = time.perf_counter() - start
+    done = bar.n - (len(units) - len(pending))  # the bar counts every finished unit, however they ran
     return {"units": len(units), "already_done": len(units) - len(pending), "computed": done,
             "seconds": round(seconds, 2), "interrupted": interrupted,
             "units_per_minute": round(60 * done / seconds, 2) if done and seconds > 0 else None}
