@@ -329,8 +329,8 @@ def execute(out: Path, report: ReportSettings, units: Sequence[Unit], workers: i
     pending = [u for u in units if not is_done(out, u, report)]
     for u in pending:
         (out / u.key).parent.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=len(units), initial=len(units) - len(pending), desc="report", unit="unit",
-               disable=not progress, smoothing=0.1)
+    bar = _Counter(tqdm(total=len(units), initial=len(units) - len(pending), desc="report", unit="unit",
+                        disable=not progress, smoothing=0.1))
     args = [(str(out), report.to_dict(), _unit_dict(u)) for u in pending]
     start, interrupted = time.perf_counter(), False
     try:
@@ -347,10 +347,24 @@ def execute(out: Path, report: ReportSettings, units: Sequence[Unit], workers: i
     finally:
         bar.close()
     seconds = time.perf_counter() - start
-    done = bar.n - (len(units) - len(pending))  # the bar counts every finished unit, however they ran
+    done = bar.count  # every finished unit passes through the bar, however it ran
     return {"units": len(units), "already_done": len(units) - len(pending), "computed": done,
             "seconds": round(seconds, 2), "interrupted": interrupted,
             "units_per_minute": round(60 * done / seconds, 2) if done and seconds > 0 else None}
+
+
+class _Counter:
+    """A progress bar that also counts (a disabled tqdm does not)."""
+
+    def __init__(self, bar):
+        self.bar, self.count = bar, 0
+
+    def update(self, n: int = 1) -> None:
+        self.count += n
+        self.bar.update(n)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _unit_dict(u: Unit) -> dict:
