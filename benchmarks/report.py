@@ -1,7 +1,7 @@
 """Throughput of `cnnscope report`: units per minute with 1 and 2 worker processes (and their ratio), whether
 the per-unit cost stays flat as the plan grows, and the size and time of a `--quick` report.
 
-    python benchmarks/report.py [--channels 8] [--iters 100] [--size 128]
+    python benchmarks/report.py [--channels 16] [--iters 100] [--size 128]
 """
 
 import argparse
@@ -42,7 +42,7 @@ def folder_size(path: Path) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--channels", type=int, default=8)
+    ap.add_argument("--channels", type=int, default=16)
     ap.add_argument("--iters", type=int, default=100)
     ap.add_argument("--size", type=int, default=128)
     args = ap.parse_args()
