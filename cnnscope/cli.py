@@ -79,6 +79,18 @@ def _preimage_options(p: argparse.ArgumentParser, data_weight: float) -> None:
     g.add_argument("--no-box", action="store_true", help="do not keep pixels in [0,1] (only the B+ bound)")
 
 
+def _default_layer(args, models) -> None:
+    """--layer may be left out for hand-crafted representations (HOG, DSIFT): they have one layer."""
+    if args.layer:
+        return
+    only = {next(iter(dict(m.net.named_children())), None) for m in models if not m.classes}
+    if len(only) == 1 and None not in only and all(not m.classes for m in models):
+        args.layer = only.pop()
+        return
+    raise CnnscopeError(f"--layer is required for {', '.join(m.name for m in models)} "
+                        "(a layer name, several comma-separated, or 'stages')")
+
+
 def _preimage_setup(args, optimizer_default: str = "sgd", prior_default: str = "full"):
     from .models import load_model
     from .preimage import Prior, SolverConfig
@@ -129,6 +141,7 @@ def cmd_invert(args) -> None:
         except ValueError:
             raise CnnscopeError(f"--window {args.window}: expected y0:y1,x0:x1") from None
     models, prior, cfg, out = _preimage_setup(args)
+    _default_layer(args, models)
     summary = run_invert(models, args.image, args.layer, out, cfg=cfg, prior=prior, data_weight=args.data_weight,
                          size=args.size, restarts=args.restarts, compare_priors=args.compare_priors, window=window)
     for u in summary["units"]:
@@ -308,6 +321,7 @@ def cmd_caricature(args) -> None:
 
     load_image(args.image)
     models, prior, cfg, out = _preimage_setup(args)
+    _default_layer(args, models)
     summary = run_caricature(models, args.image, args.layer, out, cfg=cfg, prior=prior,
                              data_weight=args.data_weight, size=args.size, cosine_power=args.cosine)
     for u in summary["units"]:
@@ -364,7 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("invert", help="pre-image: reconstruct an image from its code at a layer")
     p.add_argument("image", metavar="IMAGE", help="image file or sample:NAME")
-    p.add_argument("--layer", required=True, help="layer(s), comma-separated, or 'stages' for stem..logits")
+    p.add_argument("--layer", help="layer(s), comma-separated, or 'stages' for stem..logits "
+                                   "(hand-crafted models: their one layer)")
     p.add_argument("--restarts", type=_positive_int, default=1,
                    help="N pre-images of the same code from different noise (reconstruction ambiguity)")
     p.add_argument("--compare-priors", action="store_true", help="no prior vs TV beta=1 vs TV beta=2")
@@ -388,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("caricature", help="emphasise what a layer sees in an image")
     p.add_argument("image", metavar="IMAGE", help="image file or sample:NAME")
-    p.add_argument("--layer", required=True, help="layer(s), comma-separated, or 'stages'")
+    p.add_argument("--layer", help="layer(s), comma-separated, or 'stages' (hand-crafted models: their one layer)")
     p.add_argument("--cosine", type=float, default=0.0, metavar="P",
                    help="weight the inner product by cos^P (rewards the pattern, not the magnitude)")
     _preimage_options(p, data_weight=20.0)

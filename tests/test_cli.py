@@ -81,6 +81,7 @@ BAD = {
     "small bad out": (["train-small", "--out", "{d}/net.pt"], "must end in .safetensors"),
     "invert bad window": (["invert", "sample:chelsea", "--layer", "stem", "--window", "1-2", "--out", "{d}/pre"],
                           "expected y0:y1,x0:x1"),
+    "invert needs a layer": (["invert", "sample:chelsea", "--out", "{d}/pre"], "--layer is required"),
     "hog cell size not a number": (["layers", "hog:big"], "must be a whole number"),
     "hog has no weights": (["layers", "hog", "--weights", "{d}/lite0.pth"], "no weights to load"),
     "hog even neighbourhood": (["equivariance", "--model", "hog", "--neighbourhood", "2", "--out", "{d}/eq"],

@@ -137,7 +137,7 @@ def run(*args):
 
 
 def test_cli_hog_inversion_and_glyphs(tmp_path):
-    res = run("invert", "sample:chelsea", "--model", "hogb", "--layer", "hog", "--size", "96", "--iters", "150",
+    res = run("invert", "sample:chelsea", "--model", "hogb", "--size", "96", "--iters", "150",  # its one layer
               "--out", str(tmp_path))
     assert res.returncode == 0, res.stderr
     meta = json.loads((tmp_path / "invert_hogb_chelsea_hog.json").read_text())
