@@ -960,7 +960,13 @@ def cmd_report(args) -> None:
     name = args.model or DEFAULT_MODEL
     model = load_model(name, weights=args.weights)
     quick = QUICK if args.quick else {}
-    layers = expand_layers(model, args.layers or quick.get("layers", "stages"))
+    if args.layers:
+        layers = expand_layers(model, args.layers)
+    else:
+        layers = expand_layers(model, "stages")
+        if args.quick:  # two mid-depth layers (Lite's stage2 and stage4 where the model has them)
+            named = [n for n in QUICK["layers"].split(",") if n in model.aliases]
+            layers = named if len(named) == 2 else layers[len(layers) // 4:][:2]
     if args.equivariance:
         from .transforms.transform import Transform
 

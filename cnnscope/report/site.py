@@ -130,7 +130,8 @@ def write_site(out: Path, report: ReportSettings, units: list[Unit], model, run:
     sections.append(html.section("Model layers", layer_table + all_layers, "model-layers"))
     extra = [u for u in units if u.layer is None]
     if extra:
-        figs = "".join(_linked(f"{u.key}.png", f"{u.key}.json", u.kind) for u in extra if is_done(out, u, report))
+        figs = "".join(_linked(f"{u.key}.png", f"{u.key}.json", Path(u.key).name.replace("_", " "))
+                       for u in extra if is_done(out, u, report))
         missing = [u for u in extra if not is_done(out, u, report)]
         sections.append(html.section("Transformation analysis", figs + (_todo(missing) if missing else ""),
                                      "transforms"))
