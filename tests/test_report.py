@@ -64,6 +64,10 @@ def test_ray_local_writes_the_same_files(tiny_report, tmp_path):
     ray = pytest.importorskip("ray")
     out, units, _ = tiny_report
     subset = [u for u in units if u.layer == "stem"]
+    try:  # a machine that cannot start a local cluster is not a failure of ours
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    except Exception as err:
+        pytest.skip(f"Ray could not start a local cluster here: {err}")
     try:
         run = execute(tmp_path, TINY, subset, workers=2, ray_address="local", progress=False)
     finally:
