@@ -16,6 +16,8 @@ import time
 import warnings
 from pathlib import Path
 
+from timing import median_time
+
 from cnnscope import load_image, load_model
 from cnnscope.backprop import BPTarget, backprop_maps
 from cnnscope.backprop.analysis import cascading_randomisation, selectivity
@@ -23,16 +25,6 @@ from cnnscope.backprop.runs import selectivity_table
 from cnnscope.images import list_folder
 
 SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "imagenet-sample"
-
-
-def median_time(fn, repeats):
-    fn()
-    out = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return statistics.median(out)
 
 
 def main() -> int:

@@ -5,37 +5,25 @@ forward+backward pass (what a HOG pre-image step costs). Prints times and ratios
 """
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from timing import median_time
 
 from cnnscope import load_image
 from cnnscope.features import HOG, DenseSIFT, vlfeat
 
 
-def timed(fn, repeats: int) -> float:
-    for _ in range(3):
-        fn()
-    samples = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t)
-    return statistics.median(samples)
-
-
 def hog_row(img: torch.Tensor, bilinear: bool, repeats: int) -> list:
     hog = HOG(8, 9, bilinear)
-    fwd = timed(lambda: hog(img), repeats)
+    fwd = median_time(lambda: hog(img), repeats)
     x = img.clone().requires_grad_(True)
-    both = timed(lambda: hog(x).square().sum().backward(), repeats)
+    both = median_time(lambda: hog(x).square().sum().backward(), repeats)
     row = ["HOGb (bilinear)" if bilinear else "HOG (hard)", fwd, both]
     if vlfeat.available():
         arr = img[0].numpy()
-        ref = timed(lambda: vlfeat.vl_hog(arr, 8, 9, bilinear), repeats)
+        ref = median_time(lambda: vlfeat.vl_hog(arr, 8, 9, bilinear), repeats)
         diff = float(np.abs(vlfeat.vl_hog(arr, 8, 9, bilinear) - hog(img)[0].numpy()).max())
         row += [ref, diff]
     return row
@@ -49,8 +37,8 @@ def main() -> None:
     img = F.interpolate(load_image("sample:chelsea")[None], size=(args.size, args.size), mode="area")
     rows = [hog_row(img, bilinear, args.repeats) for bilinear in (False, True)]
     dsift = DenseSIFT()
-    rows.append(["DSIFT (8 px bins, step 4)", timed(lambda: dsift(img), args.repeats),
-                 timed(lambda: dsift(img.clone().requires_grad_(True)).sum().backward(), args.repeats)])
+    rows.append(["DSIFT (8 px bins, step 4)", median_time(lambda: dsift(img), args.repeats),
+                 median_time(lambda: dsift(img.clone().requires_grad_(True)).sum().backward(), args.repeats)])
     print(f"# {args.size}x{args.size} px, torch {torch.__version__}, {torch.get_num_threads()} threads; median of "
           f"{args.repeats}")
     print(f"{'':<28}{'forward ms':>11}{'fwd+bwd ms':>11}{'vl_hog ms':>11}{'ours/vl':>9}{'max |diff|':>12}")

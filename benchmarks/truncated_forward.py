@@ -5,24 +5,12 @@ requested layer). Prints time ratios; the acceptance bar is stage1 <= 0.3 x full
 """
 
 import argparse
-import statistics
 import sys
-import time
 
 import torch
+from timing import median_time
 
 from cnnscope import Capture, load_image, load_model
-
-
-def timed(fn, x, repeats: int) -> float:
-    for _ in range(3):
-        fn(x)
-    samples = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn(x)
-        samples.append(time.perf_counter() - t)
-    return statistics.median(samples)
 
 
 def main() -> int:
@@ -33,7 +21,7 @@ def main() -> int:
     model = load_model(args.model)
     x = model.prepare(load_image("sample:chelsea"))
     with torch.no_grad():
-        full = timed(model.net, x, args.repeats)
+        full = median_time(lambda: model.net(x), args.repeats)
         print(f"{args.model}: full forward {full * 1000:.2f} ms (median of {args.repeats}, no grad, batch 1, "
               f"{torch.get_num_threads()} threads)")
         ratios = {}
@@ -41,17 +29,17 @@ def main() -> int:
             if layer not in model.aliases:
                 continue
             with Capture(model, [layer]) as phi:
-                t = timed(phi, x, args.repeats)
+                t = median_time(lambda: phi(x), args.repeats)
             ratios[layer] = t / full
             print(f"  capture {layer:<8} {t * 1000:7.2f} ms   ratio {t / full:.3f}")
     x.requires_grad_(True)
     with Capture(model, ["stage3"]) as phi:
-        fb = timed(lambda x: phi(x)["stage3"].sum().backward(), x, args.repeats)
+        fb = median_time(lambda: phi(x)["stage3"].sum().backward(), args.repeats)
 
     def full_fb(x):
         model.net(x).sum().backward()
 
-    fb_full = timed(full_fb, x, args.repeats)
+    fb_full = median_time(lambda: full_fb(x), args.repeats)
     print(f"  forward+backward to stage3 {fb * 1000:.2f} ms vs to logits {fb_full * 1000:.2f} ms "
           f"(ratio {fb / fb_full:.3f})")
     ok = ratios.get("stage1", 0) <= 0.3
