@@ -199,6 +199,23 @@ def write_json(data, path: str | os.PathLike) -> Path:
     return write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", path)
 
 
+def finished_unit(folder: str | os.PathLike, key: str, settings: dict) -> dict | None:
+    """The record {"settings", "results", "files"} a resumable unit wrote as folder/key.json, if it was made with
+    these settings and every file it lists (relative to folder) is there; else None (so: redo the unit)."""
+    import json
+
+    meta = Path(folder) / f"{key}.json"
+    try:
+        data = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("settings") != settings:
+        return None
+    if not all((Path(folder) / name).is_file() for name in data.get("files", [])):
+        return None
+    return data
+
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
 
 

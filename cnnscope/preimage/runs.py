@@ -7,7 +7,6 @@ interrupted), and the same command run again reuses finished units with identica
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -18,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from ..errors import CnnscopeError
-from ..images import load_image, save_image, write_json
+from ..images import finished_unit, load_image, save_image, write_json
 from ..layers import resolve
 from ..models import Model
 from ..report.plots import image_grid
@@ -54,19 +53,10 @@ def _png_names(key: str, n: int) -> list[str]:
 
 
 def _reuse(out: Path, unit: Unit) -> bool:
-    meta = out / f"{unit.key}.json"
-    if not meta.is_file():
+    data = finished_unit(out, unit.key, unit.settings)
+    if data is None or not data.get("files") or data.get("results", {}).get("interrupted"):
         return False
-    try:
-        data = json.loads(meta.read_text())
-    except (OSError, ValueError):
-        return False
-    if data.get("settings") != unit.settings or data.get("results", {}).get("interrupted"):
-        return False
-    pngs = [out / name for name in data.get("files", [])]
-    if not pngs or not all(p.is_file() for p in pngs):
-        return False
-    unit.images = torch.stack([load_image(p) for p in pngs])
+    unit.images = torch.stack([load_image(out / name) for name in data["files"]])
     unit.results = data["results"]
     return True
 

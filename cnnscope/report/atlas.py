@@ -10,7 +10,6 @@ derived from its key, so one process, N worker processes or a Ray cluster write 
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import zlib
@@ -24,7 +23,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..errors import CnnscopeError
-from ..images import save_image, write_json
+from ..images import finished_unit, save_image, write_json
 
 QUICK = {"layers": "stage2,stage4", "channels": 4, "iters": 40, "size": 96, "examples": 2, "patch_images": 8}
 
@@ -118,14 +117,7 @@ def plan(report: ReportSettings, model) -> list[Unit]:
 
 
 def is_done(out: Path, unit: Unit, report: ReportSettings) -> bool:
-    meta = out / f"{unit.key}.json"
-    if not meta.is_file():
-        return False
-    try:
-        data = json.loads(meta.read_text())
-    except (OSError, ValueError):
-        return False
-    return data.get("settings") == unit.settings(report) and all((out / f).is_file() for f in data.get("files", []))
+    return finished_unit(out, unit.key, unit.settings(report)) is not None
 
 
 # ------------------------------------------------------------------------------------- unit work
@@ -137,7 +129,7 @@ def _model(name: str, weights: str | None):
 
 
 @cache
-def _image(source: str, size: int) -> torch.Tensor:
+def _image(source: str) -> torch.Tensor:
     from ..images import load_image
 
     return load_image(source)
@@ -145,7 +137,7 @@ def _image(source: str, size: int) -> torch.Tensor:
 
 def _prepared(model, source: str) -> torch.Tensor:
     """[1,3,S,S] in [0,1], as the model sees it (before normalisation)."""
-    return model.preprocess.geometry(_image(source, model.input_size))
+    return model.preprocess.geometry(_image(source))
 
 
 def run_unit(out: str, report_dict: dict, unit_dict: dict) -> str:
@@ -177,7 +169,7 @@ def _config(report: ReportSettings, unit: Unit):
 def _invert(out: Path, report: ReportSettings, unit: Unit, model) -> tuple[list[str], dict]:
     from ..preimage.presets import invert, reconstruction_error
 
-    result = invert(model, _image(unit.image, model.input_size), [unit.layer], size=report.size,
+    result = invert(model, _image(unit.image), [unit.layer], size=report.size,
                     config=_config(report, unit))
     save_image(result.images[0], out / f"{unit.key}.png")
     return [Path(unit.key).name + ".png"], {"normalised_error": round(reconstruction_error(result)[0], 6)}

@@ -51,18 +51,19 @@ def valid_cells(transform: Transform, geometry: Geometry, image_size: int, shape
 
 
 def feature_pairs(extractor: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, transform: Transform,
-                  geometry: Geometry, batch: int = 16) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(g applied spatially to Phi(x), Phi(g x), valid-cell mask) for [N,3,S,S] images."""
+                  geometry: Geometry, batch: int = 16) -> tuple[torch.Tensor, ...]:
+    """(Phi(x), g applied spatially to Phi(x), Phi(g x), valid-cell mask) for [N,3,S,S] images."""
     stride, offset = cell_grid(geometry)
     size = images.shape[-1]
-    moved, target = [], []
+    plain, target = [], []
     with torch.no_grad():
         for i in range(0, len(images), batch):
             x = images[i:i + batch]
-            moved.append(transform.features(extractor(x), stride, offset, size))
+            plain.append(extractor(x))
             target.append(extractor(transform.image(x)))
-    moved_t, target_t = torch.cat(moved), torch.cat(target)
-    return moved_t, target_t, valid_cells(transform, geometry, size, tuple(target_t.shape[-2:]))
+    plain_t, target_t = torch.cat(plain), torch.cat(target)
+    moved_t = transform.features(plain_t, stride, offset, size)
+    return plain_t, moved_t, target_t, valid_cells(transform, geometry, size, tuple(target_t.shape[-2:]))
 
 
 def _design(moved: torch.Tensor, m: int) -> torch.Tensor:
@@ -118,10 +119,8 @@ def regression_experiment(extractor: Callable[[torch.Tensor], torch.Tensor], geo
                           known_permutation: torch.Tensor | None = None) -> dict:
     """Relative error on held-out images of: no compensation (Phi(x) against Phi(g x) as they are), the spatial
     part of g only (M_g = identity on channels: invariance), a known permutation, and learned maps."""
-    fit_moved, fit_target, mask = feature_pairs(extractor, fit_images, transform, geometry)
-    test_moved, test_target, _ = feature_pairs(extractor, test_images, transform, geometry)
-    with torch.no_grad():
-        test_plain = torch.cat([extractor(test_images[i:i + 16]) for i in range(0, len(test_images), 16)])
+    _, fit_moved, fit_target, mask = feature_pairs(extractor, fit_images, transform, geometry)
+    test_plain, test_moved, test_target, _ = feature_pairs(extractor, test_images, transform, geometry)
     rows = {
         "uncompensated": relative_error(test_plain, test_target, mask),
         "spatial_only": relative_error(test_moved, test_target, mask),

@@ -147,8 +147,7 @@ def feature_equivariance_run(model: Model, transform, images: torch.Tensor, n_fi
     from ..layers import get_layer
     from .regression import regression_experiment
 
-    layer = model.net[0] if isinstance(model.net, torch.nn.Sequential) else model.net
-    layer_name = next(iter(dict(model.net.named_children())), None) or "output"
+    layer_name, layer = next(iter(model.net.named_children()), ("output", model.net))  # its one layer
     geometry = get_layer(model, layer_name).geometry
     perm = None
     if transform.kind in ("hflip", "vflip", "rot180") and hasattr(layer, "flip_permutation"):
@@ -170,12 +169,12 @@ def feature_equivariance_run(model: Model, transform, images: torch.Tensor, n_fi
         save_file(tensors, str(tmp), metadata={"settings": json.dumps(settings)})
     summary = {"settings": settings, "relative_error": errors, "valid_cells": result["valid_cells"],
                "cells": result["cells"], "files": [f"{name}.csv", f"{name}.png", f"{name}_maps.safetensors"]}
-    _plot_feature_equivariance(model, transform, result, held_out, out / f"{name}.png")
+    _plot_feature_equivariance(model.name, layer, transform, result, held_out, out / f"{name}.png")
     write_json(summary, out / f"{name}.json")
     return summary
 
 
-def _plot_feature_equivariance(model: Model, transform, result: dict, held_out: dict, path: Path) -> None:
+def _plot_feature_equivariance(model_name: str, layer, transform, result: dict, held_out: dict, path: Path) -> None:
     """The seed's slide: Phi(gx) next to M_g Phi(x) (learned) and g applied to Phi(x) alone, as HOG glyphs
     (valid cells only), with the held-out errors as bars."""
     import matplotlib.pyplot as plt
@@ -186,11 +185,10 @@ def _plot_feature_equivariance(model: Model, transform, result: dict, held_out: 
     image, moved, target, mask = result["example"]
     best = min((k for k in result["maps"] if k.startswith("learned")), key=lambda k: held_out[k])
     compensated = apply_map(*result["maps"][best], moved)
-    is_hog = hasattr(model.net[0], "flip_permutation") if isinstance(model.net, torch.nn.Sequential) else False
     panels = [("x", image[0].permute(1, 2, 0).numpy()),
               (f"g x ({transform.label})", transform.image(image)[0].permute(1, 2, 0).numpy())]
-    if is_hog:
-        o = model.net[0].orientations
+    if hasattr(layer, "flip_permutation"):  # HOG: draw the maps as glyphs
+        o = layer.orientations
         keep = mask[None].float()
         for title, f in ((r"$\Phi(gx)$", target[0]), (rf"$M_g\Phi(x)$, {best.replace('_', ' ')}", compensated[0]),
                          (r"$g\,\Phi(x)$ (spatial only)", moved[0])):
@@ -206,6 +204,6 @@ def _plot_feature_equivariance(model: Model, transform, result: dict, held_out: 
     ax.set_yticks(list(range(len(labels))[::-1]), [k.replace("_", " ") for k in labels], fontsize=7)
     ax.set_xlabel("relative error (held out)", fontsize=8)
     ax.set_xlim(0, max(1.0, max(held_out.values()) * 1.05))
-    fig.suptitle(f"{model.name}: is Phi(gx) = M_g Phi(x) for g = {transform.label}?", fontsize=9)
+    fig.suptitle(f"{model_name}: is Phi(gx) = M_g Phi(x) for g = {transform.label}?", fontsize=9)
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
