@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -37,6 +38,30 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _finite(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got '{text}'")
+    return v
+
+
+def _non_negative(text: str) -> float:
+    v = _finite(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return v
+
+
+def _positive(text: str) -> float:
+    v = _finite(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return v
+
+
 def _model_options(p: argparse.ArgumentParser, positional: bool = False) -> None:
     if positional:
         p.add_argument("model", nargs="?", default=None, metavar="MODEL",
@@ -55,26 +80,41 @@ def _model_options(p: argparse.ArgumentParser, positional: bool = False) -> None
     g.add_argument("--classes", metavar="FILE", help="class names, one per line (default: ImageNet)")
 
 
-def _preimage_options(p: argparse.ArgumentParser, data_weight: float) -> None:
+def _preimage_options(p: argparse.ArgumentParser, data_weight: float, recipes: bool = True) -> None:
+    from .preimage.param import PARAMS
+    from .preimage.recipes import RECIPES
+
     p.add_argument("--model", default=None, help="model, or several comma-separated (same layer across models)")
     p.add_argument("--weights", metavar="PATH", help="checkpoint for the (single) model")
     p.add_argument("--random-weights", action="store_true", help="keep the seeded random initialisation")
     p.add_argument("--out", default="cnnscope-out", metavar="DIR", help="output folder (default cnnscope-out)")
     g = p.add_argument_group("optimiser")
+    if recipes:
+        g.add_argument("--recipe", choices=list(RECIPES), default=None,
+                       help="mv (Mahendran & Vedaldi: pixels + TV/alpha prior), lucid (Fourier + decorrelated "
+                            "colour + transforms), maco (phase only); default: the verb's measured best")
+        g.add_argument("--param", choices=list(PARAMS), default=None,
+                       help="image parametrisation (default: the recipe's)")
+        g.add_argument("--transforms", metavar="SPEC", default=None,
+                       help="robustness transforms each step: 'standard', 'none' or e.g. "
+                            "'pad:12,jitter:8,scale:0.9-1.1,rotate:10,jitter:4' (default: the recipe's)")
+        g.add_argument("--max-memory", type=_positive, default=8.0, metavar="GB",
+                       help="refuse problems estimated to need more memory (default 8)")
     g.add_argument("--size", type=_positive_int, help="image size in px (default: the model's input size)")
-    g.add_argument("--iters", type=_positive_int, default=300, help="iterations (default 300)")
-    g.add_argument("--seed", type=int, default=0, help="random seed (noise, jitter)")
+    g.add_argument("--iters", type=_positive_int, default=None, help="iterations (default: the recipe's; 300)")
+    g.add_argument("--seed", type=int, default=0, help="random seed (noise, transforms)")
     g.add_argument("--optimizer", choices=["sgd", "adam", "lbfgs"], default=None,
-                   help="sgd = momentum 0.9 (M&V IJCV'16; default for invert/maximize/caricature), adam "
-                        "(default for texture/style), lbfgs")
-    g.add_argument("--lr", type=float, default=0.05, help="typical step as a fraction of B=80 (default 0.05)")
+                   help="sgd = momentum 0.9 (M&V IJCV'16), adam (lucid, maco, texture, style), lbfgs")
+    g.add_argument("--lr", type=_positive, default=None,
+                   help="typical step (pixels: a fraction of B=80; default: the recipe's, 0.05)")
     g.add_argument("--jitter", type=int, default=None,
-                   help="random shift in px each step (default: 1/8 of the layer stride for deep layers)")
-    g.add_argument("--data-weight", type=float, default=data_weight,
+                   help="random circular shift in px each step, 0 = none (default: mv recipe 1/8 of the layer "
+                        "stride for deep layers)")
+    g.add_argument("--data-weight", type=_non_negative, default=data_weight,
                    help=f"weight C of the data term (default {data_weight:g})")
-    g.add_argument("--tv-beta", type=float, default=2.0, help="TV exponent beta (default 2)")
-    g.add_argument("--tv-weight", type=float, default=None, help="multiplier on lambda_beta (default 1)")
-    g.add_argument("--alpha-weight", type=float, default=None, help="multiplier on lambda_alpha (default 1)")
+    g.add_argument("--tv-beta", type=_positive, default=None, help="TV exponent beta (default 2)")
+    g.add_argument("--tv-weight", type=_non_negative, default=None, help="multiplier on lambda_beta (default 1)")
+    g.add_argument("--alpha-weight", type=_non_negative, default=None, help="multiplier on lambda_alpha (default 1)")
     g.add_argument("--no-prior", action="store_true", help="no TV and no alpha-norm term")
     g.add_argument("--no-box", action="store_true", help="do not keep pixels in [0,1] (only the B+ bound)")
 
@@ -91,34 +131,63 @@ def _default_layer(args, models) -> None:
                         "(a layer name, several comma-separated, or 'stages')")
 
 
-def _preimage_setup(args, optimizer_default: str = "sgd", prior_default: str = "full"):
+def _preimage_setup(args, task: str):
+    """Models, prior (None: the recipe's), solver settings, output folder and recipe of a pre-image verb.
+    texture and style have no recipes: Adam, and no prior (texture) or a light TV term (style)."""
+    from dataclasses import replace
+
     from .models import load_model
     from .preimage import Prior, SolverConfig
+    from .preimage.presets import ALIGNED_TASKS
+    from .preimage.recipes import get_recipe
+    from .preimage.robustness import parse_transforms
 
     names = [n.strip() for n in (args.model or "efficientnet_lite0").split(",") if n.strip()]
     if args.weights and len(names) > 1:
         raise CnnscopeError("--weights applies to one model; give one --model with it")
-    models = [load_model(n, weights=args.weights, random_weights=args.random_weights, seed=args.seed)
-              for n in names]
-    if args.tv_beta <= 0 or args.iters < 1 or args.lr <= 0:
-        raise CnnscopeError("--tv-beta and --lr must be positive")
-    if args.no_prior:
-        prior = Prior.none()
-    elif prior_default == "full" or args.tv_weight is not None or args.alpha_weight is not None:
-        prior = Prior(beta=args.tv_beta, tv_weight=1.0 if args.tv_weight is None else args.tv_weight,
-                      alpha_weight=1.0 if args.alpha_weight is None else args.alpha_weight)
-    else:  # texture: no prior (Gatys); style: a light TV term against high-frequency noise
-        prior = Prior.none() if prior_default == "none" else Prior(beta=args.tv_beta, tv_weight=0.1, alpha_weight=0)
-    cfg = SolverConfig(iters=args.iters, optimizer=args.optimizer or optimizer_default, lr=args.lr, seed=args.seed,
-                       box=not args.no_box)
-    if args.jitter is not None:
-        if args.jitter < 0:
-            raise CnnscopeError("--jitter must be >= 0")
-        cfg.jitter = args.jitter
+    if args.jitter is not None and args.jitter < 0:
+        raise CnnscopeError(f"--jitter must be >= 0 pixels, got {args.jitter}")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise CnnscopeError(f"--out {out}: exists and is not a folder")
-    return models, prior, cfg, out
+    beta = 2.0 if args.tv_beta is None else args.tv_beta
+    explicit_prior = args.tv_weight is not None or args.alpha_weight is not None or args.tv_beta is not None
+    prior = None
+    if args.no_prior:
+        prior = Prior.none()
+    elif task in ("texture", "style"):
+        if explicit_prior:
+            prior = Prior(beta=beta, tv_weight=1.0 if args.tv_weight is None else args.tv_weight,
+                          alpha_weight=1.0 if args.alpha_weight is None else args.alpha_weight)
+        else:  # texture: no prior (Gatys); style: a light TV term against high-frequency noise
+            prior = Prior.none() if task == "texture" else Prior(beta=beta, tv_weight=0.1, alpha_weight=0)
+    elif explicit_prior:
+        prior = Prior(beta=beta, tv_weight=1.0 if args.tv_weight is None else args.tv_weight,
+                      alpha_weight=1.0 if args.alpha_weight is None else args.alpha_weight)
+    recipe = None
+    if task in ("texture", "style"):
+        cfg = SolverConfig(iters=args.iters or 300, optimizer=args.optimizer or "adam", lr=args.lr or 0.05,
+                           seed=args.seed, box=not args.no_box, jitter=args.jitter or 0)
+    else:
+        overrides = {"param": args.param, "iters": args.iters, "lr": args.lr, "optimizer": args.optimizer,
+                     "transforms": args.transforms}
+        recipe = replace(get_recipe(args.recipe, task), **{k: v for k, v in overrides.items() if v is not None})
+        if task in ALIGNED_TASKS and args.transforms is None:
+            recipe = replace(recipe, transforms="auto")  # M&V's shift: the target feature map stays aligned
+        parse_transforms(None if recipe.transforms == "auto" else recipe.transforms)  # one line on a bad spec
+        cfg = recipe.config(seed=args.seed, box=not args.no_box, jitter=args.jitter, max_memory_gb=args.max_memory)
+    models = [load_model(n, weights=args.weights, random_weights=args.random_weights, seed=args.seed)
+              for n in names]
+    return models, prior, cfg, out, recipe
+
+
+def _check_memory(models, layer_spec: str, n: int, size: int | None, cfg) -> None:
+    """Refuse an over-budget problem before anything is written."""
+    from .preimage.runs import expand_layers
+    from .preimage.solver import check_memory
+
+    for model in models:
+        check_memory(model, expand_layers(model, layer_spec), n, size or model.input_size, cfg.max_memory_gb)
 
 
 def _finish(summary: dict, out: Path) -> None:
@@ -140,13 +209,19 @@ def cmd_invert(args) -> None:
             window = tuple(int(v) for v in ys.split(":") + xs.split(":"))
         except ValueError:
             raise CnnscopeError(f"--window {args.window}: expected y0:y1,x0:x1") from None
-    models, prior, cfg, out = _preimage_setup(args)
+    models, prior, cfg, out, recipe = _preimage_setup(args, "invert")
     _default_layer(args, models)
+    _check_memory(models, args.layer, args.restarts, args.size, cfg)
     summary = run_invert(models, args.image, args.layer, out, cfg=cfg, prior=prior, data_weight=args.data_weight,
-                         size=args.size, restarts=args.restarts, compare_priors=args.compare_priors, window=window)
+                         size=args.size, restarts=args.restarts, compare_priors=args.compare_priors, window=window,
+                         recipe=recipe)
     for u in summary["units"]:
         errs = ", ".join(f"{e:.4f}" for e in u["normalised_error"])
-        print(f"{u['title']:<40} normalised error {errs}   ({u['seconds']:.1f} s)")
+        judged = ""
+        if u.get("judge_top5_overlap"):
+            judged = "   judges' top-5 overlap " + " ".join(
+                "/".join(str(v) for v in d.values()) for d in u["judge_top5_overlap"])
+        print(f"{u['title']:<40} normalised error {errs}{judged}   ({u['seconds']:.1f} s)")
         if "ambiguity" in u:
             a = u["ambiguity"]
             print(f"{'':<40} mean mutual RMS pixel distance {a['mean_mutual_rms_distance']:.4f}; "
@@ -187,14 +262,14 @@ def cmd_texture(args) -> None:
     from .preimage.style import texture
 
     source = load_image(args.image)
-    models, prior, cfg, out = _preimage_setup(args, optimizer_default="adam", prior_default="none")
+    models, prior, cfg, out, _ = _preimage_setup(args, "texture")
     model = models[0]
     layers = _layer_list(model, args.style_layers)
     variants = [args.soften] if not args.compare_soften else [None, args.soften or 1.0]
     images, titles, results = [model.preprocess.geometry(source)[0]], ["source"], []
     for temp in variants:
         r, info = texture(model, source, size=args.size, layers=layers, temperature=temp, prior=prior,
-                          scales=args.scales, config=cfg, style_size=args.style_size)
+                          scales=args.scales, config=cfg, style_size=args.style_size, param=args.param)
         before, after = sum(info["gram_before"].values()), sum(info["gram_after"].values())
         images.append(r.images[0])
         titles.append("Gram" if temp is None else f"softened Gram (T={temp:g})")
@@ -203,7 +278,7 @@ def cmd_texture(args) -> None:
               f"in {r.seconds:.1f} s")
     stem = slug(f"texture_{model.name}_{args.image.replace('sample:', '')}")
     settings = {"task": "texture", **model.settings(), "image": args.image, "size": args.size or model.input_size,
-                "solver": cfg.to_dict(), "prior": prior.to_dict(), "scales": args.scales}
+                "solver": cfg.to_dict(), "prior": prior.to_dict(), "scales": args.scales, "param": args.param}
     print(f"wrote {_style_outputs(out, stem, images, titles, settings, results)}")
     if any(r["interrupted"] for r in results):
         raise SystemExit(130)
@@ -215,7 +290,7 @@ def cmd_style(args) -> None:
     from .preimage.style import stylize
 
     content, style = load_image(args.content), load_image(args.style)
-    models, prior, cfg, out = _preimage_setup(args, optimizer_default="adam", prior_default="light")
+    models, prior, cfg, out, _ = _preimage_setup(args, "style")
     model = models[0]
     r, info = stylize(model, content, style, content_layer=args.content_layer,
                       style_layers=_layer_list(model, args.style_layers), style_weight=args.style_weight,
@@ -282,11 +357,20 @@ def cmd_stylize(args) -> None:
     print(f"wrote {args.out} ({out.shape[-1]}x{out.shape[-2]} px, {seconds * 1000:.0f} ms)")
 
 
+def _judged(unit: dict) -> str:
+    """The judges' ranks of a class picture's class, for printing ('' for other targets)."""
+    if "judge_rank" not in unit:
+        return ""
+    return "   judges' rank of the class " + ", ".join(f"{k} {v}" for k, v in unit["judge_rank"].items())
+
+
 def cmd_maximize(args) -> None:
     from .preimage import Target
     from .preimage.runs import parse_channels, parse_class, run_maximize
 
-    models, prior, cfg, out = _preimage_setup(args)
+    models, prior, cfg, out, recipe = _preimage_setup(args, "maximize")
+    if args.diversity and args.batch < 2:
+        raise CnnscopeError("--diversity needs --batch 2 or more (pictures per unit to tell apart)")
     if args.class_ is not None:
         layer_spec = args.layer or "logits"
     elif args.layer is None:
@@ -307,11 +391,14 @@ def cmd_maximize(args) -> None:
             raise CnnscopeError(f"channel {bad[0]} is out of range: {layer} has {width} channels (0-{width - 1})")
         return [Target(args.where, c, args.y, args.x) for c in chans]
 
+    width = args.chunk * args.batch if args.class_ is None else args.batch
+    _check_memory(models, layer_spec, width, args.size, cfg)
     summary = run_maximize(models, layer_spec, targets_for, out, cfg=cfg, prior=prior, data_weight=args.data_weight,
-                           size=args.size, batch=args.batch)
+                           size=args.size, chunk=args.chunk, recipe=recipe, batch=args.batch,
+                           diversity=args.diversity, diversity_layer=args.diversity_layer)
     for u in summary["units"]:
         print(f"{u['layer']:<14} {u['target']:<16} activation {u['start_activation']:9.3f} -> "
-              f"{u['final_activation']:9.3f}   (natural-image max {u['reference_scale']:.3f})")
+              f"{u['final_activation']:9.3f}   ({u['activation_ratio']:.2f}x the natural-image max){_judged(u)}")
     _finish(summary, out)
 
 
@@ -320,13 +407,51 @@ def cmd_caricature(args) -> None:
     from .preimage.runs import run_caricature
 
     load_image(args.image)
-    models, prior, cfg, out = _preimage_setup(args)
+    models, prior, cfg, out, recipe = _preimage_setup(args, "caricature")
     _default_layer(args, models)
+    _check_memory(models, args.layer, 1, args.size, cfg)
     summary = run_caricature(models, args.image, args.layer, out, cfg=cfg, prior=prior,
-                             data_weight=args.data_weight, size=args.size, cosine_power=args.cosine)
+                             data_weight=args.data_weight, size=args.size, cosine_power=args.cosine, recipe=recipe)
     for u in summary["units"]:
         print(f"{u['layer']:<14} <Phi(x0),Phi(x)>/||Phi(x0)||^2 = {u['relative_response']:.3f} "
               f"(1 at the input; {u['seconds']:.1f} s)")
+    _finish(summary, out)
+
+
+def cmd_accentuate(args) -> None:
+    from .images import load_image
+    from .preimage import Target
+    from .preimage.runs import expand_layers, parse_channels, parse_class, run_accentuate
+
+    load_image(args.image)
+    models, prior, cfg, out, recipe = _preimage_setup(args, "accentuate")
+    if len(models) > 1:
+        raise CnnscopeError("accentuate takes one --model")
+    model = models[0]
+    if args.class_ is not None:
+        layer = args.layer or "logits"
+        targets = [Target("class", parse_class(model, c.strip())) for c in args.class_.split(",") if c.strip()]
+    elif args.layer is None:
+        raise CnnscopeError("--layer is required with --channel")
+    else:
+        layer = args.layer
+        from .layers import get_layer
+
+        width = get_layer(model, layer).channels or 1
+        targets = [Target(args.where, c) for c in parse_channels(args.channel)]
+        bad = [t.channel for t in targets if t.channel >= width]
+        if bad:
+            raise CnnscopeError(f"channel {bad[0]} is out of range: {layer} has {width} channels (0-{width - 1})")
+    layer = expand_layers(model, layer)[0]
+    if args.anchor_layer:
+        expand_layers(model, args.anchor_layer)
+    _check_memory(models, layer, len(targets), args.size, cfg)
+    summary = run_accentuate(model, args.image, layer, targets, out, cfg=cfg, prior=prior,
+                             data_weight=args.data_weight, size=args.size, anchor_layer=args.anchor_layer,
+                             anchor_weight=args.anchor_weight, recipe=recipe)
+    for u in summary["units"]:
+        print(f"{layer:<14} {u['target']:<16} activation {u['start_activation']:9.3f} -> "
+              f"{u['final_activation']:9.3f} (anchored at {u['anchor_layer']}){_judged(u)}")
     _finish(summary, out)
 
 
@@ -397,9 +522,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a single neuron (default: the centre) or the whole channel's mean")
     p.add_argument("--y", type=int, help="neuron row (feature cells; default centre)")
     p.add_argument("--x", type=int, help="neuron column (feature cells; default centre)")
-    p.add_argument("--batch", type=_positive_int, default=8, help="targets optimised together (default 8)")
+    p.add_argument("--chunk", type=_positive_int, default=8, help="targets optimised together (default 8)")
+    p.add_argument("--batch", type=_positive_int, default=1, help="pictures per target (default 1)")
+    p.add_argument("--diversity", type=_non_negative, default=0.0, metavar="W",
+                   help="push a target's --batch pictures apart (Gram diversity, weight W relative to the data "
+                        "term; try 0.5)")
+    p.add_argument("--diversity-layer", metavar="NAME",
+                   help="layer the diversity is measured at (default: the maximised one, or a mid-depth one)")
     _preimage_options(p, data_weight=20.0)
     p.set_defaults(func=cmd_maximize)
+
+    p = sub.add_parser("accentuate", help="feature accentuation: push a unit up from an image, staying close to it")
+    p.add_argument("image", metavar="IMAGE", help="image file or sample:NAME")
+    p.add_argument("--layer", default=None, help="layer of the unit (default logits with --class)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--channel", help="channel(s): 3, 0-15 or 1,5,9 (one picture each)")
+    what.add_argument("--class", dest="class_", metavar="NAME|INDEX", help="a class logit (several: comma-separated)")
+    p.add_argument("--where", choices=["neuron", "channel"], default="channel",
+                   help="a single neuron (the centre) or the whole channel's mean (default)")
+    p.add_argument("--anchor-layer", metavar="NAME",
+                   help="stay close to the image's code here (default: two rows below --layer; stage... for Lite)")
+    p.add_argument("--anchor-weight", type=_non_negative, default=1.0,
+                   help="weight of staying close, relative to the data term (default 1)")
+    _preimage_options(p, data_weight=20.0)
+    p.set_defaults(func=cmd_accentuate)
 
     p = sub.add_parser("caricature", help="emphasise what a layer sees in an image")
     p.add_argument("image", metavar="IMAGE", help="image file or sample:NAME")
@@ -416,7 +562,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scales", type=_positive_int, default=1, help="coarse-to-fine scales (default 1)")
     p.add_argument("--soften", type=float, metavar="T", help="softmax activations (temperature T) before the Gram")
     p.add_argument("--compare-soften", action="store_true", help="plain Gram vs softened Gram, side by side")
-    _preimage_options(p, data_weight=1.0)
+    p.add_argument("--param", choices=["pixel", "colour", "fourier", "maco"], default="fourier",
+                   help="image parametrisation (default fourier: its textures are half as far from the source's "
+                        "statistics for a judge network as pixel ones; see benchmarks/feature_vis.py)")
+    _preimage_options(p, data_weight=1.0, recipes=False)
     p.set_defaults(func=cmd_texture)
 
     p = sub.add_parser("style", help="style transfer: content of one image, Gram statistics of another")
@@ -427,7 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--style-layers", help="comma-separated (default: the model's style layers)")
     p.add_argument("--init", choices=["content", "noise"], default="content")
     p.add_argument("--soften", type=float, metavar="T", help="softmax activations (temperature T) before the Gram")
-    _preimage_options(p, data_weight=1.0)
+    _preimage_options(p, data_weight=1.0, recipes=False)
     p.set_defaults(func=cmd_style)
 
     p = sub.add_parser("train-texture-net", help="train a feed-forward texture (or style) network")

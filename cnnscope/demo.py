@@ -67,34 +67,50 @@ def section_layers(ctx: DemoContext) -> str:
     return html.section("Layers", body, "layers")
 
 
+DEMO_CLASSES = (285, 980, 401, 599)  # Egyptian cat, volcano, accordion, honeycomb
+
+
 def section_preimages(ctx: DemoContext) -> str:
-    """Inversion across depth, activation maximisation and caricatures (reduced budget for the demo)."""
-    from .preimage import Prior, SolverConfig
+    """Inversion across depth, activation maximisation (M&V's recipe against the default one) and
+    caricatures (reduced budget for the demo)."""
+    from .preimage import Target
+    from .preimage.recipes import get_recipe
     from .preimage.runs import run_caricature, run_invert, run_maximize
 
     out = ctx.out / "preimage"
-    cfg = SolverConfig(iters=ctx.settings.get("preimage_iters", 200), seed=0)
+    iters = ctx.settings.get("preimage_iters", 200)
     source = next(iter(ctx.images))
     net = ctx.model.net
     depth = net.depth_layers() if hasattr(net, "depth_layers") else ["output"]
-    inv = run_invert([ctx.model], source, ",".join(depth), out, cfg=cfg, prior=Prior(), data_weight=20.0, size=None)
-    from .preimage import Target
-
+    mv, vis = get_recipe("mv", "invert"), get_recipe(None, "maximize")
+    inv = run_invert([ctx.model], source, ",".join(depth), out, cfg=mv.config(iters=iters, seed=0), prior=None,
+                     data_weight=20.0, size=None, recipe=mv)
     mx = run_maximize([ctx.model], "stage3" if "stage3" in ctx.model.aliases else depth[len(depth) // 2],
-                      lambda m, layer: [Target("channel", k) for k in range(8)], out, cfg=cfg, prior=Prior(),
-                      data_weight=20.0, size=None, batch=8)
-    car = run_caricature([ctx.model], source, ",".join(depth[2:-1:2]), out, cfg=cfg, prior=Prior(),
-                         data_weight=20.0, size=None)
+                      lambda m, layer: [Target("channel", k) for k in range(8)], out,
+                      cfg=vis.config(iters=iters, seed=0), prior=None, data_weight=20.0, size=None, recipe=vis)
+    class_grids = {}
+    if len(ctx.model.classes) == 1000:
+        for recipe in (mv, vis):
+            cls = run_maximize([ctx.model], "logits", lambda m, layer: [Target("class", k) for k in DEMO_CLASSES],
+                               out / f"classes_{recipe.name}", cfg=recipe.config(iters=iters, seed=0), prior=None,
+                               data_weight=20.0, size=None, recipe=recipe)
+            class_grids[recipe.name] = f"preimage/classes_{recipe.name}/{cls['grid']}"
+    car = run_caricature([ctx.model], source, ",".join(depth[2:-1:2]), out, cfg=mv.config(iters=iters, seed=0),
+                         prior=None, data_weight=20.0, size=None, recipe=mv)
     ctx.settings["preimage"] = {"invert": inv, "maximize": mx, "caricature": car}
     errors = ", ".join(f"{u['title']} {u['normalised_error'][0]:.3f}" for u in inv["units"])
     body = (f"<p>One optimiser, min<sub>x</sub> C·data(Φ(x)) + R<sub>TV</sub><sup>β</sup>(x) + R<sub>α</sub>(x), "
-            f"started from noise ({cfg.iters} iterations each). Inversion of {html.escape(source)} from each "
+            f"started from noise ({iters} iterations each). Inversion of {html.escape(source)} from each "
             f"depth (normalised errors: {html.escape(errors)}); early layers keep the image, deep ones keep "
             "increasingly abstract parts. Commands: <code>cnnscope invert IMAGE --layer stages</code>, "
             "<code>cnnscope maximize --layer stage3 --channel 0-7 --where channel</code>, "
             "<code>cnnscope caricature IMAGE --layer L</code>.</p>")
-    body += html.figure(f"preimage/{inv['grid']}", "inversion across depth")
-    body += html.figure(f"preimage/{mx['grid']}", "activation maximisation: channels 0-7 (channel mean)")
+    body += html.figure(f"preimage/{inv['grid']}", "inversion across depth (recipe mv)")
+    body += html.figure(f"preimage/{mx['grid']}", f"activation maximisation: channels 0-7 (recipe {vis.name})")
+    for name, grid in class_grids.items():
+        body += html.figure(grid, f"class visualisations, recipe {name}"
+                            + (" (Mahendran & Vedaldi: pixels + TV prior)" if name == "mv" else
+                               " (Fourier + decorrelated colour + transformation robustness)"))
     body += html.figure(f"preimage/{car['grid']}", "caricatures across layers")
     return html.section("Pre-images", body, "preimages")
 

@@ -92,7 +92,7 @@ def test_inversion_real_model_and_restarts(lite0):
 
 def test_maximize_raises_activation_tenfold(lite0):
     targets = [Target("channel", 3), Target("channel", 10)]
-    r, info = maximize(lite0, "stage2", targets, size=96, config=SolverConfig(iters=150, **QUICK))
+    r, info = maximize(lite0, "stage2", targets, size=96, config=SolverConfig(iters=150, **QUICK), recipe="mv")
     for start, final in zip(info["start_activation"], info["final_activation"]):
         assert final > 0 and final >= 10 * abs(start), (start, final)
 

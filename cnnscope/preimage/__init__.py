@@ -1,8 +1,10 @@
 """Pre-images: one optimiser, many tasks (Mahendran & Vedaldi, CVPR'15 / IJCV'16).
 
-    min_x  data_weight * data_term(Phi(x))  +  lambda_beta R_TV^beta(x)  +  lambda_alpha R_alpha(x)
+    min_theta  data_weight * data_term(Phi(T(x(theta))))  +  prior(x(theta))
 
-Inversion, activation maximisation and caricatures differ only in the data term; see `presets`.
+x(theta) is an image parametrisation (`param/`), T a random robustness transform (`robustness`); a
+`recipes.Recipe` picks them with the optimiser and prior. Inversion, activation maximisation, caricatures
+and accentuation differ only in the data term; see `presets`. `quality` scores the pictures.
 """
 
 from .objectives import (
@@ -12,6 +14,7 @@ from .objectives import (
     B,
     Caricature,
     Context,
+    Diversity,
     InnerProduct,
     Objective,
     Representation,
@@ -19,11 +22,25 @@ from .objectives import (
     V,
     unit_direction,
 )
-from .presets import Prior, Target, ambiguity, caricature, invert, maximize, reconstruction_error, response
+from .param import ColourParam, FourierParam, MacoParam, Parametrization, PixelParam
+from .presets import (
+    Prior,
+    Target,
+    accentuate,
+    ambiguity,
+    caricature,
+    invert,
+    maximize,
+    reconstruction_error,
+    response,
+)
+from .recipes import RECIPES, Recipe, get_recipe
 from .solver import ImageSpace, PreimageResult, SolverConfig, solve
 
 __all__ = [
-    "B", "B_PLUS", "V", "AlphaNorm", "Caricature", "Context", "ImageSpace", "InnerProduct", "Objective",
-    "PreimageResult", "Prior", "Representation", "SolverConfig", "TV", "Target", "Term", "ambiguity",
-    "caricature", "invert", "maximize", "reconstruction_error", "response", "solve", "unit_direction",
+    "B", "B_PLUS", "RECIPES", "V", "AlphaNorm", "Caricature", "ColourParam", "Context", "Diversity", "FourierParam",
+    "ImageSpace", "InnerProduct", "MacoParam", "Objective", "Parametrization", "PixelParam", "PreimageResult",
+    "Prior", "Recipe", "Representation", "SolverConfig", "TV", "Target", "Term", "accentuate", "ambiguity",
+    "caricature", "get_recipe", "invert", "maximize", "reconstruction_error", "response", "solve",
+    "unit_direction",
 ]

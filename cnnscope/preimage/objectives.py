@@ -197,6 +197,34 @@ class Caricature(Term):
         return out
 
 
+def gram(features: torch.Tensor) -> torch.Tensor:
+    """F F^T / HW per image ([N,C,H,W] -> [N,C,C]); a [N,C] vector gives its outer product."""
+    f = features.flatten(2) if features.dim() > 2 else features.unsqueeze(2)
+    return f @ f.transpose(1, 2) / f.shape[2]
+
+
+class Diversity(Term):
+    """Mean cosine similarity between an image's Gram matrix at `layer` and those of the other images of its
+    group (consecutive runs of `group` images: the visualisations of one unit). Adding it with a positive
+    weight pushes the group's pictures apart in style, not just in position (Lucid's diversity term)."""
+
+    def __init__(self, layer: str, group: int):
+        super().__init__()
+        if group < 2:
+            raise ValueError("diversity needs groups of at least 2 images")
+        self.layer, self.layers, self.group = layer, (layer,), group
+        self.label = f"diversity[{layer}]"
+
+    def value(self, ctx: Context) -> torch.Tensor:
+        g = F.normalize(gram(ctx.features[self.layer]).flatten(1), dim=1)
+        n = g.shape[0]
+        if n % self.group:
+            raise ValueError(f"diversity: a batch of {n} is not made of groups of {self.group}")
+        g = g.view(n // self.group, self.group, -1)
+        sim = g @ g.transpose(1, 2)  # [groups, group, group], 1 on the diagonal
+        return ((sim.sum(2) - 1.0) / (self.group - 1)).flatten()
+
+
 # ------------------------------------------------------------------------------------------- regularisers
 class TV(Term):
     """R_TV^beta: mean over pixels of ((d_h x)^2 + (d_w x)^2 summed over channels / V^2)^(beta/2).
@@ -234,9 +262,3 @@ class AlphaNorm(Term):
     def value(self, ctx: Context) -> torch.Tensor:
         sq = (ctx.x * ctx.x).sum(1) / (self.b * self.b)
         return (sq ** (self.alpha / 2)).flatten(1).mean(1)
-
-
-def natural_prior(beta: float = BETA, alpha: float = ALPHA, tv_weight: float = 1.0,
-                  alpha_weight: float = 1.0) -> Objective:
-    """lambda_beta R_TV^beta + lambda_alpha R_alpha with M&V's normalisation (the lambdas are in V and B)."""
-    return tv_weight * TV(beta) + alpha_weight * AlphaNorm(alpha)

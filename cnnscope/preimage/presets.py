@@ -19,12 +19,15 @@ from .objectives import (
     AlphaNorm,
     B,
     Caricature,
+    Diversity,
     InnerProduct,
     Objective,
     Representation,
     V,
     unit_direction,
 )
+from .param import Parametrization
+from .recipes import Recipe, get_recipe
 from .solver import ImageSpace, PreimageResult, SolverConfig, solve
 
 # Natural images used to put activation maximisation on the scale of real activations.
@@ -86,11 +89,45 @@ def _target_batch(model: Model, image: torch.Tensor, size: int) -> torch.Tensor:
     return sized_preprocess(model, size)(image)
 
 
-def _config(config: SolverConfig | None, **defaults) -> SolverConfig:
-    cfg = config or SolverConfig()
-    # Fields the caller left at the class default take the task's default.
-    base = SolverConfig()
-    return replace(cfg, **{k: v for k, v in defaults.items() if getattr(cfg, k) == getattr(base, k)})
+ALIGNED_TASKS = ("invert", "caricature")
+
+
+@dataclass
+class Setup:
+    """What a preset hands the solver: the recipe, its solver settings, the parametrisation and the prior."""
+
+    recipe: Recipe
+    config: SolverConfig
+    param: Parametrization
+    prior: Prior
+
+
+def resolve_settings(task: str, recipe: str | Recipe | None, config: SolverConfig | None, prior: Prior | None,
+            auto: int) -> tuple[Recipe, SolverConfig, Prior]:
+    """The settings a preset will use: those left unset (None) take the recipe's; `auto` is M&V's jitter
+    for this task and layer (used by recipes whose transforms are 'auto')."""
+    r = get_recipe(recipe, task)
+    # an inversion's or caricature's target is a feature map at fixed positions: transforms that move the
+    # picture (pad, crop, scale, rotate) would misalign it, so those tasks keep M&V's small circular shift
+    transforms = "auto" if task in ALIGNED_TASKS else r.transforms
+    cfg = config or replace(r.config(), transforms=None if transforms == "auto" else transforms)
+    if cfg.transforms is None and transforms != "auto":
+        cfg = replace(cfg, transforms=transforms)
+    if cfg.jitter is None:
+        cfg = replace(cfg, jitter=auto if transforms == "auto" else 0)
+    if prior is None:
+        prior = Prior() if r.prior else Prior.none()
+    return r, cfg, prior
+
+
+def _setup(model: Model, task: str, recipe: str | Recipe | None, config: SolverConfig | None,
+           prior: Prior | None, n: int, size: int, auto: int) -> Setup:
+    r, cfg, prior = resolve_settings(task, recipe, config, prior, auto)
+    picture = max(8, round(size * r.resolution))
+    if picture != size:
+        cfg = replace(cfg, net_size=size)
+    param = r.make_param(n, picture, seed=cfg.seed, mean=tuple(model.preprocess.mean), config=cfg)
+    return Setup(r, cfg, param, prior)
 
 
 # --------------------------------------------------------------------------------------------- inversion
@@ -99,19 +136,22 @@ INVERT_DATA_WEIGHT = 20.0
 
 def invert(model: Model, image: torch.Tensor | str, layers: Sequence[str] | str, *, size: int | None = None,
            prior: Prior | None = None, data_weight: float = INVERT_DATA_WEIGHT, restarts: int = 1,
-           window: tuple[int, int, int, int] | None = None, config: SolverConfig | None = None) -> PreimageResult:
+           window: tuple[int, int, int, int] | None = None, config: SolverConfig | None = None,
+           recipe: str | Recipe | None = None) -> PreimageResult:
     """Reconstruct `image` from its representation at `layers` (one or several), starting from noise.
-    `restarts` > 1 solves that many independent problems (different noise) in one batch."""
+    `restarts` > 1 solves that many independent problems (different noise) in one batch.
+    `recipe` (see `recipes`) picks the parametrisation, transforms and optimiser; `config` and `prior`
+    override it."""
     layers = [layers] if isinstance(layers, str) else list(layers)
     img = load_image(image) if isinstance(image, str) else image
     size = size or model.input_size
     target_in = _target_batch(model, img, size)
     with torch.no_grad():
         phi0 = capture(model, target_in, layers)
+    job = _setup(model, "invert", recipe, config, prior, restarts, size, auto_jitter(model, layers, size))
     objective = sum((data_weight * Representation(layer, phi0[layer], window) for layer in layers), 0)
-    objective = objective + (prior or Prior()).objective(model.input_size / size)
-    cfg = _config(config, jitter=auto_jitter(model, layers, size))
-    return solve(model, objective, noise(restarts, size, cfg.seed), cfg)
+    objective = objective + job.prior.objective(model.input_size / size)
+    return solve(model, objective, job.param, job.config)
 
 
 def reconstruction_error(result: PreimageResult, data_weight: float = INVERT_DATA_WEIGHT) -> list[float]:
@@ -204,22 +244,54 @@ def reference_scale(model: Model, layer: str, directions: torch.Tensor, size: in
     return z.clamp_min(floor)
 
 
-def maximize(model: Model, layer: str, targets: Sequence[Target], *, size: int | None = None,
-             prior: Prior | None = None, data_weight: float = MAXIMIZE_DATA_WEIGHT,
-             config: SolverConfig | None = None) -> tuple[PreimageResult, dict]:
-    """Images (one per target, solved as one batch) that maximally excite `targets` at `layer`."""
-    size = size or model.input_size
+def layer_shape(model: Model, layer: str, size: int) -> tuple[int, ...]:
+    """The activation shape (without batch) of `layer` for a size x size input."""
     shape = get_layer(model, layer).shape if size == model.input_size else None
     if shape is None:
         with torch.no_grad():
             shape = tuple(capture(model, torch.zeros(1, 3, size, size), [layer])[layer].shape[1:])
-    directions = _directions(tuple(shape), targets)
+    return tuple(shape)
+
+
+def _activation_objective(model: Model, layer: str, targets: Sequence[Target], size: int, data_weight: float,
+                          per_target: int = 1) -> tuple[Objective, torch.Tensor, torch.Tensor]:
+    """data_weight * -<w, Phi(x)> / z for each target (repeated `per_target` times) -> (objective, w, z)."""
+    directions = _directions(layer_shape(model, layer, size), targets)
     z = reference_scale(model, layer, directions, size)
+    directions, z = directions.repeat_interleave(per_target, 0), z.repeat_interleave(per_target, 0)
     term = InnerProduct(layer, directions, scale=z.view(-1), label=f"activation[{layer}]")
-    objective = data_weight * term + (prior or Prior()).objective(model.input_size / size)
-    cfg = _config(config, jitter=4)
-    start = noise(len(targets), size, cfg.seed)
-    result = solve(model, objective, start, cfg)
+    return data_weight * term, directions, z
+
+
+def default_diversity_layer(model: Model, layer: str, size: int) -> str:
+    """The maximised layer when it is a feature map, else the model's content layer (a mid-depth one)."""
+    if len(layer_shape(model, layer, size)) == 3:
+        return layer
+    content = getattr(model.net, "content_layer", None)
+    if content is None:
+        raise CnnscopeError(f"{layer} is not a feature map: give a diversity layer (--diversity-layer NAME)")
+    return content()
+
+
+def maximize(model: Model, layer: str, targets: Sequence[Target], *, size: int | None = None,
+             prior: Prior | None = None, data_weight: float = MAXIMIZE_DATA_WEIGHT,
+             config: SolverConfig | None = None, recipe: str | Recipe | None = None, batch: int = 1,
+             diversity: float = 0.0, diversity_layer: str | None = None) -> tuple[PreimageResult, dict]:
+    """Images that maximally excite `targets` at `layer`: `batch` per target, all solved as one batch
+    (target i's images are rows i*batch ... i*batch + batch - 1). `diversity` > 0 adds Lucid's diversity
+    term (weighted relative to the data term) between the images of one target at `diversity_layer`."""
+    size = size or model.input_size
+    objective, directions, z = _activation_objective(model, layer, targets, size, data_weight, batch)
+    job = _setup(model, "maximize", recipe, config, prior, len(directions), size, auto=4)
+    objective = objective + job.prior.objective(model.input_size / size)
+    if diversity:
+        if batch < 2:
+            raise CnnscopeError("diversity needs at least 2 images per unit (batch >= 2)")
+        where = diversity_layer or default_diversity_layer(model, layer, size)
+        objective = objective + diversity * data_weight * Diversity(where, batch)
+    with torch.no_grad():
+        start = ImageSpace(model).from_pixels(job.param())
+    result = solve(model, objective, job.param, job.config)
     info = {
         "reference_scale": [float(v) for v in z],
         "start_activation": response(model, layer, directions, start),
@@ -241,16 +313,55 @@ CARICATURE_DATA_WEIGHT = 20.0
 
 def caricature(model: Model, image: torch.Tensor | str, layer: str, *, size: int | None = None,
                prior: Prior | None = None, data_weight: float = CARICATURE_DATA_WEIGHT,
-               cosine_power: float = 0.0, config: SolverConfig | None = None) -> PreimageResult:
+               cosine_power: float = 0.0, config: SolverConfig | None = None,
+               recipe: str | Recipe | None = None) -> PreimageResult:
     """Start at x0 and emphasise what `layer` sees in it: min -<Phi(x0), Phi(x)>/||Phi(x0)||^2 + priors."""
     img = load_image(image) if isinstance(image, str) else image
     size = size or model.input_size
     x0_in = _target_batch(model, img, size)
     with torch.no_grad():
         phi0 = capture(model, x0_in, [layer])[layer]
-    objective = (data_weight * Caricature(layer, phi0, cosine_power)
-                 + (prior or Prior()).objective(model.input_size / size))
-    space = ImageSpace(model)
-    init = space.from_pixels(sized_preprocess(model, size).geometry(img))
-    cfg = _config(config, jitter=auto_jitter(model, [layer], size))
-    return solve(model, objective, init, cfg)
+    job = _setup(model, "caricature", recipe, config, prior, 1, size, auto_jitter(model, [layer], size))
+    objective = data_weight * Caricature(layer, phi0, cosine_power) + job.prior.objective(model.input_size / size)
+    job.param.encode(sized_preprocess(model, size).geometry(img))
+    return solve(model, objective, job.param, job.config)
+
+
+# ------------------------------------------------------------------------------------ feature accentuation
+ACCENTUATE_ANCHOR_WEIGHT = 1.0
+
+
+def default_anchor_layer(model: Model, layer: str) -> str:
+    """Two rows below the accentuated layer in the model's depth row (at least its first layer)."""
+    depth = model.net.depth_layers() if hasattr(model.net, "depth_layers") else []
+    if layer in depth:
+        return depth[max(0, depth.index(layer) - 2)]
+    if depth:
+        return depth[min(2, len(depth) - 1)]
+    raise CnnscopeError("give the layer to stay close to the image in (--anchor-layer NAME)")
+
+
+def accentuate(model: Model, image: torch.Tensor | str, layer: str, targets: Sequence[Target], *,
+               anchor_layer: str | None = None, anchor_weight: float = ACCENTUATE_ANCHOR_WEIGHT,
+               size: int | None = None, prior: Prior | None = None, data_weight: float = MAXIMIZE_DATA_WEIGHT,
+               config: SolverConfig | None = None, recipe: str | Recipe | None = None) -> tuple[PreimageResult, dict]:
+    """Feature accentuation (Hamblin et al. 2024): start at `image` and push each target up, while a
+    Representation term keeps the image's code at the lower `anchor_layer` (weight `anchor_weight` relative to
+    the data term). The modern form of caricatures: what in *this* image would the unit respond to more?"""
+    img = load_image(image) if isinstance(image, str) else image
+    size = size or model.input_size
+    anchor = anchor_layer or default_anchor_layer(model, layer)
+    objective, directions, z = _activation_objective(model, layer, targets, size, data_weight)
+    x0 = sized_preprocess(model, size).geometry(img)
+    with torch.no_grad():
+        phi0 = capture(model, ImageSpace(model).pixels_to_net(x0), [anchor])[anchor]
+    job = _setup(model, "accentuate", recipe, config, prior, len(targets), size, auto_jitter(model, [layer], size))
+    objective = (objective + anchor_weight * data_weight * Representation(anchor, phi0)
+                 + job.prior.objective(model.input_size / size))
+    job.param.encode(x0)
+    start = ImageSpace(model).from_pixels(x0).expand(len(targets), -1, -1, -1)
+    result = solve(model, objective, job.param, job.config)
+    info = {"anchor_layer": anchor, "reference_scale": [float(v) for v in z],
+            "start_activation": response(model, layer, directions, start),
+            "final_activation": response(model, layer, directions, result.x)}
+    return result, info

@@ -24,13 +24,18 @@ from ..report.plots import image_grid
 from .presets import (
     Prior,
     Target,
+    accentuate,
     ambiguity,
+    auto_jitter,
     caricature,
     invert,
     maximize,
     reconstruction_error,
+    resolve_settings,
     sized_preprocess,
 )
+from .quality import activation_ratio, class_ranks, judges_for, naturalness, topk_overlap
+from .recipes import Recipe
 from .solver import SolverConfig
 
 
@@ -66,7 +71,7 @@ def execute(units: Sequence[Unit], out: Path, desc: str) -> tuple[list[Unit], bo
     out.mkdir(parents=True, exist_ok=True)
     done: list[Unit] = []
     interrupted = False
-    for unit in tqdm(units, desc=desc, unit="unit", disable=len(units) < 2):
+    for unit in tqdm(units, desc=desc, unit="unit", disable=True if len(units) < 2 else None):
         if not _reuse(out, unit):
             try:
                 unit.images, unit.results = unit.run()
@@ -135,16 +140,25 @@ def parse_class(model: Model, spec: str) -> int:
     raise CnnscopeError(f"unknown class '{spec}'{hint}")
 
 
-def _base_settings(model: Model, task: str, cfg: SolverConfig, prior: Prior, data_weight: float,
+def _base_settings(model: Model, task: str, recipe: Recipe, cfg: SolverConfig, prior: Prior, data_weight: float,
                    size: int) -> dict:
-    return {"task": task, **model.settings(), "size": size, "data_weight": data_weight,
+    return {"task": task, **model.settings(), "size": size, "data_weight": data_weight, "recipe": recipe.to_dict(),
             "prior": prior.to_dict(), "solver": cfg.to_dict()}
 
 
+def _class_scores(model: Model, images: torch.Tensor, targets: Sequence[Target], batch: int) -> dict:
+    """Judge ranks of the target class for class visualisations (empty when no target is a class)."""
+    classes = [t.channel for t in targets for _ in range(batch)]
+    judges = judges_for(model)
+    if not judges or any(t.kind != "class" for t in targets):
+        return {}
+    return {"judge_rank": class_ranks(judges, images, classes)}
+
+
 # ----------------------------------------------------------------------------------------------- invert
-def run_invert(models: Sequence[Model], image: str, layer_spec: str, out: Path, *, cfg: SolverConfig,
-               prior: Prior, data_weight: float, size: int | None, restarts: int = 1,
-               compare_priors: bool = False, window=None) -> dict:
+def run_invert(models: Sequence[Model], image: str, layer_spec: str, out: Path, *, cfg: SolverConfig | None,
+               prior: Prior | None, data_weight: float, size: int | None, restarts: int = 1,
+               compare_priors: bool = False, window=None, recipe: Recipe | str | None = None) -> dict:
     img = load_image(image)
     variants = [("", prior)]
     if compare_priors:
@@ -158,15 +172,21 @@ def run_invert(models: Sequence[Model], image: str, layer_spec: str, out: Path, 
             for vname, vprior in variants:
                 stem = f"invert_{model.name}_{image.replace('sample:', '')}_{layer}"
                 key = slug(stem + (f"_{vname}" if vname else ""))
-                settings = {**_base_settings(model, "invert", cfg, vprior, data_weight, s), "image": image,
+                rec, ucfg, uprior = resolve_settings("invert", recipe, cfg, vprior, auto_jitter(model, [layer], s))
+                settings = {**_base_settings(model, "invert", rec, ucfg, uprior, data_weight, s), "image": image,
                             "layer": layer, "restarts": restarts, "window": window}
 
-                def run(model=model, layer=layer, vprior=vprior, s=s):
-                    r = invert(model, img, [layer], size=s, prior=vprior, data_weight=data_weight,
-                               restarts=restarts, window=window, config=cfg)
-                    results = {**r.summary(), "normalised_error": reconstruction_error(r, data_weight)}
+                def run(model=model, layer=layer, rec=rec, ucfg=ucfg, uprior=uprior, s=s):
+                    r = invert(model, img, [layer], size=s, prior=uprior, data_weight=data_weight,
+                               restarts=restarts, window=window, config=ucfg, recipe=rec)
+                    results = {**r.summary(), "normalised_error": reconstruction_error(r, data_weight),
+                               "naturalness": naturalness(r.images)}
+                    original = sized_preprocess(model, s).geometry(img)
+                    judges = judges_for(model)
+                    if judges:
+                        results["judge_top5_overlap"] = topk_overlap(judges, r.images, original)
                     if restarts > 1:
-                        results["ambiguity"] = ambiguity(r, sized_preprocess(model, s).geometry(img))
+                        results["ambiguity"] = ambiguity(r, original)
                     return r.images, results
 
                 title = f"{model.name}\n{layer}" if len(models) > 1 else layer
@@ -177,6 +197,7 @@ def run_invert(models: Sequence[Model], image: str, layer_spec: str, out: Path, 
     done, interrupted = execute(units, out, "invert")
     summary = {"image": image, "units": [{"file": u.key, "title": u.title.replace("\n", " "),
                                           "normalised_error": u.results.get("normalised_error"),
+                                          "judge_top5_overlap": u.results.get("judge_top5_overlap"),
                                           "seconds": u.results.get("seconds"),
                                           **({"ambiguity": u.results["ambiguity"]} if "ambiguity" in u.results else {})}
                                          for u in done], "interrupted": interrupted}
@@ -198,37 +219,50 @@ def run_invert(models: Sequence[Model], image: str, layer_spec: str, out: Path, 
 
 # --------------------------------------------------------------------------------------------- maximize
 def run_maximize(models: Sequence[Model], layer_spec: str, targets_for: Callable[[Model, str], list[Target]],
-                 out: Path, *, cfg: SolverConfig, prior: Prior, data_weight: float, size: int | None,
-                 batch: int = 8) -> dict:
+                 out: Path, *, cfg: SolverConfig | None, prior: Prior | None, data_weight: float, size: int | None,
+                 chunk: int = 8, recipe: Recipe | str | None = None, batch: int = 1, diversity: float = 0.0,
+                 diversity_layer: str | None = None) -> dict:
+    """One unit per `chunk` targets (solved together); `batch` pictures per target."""
     units: list[Unit] = []
     for model in models:
         s = size or model.input_size
         for layer in expand_layers(model, layer_spec):
             targets = targets_for(model, layer)
-            for start in range(0, len(targets), batch):
-                chunk = targets[start:start + batch]
-                labels = [t.label() for t in chunk]
-                key = slug(f"maximize_{model.name}_{layer}_{labels[0]}" + (f"-{labels[-1]}" if len(chunk) > 1 else ""))
-                settings = {**_base_settings(model, "maximize", cfg, prior, data_weight, s), "layer": layer,
-                            "targets": labels}
+            rec, ucfg, uprior = resolve_settings("maximize", recipe, cfg, prior, 4)
+            for start in range(0, len(targets), chunk):
+                part = targets[start:start + chunk]
+                labels = [t.label() for t in part]
+                key = slug(f"maximize_{model.name}_{layer}_{labels[0]}" + (f"-{labels[-1]}" if len(part) > 1 else ""))
+                settings = {**_base_settings(model, "maximize", rec, ucfg, uprior, data_weight, s), "layer": layer,
+                            "targets": labels, "batch": batch, "diversity": diversity,
+                            "diversity_layer": diversity_layer}
 
-                def run(model=model, layer=layer, chunk=chunk, s=s):
-                    r, info = maximize(model, layer, chunk, size=s, prior=prior, data_weight=data_weight, config=cfg)
-                    return r.images, {**r.summary(), **info}
+                def run(model=model, layer=layer, part=part, s=s, rec=rec, ucfg=ucfg, uprior=uprior):
+                    r, info = maximize(model, layer, part, size=s, prior=uprior, data_weight=data_weight,
+                                       config=ucfg, recipe=rec, batch=batch, diversity=diversity,
+                                       diversity_layer=diversity_layer)
+                    quality = {"activation_ratio": activation_ratio(info["final_activation"], info["reference_scale"]),
+                               "naturalness": naturalness(r.images), **_class_scores(model, r.images, part, batch)}
+                    return r.images, {**r.summary(), **info, **quality}
 
                 title = f"{model.name} {layer}" if len(models) > 1 else layer
                 units.append(Unit(key, title, {**settings, "chunk_titles": labels}, run))
     done, interrupted = execute(units, out, "maximize")
     imgs, titles, records = [], [], []
     for u in done:
+        per = u.settings.get("batch", 1)
         for i, im in enumerate(u.images):
-            label = u.settings["chunk_titles"][i]
+            label = u.settings["chunk_titles"][i // per]
+            res = u.results
             imgs.append(im)
-            titles.append(f"{u.title} {label}")
-            records.append({"file": u.key, "layer": u.settings["layer"], "target": label,
-                            "start_activation": u.results["start_activation"][i],
-                            "final_activation": u.results["final_activation"][i],
-                            "reference_scale": u.results["reference_scale"][i]})
+            titles.append(f"{u.title} {label}" + (f" #{i % per + 1}" if per > 1 else ""))
+            record = {"file": u.key, "layer": u.settings["layer"], "target": label,
+                      "start_activation": res["start_activation"][i], "final_activation": res["final_activation"][i],
+                      "reference_scale": res["reference_scale"][i], "activation_ratio": res["activation_ratio"][i],
+                      "spectrum_slope": res["naturalness"][i]["spectrum_slope"]}
+            if "judge_rank" in res:
+                record["judge_rank"] = res["judge_rank"][i]
+            records.append(record)
     grid = out / "maximize_grid.png"
     if imgs:
         image_grid(imgs, titles, grid, ncols=min(len(imgs), max(4, math.ceil(math.sqrt(len(imgs))))))
@@ -238,23 +272,25 @@ def run_maximize(models: Sequence[Model], layer_spec: str, targets_for: Callable
 
 
 # ------------------------------------------------------------------------------------------- caricature
-def run_caricature(models: Sequence[Model], image: str, layer_spec: str, out: Path, *, cfg: SolverConfig,
-                   prior: Prior, data_weight: float, size: int | None, cosine_power: float = 0.0) -> dict:
+def run_caricature(models: Sequence[Model], image: str, layer_spec: str, out: Path, *, cfg: SolverConfig | None,
+                   prior: Prior | None, data_weight: float, size: int | None, cosine_power: float = 0.0,
+                   recipe: Recipe | str | None = None) -> dict:
     img = load_image(image)
     units: list[Unit] = []
     for model in models:
         s = size or model.input_size
         for layer in expand_layers(model, layer_spec):
             key = slug(f"caricature_{model.name}_{image.replace('sample:', '')}_{layer}")
-            settings = {**_base_settings(model, "caricature", cfg, prior, data_weight, s), "image": image,
+            rec, ucfg, uprior = resolve_settings("caricature", recipe, cfg, prior, auto_jitter(model, [layer], s))
+            settings = {**_base_settings(model, "caricature", rec, ucfg, uprior, data_weight, s), "image": image,
                         "layer": layer, "cosine_power": cosine_power}
 
-            def run(model=model, layer=layer, s=s):
-                r = caricature(model, img, layer, size=s, prior=prior, data_weight=data_weight,
-                               cosine_power=cosine_power, config=cfg)
+            def run(model=model, layer=layer, s=s, rec=rec, ucfg=ucfg, uprior=uprior):
+                r = caricature(model, img, layer, size=s, prior=uprior, data_weight=data_weight,
+                               cosine_power=cosine_power, config=ucfg, recipe=rec)
                 # <Phi(x0), Phi(x)> / ||Phi(x0)||^2: 1 at the start image, larger when the caricature works
                 gain = [-v[0] / data_weight for k, v in r.terms.items() if k.startswith("caricature")][0]
-                return r.images, {**r.summary(), "relative_response": gain}
+                return r.images, {**r.summary(), "relative_response": gain, "naturalness": naturalness(r.images)}
 
             units.append(Unit(key, f"{model.name} {layer}" if len(models) > 1 else layer, settings, run))
     done, interrupted = execute(units, out, "caricature")
@@ -267,4 +303,42 @@ def run_caricature(models: Sequence[Model], image: str, layer_spec: str, out: Pa
                                           "terms": u.results["terms"], "seconds": u.results["seconds"]}
                                          for u in done], "grid": grid.name, "interrupted": interrupted}
     write_json(summary, out / slug(f"caricature_{image.replace('sample:', '')}_summary.json"))
+    return summary
+
+
+# ------------------------------------------------------------------------------------------- accentuate
+def run_accentuate(model: Model, image: str, layer: str, targets: Sequence[Target], out: Path, *,
+                   cfg: SolverConfig | None, prior: Prior | None, data_weight: float, size: int | None,
+                   anchor_layer: str | None, anchor_weight: float, recipe: Recipe | str | None = None) -> dict:
+    """One unit: the image accentuated towards each target (Hamblin et al. 2024), side by side."""
+    img = load_image(image)
+    s = size or model.input_size
+    labels = [t.label() for t in targets]
+    rec, ucfg, uprior = resolve_settings("accentuate", recipe, cfg, prior, auto_jitter(model, [layer], s))
+    key = slug(f"accentuate_{model.name}_{image.replace('sample:', '')}_{layer}_{labels[0]}"
+               + (f"-{labels[-1]}" if len(labels) > 1 else ""))
+    settings = {**_base_settings(model, "accentuate", rec, ucfg, uprior, data_weight, s), "image": image,
+                "layer": layer, "targets": labels, "anchor_layer": anchor_layer, "anchor_weight": anchor_weight}
+
+    def run():
+        r, info = accentuate(model, img, layer, targets, anchor_layer=anchor_layer, anchor_weight=anchor_weight,
+                             size=s, prior=uprior, data_weight=data_weight, config=ucfg, recipe=rec)
+        quality = {"activation_ratio": activation_ratio(info["final_activation"], info["reference_scale"]),
+                   "naturalness": naturalness(r.images), **_class_scores(model, r.images, targets, 1)}
+        return r.images, {**r.summary(), **info, **quality}
+
+    done, interrupted = execute([Unit(key, layer, settings, run)], out, "accentuate")
+    original = sized_preprocess(model, s).geometry(img)[0]
+    grid = out / slug(f"accentuate_{image.replace('sample:', '')}_grid.png")
+    summary = {"image": image, "layer": layer, "units": [], "grid": grid.name, "interrupted": interrupted}
+    if done:
+        res = done[0].results
+        image_grid([original, *done[0].images], ["input"] + [f"{layer} {lab}" for lab in labels], grid,
+                   ncols=min(len(labels) + 1, 6))
+        summary["units"] = [{"file": key, "target": lab, "start_activation": res["start_activation"][i],
+                             "final_activation": res["final_activation"][i],
+                             "anchor_layer": res["anchor_layer"], **({"judge_rank": res["judge_rank"][i]}
+                                                                     if "judge_rank" in res else {})}
+                            for i, lab in enumerate(labels)]
+    write_json(summary, out / slug(f"accentuate_{image.replace('sample:', '')}_summary.json"))
     return summary

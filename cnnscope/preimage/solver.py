@@ -1,7 +1,10 @@
-"""The one pre-image optimiser: min_x E(x) over a batch of images, by projected gradient descent.
+"""The one pre-image optimiser: min_theta E(x(theta)) over a batch of images.
+
+    x = param(theta)                 pixels in [0, 1] (param: pixel, colour, fourier, maco; see `param/`)
+    E = objective(x, Phi(T(x)))      T: random robustness transforms, one draw per step (see `robustness`)
 
 Each step costs one forward (truncated at the deepest layer the objective reads) and one backward;
-everything else (regularisers, jitter, projection, bookkeeping) is a few element-wise passes over x.
+everything else (parametrisation, transforms, regularisers, bookkeeping) is a few passes over the image.
 """
 
 from __future__ import annotations
@@ -10,38 +13,93 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..errors import CnnscopeError
 from ..layers import Capture
-from .objectives import B_PLUS, B, Context, Objective
+from .objectives import B_PLUS, Context, Objective
+from .param import Parametrization, PixelParam
+from .robustness import Pipeline, Shift, parse_transforms
+
+OPTIMIZERS = ("sgd", "adam", "lbfgs")
 
 
 @dataclass
 class SolverConfig:
     iters: int = 300
     optimizer: str = "sgd"  # "sgd" (momentum, M&V IJCV'16), "adam" or "lbfgs"
-    lr: float = 0.05  # size of a typical first step, as a fraction of B (see `solve`)
+    lr: float = 0.05  # size of a typical first step, in the parametrisation's units (pixels: a fraction of B)
     momentum: float = 0.9
     slow_fraction: float = 0.2  # the last part of the run goes at 0.1x the learning rate
-    jitter: int = 0  # random translation of up to this many pixels each step
-    bound: float | None = B_PLUS  # each pixel's norm (centred 0-255 units) stays below this
-    box: bool = True  # keep pixels in [0, 1], so the saved PNG is the pre-image
+    jitter: int | None = None  # circular shift of up to this many px each step; None = the task's default
+    transforms: str | None = None  # robustness transforms (see `robustness`); None = the task's default
+    bound: float | None = B_PLUS  # pixel parametrisation: each pixel's norm (centred 0-255 units) stays below
+    box: bool = True  # pixel parametrisation: keep pixels in [0, 1], so the saved PNG is the pre-image
     seed: int = 0
+    net_size: int | None = None  # the network sees the picture resized to this (None: the picture's own size)
+    max_memory_gb: float = 8.0  # refuse problems whose forward + backward would need more than this
     progress: bool = True
     desc: str = "pre-image"
 
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise CnnscopeError(f"unknown optimizer '{self.optimizer}' ({', '.join(OPTIMIZERS)})")
+        if self.iters < 1 or not self.lr > 0 or not 0 <= self.momentum < 1 or not 0 <= self.slow_fraction <= 1:
+            raise CnnscopeError("solver: iters >= 1, lr > 0, 0 <= momentum < 1 and 0 <= slow_fraction <= 1")
+        if self.jitter is not None and self.jitter < 0:
+            raise CnnscopeError(f"jitter must be >= 0 pixels, got {self.jitter}")
+        if not 0 < self.max_memory_gb < float("inf"):
+            raise CnnscopeError(f"the memory budget must be a positive number of GB, got {self.max_memory_gb}")
+
+    def pipeline(self, size: int | None = None) -> Pipeline:
+        """The robustness transforms for images of `size` px (presets scale with it), then the jitter."""
+        shift = Pipeline((Shift(self.jitter),)) if self.jitter else Pipeline()
+        return parse_transforms(self.transforms, size) + shift
+
     def to_dict(self) -> dict:
         d = asdict(self)
-        d.pop("progress")
-        d.pop("desc")
+        for k in ("progress", "desc", "max_memory_gb"):  # they do not change the result
+            d.pop(k)
         return d
+
+
+PROBE = 64  # px: memory is measured on a forward at this size and scaled by area
+
+
+def estimate_memory(model, layers, n: int, size: int | tuple[int, int]) -> float:
+    """Bytes a step on n images of `size` px needs: what autograd saves for the backward in a forward
+    truncated at `layers`, measured at PROBE px and scaled by area, doubled for the gradients in flight."""
+    h, w = (size, size) if isinstance(size, int) else size
+    saved = 0
+
+    def count(t: torch.Tensor) -> torch.Tensor:
+        nonlocal saved
+        saved += t.numel() * t.element_size()
+        return t
+
+    x = torch.zeros(1, 3, PROBE, PROBE, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(count, lambda t: t), Capture(model, list(layers)) as phi:
+        phi(x)
+    return 2.0 * saved * n * (h * w) / PROBE ** 2
+
+
+def check_memory(model, layers, n: int, size, budget_gb: float) -> None:
+    """Refuse, in one line, a problem whose estimated memory is over `budget_gb`."""
+    if not layers:
+        return
+    need = estimate_memory(model, layers, n, size) / 2 ** 30
+    if need > budget_gb:
+        hw = f"{size}x{size}" if isinstance(size, int) else "x".join(map(str, size))
+        raise CnnscopeError(f"{n} image(s) of {hw} px at {', '.join(layers)} need about {need:.1f} GB, over the "
+                            f"memory budget of {budget_gb:g} GB (smaller --size / --batch, or --max-memory GB)")
 
 
 @dataclass
 class PreimageResult:
-    x: torch.Tensor  # [N,3,H,W] best images found, centred 0-255 units
-    images: torch.Tensor  # [N,3,H,W] the same in [0, 1]
-    terms: dict[str, list[float]]  # per term, per image, evaluated on the best images without jitter
+    x: torch.Tensor  # [N,3,H,W] the images found, centred 0-255 units
+    images: torch.Tensor  # [N,3,H,W] the same in [0, 1]: exactly what the network saw (before transforms)
+    terms: dict[str, list[float]]  # per term, per image, evaluated on the final images without transforms
     energy: list[float]  # total objective per image
     history: list[float] = field(default_factory=list)  # mean energy per step
     iterations: int = 0
@@ -54,18 +112,19 @@ class PreimageResult:
 
 
 class ImageSpace:
-    """Conversions between centred 0-255 units (what the optimiser sees) and the model's input."""
+    """Conversions between pixels in [0, 1], centred 0-255 units (M&V's priors) and the model's input."""
 
     def __init__(self, model):
         pp = model.preprocess
         self.mean = torch.tensor(pp.mean).view(1, 3, 1, 1)
         self.std = torch.tensor(pp.std).view(1, 3, 1, 1)
-        self.lo = -255.0 * self.mean  # pixel value 0
-        self.hi = 255.0 * (1.0 - self.mean)  # pixel value 1
         self.net_scale = 1.0 / (255.0 * self.std)
 
     def to_net(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.net_scale  # == preprocess.normalize(x / 255 + mean)
+
+    def pixels_to_net(self, p: torch.Tensor) -> torch.Tensor:
+        return (p - self.mean) / self.std
 
     def from_pixels(self, x01: torch.Tensor) -> torch.Tensor:
         return 255.0 * (x01 - self.mean)
@@ -73,103 +132,112 @@ class ImageSpace:
     def to_pixels(self, x: torch.Tensor) -> torch.Tensor:
         return (x / 255.0 + self.mean).clamp(0, 1)
 
-    @torch.no_grad()
-    def project(self, x: torch.Tensor, bound: float | None, box: bool) -> None:
-        if box:
-            x.clamp_(self.lo, self.hi)
-        if bound is not None:
-            # (torch.linalg.vector_norm over dim 1 of NCHW is ~150x slower than this on CPU, torch 2.13)
-            norm = x.square().sum(1, keepdim=True).sqrt_()
-            if float(norm.max()) > bound:  # usually no pixel is over: skip the rescaling pass
-                x.mul_((bound / norm.clamp_min_(1e-6)).clamp_(max=1.0))
+
+def pixel_start(model, init: torch.Tensor, config: SolverConfig) -> PixelParam:
+    """The pixel parametrisation started at `init` ([N,3,H,W], centred 0-255 units)."""
+    n, _, h, w = init.shape
+    param = PixelParam(n, (h, w), mean=tuple(model.preprocess.mean), bound=config.bound, box=config.box)
+    param.u.data.copy_(init)
+    param.project()
+    return param
 
 
-def solve(model, objective: Objective, init: torch.Tensor, config: SolverConfig | None = None) -> PreimageResult:
-    """Minimise `objective` over images starting at `init` ([N,3,H,W], centred 0-255 units).
+def solve(model, objective: Objective, start: Parametrization | torch.Tensor,
+          config: SolverConfig | None = None) -> PreimageResult:
+    """Minimise `objective` over the images of `start`: a parametrisation (see `param/`), or a tensor
+    [N,3,H,W] in centred 0-255 units for the pixel parametrisation started there.
 
-    Learning rate: `lr` is the size of a typical step as a fraction of B, whatever the layer's scale: SGD
-    uses momentum on the per-image normalised gradient (mean |step| <= lr*B), Adam's step is lr*B by
-    construction, L-BFGS uses a line search.
-    Ctrl-C stops early and returns the best images so far (`interrupted=True`).
+    Learning rate: `lr` is the size of a typical step in the parametrisation's units (`lr_scale`; for pixels
+    a fraction of B): SGD uses momentum on the per-image normalised gradient (mean |step| <= lr * scale),
+    Adam's step is lr * scale by construction, L-BFGS uses a line search (and no random transforms).
+    The images returned are the best seen when the objective is deterministic, else the last ones.
+    Ctrl-C stops early and returns the images so far (`interrupted=True`).
     """
     cfg = config or SolverConfig()
+    param = start if isinstance(start, Parametrization) else pixel_start(model, start, cfg)
     space = ImageSpace(model)
     gen = torch.Generator().manual_seed(cfg.seed)
-    x = init.detach().clone()
-    space.project(x, cfg.bound, cfg.box)
-    x.requires_grad_(True)
-    n = x.shape[0]
-    layers = objective.layers
-    phi = Capture(model, layers) if layers else None
-    best_x = x.detach().clone()
+    n, size = param.n, (param.height, param.width)
+    pipeline = cfg.pipeline(min(size)) if cfg.optimizer != "lbfgs" else Pipeline()
+    seen_size = (cfg.net_size, cfg.net_size) if cfg.net_size else size
+    thetas = [p for p in param.parameters() if p.requires_grad]
+    check_memory(model, objective.layers, n, size, cfg.max_memory_gb)
+    phi = Capture(model, objective.layers) if objective.layers else None
+    best_p = param().detach().clone()
     best_e = torch.full((n,), float("inf"))
     history: list[float] = []
     slow_from = cfg.iters - int(round(cfg.iters * cfg.slow_fraction))
 
-    def energy(xv: torch.Tensor, jitter: bool) -> torch.Tensor:
-        xin = xv
-        if jitter and cfg.jitter > 0:
-            dy, dx = torch.randint(-cfg.jitter, cfg.jitter + 1, (2,), generator=gen).tolist()
-            xin = torch.roll(xv, shifts=(dy, dx), dims=(2, 3))
-        feats = phi(space.to_net(xin)) if phi is not None else {}
-        return objective(Context(xv, feats))
+    def energy(transformed: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        pixels = param()
+        seen = pipeline(pixels, gen, seen_size) if transformed and pipeline else upsample(pixels)
+        feats = phi(space.pixels_to_net(seen)) if phi is not None else {}
+        return objective(Context(space.from_pixels(pixels), feats)), pixels
 
-    def remember(e: torch.Tensor) -> None:
+    def upsample(pixels: torch.Tensor) -> torch.Tensor:
+        return pixels if seen_size == size else F.interpolate(pixels, size=seen_size, mode="bilinear",
+                                                              align_corners=False)
+
+    def remember(e: torch.Tensor, pixels: torch.Tensor) -> None:
+        if pipeline:  # energies under random transforms are not comparable between steps: keep the last
+            best_p.copy_(pixels.detach())
+            return
         for i in torch.nonzero(e.detach() < best_e).flatten().tolist():
             best_e[i] = e[i].detach()
-            best_x[i].copy_(x.detach()[i])
+            best_p[i].copy_(pixels.detach()[i])
 
-    start = time.perf_counter()
+    start_time = time.perf_counter()
     step = 0
     interrupted = False
-    bar = tqdm(total=cfg.iters, desc=cfg.desc, disable=not cfg.progress, leave=False, unit="it")
+    bar = tqdm(total=cfg.iters, desc=cfg.desc, disable=None if cfg.progress else True, leave=False, unit="it")
     try:
         if cfg.optimizer == "lbfgs":
             # no tolerance stops: normalised energies have tiny gradients in 0-255 units; `iters` decides
-            opt = torch.optim.LBFGS([x], lr=1.0, max_iter=1, history_size=20, line_search_fn="strong_wolfe",
+            opt = torch.optim.LBFGS(thetas, lr=1.0, max_iter=1, history_size=20, line_search_fn="strong_wolfe",
                                     tolerance_grad=0.0, tolerance_change=0.0)
             # L-BFGS is scale-invariant except for its curvature test (s.y > 1e-10): rescale the energy so the
-            # first gradient is O(1) per pixel, or every curvature pair would be dropped
-            g0, = torch.autograd.grad(energy(x, jitter=False).sum(), x)
-            boost = 1.0 / float(g0.abs().mean().clamp_min(1e-30))
+            # first gradient is O(1) per variable, or every curvature pair would be dropped
+            g0 = torch.autograd.grad(energy(False)[0].sum(), thetas)
+            boost = 1.0 / float(torch.cat([g.abs().flatten() for g in g0]).mean().clamp_min(1e-30))
 
             def closure():
                 opt.zero_grad(set_to_none=True)
-                e = energy(x, jitter=False)
-                remember(e)
+                e, pixels = energy(False)
+                remember(e, pixels)
                 total = e.sum()
                 (total * boost).backward()
                 return total * boost
 
             for step in range(1, cfg.iters + 1):  # noqa: B007 (step is reported after the loop)
                 loss = opt.step(closure)
-                space.project(x.data, cfg.bound, cfg.box)
+                param.project()
                 history.append(float(loss.detach()) / boost / n)
                 bar.update(1)
         else:
-            velocity = torch.zeros_like(x)
-            adam = torch.optim.Adam([x], lr=cfg.lr * B) if cfg.optimizer == "adam" else None
-            if cfg.optimizer not in ("sgd", "adam"):
-                raise ValueError(f"unknown optimizer '{cfg.optimizer}' (sgd, adam, lbfgs)")
+            lr = cfg.lr * param.lr_scale
+            adam = torch.optim.Adam(thetas, lr=lr) if cfg.optimizer == "adam" else None
+            velocity = [torch.zeros_like(t) for t in thetas]
             for step in range(1, cfg.iters + 1):
-                e = energy(x, jitter=True)
-                remember(e)
-                grad, = torch.autograd.grad(e.sum(), x)
+                e, pixels = energy(True)
+                remember(e, pixels)
+                grads = torch.autograd.grad(e.sum(), thetas)
                 slow = 0.1 if step > slow_from else 1.0
                 with torch.no_grad():
                     if adam is not None:
-                        x.grad = grad
+                        for t, g in zip(thetas, grads):
+                            t.grad = g
                         for group in adam.param_groups:
-                            group["lr"] = cfg.lr * B * slow
+                            group["lr"] = lr * slow
                         adam.step()
                     else:
-                        # momentum on the gradient normalised per image: the step is ~lr*B pixels whatever
-                        # the layer's scale, and stiff terms (TV on noise) cannot make it diverge
-                        mean_abs = grad.abs().flatten(1).mean(1)
-                        coef = ((1 - cfg.momentum) * cfg.lr * B) / mean_abs.clamp_min(1e-20).view(n, 1, 1, 1)
-                        velocity.mul_(cfg.momentum).addcmul_(grad, coef)
-                        x.sub_(velocity, alpha=slow)
-                    space.project(x, cfg.bound, cfg.box)
+                        for t, g, v in zip(thetas, grads, velocity):
+                            # momentum on the gradient normalised per image: the step is ~lr units whatever
+                            # the layer's scale, and stiff terms (TV on noise) cannot make it diverge
+                            mean_abs = g.abs().flatten(1).mean(1).clamp_min(1e-20)
+                            coef = ((1 - cfg.momentum) * lr) / mean_abs.view(-1, *[1] * (g.dim() - 1))
+                            v.mul_(cfg.momentum).addcmul_(g, coef)
+                            t.sub_(v, alpha=slow)
+                    param.project()
                 history.append(float(e.detach().mean()))
                 bar.update(1)
                 if step % 20 == 0:
@@ -178,14 +246,16 @@ def solve(model, objective: Objective, init: torch.Tensor, config: SolverConfig 
         interrupted = True
     finally:
         bar.close()
-        seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - start_time
     with torch.no_grad():
-        e = energy(x, jitter=False)  # the final iterate may be the best one
-        remember(e)
-        ctx = Context(best_x, phi(space.to_net(best_x)) if phi is not None else {})
+        e, pixels = energy(False)  # the final iterate may be the best one
+        remember(e, pixels)
+        best_p = upsample(best_p)  # what the network saw, without the random transforms
+        ctx = Context(space.from_pixels(best_p), phi(space.pixels_to_net(best_p)) if phi is not None else {})
         terms = {k: [float(v) for v in vals] for k, vals in objective.breakdown(ctx).items()}
         total = [float(v) for v in objective(ctx)]
     if phi is not None:
         phi.close()
-    return PreimageResult(best_x, space.to_pixels(best_x), terms, total, history,
+    images = best_p.clamp(0, 1)
+    return PreimageResult(space.from_pixels(best_p), images, terms, total, history,
                           step if not interrupted else max(step - 1, 0), seconds, interrupted)

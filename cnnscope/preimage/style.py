@@ -18,16 +18,10 @@ from ..errors import CnnscopeError
 from ..images import load_image
 from ..layers import capture, get_layer
 from ..models import Model
-from .objectives import Context, Representation, Term
+from .objectives import Context, Representation, Term, gram
+from .param import make_param
 from .presets import Prior, noise, sized_preprocess
 from .solver import ImageSpace, PreimageResult, SolverConfig, solve
-
-
-def gram(features: torch.Tensor) -> torch.Tensor:
-    """[N,C,H,W] -> [N,C,C], the channel correlations averaged over positions."""
-    n, c = features.shape[:2]
-    f = features.reshape(n, c, -1)
-    return f @ f.transpose(1, 2) / f.shape[-1]
 
 
 def soften(features: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -122,9 +116,11 @@ def gram_losses(result_terms: dict[str, list[float]]) -> dict[str, float]:
 
 def texture(model: Model, style: torch.Tensor | str, *, size: int | None = None, layers: Sequence[str] | None = None,
             temperature: float | None = None, prior: Prior | None = None, scales: int = 1,
-            config: SolverConfig | None = None, style_size: int | None = None) -> tuple[PreimageResult, dict]:
+            config: SolverConfig | None = None, style_size: int | None = None,
+            param: str = "pixel") -> tuple[PreimageResult, dict]:
     """Synthesise a texture with the style image's Gram statistics, from noise, at any size.
-    scales > 1 optimises coarse to fine (each scale twice the previous, the last at `size`)."""
+    scales > 1 optimises coarse to fine (each scale twice the previous, the last at `size`).
+    `param` is the image parametrisation (see `param/`; each scale starts from the previous one's picture)."""
     img = load_image(style) if isinstance(style, str) else style
     size = size or model.input_size
     layers = list(layers or default_style_layers(model))
@@ -136,18 +132,26 @@ def texture(model: Model, style: torch.Tensor | str, *, size: int | None = None,
     x = noise(1, sizes[0], cfg.seed)
     before = None
     result = None
+    space = ImageSpace(model)
+    start = None if param == "pixel" else make_param(param, 1, sizes[0], seed=cfg.seed)
+    if start is not None:
+        with torch.no_grad():
+            x = space.from_pixels(start())
     for s in sizes:
         if x.shape[-1] != s:
             x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False)
+            if start is not None:
+                start = make_param(param, 1, s, seed=cfg.seed)
+                start.encode(space.to_pixels(x))
         obj = objective + prior.objective(model.input_size / s)
         if before is None:
             with torch.no_grad():
-                ctx = Context(x, capture(model, ImageSpace(model).to_net(x), layers))
+                ctx = Context(x, capture(model, space.to_net(x), layers))
                 before = {k: float(v[0]) for k, v in objective.breakdown(ctx).items()}
-        result = solve(model, obj, x, cfg)
+        result = solve(model, obj, x if start is None else start, cfg)
         x = result.x
     info = {"layers": layers, "sizes": sizes, "gram_before": before, "gram_after": gram_losses(result.terms),
-            "temperature": temperature}
+            "temperature": temperature, "param": param}
     return result, info
 
 

@@ -45,6 +45,7 @@ class ReportSettings:
     patches: int = 9  # patches shown per channel
     equivariance: str | None = None  # transform to analyse (e.g. vflip), None = skip
     stitch_with: str | None = None  # second model for stitching, None = skip
+    recipe: str = "lucid"  # pre-image recipe of the atlas (see preimage.recipes)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -177,12 +178,17 @@ def _invert(out: Path, report: ReportSettings, unit: Unit, model) -> tuple[list[
 
 def _atlas(out: Path, report: ReportSettings, unit: Unit, model) -> tuple[list[str], dict]:
     from ..preimage.presets import Target, maximize
+    from ..preimage.quality import spectrum_slope
+    from ..preimage.recipes import get_recipe
 
+    recipe = get_recipe(report.recipe, "atlas")
+    config = recipe.config(iters=report.iters, seed=unit.seed(report), progress=False)
     result, info = maximize(model, unit.layer, [Target("neuron", unit.channel)], size=report.size,
-                            config=_config(report, unit))
+                            config=config, recipe=recipe)
     save_image(result.images[0], out / f"{unit.key}.png")
     gain = info["final_activation"][0] / max(abs(info["reference_scale"][0]), 1e-12)
-    return [Path(unit.key).name + ".png"], {"activation_over_natural_scale": round(gain, 4)}
+    return [Path(unit.key).name + ".png"], {"activation_over_natural_scale": round(gain, 4), "recipe": recipe.name,
+                                            "spectrum_slope": round(spectrum_slope(result.images)[0], 3)}
 
 
 def _crop(image: torch.Tensor, geometry, y: int, x: int, size: int = 64) -> torch.Tensor:

@@ -54,7 +54,8 @@ def layer_page(out: Path, report: ReportSettings, layer: str, units: list[Unit],
     for kind, title, blurb in (
         ("invert", "Inversions", "Pre-images from noise of each image's code at this layer (Mahendran & Vedaldi)."),
         ("atlas", "Activation maximisation atlas",
-         "One image per channel that maximally excites the channel's centre neuron (natural-image prior)."),
+         "One image per channel that maximally excites the channel's centre neuron (recipe lucid: Fourier + "
+         "decorrelated colour + transformation robustness); captions: activation over the natural-image maximum."),
         ("patches", "Top-activating dataset patches",
          "Per channel, the images whose strongest response is highest, cropped to the receptive field."),
         ("backprop", "Backpropagation networks",
@@ -72,8 +73,13 @@ def layer_page(out: Path, report: ReportSettings, layer: str, units: list[Unit],
                                     f"{Path(u.key).name}: error {err:.3f}"))
             parts.append("".join(figs))
         elif kind == "atlas":
-            figs = [_linked(_rel(u.key, page_dir) + ".png", _rel(u.key, page_dir) + ".json", f"channel {u.channel}")
-                    for u in done]
+            figs = []
+            for u in done:
+                res = _results(out, u)  # quality scores: activation over the natural maximum, spectrum slope
+                ratio = res.get("activation_over_natural_scale")
+                score = "" if ratio is None else f" · {ratio:.1f}x"
+                figs.append(_linked(_rel(u.key, page_dir) + ".png", _rel(u.key, page_dir) + ".json",
+                                    f"channel {u.channel}{score}"))
             parts.append(f'<div class="atlas">{"".join(figs)}</div>')
         elif kind == "patches":
             for u in done:

@@ -1,0 +1,69 @@
+"""Recipes: a parametrisation, robustness transforms, an optimiser and a prior that work well together.
+
+- `mv`    Mahendran & Vedaldi IJCV'16 as published: pixels, TV^beta + alpha-norm prior, momentum SGD,
+          jitter of 1/8 of the layer's stride at deep layers. Kept for fidelity to the seed (and it suits
+          AlexNet/VGG), but on modern networks (depthwise convolutions, stride 2 everywhere) deep pictures
+          drift to high-frequency colour noise.
+- `lucid` Olah et al. (Distill 2017) / Lucid's defaults: 1/f Fourier + decorrelated colour through a
+          sigmoid, Lucid's standard transforms (pad, jitter, scale, rotate), Adam, no explicit prior.
+- `maco`  Fel et al. (NeurIPS 2023): the Fourier phase only, magnitude fixed to natural images', same
+          transforms and optimiser.
+
+Which is each verb's default was decided by measurement (benchmarks/feature_vis.py; see the README).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+from ..errors import CnnscopeError
+from .param import Parametrization, make_param
+from .solver import SolverConfig
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    param: str  # pixel | colour | fourier | maco
+    transforms: str  # robustness spec; "auto" = M&V's stride-dependent jitter
+    optimizer: str
+    lr: float
+    iters: int
+    prior: bool  # M&V's TV + alpha-norm prior
+    resolution: float = 1.0  # the picture's size as a fraction of the network's; upsampled for the network
+    slow_fraction: float = 0.2  # the last part of the run at 0.1x the learning rate
+
+    def config(self, **overrides) -> SolverConfig:
+        """The solver settings of this recipe; keyword arguments that are not None replace them."""
+        cfg = SolverConfig(iters=self.iters, optimizer=self.optimizer, lr=self.lr, slow_fraction=self.slow_fraction,
+                           transforms=None if self.transforms == "auto" else self.transforms)
+        return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+
+    def make_param(self, n: int, size, *, seed: int, mean, config: SolverConfig | None = None) -> Parametrization:
+        options = {}
+        if self.param == "pixel" and config is not None:
+            options = {"bound": config.bound, "box": config.box}
+        return make_param(self.param, n, size, seed=seed, mean=mean, **options)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+RECIPES = {
+    "mv": Recipe("mv", "pixel", "auto", "sgd", 0.05, 300, prior=True),
+    "lucid": Recipe("lucid", "fourier", "standard", "adam", 0.05, 256, prior=False, slow_fraction=0.0),
+    "maco": Recipe("maco", "maco", "standard", "adam", 0.05, 256, prior=False, slow_fraction=0.0),
+}
+
+# Each verb's default, chosen by measurement (benchmarks/feature_vis.py).
+DEFAULT_RECIPE = {"maximize": "lucid", "invert": "mv", "caricature": "mv", "accentuate": "lucid", "atlas": "lucid"}
+
+
+def get_recipe(recipe: str | Recipe | None, task: str) -> Recipe:
+    """A recipe by name (or the task's default when None)."""
+    if isinstance(recipe, Recipe):
+        return recipe
+    name = recipe or DEFAULT_RECIPE.get(task, "mv")
+    if name not in RECIPES:
+        raise CnnscopeError(f"unknown recipe '{name}' (choose from {', '.join(RECIPES)})")
+    return RECIPES[name]
