@@ -1,0 +1,276 @@
+"""Feature visualisation quality and speed, side by side with Lucent on the same Lite0 (issue 11).
+
+    python benchmarks/feature_vis.py [--parts classes,channels,invert,texture,step] [--skip-lucent] [--out DIR]
+
+classes   20 classes spread over the 1000 (25, 75, ..., 975): judges Lite1 and Lite2 (which never saw the
+          optimisation) rank the class; top-1 / top-5 rate over (picture, judge) pairs; seconds per unit.
+channels  20 channels of stages 4-7 (spatial mean): activation over the channel's maximum on natural images
+          (the ImageNet sample when present), and the power-spectrum slope against natural images'.
+invert    stage1 normalised error, and at stage6 / stage7 / logits whether the judges' top-5 for the
+          pre-image overlaps their top-5 for the original, per recipe.
+texture   judge (Lite1) Gram distance to the source for sample:brick and sample:gravel, pixels vs Fourier.
+step      a step of the default recipe against a bare truncated forward+backward; peak RSS of one picture.
+
+Ours: `maximize` with its default recipe, `--chunk 8` targets per optimisation (the CLI default).
+Lucent: its defaults (128 px Fourier + decorrelated colour, standard transforms, Adam 0.05, 512 steps,
+upsampled to 224), one unit at a time, run in this benchmark's own throw-away environment
+(benchmarks/.lucent-env: torch-lucent and kornia 0.4.1 installed with --no-deps, plus the stand-ins in
+benchmarks/lucent_standins for torchvision.transforms.Normalize and IPython.display). Writes side-by-side
+grids (ours | Lucent) into --out.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from timing import median_time
+
+from cnnscope import load_image, load_model
+from cnnscope.images import list_folder, save_image
+from cnnscope.layers import Capture, capture
+from cnnscope.preimage import InnerProduct, SolverConfig, Target, invert, maximize, reconstruction_error, solve
+from cnnscope.preimage.presets import sized_preprocess
+from cnnscope.preimage.quality import class_ranks, gram_distance, judges_for, spectrum_slope, topk_overlap
+from cnnscope.preimage.recipes import get_recipe
+from cnnscope.preimage.style import texture
+from cnnscope.report.plots import image_grid
+
+HERE = Path(__file__).resolve().parent
+SAMPLE = HERE.parents[1] / "shared" / "imagenet-sample"
+LUCENT_ENV = HERE / ".lucent-env"
+CLASSES = list(range(25, 1000, 50))
+STAGES = ("stage4", "stage5", "stage6", "stage7")
+CHUNK = 8
+
+
+def lucent_env() -> Path:
+    if not (LUCENT_ENV / "lucent").is_dir():
+        print("installing torch-lucent + kornia 0.4.1 (--no-deps) into", LUCENT_ENV, flush=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(LUCENT_ENV),
+                        "torch-lucent==0.1.8", "kornia==0.4.1", "decorator"], check=True)
+    return LUCENT_ENV
+
+
+def run_lucent(units: list[dict], out: Path) -> dict[str, float]:
+    out.mkdir(parents=True, exist_ok=True)
+    spec = out / "units.json"
+    spec.write_text(json.dumps(units))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(lucent_env()), str(HERE / "lucent_standins")])}
+    subprocess.run([sys.executable, str(HERE / "lucent_runner.py"), str(spec), str(out)], check=True, env=env)
+    return json.loads((out / "lucent_times.json").read_text())
+
+
+def natural_images(n: int) -> list[torch.Tensor]:
+    if SAMPLE.is_dir():
+        return [load_image(p) for p, _ in list_folder(SAMPLE, limit=n)]
+    return [load_image(f"sample:{s}") for s in ("chelsea", "coffee", "astronaut", "rocket")]
+
+
+def channels_of(model) -> list[tuple[str, int]]:
+    out = []
+    for stage in STAGES:
+        width = capture(model, torch.zeros(1, 3, 224, 224), [stage])[stage].shape[1]
+        out += [(stage, round(i * width / 5) + 3) for i in range(5)]
+    return out
+
+
+def channel_means(model, images: torch.Tensor, units: list[tuple[str, int]]) -> list[float]:
+    """Each unit's channel mean on its own picture (pictures resized to the model's input size)."""
+    s = model.input_size
+    x = F.interpolate(images, size=(s, s), mode="bilinear", antialias=True, align_corners=False)
+    feats = capture(model, model.preprocess.normalize(x), sorted({l for l, _ in units}))
+    return [float(feats[l][i, c].mean()) for i, (l, c) in enumerate(units)]
+
+
+def natural_max(model, units, natural) -> list[float]:
+    batch = torch.cat([model.prepare(im) for im in natural])
+    with torch.no_grad():
+        feats = capture(model, batch, sorted({l for l, _ in units}))
+    return [float(feats[l][:, c].mean((1, 2)).max()) for l, c in units]
+
+
+def ours_maximize(model, layer_targets: list[tuple[str, Target]]) -> tuple[torch.Tensor, float]:
+    """Our default recipe, CHUNK targets of one layer per optimisation; returns pictures and seconds/unit."""
+    recipe = get_recipe(None, "maximize")
+    cfg = recipe.config(progress=False)
+    images, start = [], time.perf_counter()
+    by_layer: dict[str, list[Target]] = {}
+    for layer, t in layer_targets:
+        by_layer.setdefault(layer, []).append(t)
+    for layer, targets in by_layer.items():
+        for i in range(0, len(targets), CHUNK):
+            r, _ = maximize(model, layer, targets[i:i + CHUNK], config=cfg, recipe=recipe)
+            images.append(r.images)
+    return torch.cat(images), (time.perf_counter() - start) / len(layer_targets)
+
+
+def load_png(path: Path) -> torch.Tensor:
+    return load_image(str(path))[None]
+
+
+def side_by_side(ours: torch.Tensor, theirs: torch.Tensor, titles: list[str], path: Path) -> None:
+    imgs, caps = [], []
+    for a, b, t in zip(ours, theirs, titles):
+        imgs += [a, F.interpolate(b[None], size=a.shape[-2:], mode="bilinear", antialias=True)[0]]
+        caps += [f"{t}\nours", f"{t}\nLucent"]
+    image_grid(imgs, caps, path, ncols=8)
+
+
+def part_classes(model, args, out: Path) -> None:
+    judges = judges_for(model)
+    ours, secs = ours_maximize(model, [("logits", Target("class", k)) for k in CLASSES])
+    ranks = class_ranks(judges, ours, CLASSES)
+    rows = {"ours": (ranks, secs)}
+    lucent = None
+    if not args.skip_lucent:
+        units = [{"key": f"class{k}", "layer": "_fc", "channel": k} for k in CLASSES]
+        times = run_lucent(units, out / "lucent_classes")
+        lucent = torch.cat([load_png(out / "lucent_classes" / f"class{k}.png") for k in CLASSES])
+        rows["lucent"] = (class_ranks(judges, lucent, CLASSES), statistics.mean(times.values()))
+        side_by_side(ours, lucent, [model.classes[k][:18] for k in CLASSES], out / "classes_ours_vs_lucent.png")
+    print(f"\n== classes (judges: {', '.join(j.name for j in judges)})")
+    print(f"{'class':<24}" + "".join(f"{name + ' ranks':>22}" for name in rows))
+    for i, k in enumerate(CLASSES):
+        print(f"{model.classes[k][:22]:<24}" + "".join(f"{str(list(r[0][i].values())):>22}" for r in rows.values()))
+    for name, (rk, s) in rows.items():
+        flat = [v for d in rk for v in d.values()]
+        print(f"{name:<8} judge top-1 {sum(v < 1 for v in flat) / len(flat):.2f}  top-5 "
+              f"{sum(v < 5 for v in flat) / len(flat):.2f}  {s:.1f} s/unit")
+    if lucent is not None:
+        print(f"seconds per unit, ours / Lucent: {rows['ours'][1] / rows['lucent'][1]:.2f}")
+
+
+def part_channels(model, args, out: Path) -> None:
+    units = channels_of(model)
+    natural = natural_images(100)
+    nat_max = natural_max(model, units, natural)
+    nat_slope = statistics.mean(spectrum_slope(torch.cat([sized_preprocess(model, 224).geometry(im)
+                                                          for im in natural])))
+    ours, secs = ours_maximize(model, [(layer, Target("channel", c)) for layer, c in units])
+    rows = {"ours": (ours, secs)}
+    if not args.skip_lucent:
+        lu = [{"key": f"{layer}_{c}", "layer": model.aliases[layer].replace(".", "_"), "channel": c}
+              for layer, c in units]
+        times = run_lucent(lu, out / "lucent_channels")
+        lucent = torch.cat([load_png(out / "lucent_channels" / f"{u['key']}.png") for u in lu])
+        rows["lucent"] = (lucent, statistics.mean(times.values()))
+        side_by_side(ours, lucent, [f"{layer} ch{c}" for layer, c in units], out / "channels_ours_vs_lucent.png")
+    print(f"\n== channels (natural max over {len(natural)} images; natural spectrum slope {nat_slope:.2f})")
+    for name, (imgs, s) in rows.items():
+        with torch.no_grad():
+            ratio = [a / m for a, m in zip(channel_means(model, imgs, units), nat_max)]
+        slopes = spectrum_slope(imgs)
+        print(f"{name:<8} activation/natural max: median {statistics.median(ratio):.2f}, >= 1.0 for "
+              f"{sum(r >= 1 for r in ratio)}/{len(ratio)};  spectrum slope mean {statistics.mean(slopes):.2f}, "
+              f"within 0.5 of natural for {sum(abs(v - nat_slope) <= 0.5 for v in slopes)}/{len(slopes)};  "
+              f"{s:.1f} s/unit")
+        for (layer, c), r, v in zip(units, ratio, slopes):
+            print(f"   {layer} ch{c:<4} ratio {r:6.2f}  slope {v:6.2f}")
+
+
+def part_invert(model, args, out: Path) -> None:
+    judges = judges_for(model)
+    images = natural_images(args.invert_images)
+    print(f"\n== inversion ({len(images)} images; judges {', '.join(j.name for j in judges)})")
+    for recipe in ("mv", "lucid"):
+        r = get_recipe(recipe, "invert")
+        errs = [reconstruction_error(invert(model, im, "stage1", recipe=r))[0] for im in images[:3]]
+        print(f"{recipe:<6} stage1 normalised error (3 images) {statistics.mean(errs):.3f}")
+        for layer in ("stage6", "stage7", "logits"):
+            hits, secs, pics = 0, [], []
+            for im in images:
+                res = invert(model, im, layer, recipe=r)
+                ov = topk_overlap(judges, res.images, sized_preprocess(model, 224).geometry(im))[0]
+                hits += sum(v > 0 for v in ov.values())
+                secs.append(res.seconds)
+                pics.append(res.images[0])
+            image_grid(pics, [f"{layer} {recipe}"] * len(pics), out / f"invert_{recipe}_{layer}.png", ncols=5)
+            print(f"{recipe:<6} {layer:<7} judges' top-5 overlaps the original's: "
+                  f"{hits / (len(images) * len(judges)):.2f}   {statistics.mean(secs):.1f} s/unit")
+
+
+def part_texture(model, args, out: Path) -> None:
+    judge = judges_for(model)[0]
+    layers = judge.net.style_layers()
+    print(f"\n== texture (judge {judge.name} at its style layers)")
+    for src in ("sample:brick", "sample:gravel"):
+        image = load_image(src)
+        row = []
+        for param in ("pixel", "fourier"):
+            r, _ = texture(model, image, param=param, config=SolverConfig(optimizer="adam", iters=300, progress=False))
+            d = gram_distance(judge, r.images, image, layers)[0]
+            row.append((param, d, r.seconds))
+            save_image(r.images[0], out / f"texture_{src[7:]}_{param}.png")
+        print(f"{src:<14} " + "   ".join(f"{p}: judge Gram distance {d:.4f} ({s:.0f} s)" for p, d, s in row)
+              + f"   ratio {row[1][1] / row[0][1]:.2f}")
+
+
+# VmHWM, not ru_maxrss: a forked child's ru_maxrss starts at its parent's RSS (this process holds ~2 GB)
+PEAK_RSS_CHILD = """
+import re, torch
+from cnnscope import load_model
+from cnnscope.preimage import Target, get_recipe, maximize
+torch.set_num_threads(2)
+model = load_model("efficientnet_lite0")
+recipe = get_recipe(None, "maximize")
+maximize(model, "logits", [Target("class", 285)], recipe=recipe, config=recipe.config(iters=20, progress=False))
+status = open("/proc/self/status").read()
+print(int(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1)) / 2**20)
+"""
+
+
+def part_step(model, args, out: Path) -> None:
+    """Step cost of the default recipe against a bare truncated forward+backward (alternating rounds), and
+    the peak RSS of one 224 px class visualisation in a fresh process."""
+    recipe = get_recipe(None, "maximize")
+    print("\n== step cost (224 px, batch 1, Lite0)")
+    for layer in ("stage4", "logits"):
+        shape = capture(model, torch.zeros(1, 3, 224, 224), [layer])[layer].shape[1:]
+        obj = InnerProduct(layer, torch.randn(1, *shape))
+        param = recipe.make_param(1, 224, seed=0, mean=model.preprocess.mean)
+        x = torch.zeros(1, 3, 224, 224, requires_grad=True)
+        phi = Capture(model, [layer])
+
+        def bare(phi=phi, x=x, layer=layer):
+            phi(x)[layer].sum().backward()
+
+        def steps(obj=obj, param=param, k=10):
+            solve(model, obj, param, recipe.config(iters=k, progress=False))
+
+        ratios = []
+        for _ in range(3):
+            t_bare = median_time(bare, 10, warmup=2)
+            t_step = median_time(steps, 3, warmup=1) / 10
+            ratios.append(t_step / t_bare)
+        print(f"{layer:<7} step / bare forward+backward: {statistics.median(ratios):.2f} "
+              f"(bare {t_bare * 1000:.1f} ms, step {t_step * 1000:.1f} ms)")
+    rss = subprocess.run([sys.executable, "-c", PEAK_RSS_CHILD], capture_output=True, text=True, check=True)
+    print(f"peak RSS of one 224 px class visualisation: {float(rss.stdout.strip().splitlines()[-1]):.2f} GB")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--parts", default="classes,channels,invert,texture,step")
+    ap.add_argument("--skip-lucent", action="store_true")
+    ap.add_argument("--invert-images", type=int, default=10)
+    ap.add_argument("--out", default="feature-vis-out")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = load_model("efficientnet_lite0")
+    parts = {"classes": part_classes, "channels": part_channels, "invert": part_invert, "texture": part_texture,
+             "step": part_step}
+    for name in args.parts.split(","):
+        parts[name](model, args, out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,6 @@
+def display(*args, **kwargs):
+    pass
+
+
+def HTML(*args, **kwargs):
+    return None

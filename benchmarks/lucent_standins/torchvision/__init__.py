@@ -1,0 +1,1 @@
+"""Stand-in for the benchmark only: Lucent imports torchvision for `transforms.Normalize` alone."""
