@@ -30,6 +30,7 @@ bench: install
 	$(PY) benchmarks/imagenet_top1.py
 	$(PY) benchmarks/truncated_forward.py
 	$(PY) benchmarks/preimage.py
+	$(PY) benchmarks/feature_vis.py
 	$(PY) benchmarks/backprop.py
 	$(PY) benchmarks/hog.py
 	$(PY) benchmarks/report.py
