@@ -260,3 +260,17 @@ def test_invert_with_fourier_recipe_keeps_alignment(lite0):
     r = invert(lite0, "sample:coffee", "stage2", size=128, recipe="lucid",
                config=SolverConfig(iters=150, optimizer="adam", slow_fraction=0.0, **QUICK))
     assert reconstruction_error(r)[0] < 0.15
+
+
+def test_cli_accentuate_writes_pictures_and_scores(tmp_path):
+    from cnnscope.cli import main
+
+    assert main(["accentuate", "sample:chelsea", "--class", "volcano,accordion", "--size", "96", "--iters", "20",
+                 "--out", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "accentuate_chelsea_summary.json").read_text())
+    assert [u["target"] for u in summary["units"]] == ["class980", "class401"]
+    assert all(u["final_activation"] > u["start_activation"] and u["anchor_layer"] == "stage6"
+               for u in summary["units"])
+    unit = json.loads((tmp_path / f"{summary['units'][0]['file']}.json").read_text())
+    assert unit["settings"]["recipe"]["name"] == "lucid" and len(unit["files"]) == 2
+    assert load_image(str(tmp_path / unit["files"][1])).shape == (3, 96, 96)
