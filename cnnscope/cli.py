@@ -193,7 +193,8 @@ def _check_memory(models, layer_spec: str, n: int, size: int | None, cfg) -> Non
 def _finish(summary: dict, out: Path) -> None:
     print(f"wrote {out / summary['grid']}")
     if summary.get("interrupted"):
-        sys.stderr.write("cnnscope: interrupted; finished results and the best image so far are saved\n")
+        sys.stderr.write("cnnscope: interrupted; finished units are saved, the one in flight marked interrupted "
+                         "(the same command again redoes it)\n")
         raise SystemExit(130)
 
 

@@ -274,3 +274,22 @@ def test_cli_accentuate_writes_pictures_and_scores(tmp_path):
     unit = json.loads((tmp_path / f"{summary['units'][0]['file']}.json").read_text())
     assert unit["settings"]["recipe"]["name"] == "lucid" and len(unit["files"]) == 2
     assert load_image(str(tmp_path / unit["files"][1])).shape == (3, 96, 96)
+
+
+def test_ctrl_c_mid_visualisation_exits_130_and_is_not_done(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = [sys.executable, "-m", "cnnscope", "maximize", "--class", "volcano", "--size", "96", "--iters", "100000",
+            "--out", str(tmp_path)]
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(10)  # past start-up, inside the optimisation
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and "Traceback" not in err
+    unit = json.loads((tmp_path / "maximize_efficientnet_lite0_logits_class980.json").read_text())
+    assert unit["results"]["interrupted"] and 0 < unit["results"]["iterations"] < 100000
+    assert not list(tmp_path.glob(".*.part"))  # no half-written file

@@ -219,7 +219,8 @@ def solve(model, objective: Objective, start: Parametrization | torch.Tensor,
             velocity = [torch.zeros_like(t) for t in thetas]
             for step in range(1, cfg.iters + 1):
                 e, pixels = energy(True)
-                remember(e, pixels)
+                if not pipeline:  # (with random transforms the last iterate is kept: taken after the loop)
+                    remember(e, pixels)
                 grads = torch.autograd.grad(e.sum(), thetas)
                 slow = 0.1 if step > slow_from else 1.0
                 with torch.no_grad():

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import torch
 
+from ..objectives import B_PLUS, B
 from .base import Parametrization
-
-B = 80.0  # M&V's typical pixel norm in centred 0-255 units: a step of lr means lr * B grey levels
-B_PLUS = 160.0
 
 
 class PixelParam(Parametrization):
-    """x = mean + u / 255 with u the free tensor in centred 0-255 units (the units of M&V's priors)."""
+    """x = mean + u / 255 with u the free tensor in centred 0-255 units (the units of M&V's priors);
+    a learning rate lr means steps of lr * B grey levels."""
 
     name = "pixel"
     lr_scale = B
