@@ -22,7 +22,7 @@ from cnnscope import load_image, load_model
 from cnnscope.backprop import BPTarget, backprop_maps
 from cnnscope.backprop.analysis import cascading_randomisation, selectivity
 from cnnscope.backprop.runs import selectivity_table
-from cnnscope.images import list_folder
+from cnnscope.data import list_folder
 
 SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "imagenet-sample"
 

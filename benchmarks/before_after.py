@@ -12,7 +12,7 @@ import torch
 from cnnscope import load_model
 from cnnscope.preimage import Target, get_recipe, maximize
 from cnnscope.preimage.quality import class_ranks, judges_for
-from cnnscope.report.plots import image_grid
+from cnnscope.viz import image_grid
 
 CLASSES = (285, 980, 401, 599, 797)  # Egyptian cat, volcano, accordion, honeycomb, sleeping bag
 

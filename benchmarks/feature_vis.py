@@ -33,14 +33,15 @@ import torch.nn.functional as F
 from timing import median_time
 
 from cnnscope import load_image, load_model
-from cnnscope.images import list_folder, save_image
+from cnnscope.data import list_folder
+from cnnscope.images import save_image
 from cnnscope.layers import Capture, capture
 from cnnscope.preimage import InnerProduct, SolverConfig, Target, invert, maximize, reconstruction_error, solve
 from cnnscope.preimage.presets import sized_preprocess
 from cnnscope.preimage.quality import class_ranks, gram_distance, judges_for, spectrum_slope, topk_overlap
 from cnnscope.preimage.recipes import get_recipe
 from cnnscope.preimage.style import texture
-from cnnscope.report.plots import image_grid
+from cnnscope.viz import image_grid
 
 HERE = Path(__file__).resolve().parent
 SAMPLE = HERE.parents[1] / "shared" / "imagenet-sample"

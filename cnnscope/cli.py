@@ -190,6 +190,10 @@ def _check_memory(models, layer_spec: str, n: int, size: int | None, cfg) -> Non
         check_memory(model, expand_layers(model, layer_spec), n, size or model.input_size, cfg.max_memory_gb)
 
 
+def _took(seconds: float | None) -> str:
+    return "reused" if seconds is None else f"{seconds:.1f} s"
+
+
 def _finish(summary: dict, out: Path) -> None:
     print(f"wrote {out / summary['grid']}")
     if summary.get("interrupted"):
@@ -222,7 +226,7 @@ def cmd_invert(args) -> None:
         if u.get("judge_top5_overlap"):
             judged = "   judges' top-5 overlap " + " ".join(
                 "/".join(str(v) for v in d.values()) for d in u["judge_top5_overlap"])
-        print(f"{u['title']:<40} normalised error {errs}{judged}   ({u['seconds']:.1f} s)")
+        print(f"{u['title']:<40} normalised error {errs}{judged}   ({_took(u['seconds'])})")
         if "ambiguity" in u:
             a = u["ambiguity"]
             print(f"{'':<40} mean mutual RMS pixel distance {a['mean_mutual_rms_distance']:.4f}; "
@@ -242,8 +246,9 @@ def _layer_list(model, spec):
 
 
 def _style_outputs(out: Path, stem: str, images, titles, settings: dict, results: list[dict]) -> Path:
-    from .images import save_image, write_json
-    from .report.plots import image_grid
+    from .images import save_image
+    from .store import write_json
+    from .viz import image_grid
 
     out.mkdir(parents=True, exist_ok=True)
     files = []
@@ -335,8 +340,9 @@ def cmd_train_texture_net(args) -> None:
 
 
 def cmd_stylize(args) -> None:
-    from .images import load_image, save_image, write_json
+    from .images import load_image, save_image
     from .preimage.generator import apply_generator, load_checkpoint
+    from .store import write_json
 
     if not args.out.endswith(".png"):
         raise CnnscopeError(f"--out {args.out}: must end in .png")
@@ -415,7 +421,7 @@ def cmd_caricature(args) -> None:
                              data_weight=args.data_weight, size=args.size, cosine_power=args.cosine, recipe=recipe)
     for u in summary["units"]:
         print(f"{u['layer']:<14} <Phi(x0),Phi(x)>/||Phi(x0)||^2 = {u['relative_response']:.3f} "
-              f"(1 at the input; {u['seconds']:.1f} s)")
+              f"(1 at the input; {_took(u['seconds'])})")
     _finish(summary, out)
 
 
@@ -803,8 +809,9 @@ def cmd_predict(args) -> None:
 
 
 def cmd_activations(args) -> None:
-    from .images import atomic_path, load_image, write_json
+    from .images import load_image
     from .layers import capture
+    from .store import atomic_path, write_json
 
     if args.out and not args.out.endswith(".safetensors"):
         raise CnnscopeError(f"--out {args.out}: must end in .safetensors")
@@ -896,7 +903,8 @@ def cmd_backprop(args) -> None:
 
 
 def _folder_images(folder: str | None, limit: int):
-    from .images import list_folder, load_image
+    from .data import list_folder
+    from .images import load_image
 
     if folder is None:
         names = ("chelsea", "coffee", "astronaut", "rocket", "retina", "ihc")
@@ -907,7 +915,7 @@ def _folder_images(folder: str | None, limit: int):
 def cmd_selectivity(args) -> None:
     from .backprop.analysis import selectivity
     from .backprop.runs import selectivity_table
-    from .images import write_json
+    from .store import write_json
 
     out = _out_dir(args.out)
     images = _folder_images(args.images, args.limit)
@@ -932,8 +940,9 @@ def cmd_sanity(args) -> None:
     from .backprop import BPTarget
     from .backprop.analysis import cascading_randomisation
     from .backprop.runs import plot_sanity
-    from .images import load_image, write_json
+    from .images import load_image
     from .preimage.runs import parse_class
+    from .store import write_json
 
     image = load_image(args.image)
     out = _out_dir(args.out)
@@ -1006,9 +1015,9 @@ def torch_perm(n: int, seed: int):
 
 
 def cmd_cka(args) -> None:
-    from .images import write_json
     from .models import load_model
     from .preimage.runs import expand_layers, slug
+    from .store import write_json
     from .transforms.cka import linear_cka
     from .transforms.equivalence import features
     from .transforms.runs import cka_heatmap, image_set
@@ -1037,9 +1046,9 @@ def cmd_cka(args) -> None:
 
 
 def cmd_equivariance(args) -> None:
-    from .images import atomic_path, write_json, write_text
     from .models import load_model
     from .preimage.runs import slug
+    from .store import atomic_path, write_json, write_text
     from .transforms.equivariance import equivariance_experiment
     from .transforms.runs import image_set, plot_equivariance
     from .transforms.transform import Transform
@@ -1146,8 +1155,9 @@ def cmd_hog(args) -> None:
     import torch.nn.functional as F
 
     from .features import HOG, render_hog
-    from .images import load_image, save_image, write_json
+    from .images import load_image, save_image
     from .preimage.runs import slug
+    from .store import write_json
 
     out = _out_dir(args.out)
     image = load_image(args.image)
@@ -1219,7 +1229,7 @@ def cmd_train_small(args) -> None:
 
 
 def cmd_stitch_small(args) -> None:
-    from .images import write_json
+    from .store import write_json
     from .transforms.runs import format_table, stitch_table
     from .transforms.smallnets import seed_data_experiment
 

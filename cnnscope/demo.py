@@ -12,11 +12,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .images import load_image, save_image, write_json, write_text
+from .images import load_image, save_image
 from .layers import list_layers
 from .models import DEFAULT_MODEL, Model, load_model
 from .report import html
-from .report.plots import bar_chart
+from .store import write_json, write_text
+from .viz import bar_chart
 
 DEFAULT_IMAGES = ("sample:chelsea", "sample:coffee")
 
@@ -167,11 +168,12 @@ def section_style(ctx: DemoContext) -> str:
 
 def section_equivalence(ctx: DemoContext) -> str:
     """Linear CKA between Lite0 and Lite1 layers, on random crops of the bundled samples."""
-    from .images import write_json
+    from .data import image_set
     from .models import load_model
+    from .store import write_json
     from .transforms.cka import linear_cka
     from .transforms.equivalence import features
-    from .transforms.runs import cka_heatmap, image_set
+    from .transforms.runs import cka_heatmap
 
     try:
         other = load_model("efficientnet_lite1")
@@ -202,10 +204,11 @@ def section_handcrafted(ctx: DemoContext) -> str:
     """HOG as glyphs, its pre-image, and its equivariance to a 45 degree rotation (learned M_g)."""
     import numpy as np
 
+    from .data import image_set
     from .features import HOG, render_hog
     from .preimage import SolverConfig
     from .preimage.presets import invert, reconstruction_error
-    from .transforms.runs import feature_equivariance_run, image_set
+    from .transforms.runs import feature_equivariance_run
     from .transforms.transform import Transform
 
     out = ctx.out / "hog"

@@ -1,16 +1,15 @@
 """Images in and out: load any Pillow-readable file or a bundled sample, save PNGs atomically.
 
+Image folders, labels and splits are in `cnnscope.data`; other files in `cnnscope.store`.
+
 Images inside cnnscope are float32 tensors of shape [3, H, W] with values in [0, 1].
 Model-specific resizing and normalisation live in `cnnscope.models.Preprocess`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import CnnscopeError
+from .store import atomic_path
 
 # Bundled samples (scikit-image ships them; no download needed). name -> skimage.data function.
 SAMPLES = {
@@ -155,114 +155,9 @@ def tensor_to_uint8(image: torch.Tensor) -> np.ndarray:
     return (t.clamp(0, 1).permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success rename it over `path`, on failure delete it.
-
-    Readers never see a half-written file, and an interrupted run leaves nothing behind.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + target.name + ".", suffix=".part", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        umask = os.umask(0)
-        os.umask(umask)
-        # mkstemp makes 0600 (and some writers replace the file): finished files get normal permissions
-        os.chmod(tmp_path, 0o666 & ~umask)
-        os.replace(tmp_path, target)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
-
-
 def save_image(image: torch.Tensor | np.ndarray, path: str | os.PathLike) -> Path:
     """Save a [3,H,W] float tensor in [0,1] (or an HxWx3 uint8 array) as PNG, atomically."""
     array = image if isinstance(image, np.ndarray) else tensor_to_uint8(image)
     with atomic_path(path) as tmp:
         Image.fromarray(array).save(tmp, format="PNG")
     return Path(path)
-
-
-def write_text(text: str, path: str | os.PathLike) -> Path:
-    """Write a text file atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return Path(path)
-
-
-def write_json(data, path: str | os.PathLike) -> Path:
-    import json
-
-    return write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", path)
-
-
-def finished_unit(folder: str | os.PathLike, key: str, settings: dict) -> dict | None:
-    """The record {"settings", "results", "files"} a resumable unit wrote as folder/key.json, if it was made with
-    these settings and every file it lists (relative to folder) is there; else None (so: redo the unit)."""
-    import json
-
-    meta = Path(folder) / f"{key}.json"
-    try:
-        data = json.loads(meta.read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or data.get("settings") != settings:
-        return None
-    if not all((Path(folder) / name).is_file() for name in data.get("files", [])):
-        return None
-    return data
-
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
-
-
-def list_folder(folder: str | os.PathLike, limit: int | None = None) -> list[tuple[Path, int | str | None]]:
-    """Images of a folder with their labels: a labels.csv (file, class_index…) if present, else class
-    sub-folders (label = folder name), else a flat folder (no labels). Sorted, so runs are reproducible."""
-    import csv
-
-    root = Path(folder)
-    if not root.is_dir():
-        raise CnnscopeError(f"{folder}: not a folder")
-    labels = root / "labels.csv"
-    if labels.is_file():
-        with open(labels, newline="") as f:
-            rows = list(csv.DictReader(f))
-        items = [(root / r["file"], int(r["class_index"]) if r.get("class_index", "").isdigit() else None)
-                 for r in rows if "file" in r]
-    else:
-        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        items = [(p, p.parent.name if p.parent != root else None) for p in files]
-    if not items:
-        raise CnnscopeError(f"{folder}: no images found")
-    return items[:limit] if limit else items
-
-
-def save_tensors(tensors: dict, path: str | os.PathLike, fmt: str, **metadata: str) -> Path:
-    """Save tensors as safetensors atomically, tagged with a format name and string metadata."""
-    from safetensors.torch import save_file
-
-    with atomic_path(path) as tmp:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"format": fmt, **metadata})
-    return Path(path)
-
-
-def load_tensors(path: str | os.PathLike, fmt: str, what: str) -> tuple[dict, dict]:
-    """(tensors, metadata) of a safetensors file written by `save_tensors` with format `fmt`; one-line errors."""
-    from safetensors import safe_open
-
-    p = Path(path)
-    if not p.is_file():
-        raise CnnscopeError(f"{what} {path}: no such file")
-    try:
-        with safe_open(str(p), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as err:  # safetensors raises several types for bad headers
-        raise CnnscopeError(f"{what} {path}: not a readable safetensors file ({err})") from None
-    if meta.get("format") != fmt:
-        raise CnnscopeError(f"{what} {path}: not a cnnscope {what} (format tag missing or different)")
-    return tensors, meta

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from cnnscope import CnnscopeError
+from cnnscope.data import image_set
 from cnnscope.transforms.equivariance import channel_correlation, equivariance_experiment
-from cnnscope.transforms.runs import image_set
 from cnnscope.transforms.transform import Transform
 
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from cnnscope import load_image
+from cnnscope.data import image_set
 from cnnscope.features import HOG, DenseSIFT, render_hog, vlfeat
 from cnnscope.layers import get_layer
 from cnnscope.models import load_model
 from cnnscope.transforms.regression import apply_map, fit_map, regression_experiment
-from cnnscope.transforms.runs import image_set
 from cnnscope.transforms.transform import Transform
 
 needs_vlfeat = pytest.mark.skipif(not vlfeat.available(),

@@ -4,8 +4,8 @@ import torch
 from PIL import Image
 
 from cnnscope import CnnscopeError, load_image, sample_names, save_image
-from cnnscope.images import atomic_path
 from cnnscope.models import Preprocess
+from cnnscope.store import atomic_path
 from tests.conftest import png_with_header_size
 
 

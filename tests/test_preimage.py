@@ -163,7 +163,7 @@ def test_cli_invert_writes_outputs_and_resumes(tmp_path):
     args = ["invert", "sample:chelsea", "--layer", "stem,stage1", "--size", "64", "--iters", "30", "--out", str(out)]
     assert main(args) == 0
     meta = json.loads((out / "invert_efficientnet_lite0_chelsea_stem.json").read_text())
-    assert meta["settings"]["layer"] == "stem" and meta["settings"]["solver"]["iters"] == 30
+    assert meta["settings"]["layers"] == ["stem"] and meta["settings"]["solver"]["iters"] == 30
     assert meta["settings"]["prior"]["beta"] == 2.0 and meta["results"]["iterations"] == 30
     assert 0 <= meta["results"]["normalised_error"][0] < 1
     assert meta["files"] == ["invert_efficientnet_lite0_chelsea_stem.png"]

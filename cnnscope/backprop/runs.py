@@ -7,11 +7,12 @@ from pathlib import Path
 
 import torch
 
-from ..images import load_image, save_image, write_json
+from ..images import load_image, save_image
 from ..layers import get_layer
 from ..models import Model
 from ..preimage.runs import slug
-from ..report.plots import image_grid, save_figure
+from ..store import write_json
+from ..viz import image_grid, save_figure
 from .methods import METHODS, BPTarget, backprop_maps, render
 
 COLUMNS = ("deconvnet", "salinet", "desalinet")  # the seed's order: Image | DeConvNet | SaliNet | DeSaliNet
@@ -58,7 +59,7 @@ def run_saliency(model: Model, source: str, rows: list[BPTarget], methods: list[
     image_grid(pictures, titles, grid, ncols=1 + len(methods), cell=2.4)
     from safetensors.torch import save_file
 
-    from ..images import atomic_path
+    from ..store import atomic_path
 
     with atomic_path(out / f"saliency_{name}.safetensors") as tmp:
         save_file(raw, str(tmp))

@@ -25,7 +25,7 @@ from .preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess, tf_preprocess
 from .user import build_user_model, is_user_model
 from .weights import load_strict, read_state_dict
 
-__all__ = ["DEFAULT_MODEL", "Model", "Prediction", "Preprocess", "ZOO", "imagenet_classes", "list_models",
+__all__ = ["DEFAULT_MODEL", "Model", "ModelSpec", "Prediction", "Preprocess", "ZOO", "imagenet_classes", "list_models",
            "load_model", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 DEFAULT_MODEL = "efficientnet_lite0"
@@ -126,6 +126,36 @@ def list_models() -> list[ZooEntry]:
     return list(ZOO.values())
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to load a model: what a job records instead of the model, so a worker process can load it too.
+
+    The fields are `load_model`'s arguments; ``preprocess`` holds the overrides as (field, value) pairs.
+    """
+
+    name: str = DEFAULT_MODEL
+    weights: str | None = None
+    random_weights: bool = False
+    seed: int = 0
+    preprocess: tuple[tuple[str, object], ...] = ()
+    classes: str | None = None
+
+    def load(self) -> Model:
+        """The model this spec names (`load_model` with these arguments)."""
+        return load_model(self.name, weights=self.weights, random_weights=self.random_weights, seed=self.seed,
+                          preprocess=dict(self.preprocess) or None, classes=self.classes)
+
+    def to_dict(self) -> dict:
+        """The fields that differ from the defaults, for a job's settings (so old records stay valid)."""
+        out = {"name": self.name}
+        for f in dataclasses.fields(self)[1:]:
+            value = getattr(self, f.name)
+            if value != f.default:
+                out[f.name] = [list(v) if isinstance(v, tuple) else v for v in value] if f.name == "preprocess" \
+                    else value
+        return out
+
+
 @dataclass
 class Model:
     """A network ready for analysis: eval mode, frozen parameters, its preprocessing and class names."""
@@ -137,6 +167,11 @@ class Model:
     aliases: dict[str, str] = field(default_factory=dict)
     weights: str = "random"
     torchscript: bool = False
+    spec: ModelSpec | None = None  # how to load it again (in a worker process); None: built by hand
+
+    def job_spec(self) -> ModelSpec:
+        """The spec jobs record for this model (its name alone when it was not made by `load_model`)."""
+        return self.spec or ModelSpec(self.name)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Forward a preprocessed batch [N,3,S,S]."""
@@ -195,6 +230,46 @@ def _read_classes(path: str | None) -> Sequence[str]:
 
 
 def load_model(
+    name: str = DEFAULT_MODEL,
+    *,
+    weights: str | None = None,
+    random_weights: bool = False,
+    seed: int = 0,
+    preprocess: Preprocess | dict | None = None,
+    classes: str | None = None,
+) -> Model:
+    """Build a zoo model (by name) or a user model (``file.py:factory`` or a TorchScript file).
+
+    Parameters
+    ----------
+    name : str
+        A zoo name (`list_models`), ``small:FILE.safetensors``, ``path/file.py:factory`` or a TorchScript file.
+    weights : str, optional
+        A checkpoint (.pth/.pt/.safetensors state dict) loaded strictly instead of the default weights.
+    random_weights : bool
+        Skip loading and keep the initialisation seeded by `seed` (tests, architecture studies).
+    seed : int
+        Seeds that initialisation.
+    preprocess : Preprocess or dict, optional
+        A Preprocess, or a dict of fields (input_size, resize, mean, std) overriding the model's own.
+    classes : str, optional
+        A file of class names, one per line (default: ImageNet's).
+
+    Returns
+    -------
+    Model
+        In eval mode with frozen parameters; ``model.spec`` loads it again.
+    """
+    model = _build_model(name, weights=weights, random_weights=random_weights, seed=seed, preprocess=preprocess,
+                         classes=classes)
+    overrides = preprocess.to_dict() if isinstance(preprocess, Preprocess) else (preprocess or {})
+    model.spec = ModelSpec(name, weights, random_weights, seed,
+                           tuple((k, tuple(v) if isinstance(v, list) else v)
+                                 for k, v in sorted(overrides.items()) if v is not None), classes)
+    return model
+
+
+def _build_model(
     name: str = DEFAULT_MODEL,
     *,
     weights: str | None = None,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,10 +20,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from ..data import load_images, random_crops
 from ..errors import CnnscopeError
-from ..images import load_image, load_tensors, save_tensors
+from ..images import load_image
 from ..layers import Capture
 from ..models import Model
+from ..store import load_tensors, save_tensors
 from .objectives import Context, Representation
 from .style import default_content_layer, default_style_layers, style_objective, style_target
 
@@ -109,29 +110,9 @@ def build_generator(settings: NetSettings) -> nn.Module:
     raise CnnscopeError(f"unknown generator mode '{settings.mode}' (texture or style)")
 
 
-CONTENT_SAMPLES = ("chelsea", "coffee", "astronaut", "rocket", "retina", "ihc", "hubble", "camera", "coins")
-
-
 def content_pool(folder: str | None) -> list[torch.Tensor]:
-    if folder is None:
-        return [load_image(f"sample:{n}") for n in CONTENT_SAMPLES]
-    from ..images import list_folder
-
-    return [load_image(p) for p, _ in list_folder(folder)]
-
-
-def random_crops(images: Sequence[torch.Tensor], n: int, size: int, gen: torch.Generator) -> torch.Tensor:
-    """n random square crops (random scale, then resized to `size`) — the style-mode training data."""
-    out = []
-    for _ in range(n):
-        img = images[int(torch.randint(len(images), (1,), generator=gen))]
-        h, w = img.shape[-2:]
-        side = int(min(h, w) * (0.5 + 0.5 * float(torch.rand(1, generator=gen))))
-        top = int(torch.randint(h - side + 1, (1,), generator=gen))
-        left = int(torch.randint(w - side + 1, (1,), generator=gen))
-        crop = img[:, top:top + side, left:left + side].unsqueeze(0)
-        out.append(F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False))
-    return torch.cat(out)
+    """Style-mode content images: a folder's, or the first nine bundled photographs."""
+    return load_images(folder, None if folder else 9)
 
 
 GENERATOR_FORMAT = "cnnscope-generator-1"

@@ -178,7 +178,7 @@ def ambiguity(result: PreimageResult, original: torch.Tensor | None = None) -> d
 MAXIMIZE_DATA_WEIGHT = 20.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class Target:
     """What to maximise at a layer: a neuron (channel at y, x; default centre), a whole channel (spatial
     mean), a class logit, or an arbitrary direction."""
@@ -325,6 +325,11 @@ def caricature(model: Model, image: torch.Tensor | str, layer: str, *, size: int
     objective = data_weight * Caricature(layer, phi0, cosine_power) + job.prior.objective(model.input_size / size)
     job.param.encode(sized_preprocess(model, size).geometry(img))
     return solve(model, objective, job.param, job.config)
+
+
+def caricature_gain(result: PreimageResult, data_weight: float = CARICATURE_DATA_WEIGHT) -> list[float]:
+    """<Phi(x0), Phi(x)> / ||Phi(x0)||^2 per picture: 1 at the start image, larger when the caricature works."""
+    return [-v / data_weight for v in next(vals for k, vals in result.terms.items() if k.startswith("caricature"))]
 
 
 # ------------------------------------------------------------------------------------ feature accentuation

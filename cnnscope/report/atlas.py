@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..errors import CnnscopeError
-from ..images import finished_unit, save_image, write_json
+from ..images import save_image
+from ..store import finished, write_json
 
 QUICK = {"layers": "stage2,stage4", "channels": 4, "iters": 40, "size": 96, "examples": 2, "patch_images": 8}
 
@@ -79,7 +80,7 @@ def image_sources(report: ReportSettings, limit: int) -> list[str]:
     if report.images is None:
         names = [f"sample:{n}" for n in BUNDLED]
         return names[:limit]
-    from ..images import list_folder
+    from ..data import list_folder
 
     return [str(p) for p, _ in list_folder(report.images, limit)]
 
@@ -118,7 +119,7 @@ def plan(report: ReportSettings, model) -> list[Unit]:
 
 
 def is_done(out: Path, unit: Unit, report: ReportSettings) -> bool:
-    return finished_unit(out, unit.key, unit.settings(report)) is not None
+    return finished(out, unit.key, unit.settings(report)) is not None
 
 
 # ------------------------------------------------------------------------------------- unit work

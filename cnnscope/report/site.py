@@ -9,7 +9,7 @@ import json
 from html import escape
 from pathlib import Path
 
-from ..images import write_json, write_text
+from ..store import write_json, write_text
 from . import html
 from .atlas import ReportSettings, Unit, is_done
 

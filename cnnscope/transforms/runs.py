@@ -9,33 +9,11 @@ from pathlib import Path
 
 import torch
 
-from ..images import atomic_path, list_folder, load_image, write_json, write_text
 from ..models import Model
-from ..report.plots import save_figure
+from ..store import atomic_path, write_json, write_text
+from ..viz import save_figure
 
 METHODS = ("naive", "random", "permutation", "regression", "task")
-DEFAULT_SAMPLES = ("chelsea", "coffee", "astronaut", "rocket", "retina", "ihc", "hubble", "camera", "coins", "brick")
-
-
-def image_set(model: Model, folder: str | None, limit: int | None, seed: int = 0,
-              crops_per_sample: int = 8) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """[N,3,S,S] images in [0,1] at the model's input size, with integer labels when the folder has a
-    labels.csv. Default (no folder): random crops of the bundled samples, unlabelled, so it runs anywhere."""
-    size = model.input_size
-    if folder is not None:
-        items = list_folder(folder, limit)
-        images = torch.cat([model.preprocess.geometry(load_image(p)) for p, _ in items])
-        labels = [lab for _, lab in items]
-        has = all(isinstance(lab, int) for lab in labels)
-        return images, torch.tensor(labels) if has else None
-    gen = torch.Generator().manual_seed(seed)
-    from ..preimage.generator import random_crops
-
-    pool = [load_image(f"sample:{n}") for n in DEFAULT_SAMPLES]
-    n = limit or len(pool) * crops_per_sample
-    return random_crops(pool, n, size, gen), None
-
-
 def stitch_table(result: dict, metric: str) -> list[dict]:
     rows = []
     for key in ("A", "B"):

@@ -20,8 +20,8 @@ from torch import nn
 from tqdm import tqdm
 
 from ..errors import CnnscopeError
-from ..images import load_tensors, save_tensors
 from ..models import Model, Preprocess
+from ..store import load_tensors, save_tensors
 
 DATASETS = ("shapes", "textures")
 SIZE = 32

@@ -1,7 +1,8 @@
-"""Matplotlib figures, saved atomically."""
+"""Matplotlib figures, saved atomically (the low layer: every family may draw with it; it imports none)."""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 
@@ -10,7 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ..images import atomic_path  # noqa: E402
+from ..images import tensor_to_uint8  # noqa: E402
+from ..store import atomic_path  # noqa: E402
 
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> None:
@@ -36,10 +38,6 @@ def bar_chart(labels: Sequence[str], values: Sequence[float], title: str, path: 
 def image_grid(images: Sequence, titles: Sequence[str], path: str | os.PathLike, ncols: int | None = None,
                row_labels: Sequence[str] | None = None, title: str | None = None, cell: float = 2.0) -> None:
     """A grid of [3,H,W] tensors in [0,1] (None leaves a cell empty), each with a small title."""
-    import math
-
-    from ..images import tensor_to_uint8
-
     n = len(images)
     ncols = ncols or n
     nrows = math.ceil(n / ncols)

@@ -1,0 +1,280 @@
+"""The job engine: every verb's work is a list of jobs, run here the same way.
+
+A job is a frozen dataclass whose fields are every setting its output depends on (and nothing else: no
+paths, no worker count), a pure ``compute(*models) -> Result`` and a ``write(out, result) -> files``. The
+engine writes a job's files first and its JSON record (settings, results, files) last and atomically: the
+record is the "done" marker, so a run killed at any moment and started again with the same command skips
+finished jobs and loses at most the ones in flight. A job runs single-threaded with a seed derived from its
+key, so one process, N worker processes or a Ray cluster write byte-identical files (torch's CPU kernels
+give different last bits with different thread counts: use ``workers`` to use more cores).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing as mp
+import time
+import zlib
+from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from tqdm import tqdm
+
+from ..errors import CnnscopeError
+from ..models import Model, ModelSpec
+from ..store import finished, json_safe, write_json
+
+
+def plain(value):
+    """A setting as JSON can hold it: objects by their ``to_dict``, dataclasses field by field, tensors by a
+    checksum of their bytes (a direction of 1000 numbers need not be written out to be compared)."""
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if torch.is_tensor(value):
+        data = value.detach().cpu().contiguous()
+        return f"tensor{list(data.shape)}:{zlib.crc32(data.numpy().tobytes()):08x}"
+    return value
+
+
+class Result:
+    """Base of the typed results jobs return. ``to_json`` gives the record's "results": every field but
+    tensors and those marked ``field(metadata={"json": False})`` (pictures, fitted modules: they go to files)."""
+
+    interrupted: bool = False  # a solver stopped by Ctrl-C returns its best so far with this set
+
+    def to_json(self) -> dict:
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.metadata.get("json", True) and not torch.is_tensor(value):
+                out[f.name] = value
+        if self.interrupted:
+            out["interrupted"] = True
+        return json_safe(out)
+
+
+@dataclass(frozen=True)
+class Job:
+    """Base of every job. Subclasses are frozen dataclasses with a ``kind``, a ``key`` (the file stem of
+    the record under the output folder, unique within a run) and ``compute`` / ``write``."""
+
+    kind: ClassVar[str] = "job"
+    # and a field ``key: str``: the file stem of the job's record under the output folder
+
+    def models(self) -> tuple[ModelSpec, ...]:
+        """The models ``compute`` takes, in order (default: the job's ``model`` field)."""
+        return (self.model,)  # type: ignore[attr-defined]
+
+    def settings(self) -> dict:
+        """Everything the output depends on, as recorded in (and compared against) the JSON record."""
+        out: dict[str, Any] = {"job": self.kind}
+        for f in dataclasses.fields(self):
+            out[f.name] = plain(getattr(self, f.name))
+        return json_safe(out)
+
+    def job_seed(self) -> int:
+        """The job's seed: its key hashed with its ``seed`` field (if any); the engine seeds torch with it."""
+        seed = getattr(self, "seed", 0)
+        return (zlib.crc32(self.key.encode()) ^ (seed if isinstance(seed, int) else 0)) & 0x7FFFFFFF
+
+    def compute(self, *models: Model) -> Result:
+        raise NotImplementedError
+
+    def write(self, out: Path, result: Result) -> list[str]:
+        """Write the job's files under `out`; return their paths relative to `out` (the record lists them)."""
+        raise NotImplementedError
+
+
+@dataclass
+class Outcome:
+    """A finished job: its record's results and files, and, when computed in this process, the typed result."""
+
+    job: Job
+    results: dict
+    files: list[str]
+    reused: bool
+    seconds: float | None = None
+    result: Result | None = None
+
+
+@dataclass
+class Run:
+    """What `execute` did: the finished jobs in job order, and whether Ctrl-C stopped it."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    interrupted: bool = False
+    seconds: float = 0.0
+
+    @property
+    def computed(self) -> int:
+        return sum(not o.reused for o in self.outcomes)
+
+    @property
+    def reused(self) -> int:
+        return sum(o.reused for o in self.outcomes)
+
+    def results(self) -> dict[str, dict]:
+        return {o.job.key: o.results for o in self.outcomes}
+
+
+# ---------------------------------------------------------------------------------------------- models
+_MODELS: dict[ModelSpec, Model] = {}
+
+
+def model_for(spec: ModelSpec) -> Model:
+    """The model of `spec`, loaded once per process."""
+    if spec not in _MODELS:
+        _MODELS[spec] = spec.load()
+    return _MODELS[spec]
+
+
+def provide(spec: ModelSpec, model: Model) -> None:
+    """Hand the engine an already loaded model for `spec` (this process only; workers load their own)."""
+    _MODELS[spec] = model
+
+
+# ------------------------------------------------------------------------------------------ one job
+def run_job(out: str, job: Job) -> tuple[dict, list[str], float, Result | None]:
+    """Compute one job and write its files, then its record. Top level so worker processes can run it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a job's bits must not depend on how many jobs run side by side
+    try:
+        torch.manual_seed(job.job_seed())
+        models = [model_for(spec) for spec in job.models()]
+        start = time.perf_counter()
+        result = job.compute(*models)
+        seconds = time.perf_counter() - start
+        files = job.write(Path(out), result)
+        results = result.to_json()
+        write_json({"settings": job.settings(), "results": results, "files": files}, Path(out) / f"{job.key}.json")
+    finally:
+        torch.set_num_threads(threads)
+    return results, files, seconds, result
+
+
+# ------------------------------------------------------------------------------------------ executor
+def execute(jobs: Sequence[Job], out: str | Path, *, workers: int = 1, ray: str | None = None,
+            progress: bool = True, desc: str = "jobs") -> Run:
+    """Run the jobs not yet done under `out` and return every finished one.
+
+    Parameters
+    ----------
+    jobs : sequence of Job
+        Their keys must be unique.
+    out : str or Path
+        Output folder (created).
+    workers : int
+        Worker processes (1: in this process).
+    ray : str or None
+        A Ray address ("local" starts one here) to run the jobs on instead.
+    progress : bool
+        Show a progress bar (only on a terminal, and only for more than one job).
+    desc : str
+        The bar's label.
+
+    Returns
+    -------
+    Run
+        Outcomes in job order (reused and computed), whether Ctrl-C stopped the run, seconds taken.
+        After Ctrl-C, finished jobs are kept and the one in flight is not recorded as done.
+    """
+    out = Path(out)
+    keys = [j.key for j in jobs]
+    if len(set(keys)) != len(keys):
+        dup = next(k for k in keys if keys.count(k) > 1)
+        raise CnnscopeError(f"two jobs would write the same files ({dup}): give distinct settings")
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.rglob(".*.part"):  # temp files of jobs a killed run had in flight
+        stale.unlink(missing_ok=True)
+    outcomes: dict[str, Outcome] = {}
+    pending = []
+    for job in jobs:
+        record = finished(out, job.key, job.settings())
+        if record is None:
+            pending.append(job)
+        else:
+            outcomes[job.key] = Outcome(job, record["results"], record["files"], reused=True)
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(pending), desc=desc, unit="job", smoothing=0.1,
+               disable=None if progress and len(jobs) > 1 else True)
+    start, interrupted = time.perf_counter(), False
+
+    def done(job: Job, value: tuple) -> bool:
+        results, files, seconds, result = value
+        outcomes[job.key] = Outcome(job, results, files, reused=False, seconds=seconds, result=result)
+        bar.update(1)
+        return bool(results.get("interrupted"))
+
+    try:
+        if ray is not None:
+            _run_ray(pending, out, ray, workers, done)
+        elif workers <= 1 or len(pending) <= 1:
+            for job in pending:
+                if done(job, run_job(str(out), job)):
+                    interrupted = True  # the solver caught Ctrl-C: its best so far is written, marked
+                    break
+        else:
+            _run_processes(pending, out, workers, done)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+    ordered = [outcomes[k] for k in keys if k in outcomes]
+    interrupted = interrupted or any(o.results.get("interrupted") for o in ordered)
+    return Run(ordered, interrupted, time.perf_counter() - start)
+
+
+def _run_processes(jobs: list[Job], out: Path, workers: int, done) -> None:
+    # spawn, not fork: a forked copy of a process that already ran torch's thread pools can deadlock
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+    try:
+        todo = iter(jobs)
+        running = {}
+        for job in todo:  # at most 2 queued per worker: Ctrl-C then loses little
+            running[pool.submit(run_job, str(out), job)] = job
+            if len(running) >= 2 * workers:
+                break
+        while running:
+            ready, _ = wait(running, return_when=FIRST_COMPLETED)
+            for f in ready:
+                job = running.pop(f)
+                done(job, f.result())  # re-raises a worker's error here
+                nxt = next(todo, None)
+                if nxt is not None:
+                    running[pool.submit(run_job, str(out), nxt)] = nxt
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+
+
+def _run_ray(jobs: list[Job], out: Path, address: str, workers: int, done) -> None:
+    try:
+        import ray  # optional extra: imported only when asked for
+    except ImportError:
+        raise CnnscopeError("--ray needs Ray: pip install 'cnnscope[ray]'") from None
+    if not ray.is_initialized():
+        if address == "local":
+            ray.init(num_cpus=max(1, workers), include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address=address, log_to_driver=False)
+    remote = ray.remote(num_cpus=1)(run_job)
+    refs = {remote.remote(str(out), job): job for job in jobs}
+    try:
+        while refs:
+            ready, _ = ray.wait(list(refs), num_returns=1)
+            job = refs.pop(ready[0])
+            done(job, ray.get(ready[0]))
+    except BaseException:
+        for r in refs:
+            ray.cancel(r, force=True)
+        raise

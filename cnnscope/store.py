@@ -1,0 +1,108 @@
+"""Files out: every write is atomic (a temporary file renamed into place), so a reader or a resumed run never
+sees half a file; JSON records; safetensors with a format tag.
+
+The done marker of a job is its JSON record, written last: see `finished`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .errors import CnnscopeError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success rename it over `path`, on failure delete it.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The file to write. Its folder is created if missing.
+
+    Yields
+    ------
+    Path
+        Where to write; it becomes `path` when the block exits without an exception.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + target.name + ".", suffix=".part", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        umask = os.umask(0)
+        os.umask(umask)
+        # mkstemp makes 0600 (and some writers replace the file): finished files get normal permissions
+        os.chmod(tmp_path, 0o666 & ~umask)
+        os.replace(tmp_path, target)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_text(text: str, path: str | os.PathLike) -> Path:
+    """Write a UTF-8 text file atomically; returns the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json(data, path: str | os.PathLike) -> Path:
+    """Write `data` as indented JSON atomically (keys in insertion order, so files are byte-stable)."""
+    return write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", path)
+
+
+def json_safe(data):
+    """`data` as JSON would give it back (tuples become lists): what a settings comparison must use."""
+    return json.loads(json.dumps(data))
+
+
+def finished(folder: str | os.PathLike, key: str, settings: dict) -> dict | None:
+    """The record {"settings", "results", "files"} a job wrote as folder/key.json, if it was made with these
+    settings, was not interrupted and every file it lists (relative to folder) is there; else None (redo it)."""
+    meta = Path(folder) / f"{key}.json"
+    try:
+        data = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("settings") != json_safe(settings):
+        return None
+    if isinstance(data.get("results"), dict) and data["results"].get("interrupted"):
+        return None
+    if not all((Path(folder) / name).is_file() for name in data.get("files", [])):
+        return None
+    return data
+
+
+def save_tensors(tensors: dict, path: str | os.PathLike, fmt: str, **metadata: str) -> Path:
+    """Save tensors as safetensors atomically, tagged with a format name and string metadata (JSON for
+    anything structured)."""
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"format": fmt, **metadata})
+    return Path(path)
+
+
+def load_tensors(path: str | os.PathLike, fmt: str, what: str) -> tuple[dict, dict]:
+    """(tensors, metadata) of a safetensors file written by `save_tensors` with format `fmt`; one-line errors."""
+    p = Path(path)
+    if not p.is_file():
+        raise CnnscopeError(f"{what} {path}: no such file")
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as err:  # safetensors raises several types for bad headers
+        raise CnnscopeError(f"{what} {path}: not a readable safetensors file ({err})") from None
+    if meta.get("format") != fmt:
+        raise CnnscopeError(f"{what} {path}: not a cnnscope {what} (format tag missing or different)")
+    return tensors, meta
