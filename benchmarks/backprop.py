@@ -19,10 +19,11 @@ from pathlib import Path
 from timing import median_time
 
 from cnnscope import load_image, load_model
-from cnnscope.backprop import BPTarget, backprop_maps
+from cnnscope.backprop import backprop_maps
 from cnnscope.backprop.analysis import cascading_randomisation, selectivity
 from cnnscope.backprop.runs import selectivity_table
 from cnnscope.data import list_folder
+from cnnscope.targets import Target
 
 SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "imagenet-sample"
 
@@ -40,7 +41,7 @@ def main() -> int:
     print("(1) time per map (median), Lite0 224 px, 2 threads")
     gbp = GuidedBackprop(model.net)
     theirs = median_time(lambda: gbp.attribute(x.clone().requires_grad_(True), target=282), args.repeats)
-    ours = median_time(lambda: backprop_maps(model, x, [BPTarget("class", "logits", 282)], "desalinet"),
+    ours = median_time(lambda: backprop_maps(model, x, [Target("class", 282, layer="logits")], "desalinet"),
                        args.repeats)
     print(f"  class logit      ours {ours * 1000:7.1f} ms   captum {theirs * 1000:7.1f} ms   ratio {ours / theirs:.2f}"
           "   (captum hooks only nn.ReLU: on Lite0's ReLU6 it silently returns the plain gradient)")
@@ -48,18 +49,18 @@ def main() -> int:
     xa = alex.prepare(load_image("sample:chelsea"))
     gbp_a = GuidedBackprop(alex.net)
     theirs_a = median_time(lambda: gbp_a.attribute(xa.clone().requires_grad_(True), target=282), args.repeats)
-    ours_a = median_time(lambda: backprop_maps(alex, xa, [BPTarget("class", "logits", 282)], "desalinet"),
+    ours_a = median_time(lambda: backprop_maps(alex, xa, [Target("class", 282, layer="logits")], "desalinet"),
                          args.repeats)
     print(f"  AlexNet class    ours {ours_a * 1000:7.1f} ms   captum {theirs_a * 1000:7.1f} ms   "
           f"ratio {ours_a / theirs_a:.2f}   (random weights; Captum applies here)")
     ngbp = NeuronGuidedBackprop(model.net, model.net._blocks[7])
     theirs_n = median_time(lambda: ngbp.attribute(x.clone().requires_grad_(True), neuron_selector=(5, 7, 7)),
                            args.repeats)
-    ours_n = median_time(lambda: backprop_maps(model, x, [BPTarget("neuron", "stage4", 5, 7, 7)], "desalinet"),
+    ours_n = median_time(lambda: backprop_maps(model, x, [Target("neuron", 5, 7, 7, layer="stage4")], "desalinet"),
                          args.repeats)
     print(f"  stage4 neuron    ours {ours_n * 1000:7.1f} ms   captum {theirs_n * 1000:7.1f} ms   "
           f"ratio {ours_n / theirs_n:.2f}")
-    targets = [BPTarget("neuron", "stage4", c, 7, 7) for c in range(8)]
+    targets = [Target("neuron", c, 7, 7, layer="stage4") for c in range(8)]
     batch = median_time(lambda: backprop_maps(model, x, targets, "desalinet"), max(3, args.repeats // 2))
     print(f"  8 stage4 neurons in one backward: {batch * 1000:.1f} ms = {batch / 8 * 1000:.1f} ms per map "
           f"(ratio to captum per map {batch / 8 / theirs_n:.2f})")
@@ -82,7 +83,7 @@ def main() -> int:
     curves = []
     for img in sanity_images:
         k = model.predict(img, k=1)[0][0].index
-        curves.append(cascading_randomisation(model, img, BPTarget("class", "logits", k), progress=False))
+        curves.append(cascading_randomisation(model, img, Target("class", k, layer="logits"), progress=False))
     blocks = curves[0]["blocks"]
     print(f"(3) cascading randomisation, {len(sanity_images)} images ({source}), top class, "
           f"{time.perf_counter() - t:.0f} s: mean Spearman vs trained")

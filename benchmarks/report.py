@@ -1,5 +1,5 @@
-"""Throughput of `cnnscope report`: units per minute with 1 and 2 worker processes (and their ratio), whether
-the per-unit cost stays flat as the plan grows, and the size and time of a `--quick` report.
+"""Throughput of `cnnscope report`: jobs per minute with 1 and 2 worker processes (and their ratio), whether
+the per-job cost stays flat as the plan grows, and the size and time of a `--quick` report.
 
     python benchmarks/report.py [--channels 16] [--iters 100] [--size 128]
 """
@@ -11,16 +11,17 @@ import tempfile
 import time
 from pathlib import Path
 
+from cnnscope.jobs import execute, run_job
 from cnnscope.models import load_model
-from cnnscope.report.atlas import ReportSettings, _unit_dict, execute, plan, run_unit
+from cnnscope.report.atlas import ReportSettings, plan
 
 
 def throughput(settings: ReportSettings, workers: int) -> tuple[int, float]:
     model = load_model(settings.model)
     units = plan(settings, model)
     with tempfile.TemporaryDirectory() as tmp:
-        run = execute(Path(tmp), settings, units, workers=workers, progress=False)
-    return run["computed"], run["seconds"]
+        run = execute(units, tmp, workers=workers, progress=False)
+    return run.computed, run.seconds
 
 
 def unit_times(settings: ReportSettings) -> dict[str, list[float]]:
@@ -29,9 +30,8 @@ def unit_times(settings: ReportSettings) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for u in plan(settings, model):
-            (Path(tmp) / u.key).parent.mkdir(parents=True, exist_ok=True)
             t = time.perf_counter()
-            run_unit(tmp, settings.to_dict(), _unit_dict(u))
+            run_job(tmp, u)
             times.setdefault(u.kind, []).append(time.perf_counter() - t)
     return times
 
@@ -48,21 +48,21 @@ def main() -> None:
     args = ap.parse_args()
     base = dict(model="efficientnet_lite0", layers=("stage2", "stage4"), iters=args.iters, size=args.size,
                 examples=2, patch_images=16)
-    print(f"# units: Lite0 stage2+stage4, {args.iters} iterations at {args.size} px; each unit single-threaded")
+    print(f"# units: Lite0 stage2+stage4, {args.iters} iterations at {args.size} px; each job single-threaded")
     rates = {}
     for workers in (1, 2):
         n, sec = throughput(ReportSettings(**base, channels=args.channels), workers)
         rates[workers] = 60 * n / sec
-        print(f"workers={workers}: {n} units in {sec:.1f} s = {rates[workers]:.1f} units/min")
+        print(f"workers={workers}: {n} units in {sec:.1f} s = {rates[workers]:.1f} jobs/min")
     print(f"ratio 2 workers / 1 worker: {rates[2] / rates[1]:.2f}")
     small, large = args.channels // 2, args.channels * 2
     means = {}
     for ch in (small, large):
         per_kind = unit_times(ReportSettings(**base, channels=ch))
         means[ch] = {k: sum(v) / len(v) for k, v in per_kind.items()}
-        print(f"plan with {ch} channels/layer ({sum(len(v) for v in per_kind.values())} units), ms per unit: "
+        print(f"plan with {ch} channels/layer ({sum(len(v) for v in per_kind.values())} jobs), ms per job: "
               + ", ".join(f"{k} {1000 * m:.0f}" for k, m in means[ch].items()))
-    print("per-unit cost ratio (large plan / small plan): "
+    print("per-job cost ratio (large plan / small plan): "
           + ", ".join(f"{k} {means[large][k] / means[small][k]:.2f}" for k in means[small]))
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()

@@ -17,6 +17,7 @@ from .errors import CnnscopeError
 from .images import load_image, sample_names, save_image
 from .layers import Capture, Truncated, capture, get_layer, list_layers, resolve
 from .models import Model, Prediction, Preprocess, list_models, load_model
+from .targets import Target
 
 
 def predict(model: Model | str, image, k: int = 5) -> list[Prediction]:
@@ -29,7 +30,7 @@ def predict(model: Model | str, image, k: int = 5) -> list[Prediction]:
 
 
 __all__ = [
-    "Capture", "CnnscopeError", "Model", "Prediction", "Preprocess", "Truncated", "capture", "get_layer",
+    "Capture", "CnnscopeError", "Model", "Prediction", "Preprocess", "Target", "Truncated", "capture", "get_layer",
     "list_layers", "list_models", "load_image", "load_model", "predict", "resolve", "sample_names",
     "save_image",
 ]

@@ -8,11 +8,13 @@ Model-specific resizing and normalisation live in `cnnscope.models.Preprocess`.
 
 from __future__ import annotations
 
+import difflib
 import os
 import warnings
 from pathlib import Path
 
 import numpy as np
+import skimage.data
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -99,13 +101,9 @@ def _check_size(name: str, width: int, height: int) -> None:
 
 def _load_sample(name: str) -> torch.Tensor:
     if name not in SAMPLES:
-        import difflib
-
         close = difflib.get_close_matches(name, SAMPLES, n=3, cutoff=0.4)
         hint = f"; did you mean {', '.join('sample:' + c for c in close)}?" if close else ""
         raise CnnscopeError(f"unknown sample 'sample:{name}'{hint} (available: {', '.join(sample_names())})")
-    import skimage.data
-
     array = getattr(skimage.data, SAMPLES[name])()
     return array_to_tensor(array)
 

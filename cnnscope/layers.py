@@ -314,9 +314,7 @@ class _FunctionalMode(TorchFunctionMode):
 
 
 def _unwrap(model) -> tuple[nn.Module, dict[str, str], int]:
-    from .models import Model
-
-    if isinstance(model, Model):
+    if hasattr(model, "net") and hasattr(model, "aliases"):  # a cnnscope Model (duck-typed: models imports us)
         return model.net, model.aliases, model.input_size
     if isinstance(model, nn.Module):
         aliases = model.layer_aliases() if hasattr(model, "layer_aliases") else {}

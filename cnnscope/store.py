@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from .errors import CnnscopeError
 
@@ -86,10 +86,23 @@ def finished(folder: str | os.PathLike, key: str, settings: dict) -> dict | None
 
 def save_tensors(tensors: dict, path: str | os.PathLike, fmt: str, **metadata: str) -> Path:
     """Save tensors as safetensors atomically, tagged with a format name and string metadata (JSON for
-    anything structured)."""
+    anything structured). The same tensors and metadata give the same bytes in every process."""
+    data = save({k: v.contiguous() for k, v in tensors.items()}, metadata={"format": fmt, **metadata})
     with atomic_path(path) as tmp:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"format": fmt, **metadata})
+        tmp.write_bytes(_canonical(data))
     return Path(path)
+
+
+def _canonical(data: bytes) -> bytes:
+    """safetensors bytes with the header's keys sorted: the library writes its metadata map in a hash order
+    that changes from process to process, so equal files would otherwise differ. (Layout: 8-byte
+    little-endian header length, the JSON header padded with spaces to a multiple of 8, the data.)"""
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    header["__metadata__"] = dict(sorted(header.get("__metadata__", {}).items()))
+    text = json.dumps({k: header[k] for k in sorted(header)}, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + data[8 + n:]
 
 
 def load_tensors(path: str | os.PathLike, fmt: str, what: str) -> tuple[dict, dict]:

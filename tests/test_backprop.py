@@ -6,9 +6,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnscope import CnnscopeError, load_image, load_model
-from cnnscope.backprop import BackpropRules, BPTarget, backprop_maps, explain, method_rules, render
+from cnnscope.backprop import BackpropRules, backprop_maps, explain, method_rules, render
 from cnnscope.backprop.analysis import cascading_randomisation, pearson, selectivity, spearman
-from cnnscope.backprop.rules import MaxPoolRule, RectifierRule
+from cnnscope.backprop.rules import MaxPoolRule, RectifierRule, get_rule
+from cnnscope.targets import Target
 
 
 # ----------------------------------------------------------------------------------- golden, per rule
@@ -25,7 +26,7 @@ from cnnscope.backprop.rules import MaxPoolRule, RectifierRule
 def test_rectifier_rules_golden(lo, hi, slope, rule, expected):
     x = torch.tensor([-1.0, 2.0, 7.0, -3.0], requires_grad=True)
     g = torch.tensor([1.0, -1.0, 1.0, 2.0])
-    y = RectifierRule.apply(x, lo, hi, slope, rule)
+    y = RectifierRule.apply(x, lo, hi, slope, get_rule(rule))
     y.backward(g)
     assert torch.allclose(x.grad, torch.tensor(expected, dtype=torch.float32))
 
@@ -42,7 +43,7 @@ G_POOL = torch.tensor([[10.0, 20], [30, 40]]).view(1, 1, 2, 2)
 ])
 def test_max_pool_rules_golden(rule, expected):
     x = X_POOL.clone().requires_grad_(True)
-    y = MaxPoolRule.apply(x, 2, 2, 0, 1, False, rule)
+    y = MaxPoolRule.apply(x, 2, 2, 0, 1, False, get_rule(rule))
     assert torch.equal(y, F.max_pool2d(X_POOL, 2))  # the forward never changes
     y.backward(G_POOL)
     assert torch.equal(x.grad, torch.tensor(expected, dtype=torch.float32).view(1, 1, 4, 4))
@@ -52,10 +53,10 @@ def test_overlapping_pool_switches_accumulate_like_autograd():
     x = torch.randn(2, 3, 9, 9, requires_grad=True)
     g = torch.randn(2, 3, 4, 4)
     ref, = torch.autograd.grad(F.max_pool2d(x, 3, 2), x, g)
-    y = MaxPoolRule.apply(x, 3, 2, 0, 1, False, "switches")
+    y = MaxPoolRule.apply(x, 3, 2, 0, 1, False, get_rule("switches"))
     ours, = torch.autograd.grad(y, x, g)
     assert torch.allclose(ours, ref)
-    y = MaxPoolRule.apply(x, 3, 2, 1, 1, False, "centre")  # centre of a 3x3 window at stride 2, padding 1
+    y = MaxPoolRule.apply(x, 3, 2, 1, 1, False, get_rule("centre"))  # centre of a 3x3 window at stride 2, padding 1
     ours, = torch.autograd.grad(y, x, torch.ones(2, 3, 5, 5))
     assert torch.equal(ours[0, 0, ::2, ::2], torch.ones(5, 5)) and ours[0, 0, 1::2].abs().sum() == 0
 
@@ -119,7 +120,7 @@ def reference_backward(net: Tricky, x: torch.Tensor, k: int, rule: str) -> torch
 def test_tricky_net_matches_hand_written_reversed_network(method, rule):
     net = Tricky().eval()
     x = torch.randn(1, 3, 8, 8)
-    ours = backprop_maps(net, x, [BPTarget("class", "output", 2)], method)[0, 0]
+    ours = backprop_maps(net, x, [Target("class", 2, layer="output")], method)[0, 0]
     with torch.no_grad():
         ref = reference_backward(net, x, 2, rule)[0]
     assert torch.allclose(ours, ref, atol=1e-5)
@@ -132,7 +133,7 @@ def test_captum_misses_what_we_catch():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         theirs = captum.Deconvolution(net).attribute(x.clone().requires_grad_(True), target=2)[0]
-    ours = backprop_maps(net, x, [BPTarget("class", "output", 2)], "deconvnet")[0, 0]
+    ours = backprop_maps(net, x, [Target("class", 2, layer="output")], "deconvnet")[0, 0]
     with torch.no_grad():
         ref = reference_backward(net, x, 2, "deconvnet")[0]
     assert torch.allclose(ours, ref, atol=1e-5)
@@ -147,13 +148,13 @@ def test_equal_to_captum_where_captum_applies(method, captum_name):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         theirs = getattr(captum, captum_name)(model.net).attribute(x.clone().requires_grad_(True), target=285)
-    ours = backprop_maps(model, x, [BPTarget("class", "logits", 285)], method)[:, 0]
+    ours = backprop_maps(model, x, [Target("class", 285, layer="logits")], method)[:, 0]
     assert torch.allclose(ours, theirs, atol=1e-5, rtol=0)
 
 
 def test_salinet_is_exactly_autograd(lite0):
     x = lite0.prepare(load_image("sample:coffee"))
-    ours = backprop_maps(lite0, x, [BPTarget("neuron", "stage4", 7, 5, 6)], "salinet")[0, 0]
+    ours = backprop_maps(lite0, x, [Target("neuron", 7, 5, 6, layer="stage4")], "salinet")[0, 0]
     xx = x.clone().requires_grad_(True)
     feat = lite0.net._blocks[7](lite0.net._blocks[6](lite0.net._blocks[5](_front(lite0, xx))))
     ref, = torch.autograd.grad(feat[0, 7, 5, 6], xx)
@@ -170,7 +171,7 @@ def _front(model, x):
 
 def test_no_state_left_after_the_context(lite0):
     x = lite0.prepare(load_image("sample:chelsea"))
-    backprop_maps(lite0, x, [BPTarget("class", "logits", 1)], "deconvnet")
+    backprop_maps(lite0, x, [Target("class", 1, layer="logits")], "deconvnet")
     xx = x.clone().requires_grad_(True)
     out = lite0.net(xx)[0, 285]
     g, = torch.autograd.grad(out, xx)
@@ -185,7 +186,7 @@ def test_no_state_left_after_the_context(lite0):
 def test_batched_targets_equal_one_at_a_time(lite0):
     crops = [load_image(f"sample:{n}")[:, :300, :300] for n in ("chelsea", "coffee")]
     x = lite0.prepare(torch.stack(crops))
-    targets = [BPTarget("neuron", "stage5", c) for c in (3, 40, 77)]
+    targets = [Target("neuron", c, layer="stage5") for c in (3, 40, 77)]
     together = backprop_maps(lite0, x, targets, "desalinet")
     assert together.shape == (2, 3, 3, 224, 224)
     for t, target in enumerate(targets):
@@ -234,7 +235,7 @@ def test_deconvnet_is_not_neuron_selective(lite0):
 
 
 def test_cascading_randomisation_curve(alexnet):
-    r = cascading_randomisation(alexnet, load_image("sample:coffee"), BPTarget("class", "logits", 967),
+    r = cascading_randomisation(alexnet, load_image("sample:coffee"), Target("class", 967, layer="logits"),
                                 methods=("salinet",), progress=False)
     assert r["blocks"][:2] == ["classifier.6", "classifier.4"] and len(r["spearman"]["salinet"]) == len(r["blocks"])
     assert all(-1 <= v <= 1 for v in r["spearman"]["salinet"])

@@ -98,7 +98,7 @@ BAD = {
     "saliency channel range": (["saliency", "sample:chelsea", "--layer", "stage2", "--channel", "999",
                                 "--out", "{d}/sal"], "out of range"),
     "selectivity missing folder": (["selectivity", "--images", "{d}/nowhere", "--out", "{d}/sel"], "not a folder"),
-    "stitch bad fit": (["stitch", "--fit", "1.5", "--out", "{d}/st"], "--fit must be a fraction"),
+    "stitch bad fit": (["stitch", "--fit", "1.5", "--out", "{d}/st"], "--fit: expected a fraction"),
     "stitch unknown layer": (["stitch", "--layers", "stage11", "--out", "{d}/st"], "closest: stage1"),
     "small bad out": (["train-small", "--out", "{d}/net.pt"], "must end in .safetensors"),
     "invert bad window": (["invert", "sample:chelsea", "--layer", "stem", "--window", "1-2", "--out", "{d}/pre"],

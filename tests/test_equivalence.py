@@ -73,14 +73,33 @@ def test_cli_stitch_cka_and_small(tmp_path):
     assert main(["stitch", "--quick", "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "stitch_efficientnet_lite0_efficientnet_lite1.json").read_text())
     assert [r["layer"] for r in data["table"]][2:] == ["stem", "stage2"]
-    assert (tmp_path / "stitch_efficientnet_lite0_efficientnet_lite1_stitches.safetensors").is_file()
+    from safetensors.torch import load_file
+
+    stitches = load_file(str(tmp_path / "stitch_efficientnet_lite0_efficientnet_lite1_stitches.safetensors"))
+    assert stitches["stage2|stage2|regression|conv.weight"].shape == (24, 24, 1, 1)  # Lite0 -> Lite1: 24 channels
     assert main(["stitch", "--quick", "--layers", "stage2", "--kernel", "3", "--batchnorm",
                  "--out", str(tmp_path / "k3")]) == 0
     k3 = json.loads((tmp_path / "k3" / "stitch_efficientnet_lite0_efficientnet_lite1.json").read_text())
-    assert k3["settings"]["kernel"] == 3 and k3["rows"][0]["task"]["disagreement_with_b"] <= 1.0
+    row = k3["rows"][0]
+    assert row["regression"]["disagreement_with_b"] < row["random"]["disagreement_with_b"]
+    k3_stitches = load_file(str(tmp_path / "k3" / "stitch_efficientnet_lite0_efficientnet_lite1_stitches.safetensors"))
+    assert k3_stitches["stage2|stage2|task|conv.weight"].shape == (24, 24, 3, 3)  # --kernel 3
+    assert "stage2|stage2|task|bn.running_mean" in k3_stitches  # --batchnorm
     assert main(["cka", "--layers", "stem,stage3", "--limit", "6", "--out", str(tmp_path)]) == 0
-    cka = json.loads((tmp_path / "cka_efficientnet_lite0_efficientnet_lite1.json").read_text())
-    assert len(cka["cka"]) == 2 and all(0 <= v <= 1.0001 for row in cka["cka"] for v in row)
+    cka = json.loads((tmp_path / "cka_efficientnet_lite0_efficientnet_lite1.json").read_text())["results"]["cka"]
+    assert cka[0][0] > cka[0][1] and cka[1][1] > cka[1][0]  # each layer is most like its namesake
+    # an independent reference: HSIC in Gram form, tr(KHLH) / sqrt(tr(KHKH) tr(LHLH)), on the same crops
+    from cnnscope.data import image_set
+    from cnnscope.transforms.equivalence import features
+
+    a, b = load_model("efficientnet_lite0"), load_model("efficientnet_lite1")
+    images, _ = image_set(a, None, 6, 0)
+    fa = features(a, "stage3", a.preprocess.normalize(images)).flatten(1).double()
+    fb = features(b, "stem", b.preprocess.normalize(images)).flatten(1).double()
+    h = torch.eye(6, dtype=torch.double) - 1 / 6
+    k, l_ = h @ fa @ fa.T @ h, h @ fb @ fb.T @ h
+    reference = float((k * l_).sum() / ((k * k).sum() * (l_ * l_).sum()).sqrt())
+    assert abs(cka[1][0] - reference) < 1e-4
     net = tmp_path / "s.safetensors"
     assert main(["train-small", "--data", "shapes", "--epochs", "1", "--out", str(net)]) == 0
     model = load_model(f"small:{net}")

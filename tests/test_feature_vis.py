@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from cnnscope import load_image
+from cnnscope.models import small_model as as_model
 from cnnscope.preimage import SolverConfig, Target, accentuate, invert, maximize, reconstruction_error, solve
 from cnnscope.preimage.objectives import Context, Diversity, InnerProduct, gram
 from cnnscope.preimage.param import (
@@ -22,7 +23,7 @@ from cnnscope.preimage.presets import resolve_settings
 from cnnscope.preimage.quality import class_ranks, judges_for, spectrum_slope, topk_overlap
 from cnnscope.preimage.recipes import RECIPES, get_recipe
 from cnnscope.preimage.robustness import Jitter, Pad, Rotate, Scale, Shift, parse_transforms
-from cnnscope.transforms.smallnets import as_model, train_small
+from cnnscope.transforms.smallnets import train_small
 
 QUICK = dict(progress=False)
 

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from cnnscope.jobs import execute
 from cnnscope.models import load_model
-from cnnscope.report.atlas import ReportSettings, execute, is_done, plan
-from cnnscope.report.site import write_site
+from cnnscope.report.atlas import ReportSettings, is_done, plan
+from cnnscope.report.site import build_report
 
 TINY = ReportSettings(model="efficientnet_lite0", layers=("stem", "stage2"), channels=2, iters=8, size=64,
                       examples=2, patch_images=4)
@@ -30,22 +31,20 @@ def _files(root: Path) -> dict[str, bytes]:
 def tiny_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("report1")
     model = load_model(TINY.model)
-    units = plan(TINY, model)
-    run = execute(out, TINY, units, workers=1, progress=False)
-    write_site(out, TINY, units, model, run)
+    units, _ = build_report(out, TINY, model, progress=False)
     return out, units, model
 
 
 def test_every_unit_writes_its_files(tiny_report):
     out, units, _ = tiny_report
     kinds = {u.kind for u in units}
-    assert kinds == {"invert", "atlas", "patches", "backprop"}
+    assert kinds == {"invert", "maximize", "patches", "backprop-strip"}
     assert len(units) == 2 * (2 + 2 + 1 + 2)
     for u in units:
-        assert is_done(out, u, TINY)
+        assert is_done(out, u)
         meta = json.loads((out / f"{u.key}.json").read_text())
         assert meta["files"] and all((out / f).is_file() for f in meta["files"])
-    errs = [json.loads((out / f"{u.key}.json").read_text())["results"]["normalised_error"]
+    errs = [json.loads((out / f"{u.key}.json").read_text())["results"]["normalised_error"][0]
             for u in units if u.kind == "invert"]
     assert all(0 < e < 1 for e in errs)
     page = (out / "layers" / "stage2.html").read_text()
@@ -55,8 +54,8 @@ def test_every_unit_writes_its_files(tiny_report):
 
 def test_two_workers_write_byte_identical_files(tiny_report, tmp_path):
     out, units, _ = tiny_report
-    run = execute(tmp_path, TINY, units, workers=2, progress=False)
-    assert run["computed"] == len(units)
+    run = execute(units, tmp_path, workers=2, progress=False)
+    assert run.computed == len(units)
     assert _files(tmp_path) == _files(out)
 
 
@@ -69,10 +68,10 @@ def test_ray_local_writes_the_same_files(tiny_report, tmp_path):
     except Exception as err:
         pytest.skip(f"Ray could not start a local cluster here: {err}")
     try:
-        run = execute(tmp_path, TINY, subset, workers=2, ray_address="local", progress=False)
+        run = execute(subset, tmp_path, workers=2, ray="local", progress=False)
     finally:
         ray.shutdown()
-    assert run["computed"] == len(subset)
+    assert run.computed == len(subset)
     assert _files(tmp_path) == {k: v for k, v in _files(out).items() if k.split("/")[1] == "stem"}
 
 
@@ -96,7 +95,7 @@ def test_resume_after_kill_skips_finished_units_and_misses_none(tmp_path):
     settings = ReportSettings(model="efficientnet_lite0", layers=("stem", "stage2"), channels=4, iters=30, size=64,
                               examples=2, patch_images=4)
     units = plan(settings, model)
-    assert all(is_done(tmp_path, u, settings) for u in units)  # none missing
+    assert all(is_done(tmp_path, u) for u in units)  # none missing
     assert not list(tmp_path.rglob("*.part"))  # no leftovers of the unit that was in flight
     unit_json = [p for p in tmp_path.rglob("*.json") if p.name not in ("report.json", "layers.json")]
     assert len(unit_json) == len(units)  # no duplicates

@@ -21,7 +21,8 @@ from tqdm import tqdm
 
 from ..layers import capture
 from ..models import Model
-from .methods import METHODS, BPTarget, backprop_maps
+from ..targets import Target
+from .methods import METHODS, backprop_maps
 
 
 def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -63,9 +64,9 @@ def selectivity(model: Model, images: Sequence[torch.Tensor], layer: str, neuron
             direction[:, y, xx] = w
         else:
             direction[:] = w
-        targets = [BPTarget("neuron", layer, c_max, y, xx)]
-        targets += [BPTarget("neuron", layer, c, y, xx) for c in others]
-        targets.append(BPTarget("direction", layer, direction=direction))
+        targets = [Target("neuron", c_max, y, xx, layer=layer)]
+        targets += [Target("neuron", c, y, xx, layer=layer) for c in others]
+        targets.append(Target("direction", direction=direction, layer=layer))
         for method in methods:
             maps = backprop_maps(model, x, targets, method)[0]
             rec = out[method]
@@ -102,7 +103,7 @@ def _randomise(module: nn.Module, gen: torch.Generator) -> None:
                     m.bias.zero_()
 
 
-def cascading_randomisation(model: Model, image: torch.Tensor, target: BPTarget,
+def cascading_randomisation(model: Model, image: torch.Tensor, target: Target,
                             methods: Sequence[str] = tuple(METHODS), seed: int = 0, progress: bool = True) -> dict:
     """Spearman correlation of |map| (max over colour) between the trained model and the model with
     blocks re-initialised from the top down, one more block per step. Returns blocks and curves."""

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
 from ..errors import CnnscopeError
 from ..layers import Capture, get_layer
+from ..targets import Target
 from .network import BackpropRules
+from .rules import DeconvNet, Gradient, Guided, Switches
 
-METHODS = {
-    "salinet": ("gradient", "switches"),  # Simonyan et al. 2014: the true gradient
-    "deconvnet": ("deconvnet", "switches"),  # Zeiler & Fergus 2014
-    "desalinet": ("guided", "switches"),  # Mahendran & Vedaldi 2016 (= guided backprop)
+METHODS = {  # composites as data: the rectifier's and the max-pool's rule
+    "salinet": (Gradient(), Switches()),  # Simonyan et al. 2014: the true gradient
+    "deconvnet": (DeconvNet(), Switches()),  # Zeiler & Fergus 2014
+    "desalinet": (Guided(), Switches()),  # Mahendran & Vedaldi 2016 (= guided backprop)
 }
 
 
@@ -25,59 +26,20 @@ def method_rules(method: str, pool: str | None = None, layers: dict | None = Non
     return BackpropRules(rectifier=rect, pool=pool or default_pool, layers=layers or {})
 
 
-@dataclass(frozen=True)
-class BPTarget:
-    """Where the backward pass starts, at layer `layer`:
-    class / neuron: one unit (channel, and y, x for conv layers; default the centre);
-    channel: every position of a channel; direction: a given vector over the layer;
-    features: the layer's own activation (reconstruct from the full code, the seed's "pool5" and "fc8" rows).
-    """
-
-    kind: str
-    layer: str
-    channel: int | None = None
-    y: int | None = None
-    x: int | None = None
-    direction: torch.Tensor | None = None
-
-    def label(self) -> str:
-        if self.kind in ("features", "direction"):
-            return f"{self.layer} {self.kind}"
-        where = f"@{self.y},{self.x}" if self.kind == "neuron" and self.y is not None else ""
-        return f"{self.layer} {self.kind} {self.channel}{where}"
-
-
-def _seed_signal(target: BPTarget, feat: torch.Tensor) -> torch.Tensor:
+def _seed_signal(target: Target, feat: torch.Tensor) -> torch.Tensor:
     """The backward signal placed at the target layer for one image's activation `feat` (no batch dim)."""
-    g = torch.zeros_like(feat)
     if target.kind == "features":
         return feat.detach().clone()
-    if target.kind == "direction":
-        if target.direction is None or target.direction.shape != feat.shape:
-            raise CnnscopeError(f"direction must have the layer's shape {tuple(feat.shape)}")
-        return target.direction.to(feat)
-    c = target.channel
-    if c is None or not 0 <= c < feat.shape[0]:
-        raise CnnscopeError(f"channel {c} is out of range: {target.layer} has {feat.shape[0]} channels")
-    if feat.dim() == 1:
-        g[c] = 1.0
-    elif target.kind == "channel":
-        g[c] = 1.0
-    else:
-        h, w = feat.shape[-2:]
-        y = h // 2 if target.y is None else target.y
-        x = w // 2 if target.x is None else target.x
-        if not (0 <= y < h and 0 <= x < w):
-            raise CnnscopeError(f"position ({y}, {x}) is outside the {h}x{w} map of {target.layer}")
-        g[c, y, x] = 1.0
-    return g
+    return target.weights(tuple(feat.shape)).to(feat)
 
 
-def backprop_maps(model, images: torch.Tensor, targets: Sequence[BPTarget], method: str = "desalinet",
+def backprop_maps(model, images: torch.Tensor, targets: Sequence[Target], method: str = "desalinet",
                   pool: str | None = None) -> torch.Tensor:
     """Maps [N, T, 3, H, W] for preprocessed images [N,3,H,W] and T targets (all at one layer), computed
     with ONE forward and ONE backward over the N*T batch (forward truncated at the target layer)."""
     layers = {t.layer for t in targets}
+    if None in layers:
+        raise CnnscopeError("backprop targets need their layer (Target(..., layer=NAME))")
     if len(layers) != 1:
         raise CnnscopeError("all targets of one call must be at the same layer")
     layer = layers.pop()

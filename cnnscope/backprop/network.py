@@ -1,6 +1,6 @@
 """The reversed ("backpropagation") network as a declarative map from layers to backward rules.
 
-    rules = BackpropRules(rectifier="deconvnet", pool="switches", layers={"stage1": "gradient"})
+    rules = BackpropRules(rectifier=DeconvNet(), pool=Switches(), layers={"stage1": Gradient()})
     with rules.applied(model):
         out = model(x); out.backward(...)          # x.grad is now the DeConvNet reconstruction
 
@@ -23,7 +23,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..errors import CnnscopeError
 from ..layers import _CallTracker, _op_name, _unwrap, list_layers, resolve
-from .rules import POOL_RULES, RECTIFIER_RULES, MaxPoolRule, RectifierRule
+from .rules import Gradient, MaxPoolRule, RectifierRule, Rule, Switches, get_rule
 
 RECTIFIER_OPS = ("relu", "relu6", "hardtanh", "leaky_relu")
 POOL_OPS = ("max_pool2d",)
@@ -31,28 +31,39 @@ POOL_OPS = ("max_pool2d",)
 
 @dataclass
 class BackpropRules:
-    rectifier: str = "gradient"
-    pool: str = "switches"
-    layers: dict = field(default_factory=dict)  # layer name/alias, nn.Module type or op name -> rule
+    """Which backward rule each rectifier and max-pool uses: a composite as data (zennit's style).
+
+    Parameters
+    ----------
+    rectifier, pool : Rule or str
+        The family defaults (`rules.Gradient()`, `rules.Switches()`: plain autograd); names are accepted
+        and turned into rule objects.
+    layers : dict
+        More specific choices: a layer name or alias, an nn.Module type, or an op name ("relu",
+        "max_pool2d") -> a rule (or its name).
+    """
+
+    rectifier: Rule | str = Gradient()
+    pool: Rule | str = Switches()
+    layers: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        for value in [self.rectifier, self.pool, *self.layers.values()]:
-            if value not in RECTIFIER_RULES + POOL_RULES:
-                raise CnnscopeError(f"unknown backward rule '{value}' (rectifiers: {', '.join(RECTIFIER_RULES)}; "
-                                    f"max-pool: {', '.join(POOL_RULES)})")
-        if self.rectifier not in RECTIFIER_RULES:
-            raise CnnscopeError(f"'{self.rectifier}' is not a rectifier rule ({', '.join(RECTIFIER_RULES)})")
-        if self.pool not in POOL_RULES:
-            raise CnnscopeError(f"'{self.pool}' is not a max-pool rule ({', '.join(POOL_RULES)})")
+        self.rectifier, self.pool = get_rule(self.rectifier), get_rule(self.pool)
+        self.layers = {k: get_rule(v) for k, v in self.layers.items()}
+        if self.rectifier.family != "rectifier":
+            raise CnnscopeError(f"'{self.rectifier.name}' is not a rectifier rule")
+        if self.pool.family != "pool":
+            raise CnnscopeError(f"'{self.pool.name}' is not a max-pool rule")
 
-    def rule_for(self, name: str | None, module: nn.Module | None, op: str, resolved: dict[str, str]) -> str:
+    def rule_for(self, name: str | None, module: nn.Module | None, op: str, resolved: dict[str, Rule]) -> Rule:
+        """The rule of one call: its layer's, its module type's, its op's, else the family default."""
         family = "pool" if op in POOL_OPS else "rectifier"
         candidates = [resolved.get(name)] if name else []
         if module is not None:
             candidates += [self.layers.get(t) for t in type(module).__mro__ if isinstance(t, type)]
         candidates.append(self.layers.get(op))
         for rule in candidates:
-            if rule is not None and (rule in POOL_RULES) == (family == "pool"):
+            if rule is not None and rule.family == family:
                 return rule
         return self.pool if family == "pool" else self.rectifier
 
@@ -123,9 +134,9 @@ class _RuleMode(TorchFunctionMode):
                 module, name = None, self.tracker.functional_name(op)
         rule = self.rules.rule_for(name, module, op, self.resolved)
         if self.tracker is not None:
-            self.log.calls.append((name or "?", op, rule))
+            self.log.calls.append((name or "?", op, rule.name))
         if op in POOL_OPS:
-            if rule == "switches" or kwargs.get("return_indices") or (len(args) > 6 and args[6]):
+            if rule.exact or kwargs.get("return_indices") or (len(args) > 6 and args[6]):
                 return func(*args, **kwargs)  # the true derivative: leave autograd's own
             kernel = args[1] if len(args) > 1 else kwargs["kernel_size"]
             stride = args[2] if len(args) > 2 else kwargs.get("stride")
@@ -133,7 +144,7 @@ class _RuleMode(TorchFunctionMode):
             dilation = args[4] if len(args) > 4 else kwargs.get("dilation", 1)
             ceil_mode = args[5] if len(args) > 5 else kwargs.get("ceil_mode", False)
             return MaxPoolRule.apply(x, kernel, stride, padding, dilation, ceil_mode, rule)
-        if rule == "gradient":
+        if rule.exact:
             return func(*args, **kwargs)  # SaliNet is exactly autograd
         if op == "leaky_relu":
             slope = args[1] if len(args) > 1 else kwargs.get("negative_slope", 0.01)
@@ -156,15 +167,6 @@ _TRANSPOSED = {
     "Flatten": "reshape back",
     "Identity": "identity",
 }
-_RULE_TEXT = {
-    "gradient": "mask by the forward activation pattern (true gradient)",
-    "deconvnet": "rectify the backward signal, ignore the forward mask",
-    "guided": "forward mask AND rectified backward signal",
-    "switches": "route each value to the window's arg-max (switches)",
-    "centre": "route each value to the window centre (no switches)",
-    "uniform": "spread each value evenly over the window (no switches)",
-    "passthrough": "copy each value to every position of the window",
-}
 
 
 def explain(model, rules: BackpropRules) -> list[dict]:
@@ -184,7 +186,7 @@ def explain(model, rules: BackpropRules) -> list[dict]:
             continue
         if name in by_layer:
             op, rule = by_layer[name]
-            text = f"{rule}: {_RULE_TEXT[rule]}"
+            text = f"{rule}: {get_rule(rule).describe()}"
         else:
             text = _TRANSPOSED.get(info.kind, "autograd's own backward")
         rows.append({"layer": name, "alias": info.alias, "type": info.kind, "backward": text})

@@ -172,7 +172,7 @@ def execute(jobs: Sequence[Job], out: str | Path, *, workers: int = 1, ray: str 
     jobs : sequence of Job
         Their keys must be unique.
     out : str or Path
-        Output folder (created).
+        Output folder (made by the first write).
     workers : int
         Worker processes (1: in this process).
     ray : str or None
@@ -193,8 +193,8 @@ def execute(jobs: Sequence[Job], out: str | Path, *, workers: int = 1, ray: str 
     if len(set(keys)) != len(keys):
         dup = next(k for k in keys if keys.count(k) > 1)
         raise CnnscopeError(f"two jobs would write the same files ({dup}): give distinct settings")
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in out.rglob(".*.part"):  # temp files of jobs a killed run had in flight
+    # no folder is made here: a job that refuses its input (before writing) must leave nothing behind
+    for stale in out.rglob(".*.part") if out.is_dir() else ():  # temp files of jobs a killed run had in flight
         stale.unlink(missing_ok=True)
     outcomes: dict[str, Outcome] = {}
     pending = []

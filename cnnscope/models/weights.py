@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import CnnscopeError
@@ -34,8 +35,6 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not p.is_file():
         raise CnnscopeError(f"weights file {path}: no such file")
     if p.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         try:
             return load_file(str(p))
         except Exception as err:  # safetensors raises several types for bad headers

@@ -14,9 +14,9 @@ import torch
 from ..images import load_image, save_image
 from ..jobs import Job, Result
 from ..models import Model, ModelSpec
+from ..targets import Target
 from .presets import (
     Prior,
-    Target,
     accentuate,
     ambiguity,
     caricature,
@@ -29,6 +29,7 @@ from .presets import (
 from .quality import activation_ratio, class_ranks, judges_for, naturalness, topk_overlap
 from .recipes import Recipe
 from .solver import PreimageResult, SolverConfig
+from .style import stylize, texture
 
 PICTURES = {"json": False}  # field metadata: kept out of the JSON record (the pictures are the PNGs)
 
@@ -236,3 +237,72 @@ class CaricatureJob(PictureJob):
                        recipe=self.recipe)
         return CaricatureResult(**_pictures(r), relative_response=caricature_gain(r, self.data_weight)[0],
                                 naturalness=naturalness(r.images))
+
+
+# ------------------------------------------------------------------------------------ texture and style
+@dataclass
+class StyleResult(PictureResult):
+    """A texture or a stylised image; `gram_before` / `gram_after` are the Gram losses per layer at the
+    start and the end (their totals too), the rest as for every picture."""
+
+    gram_before: dict = field(default_factory=dict)
+    gram_after: dict = field(default_factory=dict)
+    gram_total_before: float = 0.0
+    gram_total_after: float = 0.0
+
+
+def _style_result(r: PreimageResult, info: dict) -> StyleResult:
+    return StyleResult(**_pictures(r), gram_before=info["gram_before"], gram_after=info["gram_after"],
+                       gram_total_before=sum(info["gram_before"].values()),
+                       gram_total_after=sum(info["gram_after"].values()))
+
+
+@dataclass(frozen=True)
+class TextureJob(PictureJob):
+    """Texture synthesis (Gatys et al.): the Gram statistics of `image` at `layers`, from noise."""
+
+    key: str
+    model: ModelSpec
+    image: str
+    size: int
+    layers: tuple[str, ...] | None
+    solver: SolverConfig
+    prior: Prior
+    temperature: float | None = None
+    scales: int = 1
+    style_size: int | None = None
+    param: str = "fourier"
+    kind = "texture"
+
+    def compute(self, model: Model) -> StyleResult:
+        r, info = texture(model, load_image(self.image), size=self.size, layers=self.layers,
+                          temperature=self.temperature, prior=self.prior, scales=self.scales, config=self.solver,
+                          style_size=self.style_size, param=self.param)
+        return _style_result(r, info)
+
+
+@dataclass(frozen=True)
+class StyleJob(PictureJob):
+    """Style transfer: the content of `content` at `content_layer`, the Gram statistics of `style`."""
+
+    key: str
+    model: ModelSpec
+    content: str
+    style: str
+    size: int
+    content_layer: str | None
+    style_layers: tuple[str, ...] | None
+    solver: SolverConfig
+    prior: Prior
+    style_weight: float = 10.0
+    content_weight: float = 1.0
+    init: str = "content"
+    temperature: float | None = None
+    kind = "style"
+
+    def compute(self, model: Model) -> StyleResult:
+        r, info = stylize(model, load_image(self.content), load_image(self.style), content_layer=self.content_layer,
+                          style_layers=self.style_layers, style_weight=self.style_weight,
+                          content_weight=self.content_weight, init=self.init, temperature=self.temperature,
+                          prior=self.prior, size=self.size, config=self.solver)
+        return _style_result(r, info)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import weakref
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 
@@ -12,6 +13,7 @@ from ..errors import CnnscopeError
 from ..images import load_image
 from ..layers import capture, get_layer
 from ..models import Model, Preprocess
+from ..targets import Target
 from .objectives import (
     ALPHA,
     BETA,
@@ -24,7 +26,6 @@ from .objectives import (
     Objective,
     Representation,
     V,
-    unit_direction,
 )
 from .param import Parametrization
 from .recipes import Recipe, get_recipe
@@ -178,51 +179,14 @@ def ambiguity(result: PreimageResult, original: torch.Tensor | None = None) -> d
 MAXIMIZE_DATA_WEIGHT = 20.0
 
 
-@dataclass(frozen=True)
-class Target:
-    """What to maximise at a layer: a neuron (channel at y, x; default centre), a whole channel (spatial
-    mean), a class logit, or an arbitrary direction."""
-
-    kind: str  # "neuron", "channel", "class", "direction"
-    channel: int | None = None
-    y: int | None = None
-    x: int | None = None
-    direction: torch.Tensor | None = None
-
-    def label(self) -> str:
-        if self.kind == "direction":
-            return "direction"
-        where = f"@{self.y},{self.x}" if self.kind == "neuron" and self.y is not None else ""
-        return f"{self.kind}{self.channel}{where}"
-
-
 def _directions(shape: tuple[int, ...], targets: Sequence[Target]) -> torch.Tensor:
-    rows = []
-    for t in targets:
-        if t.kind == "direction":
-            if t.direction is None or tuple(t.direction.shape) != shape:
-                raise CnnscopeError(f"direction must have the layer's shape {shape}")
-            rows.append(t.direction.float().unsqueeze(0))
-            continue
-        channels = shape[0]
-        if t.channel is None or not 0 <= t.channel < channels:
-            raise CnnscopeError(
-                f"channel {t.channel} is out of range: the layer has {channels} channels (0-{channels - 1})")
-        if t.kind == "neuron" and len(shape) == 3:
-            h, w = shape[1:]
-            if not (t.y is None or 0 <= t.y < h) or not (t.x is None or 0 <= t.x < w):
-                raise CnnscopeError(f"neuron position ({t.y}, {t.x}) is outside the {h}x{w} feature map")
-        where = "channel" if t.kind == "channel" else "neuron"
-        rows.append(unit_direction(shape, [t.channel], where, t.y, t.x))
-    return torch.cat(rows)
+    return torch.stack([t.weights(shape) for t in targets])
 
 
 _REFERENCE: dict = {}  # one entry: (net weakref, layer, size) -> reference activations (reused by every chunk)
 
 
 def _reference_features(model: Model, layer: str, size: int) -> torch.Tensor:
-    import weakref
-
     key = next(iter(_REFERENCE), None)
     if key is None or key[0]() is not model.net or key[1:] != (layer, size):
         key = (weakref.ref(model.net), layer, size)
@@ -267,10 +231,9 @@ def default_diversity_layer(model: Model, layer: str, size: int) -> str:
     """The maximised layer when it is a feature map, else the model's content layer (a mid-depth one)."""
     if len(layer_shape(model, layer, size)) == 3:
         return layer
-    content = getattr(model.net, "content_layer", None)
-    if content is None:
+    if model.profile.content is None:
         raise CnnscopeError(f"{layer} is not a feature map: give a diversity layer (--diversity-layer NAME)")
-    return content()
+    return model.profile.content
 
 
 def maximize(model: Model, layer: str, targets: Sequence[Target], *, size: int | None = None,
@@ -338,7 +301,7 @@ ACCENTUATE_ANCHOR_WEIGHT = 1.0
 
 def default_anchor_layer(model: Model, layer: str) -> str:
     """Two rows below the accentuated layer in the model's depth row (at least its first layer)."""
-    depth = model.net.depth_layers() if hasattr(model.net, "depth_layers") else []
+    depth = list(model.profile.depth) if not model.profile.handcrafted else []
     if layer in depth:
         return depth[max(0, depth.index(layer) - 2)]
     if depth:

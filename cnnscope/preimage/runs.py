@@ -22,9 +22,10 @@ from ..jobs import Run, execute, provide
 from ..layers import resolve
 from ..models import Model
 from ..store import write_json
+from ..targets import Target
 from ..viz import image_grid
 from .jobs import AccentuateJob, CaricatureJob, InvertJob, MaximizeJob
-from .presets import Prior, Target, auto_jitter, resolve_settings, sized_preprocess
+from .presets import Prior, auto_jitter, resolve_settings, sized_preprocess
 from .recipes import Recipe
 from .solver import SolverConfig
 
@@ -56,11 +57,7 @@ def expand_layers(model: Model, spec: str) -> list[str]:
         if not part:
             continue
         if part in ("stages", "depth"):
-            net = model.net
-            if hasattr(net, "depth_layers"):
-                names += net.depth_layers()
-            else:
-                names += [n for n, _ in net.named_children()]
+            names += model.profile.depth
         else:
             names.append(part)
     if not names:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ..errors import CnnscopeError
 from ..images import load_image
-from ..layers import capture, get_layer
+from ..layers import capture, get_layer, list_layers
 from ..models import Model
 from .objectives import Context, Representation, Term, gram
 from .param import make_param
@@ -53,23 +53,19 @@ class GramTerm(Term):
 
 
 def default_style_layers(model: Model) -> list[str]:
-    net = model.net
-    if hasattr(net, "style_layers"):
-        return net.style_layers()
+    if model.profile.style:
+        return list(model.profile.style)
     return [r.name for r in _conv_layers(model)][:5]
 
 
 def default_content_layer(model: Model) -> str:
-    net = model.net
-    if hasattr(net, "content_layer"):
-        return net.content_layer()
+    if model.profile.content:
+        return model.profile.content
     layers = _conv_layers(model)
     return layers[len(layers) // 2].name
 
 
 def _conv_layers(model: Model):
-    from ..layers import list_layers
-
     rows = [r for r in list_layers(model) if r.rf is not None and len(r.shape) == 3 and "ReLU" in r.kind]
     if not rows:
         raise CnnscopeError("no rectified convolutional layers found: give --style-layers")

@@ -1,7 +1,7 @@
 """The static site of `cnnscope report`: index.html (model summary, layer table, links) and one page per
 layer (inversions, the activation-maximisation atlas, top dataset patches, backprop strips), plus the
-transformation analyses when computed. Built from the unit files on disk, so a partial run (interrupted, or
-still running elsewhere) gives a partial site: missing units are listed as not computed yet."""
+transformation analyses when computed. Built from the job records on disk, so a partial run (interrupted, or
+still running elsewhere) gives a partial site: missing jobs are listed as not computed yet."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ import json
 from html import escape
 from pathlib import Path
 
+from ..jobs import Job, Run, execute
+from ..layers import get_layer, list_layers
+from ..preimage.runs import slug
 from ..store import write_json, write_text
 from . import html
-from .atlas import ReportSettings, Unit, is_done
+from .atlas import LAYER_KINDS, ReportSettings, analysis_name, compose, is_done, plan
 
 EXTRA_STYLE = """
 .atlas{display:flex;flex-wrap:wrap;gap:6px}.atlas figure{margin:0;width:112px}
@@ -33,7 +36,7 @@ def _linked(src: str, meta: str, caption: str, cls: str = "") -> str:
             f"</a><figcaption>{escape(caption)}</figcaption></figure>")
 
 
-def _results(out: Path, unit: Unit) -> dict:
+def _results(out: Path, unit: Job) -> dict:
     return json.loads((out / f"{unit.key}.json").read_text())["results"]
 
 
@@ -43,43 +46,43 @@ def _rel(unit_key: str, from_dir: str) -> str:
     return "../" * depth + unit_key
 
 
-def _todo(units: list[Unit]) -> str:
-    return f'<p class="todo">{len(units)} unit(s) not computed yet (run the same command again to finish).</p>'
+def _todo(units: list[Job]) -> str:
+    return f'<p class="todo">{len(units)} job(s) not computed yet (run the same command again to finish).</p>'
 
 
-def layer_page(out: Path, report: ReportSettings, layer: str, units: list[Unit], info: dict) -> str:
+def layer_page(out: Path, report: ReportSettings, layer: str, units: list[Job], info: dict) -> str:
     page_dir = "layers"
-    mine = [u for u in units if u.layer == layer]
+    mine = _layer_jobs(units, layer)
     sections = []
     for kind, title, blurb in (
         ("invert", "Inversions", "Pre-images from noise of each image's code at this layer (Mahendran & Vedaldi)."),
-        ("atlas", "Activation maximisation atlas",
+        ("maximize", "Activation maximisation atlas",
          "One image per channel that maximally excites the channel's centre neuron (recipe lucid: Fourier + "
          "decorrelated colour + transformation robustness); captions: activation over the natural-image maximum."),
         ("patches", "Top-activating dataset patches",
          "Per channel, the images whose strongest response is highest, cropped to the receptive field."),
-        ("backprop", "Backpropagation networks",
+        ("backprop-strip", "Backpropagation networks",
          "Image | DeConvNet | SaliNet | DeSaliNet from the neuron that responds most to the image."),
     ):
         ks = [u for u in mine if u.kind == kind]
-        done = [u for u in ks if is_done(out, u, report)]
+        done = [u for u in ks if is_done(out, u)]
         missing = [u for u in ks if u not in done]
         parts = [f"<p>{escape(blurb)}</p>"]
         if kind == "invert":
             figs = []
             for u in done:
-                err = _results(out, u)["normalised_error"]
+                err = _results(out, u)["normalised_error"][0]
                 figs.append(_linked(_rel(u.key, page_dir) + ".png", _rel(u.key, page_dir) + ".json",
                                     f"{Path(u.key).name}: error {err:.3f}"))
             parts.append("".join(figs))
-        elif kind == "atlas":
+        elif kind == "maximize":
             figs = []
             for u in done:
                 res = _results(out, u)  # quality scores: activation over the natural maximum, spectrum slope
-                ratio = res.get("activation_over_natural_scale")
+                ratio = res["activation_ratio"][0]
                 score = "" if ratio is None else f" · {ratio:.1f}x"
                 figs.append(_linked(_rel(u.key, page_dir) + ".png", _rel(u.key, page_dir) + ".json",
-                                    f"channel {u.channel}{score}"))
+                                    f"channel {u.targets[0].channel}{score}"))
             parts.append(f'<div class="atlas">{"".join(figs)}</div>')
         elif kind == "patches":
             for u in done:
@@ -101,29 +104,37 @@ def layer_page(out: Path, report: ReportSettings, layer: str, units: list[Unit],
     return _page(f"{report.model} · {layer}", sections, intro, nav)
 
 
-def write_site(out: Path, report: ReportSettings, units: list[Unit], model, run: dict) -> Path:
-    from ..layers import get_layer, list_layers
+def _layer_jobs(units: list[Job], layer: str | None = None) -> list[Job]:
+    """The jobs of a layer's page (all layers' when `layer` is None)."""
+    return [u for u in units if u.kind in LAYER_KINDS and (layer is None or _layer_of(u) == layer)]
 
+
+def _layer_of(job: Job) -> str:
+    return job.layers[0] if hasattr(job, "layers") else job.layer  # an inversion may use several layers
+
+
+def write_site(out: Path, report: ReportSettings, units: list[Job], model, run: dict) -> Path:
+    """index.html, one page per layer, layers.json and report.json (with `run`'s counts) under `out`."""
     rows = list_layers(model)
     write_json([r.to_dict() for r in rows], out / "layers.json")
     infos = {layer: get_layer(model, layer).to_dict() for layer in report.layers}
     for layer in report.layers:
         write_text(layer_page(out, report, layer, units, infos[layer]), out / "layers" / f"{_file(layer)}.html")
-    done = sum(is_done(out, u, report) for u in units)
+    done = sum(is_done(out, u) for u in units)
     summary = (f"<p>Model <b>{escape(report.model)}</b> (weights: {escape(Path(str(model.weights)).name)}); "
                f"images: {escape(report.images or 'bundled samples')}; seed {report.seed}; "
-               f"{done}/{len(units)} units computed. Settings: <a href=\"report.json\">report.json</a>; every "
+               f"{done}/{len(units)} jobs computed. Settings: <a href=\"report.json\">report.json</a>; every "
                "figure links to the JSON of its settings and numbers.</p>")
     layer_rows = "".join(
         f'<tr><td><a href="layers/{escape(_file(layer))}.html">{escape(layer)}</a></td>'
         f'<td>{"x".join(map(str, infos[layer]["shape"]))}</td><td>{infos[layer].get("receptive_field") or "-"}</td>'
         f"<td>{infos[layer].get('stride') or '-'}</td>"
-        f"<td>{sum(1 for u in units if u.layer == layer and is_done(out, u, report))}/"
-        f"{sum(1 for u in units if u.layer == layer)}</td></tr>"
+        f"<td>{sum(1 for u in _layer_jobs(units, layer) if is_done(out, u))}/"
+        f"{len(_layer_jobs(units, layer))}</td></tr>"
         for layer in report.layers)
     sections = [html.section("Layers in this report",
                              "<table><thead><tr><th>layer</th><th>output</th><th>receptive field</th><th>stride</th>"
-                             f"<th>units done</th></tr></thead><tbody>{layer_rows}</tbody></table>", "report-layers")]
+                             f"<th>jobs done</th></tr></thead><tbody>{layer_rows}</tbody></table>", "report-layers")]
     named = [r for r in rows if r.alias] or rows
     table_rows = []
     for r in named:
@@ -134,11 +145,12 @@ def write_site(out: Path, report: ReportSettings, units: list[Unit], model, run:
     layer_table = html.table(("alias", "layer", "type", "output", "receptive field", "stride"), table_rows, max_rows=60)
     all_layers = '<p class="muted">All layers: <a href="layers.json">layers.json</a></p>'
     sections.append(html.section("Model layers", layer_table + all_layers, "model-layers"))
-    extra = [u for u in units if u.layer is None]
-    if extra:
-        figs = "".join(_linked(f"{u.key}.png", f"{u.key}.json", Path(u.key).name.replace("_", " "))
-                       for u in extra if is_done(out, u, report))
-        missing = [u for u in extra if not is_done(out, u, report)]
+    analyses = [k for k, on in (("equivariance", report.equivariance), ("stitch", report.stitch_with)) if on]
+    if analyses:
+        names = [analysis_name(k, report) for k in analyses]
+        figs = "".join(_linked(f"{n}.png", f"{n}.json", Path(n).name.replace("_", " "))
+                       for n in names if (out / f"{n}.json").is_file())
+        missing = [u for u in units if u.kind not in LAYER_KINDS and not is_done(out, u)]
         sections.append(html.section("Transformation analysis", figs + (_todo(missing) if missing else ""),
                                      "transforms"))
     write_json({"settings": report.to_dict(), "run": run, "units": len(units), "done": done}, out / "report.json")
@@ -146,6 +158,24 @@ def write_site(out: Path, report: ReportSettings, units: list[Unit], model, run:
 
 
 def _file(layer: str) -> str:
-    from ..preimage.runs import slug
-
     return slug(layer)
+
+
+def build_report(out: Path, report: ReportSettings, model, *, workers: int = 1, ray: str | None = None,
+                 progress: bool = True) -> tuple[list[Job], Run]:
+    """Plan the report, run the jobs not yet done, draw the analyses and write the site.
+
+    Returns
+    -------
+    jobs : list of Job
+        The whole plan.
+    run : Run
+        What the engine did (reused, computed, interrupted).
+    """
+    jobs = plan(report, model)
+    run = execute(jobs, out, workers=workers, ray=ray, progress=progress, desc="report")
+    compose(out, report, jobs, run, model)
+    counts = {"jobs": len(jobs), "already_done": run.reused, "computed": run.computed,
+              "seconds": round(run.seconds, 2), "interrupted": run.interrupted}
+    write_site(out, report, jobs, model, counts)
+    return jobs, run

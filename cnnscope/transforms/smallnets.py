@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import json
 import math
-from collections import OrderedDict
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from tqdm import tqdm
 
 from ..errors import CnnscopeError
-from ..models import Model, Preprocess
-from ..store import load_tensors, save_tensors
+from ..models import Model, small_model
+from ..models.small import PREPROCESS, SIZE, SMALL_FORMAT, SmallCNN, load_small
+from ..store import save_tensors
+from .equivalence import stitch_experiment
 
 DATASETS = ("shapes", "textures")
-SIZE = 32
 
 
 def _shape_mask(k: int, xx, yy, cx, cy, r):
@@ -66,33 +65,6 @@ def make_dataset(name: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Tens
     return images, labels
 
 
-class SmallCNN(nn.Sequential):
-    """conv-bn-relu(-pool) x 4, global average, linear. Layers block1..block4 are the relu outputs."""
-
-    input_size = SIZE
-
-    def __init__(self, width: int = 16, classes: int = 10):
-        layers: list[tuple[str, nn.Module]] = []
-        cin = 3
-        for i, cout in enumerate([width, 2 * width, 4 * width, 4 * width], 1):
-            layers += [(f"conv{i}", nn.Conv2d(cin, cout, 3, padding=1)), (f"bn{i}", nn.BatchNorm2d(cout)),
-                       (f"relu{i}", nn.ReLU())]
-            if i < 4:
-                layers.append((f"pool{i}", nn.MaxPool2d(2)))
-            cin = cout
-        layers += [("gap", nn.AdaptiveAvgPool2d(1)), ("flat", nn.Flatten()), ("fc", nn.Linear(cin, classes))]
-        super().__init__(OrderedDict(layers))
-
-    def layer_aliases(self) -> dict[str, str]:
-        return {f"block{i}": f"relu{i}" for i in range(1, 5)} | {"logits": "fc"}
-
-    def depth_layers(self) -> list[str]:
-        return ["block1", "block2", "block3", "block4", "logits"]
-
-
-PREPROCESS = Preprocess(input_size=SIZE, resize=None, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
-
-
 def train_small(data: str, seed: int, epochs: int = 8, n_train: int = 4000, n_test: int = 1000,
                 progress: bool = True) -> tuple[SmallCNN, dict]:
     """Train one SmallCNN (seed fixes initialisation and batch order; data is generated from its own seed)."""
@@ -120,23 +92,8 @@ def train_small(data: str, seed: int, epochs: int = 8, n_train: int = 4000, n_te
     return net, {"data": data, "seed": seed, "epochs": epochs, "test_accuracy": acc, "final_loss": history[-1]}
 
 
-SMALL_FORMAT = "cnnscope-smallcnn-1"
-
-
 def save_small(net: SmallCNN, info: dict, path: str | Path) -> None:
     save_tensors(net.state_dict(), path, SMALL_FORMAT, info=json.dumps(info))
-
-
-def load_small(path: str | Path) -> tuple[SmallCNN, dict]:
-    state, meta = load_tensors(path, SMALL_FORMAT, "small network")
-    net = SmallCNN()
-    net.load_state_dict(state)
-    return net.eval().requires_grad_(False), json.loads(meta["info"])
-
-
-def as_model(net: SmallCNN, name: str) -> Model:
-    net.eval().requires_grad_(False)
-    return Model(name, net, PREPROCESS, [str(i) for i in range(10)], net.layer_aliases(), "trained here")
 
 
 def untrained(seed: int) -> SmallCNN:
@@ -148,8 +105,6 @@ def seed_data_experiment(folder: Path, epochs: int = 8, n_images: int = 600, tas
                          progress: bool = True) -> dict:
     """Stitching tables for: same data, different seeds, before and after training; and different data.
     Networks are trained (or reused from `folder`) and evaluated on held-out `shapes` images."""
-    from .equivalence import stitch_experiment
-
     folder.mkdir(parents=True, exist_ok=True)
 
     def trained(data: str, seed: int) -> Model:
@@ -159,15 +114,15 @@ def seed_data_experiment(folder: Path, epochs: int = 8, n_images: int = 600, tas
         else:
             net, info = train_small(data, seed, epochs, progress=progress)
             save_small(net, info, path)
-        return as_model(net, f"{data}/seed{seed}")
+        return small_model(net, f"{data}/seed{seed}")
 
     images, labels = make_dataset("shapes", n_images, seed=3)
     n_fit = n_images * 4 // 5
     layers = ["block1", "block2", "block3", "block4"]
     cases = {
         "same data, different seeds, after training": (trained("shapes", 0), trained("shapes", 1), labels),
-        "same data, different seeds, before training": (as_model(untrained(0), "init/seed0"),
-                                                        as_model(untrained(1), "init/seed1"), None),
+        "same data, different seeds, before training": (small_model(untrained(0), "init/seed0"),
+                                                        small_model(untrained(1), "init/seed1"), None),
         "different data (textures -> shapes)": (trained("textures", 0), trained("shapes", 1), labels),
     }
     out = {}

@@ -1,5 +1,5 @@
 """Figures: matplotlib, saved atomically; imports no family (everything may use it)."""
 
-from .figures import bar_chart, image_grid, save_figure
+from .figures import bar_chart, cka_heatmap, image_grid, plot_equivariance, plot_sanity, plot_stitch, save_figure
 
-__all__ = ["bar_chart", "image_grid", "save_figure"]
+__all__ = ["bar_chart", "cka_heatmap", "image_grid", "plot_equivariance", "plot_sanity", "plot_stitch", "save_figure"]

@@ -58,3 +58,68 @@ def image_grid(images: Sequence, titles: Sequence[str], path: str | os.PathLike,
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     save_figure(fig, path, dpi=100)
+
+
+def plot_stitch(result: dict, rows: list[dict], metric: str, path: str | os.PathLike, settings: dict) -> None:
+    layer_rows = [r for r in rows if not r["layer"].endswith("alone")]
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    xs = list(range(len(layer_rows)))
+    for m in [k for k in rows[0] if k != "layer"]:
+        ys = [r[m] for r in layer_rows]
+        if any(y is not None for y in ys):
+            ax.plot([x for x, y in zip(xs, ys) if y is not None], [y for y in ys if y is not None], marker="o",
+                    label=m)
+    for key, style in (("A", ":"), ("B", "--")):
+        ax.axhline(result["baseline"][key].get(metric, 0), color="#555", ls=style, lw=1, label=f"{key} alone")
+    ax.set_xticks(xs, [r["layer"] for r in layer_rows], rotation=30, fontsize=8)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_title(f"stitching {settings['a']} -> {settings['b']}", fontsize=10)
+    ax.legend(fontsize=7, ncol=2)
+    save_figure(fig, path)
+
+
+def cka_heatmap(matrix: list[list[float]], rows: list[str], cols: list[str], title: str,
+                path: str | os.PathLike) -> None:
+    fig, ax = plt.subplots(figsize=(0.55 * len(cols) + 2.5, 0.45 * len(rows) + 1.8))
+    im = ax.imshow(matrix, vmin=0, vmax=1, cmap="magma", origin="lower")
+    ax.set_xticks(range(len(cols)), cols, rotation=60, fontsize=7)
+    ax.set_yticks(range(len(rows)), rows, fontsize=7)
+    for i, row in enumerate(matrix):
+        for j, v in enumerate(row):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color="w" if v < 0.6 else "k")
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    ax.set_title(title, fontsize=9)
+    save_figure(fig, path)
+
+
+def plot_equivariance(result: dict, path: str | os.PathLike, model_name: str) -> None:
+    rows = result["rows"]
+    xs = list(range(len(rows)))
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for key, label in (("spatial_only", "compensated: spatial inverse"), ("permutation", "+ channel permutation"),
+                       ("learned", "+ learned channel map")):
+        ax.plot(xs, [r[key] for r in rows], marker="o", label=label)
+    ax.axhline(result["baseline"]["no_transform"], color="#555", ls=":", lw=1, label="no transform")
+    ax.axhline(result["baseline"]["uncompensated"], color="#a33", ls="--", lw=1, label="transformed, uncompensated")
+    ax.set_xticks(xs, [r["layer"] for r in rows], rotation=30, fontsize=8)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel(result["metric"].replace("_", " "))
+    ax.set_title(f"{model_name}: equivariance to {result['transform']}", fontsize=10)
+    ax.legend(fontsize=7)
+    save_figure(fig, path)
+
+
+def plot_sanity(result: dict, path: str | os.PathLike) -> None:
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    steps = range(1, len(result["blocks"]) + 1)
+    for method, curve in result["spearman"].items():
+        ax.plot(list(steps), curve, marker="o", ms=3, label=method)
+    ax.set_xticks(list(steps), result["blocks"], rotation=70, fontsize=7)
+    ax.set_ylim(-0.2, 1.05)
+    ax.set_ylabel("Spearman vs trained")
+    ax.set_xlabel("re-initialised down to (cascading from the top)")
+    ax.set_title(f"model-parameter randomisation: {result['target']}", fontsize=10)
+    ax.axhline(0, color="#999", lw=0.5)
+    ax.legend(fontsize=8)
+    save_figure(fig, path)

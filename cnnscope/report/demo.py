@@ -10,14 +10,28 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
-from .images import load_image, save_image
-from .layers import list_layers
-from .models import DEFAULT_MODEL, Model, load_model
-from .report import html
-from .store import write_json, write_text
-from .viz import bar_chart
+from ..backprop.runs import COLUMNS, default_rows, run_saliency
+from ..data import image_set
+from ..errors import CnnscopeError
+from ..features import HOG, render_hog
+from ..images import load_image, save_image
+from ..layers import list_layers
+from ..models import DEFAULT_MODEL, Model, load_model
+from ..preimage import SolverConfig, Target
+from ..preimage.presets import invert, reconstruction_error
+from ..preimage.recipes import get_recipe
+from ..preimage.runs import run_caricature, run_invert, run_maximize
+from ..preimage.style import stylize, texture
+from ..store import write_json, write_text
+from ..transforms.cka import linear_cka
+from ..transforms.equivalence import features
+from ..transforms.runs import feature_equivariance_run
+from ..transforms.transform import Transform
+from ..viz import bar_chart, cka_heatmap
+from . import html
 
 DEFAULT_IMAGES = ("sample:chelsea", "sample:coffee")
 
@@ -74,15 +88,11 @@ DEMO_CLASSES = (285, 980, 401, 599)  # Egyptian cat, volcano, accordion, honeyco
 def section_preimages(ctx: DemoContext) -> str:
     """Inversion across depth, activation maximisation (M&V's recipe against the default one) and
     caricatures (reduced budget for the demo)."""
-    from .preimage import Target
-    from .preimage.recipes import get_recipe
-    from .preimage.runs import run_caricature, run_invert, run_maximize
 
     out = ctx.out / "preimage"
     iters = ctx.settings.get("preimage_iters", 200)
     source = next(iter(ctx.images))
-    net = ctx.model.net
-    depth = net.depth_layers() if hasattr(net, "depth_layers") else ["output"]
+    depth = list(ctx.model.profile.depth)
     mv, vis = get_recipe("mv", "invert"), get_recipe(None, "maximize")
     inv = run_invert([ctx.model], source, ",".join(depth), out, cfg=mv.config(iters=iters, seed=0), prior=None,
                      data_weight=20.0, size=None, recipe=mv)
@@ -90,7 +100,7 @@ def section_preimages(ctx: DemoContext) -> str:
                       lambda m, layer: [Target("channel", k) for k in range(8)], out,
                       cfg=vis.config(iters=iters, seed=0), prior=None, data_weight=20.0, size=None, recipe=vis)
     class_grids = {}
-    if len(ctx.model.classes) == 1000:
+    if ctx.model.profile.logits is not None and len(ctx.model.classes) == 1000:
         for recipe in (mv, vis):
             cls = run_maximize([ctx.model], "logits", lambda m, layer: [Target("class", k) for k in DEMO_CLASSES],
                                out / f"classes_{recipe.name}", cfg=recipe.config(iters=iters, seed=0), prior=None,
@@ -118,28 +128,23 @@ def section_preimages(ctx: DemoContext) -> str:
 
 def section_backprop(ctx: DemoContext) -> str:
     """The seed's comparison: Image | DeConvNet | SaliNet | DeSaliNet, for the last conv stage and the logits."""
-    from .backprop.runs import COLUMNS, default_rows, run_saliency
-
     out = ctx.out / "backprop"
     source, image = next(iter(ctx.images.items()))
-    summary = run_saliency(ctx.model, source, default_rows(ctx.model, image), list(COLUMNS), out)
-    ctx.settings["backprop"] = summary
+    run = run_saliency(ctx.model, [source], lambda _: default_rows(ctx.model, image), list(COLUMNS), out)
+    job = run.outcomes[0]
+    ctx.settings["backprop"] = {"settings": job.job.settings(), "results": job.results, "files": job.files}
     body = ("<p>Backpropagation induces a reversed network; changing only the backward rule of the rectifiers "
             "gives SaliNet (true gradient), DeConvNet (backward signal rectified, forward mask ignored) and "
             "DeSaliNet (both). Top row: reconstruction from the whole code of the last convolutional stage; "
             "bottom: from the top class. <code>cnnscope saliency IMAGE</code>; "
-            "<code>cnnscope backprop --explain</code> prints the reversed network; "
+            "<code>cnnscope backprop</code> prints the reversed network; "
             "<code>cnnscope selectivity</code> measures how little DeConvNet maps depend on the neuron.</p>")
-    body += html.figure(f"backprop/{summary['grid']}", "Image | DeConvNet | SaliNet | DeSaliNet")
+    body += html.figure(f"backprop/{job.job.key}_grid.png", "Image | DeConvNet | SaliNet | DeSaliNet")
     return html.section("Backpropagation networks", body, "backprop")
 
 
 def section_style(ctx: DemoContext) -> str:
     """Texture synthesis from brick and gravel, and gravel's style on the first image."""
-    from .images import save_image
-    from .preimage import SolverConfig
-    from .preimage.style import stylize, texture
-
     out = ctx.out / "style"
     out.mkdir(parents=True, exist_ok=True)
     iters = ctx.settings.get("preimage_iters", 200)
@@ -168,21 +173,13 @@ def section_style(ctx: DemoContext) -> str:
 
 def section_equivalence(ctx: DemoContext) -> str:
     """Linear CKA between Lite0 and Lite1 layers, on random crops of the bundled samples."""
-    from .data import image_set
-    from .models import load_model
-    from .store import write_json
-    from .transforms.cka import linear_cka
-    from .transforms.equivalence import features
-    from .transforms.runs import cka_heatmap
-
     try:
         other = load_model("efficientnet_lite1")
     except Exception as err:  # the optional weights package is missing: say so instead of failing the demo
         return html.section("Equivalence", f"<p>skipped: {html.escape(str(err))}</p>", "equivalence")
     out = ctx.out / "equivalence"
     out.mkdir(parents=True, exist_ok=True)
-    net = ctx.model.net
-    layers = net.depth_layers() if hasattr(net, "depth_layers") else ["output"]
+    layers = list(ctx.model.profile.depth)
     images, _ = image_set(ctx.model, None, 16 if ctx.settings.get("preimage_iters", 200) < 100 else 40)
     fa = {n: features(ctx.model, n, ctx.model.preprocess.normalize(images)).flatten(1) for n in layers}
     fb = {n: features(other, n, other.preprocess.normalize(images)).flatten(1) for n in layers}
@@ -202,15 +199,6 @@ def section_equivalence(ctx: DemoContext) -> str:
 
 def section_handcrafted(ctx: DemoContext) -> str:
     """HOG as glyphs, its pre-image, and its equivariance to a 45 degree rotation (learned M_g)."""
-    import numpy as np
-
-    from .data import image_set
-    from .features import HOG, render_hog
-    from .preimage import SolverConfig
-    from .preimage.presets import invert, reconstruction_error
-    from .transforms.runs import feature_equivariance_run
-    from .transforms.transform import Transform
-
     out = ctx.out / "hog"
     out.mkdir(parents=True, exist_ok=True)
     source, image = next(iter(ctx.images.items()))
@@ -256,8 +244,6 @@ def run_demo(out: str | Path = "demo-out", model_name: str | None = None,
              images: Sequence[str] | None = None, preimage_iters: int = 200) -> Path:
     out = Path(out)
     if out.exists() and not out.is_dir():
-        from .errors import CnnscopeError
-
         raise CnnscopeError(f"--out {out}: exists and is not a folder")
     sources = list(images or DEFAULT_IMAGES)
     loaded = {src: load_image(src) for src in sources}

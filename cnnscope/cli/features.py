@@ -1,0 +1,39 @@
+"""Hand-crafted feature verbs: hog."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import CnnscopeError
+from ..features.jobs import HogJob
+from ..images import load_image
+from ..jobs import execute
+from ..preimage.runs import slug
+from .options import finish, out_dir, output_options, positive_int
+
+
+def register(sub) -> None:
+    p = sub.add_parser("hog", help="HOG of an image drawn as glyphs (oriented strokes per cell)")
+    p.add_argument("image", metavar="IMAGE", help="image file or sample:NAME")
+    p.add_argument("--cell-size", type=positive_int, default=8, help="pixels per cell (default 8)")
+    p.add_argument("--orientations", type=positive_int, default=9, help="undirected orientations (default 9)")
+    p.add_argument("--bilinear", action="store_true", help="bilinear orientation binning (HOGb)")
+    p.add_argument("--size", type=positive_int, help="resize the shorter side to this many px first")
+    p.add_argument("--glyph", type=positive_int, default=15, help="glyph size in px (default 15)")
+    output_options(p)
+    p.set_defaults(func=cmd_hog)
+
+
+def cmd_hog(args) -> None:
+    out = out_dir(args.out)
+    load_image(args.image)
+    if args.orientations < 2:
+        raise CnnscopeError(f"--orientations must be at least 2, got {args.orientations}")
+    name = args.image[7:] if args.image.startswith("sample:") else Path(args.image).stem
+    job = HogJob(slug(f"hog_{name}"), args.image, args.cell_size, args.orientations, args.bilinear, args.size,
+                 args.glyph)
+    run = execute([job], out)
+    finish(run)
+    r = run.outcomes[0].results
+    h, w = r["image_shape"]
+    print(f"HOG {tuple(r['features_shape'])} of a {w}x{h} image; wrote {out / job.key}.png")

@@ -1,0 +1,121 @@
+"""Verbs about models themselves: models, layers, predict, activations, samples."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from ..errors import CnnscopeError
+from ..images import SAMPLES, load_image
+from ..layers import capture, format_table, get_layer, list_layers
+from ..models import ZOO
+from ..store import save_tensors, write_json
+from .options import load, model_options, positive_int, run_options
+
+
+def register(sub) -> None:
+    p = sub.add_parser("models", help="list the model zoo")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("layers", help="layer table: output shape, receptive field, stride, offset")
+    model_options(p, positional=True)
+    run_options(p, jobs=False)
+    p.add_argument("--layer", action="append", metavar="NAME", help="only these layers (repeatable)")
+    p.add_argument("--named", action="store_true", help="only layers with a friendly alias")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_layers)
+
+    p = sub.add_parser("predict", help="top-k ImageNet classes for images")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image file or sample:NAME")
+    model_options(p)
+    run_options(p, jobs=False)
+    p.add_argument("--top-k", type=positive_int, default=5, help="how many classes (default 5)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("activations", help="capture activations at named layers (forward truncated)")
+    p.add_argument("image", metavar="IMAGE", help="image file or sample:NAME")
+    model_options(p)
+    run_options(p, jobs=False)
+    p.add_argument("--layer", action="append", required=True, metavar="NAME", help="layer (repeatable)")
+    p.add_argument("--out", metavar="FILE", help="save as .safetensors (+ .json settings beside it)")
+    p.set_defaults(func=cmd_activations)
+
+    p = sub.add_parser("samples", help="list the bundled sample images (use as sample:NAME)")
+    p.set_defaults(func=cmd_samples)
+
+
+def cmd_models(args) -> None:
+    rows = []
+    for entry in ZOO.values():
+        try:
+            available = entry.default_weights() is not None
+        except CnnscopeError:
+            available = False
+        status = "installed" if available else "not found: " + entry.weights_hint
+        rows.append({"name": entry.name, "input_size": entry.preprocess.input_size,
+                     "weights": "hand-crafted, no weights" if entry.handcrafted else status,
+                     "description": entry.description})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        print(f"{r['name']:<{width}}  {r['input_size']:>4}px  {r['description']}  [{r['weights']}]")
+    print("\nUser models: --model path/to/file.py:factory  or  --model model.pt (TorchScript)")
+
+
+def cmd_layers(args) -> None:
+    model = load(args)
+    if args.layer:
+        rows = [get_layer(model, n) for n in args.layer]
+    else:
+        rows = list_layers(model)
+        if args.named:
+            rows = [r for r in rows if r.alias]
+    if args.json:
+        print(json.dumps({**model.settings(), "layers": [r.to_dict() for r in rows]}, indent=2))
+        return
+    print(f"# {model.name}: input 3x{model.input_size}x{model.input_size}; rf/stride/offset in input pixels "
+          "(offset = centre of unit (0,0); 'all' = whole image; ~ = approximate)")
+    print(format_table(rows))
+
+
+def cmd_predict(args) -> None:
+    images = [load_image(src) for src in args.images]  # validate every input before any work
+    model = load(args)
+    results = model.predict(images, k=args.top_k)
+    if args.json:
+        out = [{"image": src, "top": [p.__dict__ for p in preds]} for src, preds in zip(args.images, results)]
+        print(json.dumps({**model.settings(), "predictions": out}, indent=2))
+        return
+    for src, preds in zip(args.images, results):
+        print(src)
+        for rank, p in enumerate(preds, 1):
+            print(f"  {rank}. {p.name:<32} {p.probability:6.3f}  (class {p.index})")
+
+
+def cmd_activations(args) -> None:
+    if args.out and not args.out.endswith(".safetensors"):
+        raise CnnscopeError(f"--out {args.out}: must end in .safetensors")
+    image = load_image(args.image)
+    model = load(args)
+    start = time.perf_counter()
+    feats = capture(model, model.prepare(image), args.layer)
+    seconds = time.perf_counter() - start
+    for name, t in feats.items():
+        print(f"{name:<28} shape {'x'.join(map(str, t.shape[1:])):<14} mean {t.mean():9.4f}  "
+              f"max {t.max():9.4f}  >0 {float((t > 0).float().mean()):.2f}")
+    print(f"forward (truncated at the deepest layer): {seconds * 1000:.1f} ms")
+    if args.out:
+        settings = {**model.settings(), "image": args.image, "layers": args.layer, "seed": args.seed}
+        save_tensors({k: v[0] for k, v in feats.items()}, args.out, "cnnscope-activations-1",
+                     settings=json.dumps(settings))
+        write_json(settings, Path(args.out).with_suffix(".json"))
+        print(f"wrote {args.out}")
+
+
+def cmd_samples(args) -> None:
+    print("  ".join(f"sample:{n}" for n in sorted(SAMPLES)))

@@ -1,0 +1,166 @@
+"""What every verb shares: the one-line parser, number types that validate once, and the option groups for
+loading models, running jobs and writing outputs."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+from ..errors import CnnscopeError
+from ..jobs import Run
+from ..models import DEFAULT_MODEL, Model, load_model
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump
+        sys.stderr.write(f"cnnscope: error: {message} (see: {self.prog} --help)\n")
+        sys.exit(2)
+
+
+# ------------------------------------------------------------------------------------- number types
+def floats3(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 3 comma-separated numbers, got '{text}'") from None
+    if len(values) != 3 or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected 3 comma-separated finite numbers (R,G,B), got '{text}'")
+    return values
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def finite(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got '{text}'")
+    return v
+
+
+def non_negative(text: str) -> float:
+    v = finite(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return v
+
+
+def positive(text: str) -> float:
+    v = finite(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return v
+
+
+def fraction(text: str) -> float:
+    v = finite(text)
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text}")
+    return v
+
+
+# ------------------------------------------------------------------------------------- option groups
+MODEL_HELP = "zoo name, path/file.py:factory, or TorchScript file (default efficientnet_lite0)"
+
+
+def model_options(p: argparse.ArgumentParser, *, positional: bool = False, role: str = "", default: str | None = None,
+                  several: bool = False, preprocessing: bool = True) -> None:
+    """--model (or a positional MODEL, or --a/--b for a second role), --weights, --random-weights and the
+    preprocessing overrides; `load` reads them back."""
+    suffix = f"-{role}" if role else ""
+    dest = f"model_{role}" if role else "model"
+    help_ = MODEL_HELP.replace("efficientnet_lite0", default or DEFAULT_MODEL)
+    if several:
+        help_ += "; several comma-separated: the same layer across models"
+    if positional:
+        p.add_argument(dest, nargs="?", default=default, metavar="MODEL", help=help_)
+    else:
+        p.add_argument(f"--{role}" if role else "--model", dest=dest, default=default, metavar="MODEL", help=help_)
+    g = p.add_argument_group(f"model {role.upper()} options" if role else "model options")
+    g.add_argument(f"--weights{suffix}", dest=f"weights{'_' + role if role else ''}", metavar="PATH",
+                   help="checkpoint (.pth/.pt/.safetensors) to load strictly")
+    g.add_argument(f"--random-weights{suffix}", dest=f"random_weights{'_' + role if role else ''}",
+                   action="store_true", help="keep the seeded random initialisation")
+    if preprocessing:
+        g.add_argument("--input-size", type=positive_int, help="network input size in px (user models)")
+        g.add_argument("--resize", type=positive_int, help="shorter side before the centre crop")
+        g.add_argument("--mean", type=floats3, help="normalisation mean R,G,B in [0,1] units")
+        g.add_argument("--std", type=floats3, help="normalisation std R,G,B in [0,1] units")
+        g.add_argument("--classes", metavar="FILE", help="class names, one per line (default: ImageNet)")
+
+
+def run_options(p: argparse.ArgumentParser, *, jobs: bool = True) -> None:
+    """--seed, and for verbs made of several jobs --workers and --ray."""
+    g = p.add_argument_group("run")
+    g.add_argument("--seed", type=int, default=0, help="random seed: fixes everything (default 0)")
+    if jobs:
+        g.add_argument("--workers", type=positive_int, default=1,
+                       help="worker processes (default 1); outputs are byte-identical however many")
+        g.add_argument("--ray", metavar="ADDRESS", help="run the jobs on a Ray cluster ('local' starts one here)")
+
+
+def output_options(p: argparse.ArgumentParser, default: str = "cnnscope-out") -> None:
+    p.add_argument("--out", default=default, metavar="DIR", help=f"output folder (default {default})")
+
+
+# --------------------------------------------------------------------------------------------- use them
+def load(args, role: str = "") -> Model:
+    """The model the shared options name (`role` "" for --model, "a"/"b" for --a/--b)."""
+    key = f"_{role}" if role else ""
+    name = getattr(args, f"model{key}") or DEFAULT_MODEL
+    overrides = {k: getattr(args, k, None) for k in ("input_size", "resize", "mean", "std")} if not role else {}
+    return load_model(name, weights=getattr(args, f"weights{key}", None),
+                      random_weights=getattr(args, f"random_weights{key}", False), seed=getattr(args, "seed", 0),
+                      preprocess={k: v for k, v in overrides.items() if v is not None} or None,
+                      classes=getattr(args, "classes", None) if not role else None)
+
+
+def load_several(args) -> list[Model]:
+    """Every model of a comma-separated --model (--weights applies to a single one)."""
+    names = [n.strip() for n in (args.model or DEFAULT_MODEL).split(",") if n.strip()]
+    if args.weights and len(names) > 1:
+        raise CnnscopeError("--weights applies to one model; give one --model with it")
+    models = []
+    for name in names:
+        args_one = argparse.Namespace(**{**vars(args), "model": name})
+        models.append(load(args_one))
+    return models
+
+
+def out_dir(path: str) -> Path:
+    """The output folder, refused (before any work) when it is a file."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise CnnscopeError(f"--out {out}: exists and is not a folder")
+    return out
+
+
+def engine(args) -> dict:
+    """The job engine's options of a verb: workers and Ray address."""
+    return {"workers": getattr(args, "workers", 1), "ray": getattr(args, "ray", None)}
+
+
+def took(seconds: float | None) -> str:
+    return "reused" if seconds is None else f"{seconds:.1f} s"
+
+
+RESUME = "finished jobs are saved: the same command again goes on from there"
+
+
+def finish(run: Run | bool, what: str = RESUME) -> None:
+    """Exit 130 after Ctrl-C (saying what was kept); nothing otherwise."""
+    if run if isinstance(run, bool) else run.interrupted:
+        sys.stderr.write(f"cnnscope: interrupted; {what}\n")
+        raise SystemExit(130)

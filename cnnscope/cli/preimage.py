@@ -1,0 +1,301 @@
+"""Pre-image verbs: invert, maximize, accentuate, caricature (texture and style: `cli.style`)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ..errors import CnnscopeError
+from ..images import load_image
+from ..layers import get_layer
+from ..preimage import Prior
+from ..preimage.param import PARAMS
+from ..preimage.presets import ALIGNED_TASKS
+from ..preimage.recipes import RECIPES, get_recipe
+from ..preimage.robustness import parse_transforms
+from ..preimage.runs import (
+    expand_layers,
+    parse_channels,
+    parse_class,
+    run_accentuate,
+    run_caricature,
+    run_invert,
+    run_maximize,
+)
+from ..preimage.solver import check_memory
+from ..targets import Target
+from .options import (
+    engine,
+    finish,
+    load_several,
+    model_options,
+    non_negative,
+    out_dir,
+    output_options,
+    positive,
+    positive_int,
+    run_options,
+    took,
+)
+
+INTERRUPTED = ("finished jobs are saved, the one in flight marked interrupted: the same command again goes on "
+               "from there")
+
+
+def optimiser_options(p, data_weight: float, recipes: bool = True) -> None:
+    """The solver's options, shared by every pre-image verb (texture and style take no recipe)."""
+    g = p.add_argument_group("optimiser")
+    if recipes:
+        g.add_argument("--recipe", choices=list(RECIPES), default=None,
+                       help="mv (Mahendran & Vedaldi: pixels + TV/alpha prior), lucid (Fourier + decorrelated "
+                            "colour + transforms), maco (phase only); default: the verb's measured best")
+        g.add_argument("--param", choices=list(PARAMS), default=None,
+                       help="image parametrisation (default: the recipe's)")
+        g.add_argument("--transforms", metavar="SPEC", default=None,
+                       help="robustness transforms each step: 'standard', 'none' or e.g. "
+                            "'pad:12,jitter:8,scale:0.9-1.1,rotate:10,jitter:4' (default: the recipe's)")
+        g.add_argument("--max-memory", type=positive, default=8.0, metavar="GB",
+                       help="refuse problems estimated to need more memory (default 8)")
+    g.add_argument("--size", type=positive_int, help="image size in px (default: the model's input size)")
+    g.add_argument("--iters", type=positive_int, default=None, help="iterations (default: the recipe's; 300)")
+    g.add_argument("--optimizer", choices=["sgd", "adam", "lbfgs"], default=None,
+                   help="sgd = momentum 0.9 (M&V IJCV'16), adam (lucid, maco, texture, style), lbfgs")
+    g.add_argument("--lr", type=positive, default=None,
+                   help="typical step (pixels: a fraction of B=80; default: the recipe's, 0.05)")
+    g.add_argument("--jitter", type=int, default=None,
+                   help="random circular shift in px each step, 0 = none (default: mv recipe 1/8 of the layer "
+                        "stride for deep layers)")
+    g.add_argument("--data-weight", type=non_negative, default=data_weight,
+                   help=f"weight C of the data term (default {data_weight:g})")
+    g.add_argument("--tv-beta", type=positive, default=None, help="TV exponent beta (default 2)")
+    g.add_argument("--tv-weight", type=non_negative, default=None, help="multiplier on lambda_beta (default 1)")
+    g.add_argument("--alpha-weight", type=non_negative, default=None, help="multiplier on lambda_alpha (default 1)")
+    g.add_argument("--no-prior", action="store_true", help="no TV and no alpha-norm term")
+    g.add_argument("--no-box", action="store_true", help="do not keep pixels in [0,1] (only the B+ bound)")
+
+
+def preimage_options(p, data_weight: float, recipes: bool = True, jobs: bool = True) -> None:
+    model_options(p, several=recipes)
+    output_options(p)
+    run_options(p, jobs=jobs)
+    optimiser_options(p, data_weight, recipes)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("invert", help="pre-image: reconstruct an image from its code at a layer")
+    p.add_argument("image", metavar="IMAGE", help="image file or sample:NAME")
+    p.add_argument("--layer", help="layer(s), comma-separated, or 'stages' for stem..logits "
+                                   "(hand-crafted models: their one layer)")
+    p.add_argument("--restarts", type=positive_int, default=1,
+                   help="N pre-images of the same code from different noise (reconstruction ambiguity)")
+    p.add_argument("--compare-priors", action="store_true", help="no prior vs TV beta=1 vs TV beta=2")
+    p.add_argument("--window", help="reconstruct only feature cells y0:y1,x0:x1")
+    preimage_options(p, data_weight=20.0)
+    p.set_defaults(func=cmd_invert)
+
+    p = sub.add_parser("maximize", help="activation maximisation: images that excite a unit or class")
+    p.add_argument("--layer", default=None, help="layer(s), comma-separated, or 'stages' (default logits)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--channel", help="channel(s): 3, 0-15 or 1,5,9")
+    what.add_argument("--all-channels", action="store_true", help="every channel of the layer (grid)")
+    what.add_argument("--class", dest="class_", metavar="NAME|INDEX", help="a class logit")
+    p.add_argument("--where", choices=["neuron", "channel"], default="neuron",
+                   help="a single neuron (default: the centre) or the whole channel's mean")
+    p.add_argument("--y", type=int, help="neuron row (feature cells; default centre)")
+    p.add_argument("--x", type=int, help="neuron column (feature cells; default centre)")
+    p.add_argument("--chunk", type=positive_int, default=8, help="targets optimised together (default 8)")
+    p.add_argument("--batch", type=positive_int, default=1, help="pictures per target (default 1)")
+    p.add_argument("--diversity", type=non_negative, default=0.0, metavar="W",
+                   help="push a target's --batch pictures apart (Gram diversity, weight W relative to the data "
+                        "term; try 0.5)")
+    p.add_argument("--diversity-layer", metavar="NAME",
+                   help="layer the diversity is measured at (default: the maximised one, or a mid-depth one)")
+    preimage_options(p, data_weight=20.0)
+    p.set_defaults(func=cmd_maximize)
+
+    p = sub.add_parser("accentuate", help="feature accentuation: push a unit up from an image, staying close to it")
+    p.add_argument("image", metavar="IMAGE", help="image file or sample:NAME")
+    p.add_argument("--layer", default=None, help="layer of the unit (default logits with --class)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--channel", help="channel(s): 3, 0-15 or 1,5,9 (one picture each)")
+    what.add_argument("--class", dest="class_", metavar="NAME|INDEX", help="a class logit (several: comma-separated)")
+    p.add_argument("--where", choices=["neuron", "channel"], default="channel",
+                   help="a single neuron (the centre) or the whole channel's mean (default)")
+    p.add_argument("--anchor-layer", metavar="NAME",
+                   help="stay close to the image's code here (default: two rows below --layer)")
+    p.add_argument("--anchor-weight", type=non_negative, default=1.0,
+                   help="weight of staying close, relative to the data term (default 1)")
+    preimage_options(p, data_weight=20.0, jobs=False)
+    p.set_defaults(func=cmd_accentuate)
+
+    p = sub.add_parser("caricature", help="emphasise what a layer sees in an image")
+    p.add_argument("image", metavar="IMAGE", help="image file or sample:NAME")
+    p.add_argument("--layer", help="layer(s), comma-separated, or 'stages' (hand-crafted models: their one layer)")
+    p.add_argument("--cosine", type=non_negative, default=0.0, metavar="P",
+                   help="weight the inner product by cos^P (rewards the pattern, not the magnitude)")
+    preimage_options(p, data_weight=20.0)
+    p.set_defaults(func=cmd_caricature)
+
+
+def explicit_prior(args) -> Prior | None:
+    """The prior the options ask for (None: the recipe's)."""
+    if args.no_prior:
+        return Prior.none()
+    if args.tv_weight is None and args.alpha_weight is None and args.tv_beta is None:
+        return None
+    return Prior(beta=2.0 if args.tv_beta is None else args.tv_beta,
+                 tv_weight=1.0 if args.tv_weight is None else args.tv_weight,
+                 alpha_weight=1.0 if args.alpha_weight is None else args.alpha_weight)
+
+
+def setup(args, task: str):
+    """(models, prior, solver settings, output folder, recipe) of a pre-image verb; all checked first."""
+    if args.jitter is not None and args.jitter < 0:
+        raise CnnscopeError(f"--jitter must be >= 0 pixels, got {args.jitter}")
+    out = out_dir(args.out)
+    overrides = {"param": args.param, "iters": args.iters, "lr": args.lr, "optimizer": args.optimizer,
+                 "transforms": args.transforms}
+    recipe = replace(get_recipe(args.recipe, task), **{k: v for k, v in overrides.items() if v is not None})
+    if task in ALIGNED_TASKS and args.transforms is None:
+        recipe = replace(recipe, transforms="auto")  # M&V's shift: the target feature map stays aligned
+    parse_transforms(None if recipe.transforms == "auto" else recipe.transforms)  # one line on a bad spec
+    cfg = recipe.config(seed=args.seed, box=not args.no_box, jitter=args.jitter, max_memory_gb=args.max_memory)
+    return load_several(args), explicit_prior(args), cfg, out, recipe
+
+
+def default_layer(args, models) -> None:
+    """--layer may be left out for hand-crafted representations (HOG, DSIFT): they have one layer."""
+    if args.layer:
+        return
+    single = {m.profile.single_layer for m in models}
+    if len(single) == 1 and None not in single:
+        args.layer = single.pop()
+        return
+    raise CnnscopeError(f"--layer is required for {', '.join(m.name for m in models)} "
+                        "(a layer name, several comma-separated, or 'stages')")
+
+
+def check_budget(models, layer_spec: str, n: int, size: int | None, cfg) -> None:
+    """Refuse an over-budget problem before anything is written."""
+    for model in models:
+        check_memory(model, expand_layers(model, layer_spec), n, size or model.input_size, cfg.max_memory_gb)
+
+
+def parse_window(text: str | None):
+    if not text:
+        return None
+    try:
+        ys, xs = text.split(",")
+        return tuple(int(v) for v in ys.split(":") + xs.split(":"))
+    except ValueError:
+        raise CnnscopeError(f"--window {text}: expected y0:y1,x0:x1") from None
+
+
+def cmd_invert(args) -> None:
+    load_image(args.image)  # validate before loading models
+    window = parse_window(args.window)
+    models, prior, cfg, out, recipe = setup(args, "invert")
+    default_layer(args, models)
+    check_budget(models, args.layer, args.restarts, args.size, cfg)
+    summary = run_invert(models, args.image, args.layer, out, cfg=cfg, prior=prior, data_weight=args.data_weight,
+                         size=args.size, restarts=args.restarts, compare_priors=args.compare_priors, window=window,
+                         recipe=recipe, **engine(args))
+    for u in summary["units"]:
+        errs = ", ".join(f"{e:.4f}" for e in u["normalised_error"])
+        judged = ""
+        if u.get("judge_top5_overlap"):
+            judged = "   judges' top-5 overlap " + " ".join(
+                "/".join(str(v) for v in d.values()) for d in u["judge_top5_overlap"])
+        print(f"{u['title']:<40} normalised error {errs}{judged}   ({took(u['seconds'])})")
+        if "ambiguity" in u:
+            a = u["ambiguity"]
+            print(f"{'':<40} mean mutual RMS pixel distance {a['mean_mutual_rms_distance']:.4f}; "
+                  f"to the original {sum(a['rms_distance_to_original']) / len(a['rms_distance_to_original']):.4f}")
+    print(f"wrote {out / summary['grid']}")
+    finish(summary["interrupted"], INTERRUPTED)
+
+
+def judged(unit: dict) -> str:
+    """The judges' ranks of a class picture's class, for printing ('' for other targets)."""
+    if "judge_rank" not in unit:
+        return ""
+    return "   judges' rank of the class " + ", ".join(f"{k} {v}" for k, v in unit["judge_rank"].items())
+
+
+def channel_targets(model, layer: str, channels: list[int], where: str, y=None, x=None) -> list[Target]:
+    width = get_layer(model, layer).channels or 1
+    bad = [c for c in channels if c >= width]
+    if bad:
+        raise CnnscopeError(f"channel {bad[0]} is out of range: {layer} has {width} channels (0-{width - 1})")
+    return [Target(where, c, y, x) for c in channels]
+
+
+def cmd_maximize(args) -> None:
+    models, prior, cfg, out, recipe = setup(args, "maximize")
+    if args.diversity and args.batch < 2:
+        raise CnnscopeError("--diversity needs --batch 2 or more (pictures per unit to tell apart)")
+    if args.class_ is None and args.layer is None:
+        raise CnnscopeError("--layer is required with --channel/--all-channels")
+    layer_spec = args.layer or "logits"
+    channels = parse_channels(args.channel) if args.channel else None
+
+    def targets_for(model, layer):
+        if args.class_ is not None:
+            return [Target("class", parse_class(model, args.class_))]
+        chans = list(range(get_layer(model, layer).channels or 1)) if args.all_channels else channels
+        return channel_targets(model, layer, chans, args.where, args.y, args.x)
+
+    for model in models:  # every target checked before any work
+        for layer in expand_layers(model, layer_spec):
+            targets_for(model, layer)
+    check_budget(models, layer_spec, args.chunk * args.batch if args.class_ is None else args.batch, args.size, cfg)
+    summary = run_maximize(models, layer_spec, targets_for, out, cfg=cfg, prior=prior, data_weight=args.data_weight,
+                           size=args.size, chunk=args.chunk, recipe=recipe, batch=args.batch,
+                           diversity=args.diversity, diversity_layer=args.diversity_layer, **engine(args))
+    for u in summary["units"]:
+        print(f"{u['layer']:<14} {u['target']:<16} activation {u['start_activation']:9.3f} -> "
+              f"{u['final_activation']:9.3f}   ({u['activation_ratio']:.2f}x the natural-image max){judged(u)}")
+    print(f"wrote {out / summary['grid']}")
+    finish(summary["interrupted"], INTERRUPTED)
+
+
+def cmd_caricature(args) -> None:
+    load_image(args.image)
+    models, prior, cfg, out, recipe = setup(args, "caricature")
+    default_layer(args, models)
+    check_budget(models, args.layer, 1, args.size, cfg)
+    summary = run_caricature(models, args.image, args.layer, out, cfg=cfg, prior=prior,
+                             data_weight=args.data_weight, size=args.size, cosine_power=args.cosine, recipe=recipe,
+                             **engine(args))
+    for u in summary["units"]:
+        print(f"{u['layer']:<14} <Phi(x0),Phi(x)>/||Phi(x0)||^2 = {u['relative_response']:.3f} "
+              f"(1 at the input; {took(u['seconds'])})")
+    print(f"wrote {out / summary['grid']}")
+    finish(summary["interrupted"], INTERRUPTED)
+
+
+def cmd_accentuate(args) -> None:
+    load_image(args.image)
+    models, prior, cfg, out, recipe = setup(args, "accentuate")
+    if len(models) > 1:
+        raise CnnscopeError("accentuate takes one --model")
+    model = models[0]
+    if args.class_ is not None:
+        layer = args.layer or "logits"
+        targets = [Target("class", parse_class(model, c.strip())) for c in args.class_.split(",") if c.strip()]
+    elif args.layer is None:
+        raise CnnscopeError("--layer is required with --channel")
+    else:
+        layer = args.layer
+        targets = channel_targets(model, layer, parse_channels(args.channel), args.where)
+    layer = expand_layers(model, layer)[0]
+    if args.anchor_layer:
+        expand_layers(model, args.anchor_layer)
+    check_budget(models, layer, len(targets), args.size, cfg)
+    summary = run_accentuate(model, args.image, layer, targets, out, cfg=cfg, prior=prior,
+                             data_weight=args.data_weight, size=args.size, anchor_layer=args.anchor_layer,
+                             anchor_weight=args.anchor_weight, recipe=recipe)
+    for u in summary["units"]:
+        print(f"{layer:<14} {u['target']:<16} activation {u['start_activation']:9.3f} -> "
+              f"{u['final_activation']:9.3f} (anchored at {u['anchor_layer']}){judged(u)}")
+    print(f"wrote {out / summary['grid']}")
+    finish(summary["interrupted"], INTERRUPTED)

@@ -1,0 +1,80 @@
+"""Top-level verbs that compose the families: report (a site of a whole model) and demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import CnnscopeError
+from ..models import DEFAULT_MODEL, load_model
+from ..preimage.runs import expand_layers
+from ..report.atlas import QUICK, ReportSettings
+from ..report.demo import run_demo
+from ..report.site import build_report
+from ..transforms.transform import Transform
+from .options import engine, finish, load, model_options, out_dir, output_options, positive_int, run_options
+
+
+def register(sub) -> None:
+    p = sub.add_parser("report", help="a browsable static HTML site of a whole model (resumable, parallel)")
+    model_options(p, positional=True)
+    output_options(p, default="cnnscope-report")
+    run_options(p)
+    p.add_argument("--images", metavar="FOLDER", help="images for patches and examples (default bundled samples)")
+    p.add_argument("--layers", default=None, help="layers, comma-separated, or 'stages' (default)")
+    p.add_argument("--channels", type=positive_int, help="first K channels per layer in the atlas (default all)")
+    p.add_argument("--iters", type=positive_int, default=None, help="pre-image iterations (default 200)")
+    p.add_argument("--size", type=positive_int, help="pre-image size in px (default the model's input size)")
+    p.add_argument("--examples", type=positive_int, default=None, help="images inverted / back-propagated (4)")
+    p.add_argument("--patch-images", type=positive_int, default=None,
+                   help="images searched for top patches (default 100)")
+    p.add_argument("--equivariance", metavar="TRANSFORM", help="also run the equivariance analysis (e.g. vflip)")
+    p.add_argument("--stitch-with", metavar="MODEL", help="also stitch this model's layers into MODEL_B's")
+    p.add_argument("--quick", action="store_true", help="two layers, 4 channels, 40 iterations, 96 px")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("demo", help="write the demo HTML page + figures into a folder")
+    output_options(p, default="demo-out")
+    p.add_argument("--model", default=None, help="zoo model (default efficientnet_lite0)")
+    p.add_argument("--images", nargs="+", default=None, metavar="IMAGE",
+                   help="images (default sample:chelsea sample:coffee)")
+    p.add_argument("--quick", action="store_true", help="small optimisation budget (for CI and a first look)")
+    p.set_defaults(func=cmd_demo)
+
+
+def _layers(args, model) -> list[str]:
+    if args.layers:
+        return expand_layers(model, args.layers)
+    conv = list(model.profile.conv_layers)
+    if not args.quick:
+        return expand_layers(model, "stages")
+    return [conv[2], conv[4]] if len(conv) > 4 else conv[len(conv) // 4:][:2]  # two mid-depth layers
+
+
+def cmd_report(args) -> None:
+    out = out_dir(args.out)
+    if args.images is not None and not Path(args.images).is_dir():
+        raise CnnscopeError(f"--images {args.images}: not a folder")
+    model = load(args)
+    if args.equivariance:
+        Transform.parse(args.equivariance)
+    if args.stitch_with:
+        load_model(args.stitch_with)  # fail now, not in a worker
+    quick = QUICK if args.quick else {}
+    layers = _layers(args, model)
+    report = ReportSettings(
+        model=args.model or DEFAULT_MODEL, weights=args.weights, layers=tuple(layers),
+        channels=args.channels or quick.get("channels"), iters=args.iters or quick.get("iters", 200),
+        size=args.size or quick.get("size"), seed=args.seed, images=args.images,
+        examples=args.examples or quick.get("examples", 4),
+        patch_images=args.patch_images or quick.get("patch_images", 100),
+        equivariance=args.equivariance, stitch_with=args.stitch_with, random_weights=args.random_weights)
+    print(f"report: {len(layers)} layers -> {out}/index.html")
+    jobs, run = build_report(out, report, model, **engine(args))
+    rate = f", {60 * run.computed / run.seconds:.1f} jobs/min" if run.computed and run.seconds > 0 else ""
+    print(f"{run.computed} computed, {run.reused} reused in {run.seconds:.1f} s{rate}; wrote {out / 'index.html'}")
+    finish(run)
+
+
+def cmd_demo(args) -> None:
+    path = run_demo(args.out, model_name=args.model, images=args.images, preimage_iters=40 if args.quick else 200)
+    print(f"wrote {path}")

@@ -1,0 +1,246 @@
+"""Transformation-analysis verbs: equivariance, stitch, cka, train-small, stitch-small."""
+
+from __future__ import annotations
+
+from ..data import image_set, split
+from ..errors import CnnscopeError
+from ..jobs import execute, provide
+from ..layers import resolve
+from ..preimage.runs import expand_layers, slug
+from ..store import write_json
+from ..transforms.jobs import (
+    CkaJob,
+    EquivarianceJob,
+    StitchJob,
+    format_table,
+    stitch_table,
+    write_equivariance,
+    write_stitch,
+)
+from ..transforms.runs import feature_equivariance_run
+from ..transforms.smallnets import save_small, seed_data_experiment, train_small
+from ..transforms.transform import Transform
+from .options import (
+    engine,
+    finish,
+    fraction,
+    load,
+    model_options,
+    non_negative,
+    out_dir,
+    output_options,
+    positive_int,
+    run_options,
+)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("equivariance", help="is Phi(gx) = M_g Phi(x)? compensate a transform inside the network")
+    p.add_argument("--transform", default="vflip", help="hflip, vflip, rot90, rot180, rotate:DEG, scale:F")
+    p.add_argument("--layers", default=None, help="conv layers (default: stem, stage2, stage4, stage6, head)")
+    _data_options(p)
+    p.add_argument("--epochs", type=positive_int, default=8, help="epochs for the learned map (default 8)")
+    p.add_argument("--ridge", type=non_negative, default=None,
+                   help="ridge: CNN layers, towards M = I (default 0.1); hand-crafted features (default 1e-4)")
+    p.add_argument("--neighbourhood", default="1,3",
+                   help="hand-crafted features: m x m cells each output cell may read (default 1,3)")
+    p.add_argument("--quick", action="store_true", help="few images, two layers, 2 epochs (for CI)")
+    model_options(p)
+    output_options(p)
+    run_options(p)
+    p.set_defaults(func=cmd_equivariance)
+
+    p = sub.add_parser("stitch", help="equivalence by stitching: front of A, learned map E, rest of B")
+    model_options(p, role="a", default="efficientnet_lite0")
+    model_options(p, role="b", default="efficientnet_lite1", preprocessing=False)
+    p.add_argument("--layers", default=None,
+                   help="layers present in both (or a:b pairs), comma-separated (default: stem, stage1..stage6)")
+    _data_options(p)
+    p.add_argument("--epochs", type=positive_int, default=8, help="task-loss epochs (default 8)")
+    p.add_argument("--no-resample", action="store_true", help="refuse grids that differ instead of resampling")
+    p.add_argument("--kernel", type=positive_int, default=1, help="task-loss stitch kernel m (m x m; default 1)")
+    p.add_argument("--batchnorm", action="store_true", help="task-loss stitch: batch norm before the map")
+    p.add_argument("--quick", action="store_true", help="few images, two layers, 2 epochs (for CI)")
+    output_options(p)
+    run_options(p)
+    p.set_defaults(func=cmd_stitch)
+
+    p = sub.add_parser("cka", help="linear CKA between the layers of two models (heatmap)")
+    model_options(p, role="a", default="efficientnet_lite0")
+    model_options(p, role="b", default="efficientnet_lite1", preprocessing=False)
+    p.add_argument("--layers", default="stages", help="layers of A and B ('stages' = stem..logits)")
+    p.add_argument("--images", metavar="FOLDER")
+    p.add_argument("--limit", type=positive_int, default=50)
+    p.add_argument("--debiased", action="store_true", help="debiased CKA (default biased)")
+    output_options(p)
+    run_options(p, jobs=False)
+    p.set_defaults(func=cmd_cka)
+
+    p = sub.add_parser("train-small", help="train a small CNN from scratch on a procedural dataset (seconds)")
+    p.add_argument("--data", choices=["shapes", "textures"], default="shapes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=positive_int, default=8)
+    p.add_argument("--out", default=None, metavar="FILE", help="(default cnnscope-out/small_DATA_seedS.safetensors)")
+    p.set_defaults(func=cmd_train_small)
+
+    p = sub.add_parser("stitch-small", help="seeds / before-after training / different data, by stitching")
+    output_options(p)
+    p.add_argument("--epochs", type=positive_int, default=8, help="training epochs per network")
+    p.add_argument("--quick", action="store_true", help="fewer images and epochs (for CI)")
+    p.set_defaults(func=cmd_stitch_small)
+
+
+def _data_options(p) -> None:
+    p.add_argument("--images", metavar="FOLDER", help="images (labels.csv used if present; default bundled crops)")
+    p.add_argument("--limit", type=positive_int, help="at most this many images")
+    p.add_argument("--fit", type=fraction, default=0.8, help="fraction of images used to fit (default 0.8)")
+
+
+def _layer_pairs(model_a, model_b, spec: str) -> list[tuple[str, str]]:
+    pairs = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        la, _, lb = part.partition(":")
+        lb = lb or la
+        resolve(model_a, la)
+        resolve(model_b, lb)
+        pairs.append((la, lb))
+    if not pairs:
+        raise CnnscopeError("no layers given (--layers)")
+    return pairs
+
+
+def _provided(*models):
+    for m in models:
+        provide(m.job_spec(), m)
+    return [m.job_spec() for m in models]
+
+
+def cmd_equivariance(args) -> None:
+    out = out_dir(args.out)
+    transform = Transform.parse(args.transform)
+    model = load(args)
+    if model.profile.handcrafted:  # no classifier to judge by: regression error of the one layer's map
+        return _feature_equivariance(args, model, transform, out)
+    if model.profile.logits is None:
+        raise CnnscopeError(f"{model.name} has no classifier: the equivariance test judges maps by its output")
+    analysis = model.profile.analysis
+    default = ",".join(analysis[:2] if args.quick else analysis)
+    layers = list(dict.fromkeys(expand_layers(model, args.layers or default)))
+    limit = args.limit or (24 if args.quick else None)
+    epochs, ridge = 2 if args.quick else args.epochs, 0.1 if args.ridge is None else args.ridge
+    name = slug(f"equivariance_{model.name}_{transform.label}")
+    (spec,) = _provided(model)
+    jobs = [EquivarianceJob(f"{name}/{slug(layer)}", spec, args.transform, layer, args.images, limit, args.fit,
+                            epochs, ridge, args.seed) for layer in layers]
+    run = execute(jobs, out, desc="equivariance", **engine(args))
+    finish(run)
+    settings = {"model": model.name, "transform": transform.label, "layers": layers, "images": args.images
+                or "bundled crops", "limit": limit, "fit": args.fit, "seed": args.seed, "epochs": epochs,
+                "ridge": ridge}
+    result = write_equivariance(out, name, run.outcomes, transform.label, model.name, settings)
+    cols = ("spatial_only", "permutation", "learned")
+    print(f"# {transform.label}: {result['metric'].replace('_', ' ')} on held-out images; no transform "
+          f"{result['baseline']['no_transform']:.3f}, transformed uncompensated "
+          f"{result['baseline']['uncompensated']:.3f}")
+    print(f"{'layer':<12}" + "".join(f"{c:>14}" for c in cols) + f"{'invariant ch.':>16}{'mean corr':>11}"
+          + f"{'map epochs':>12}")
+    for r in result["rows"]:
+        print(f"{r['layer']:<12}" + "".join(f"{r[c]:14.3f}" for c in cols)
+              + f"{r['invariant_channels']:>9}/{r['channels']:<6}{r['mean_channel_correlation']:11.3f}"
+              + f"{r['learned_epochs']!s:>12}")
+    print(f"wrote {out / (name + '.csv')}, {name}.png, {name}.json, {name}_maps.safetensors")
+
+
+def _feature_equivariance(args, model, transform, out) -> None:
+    if args.layers:
+        raise CnnscopeError(f"--layers does not apply to {model.name}: a hand-crafted representation has one layer")
+    try:
+        sizes = tuple(int(v) for v in args.neighbourhood.split(","))
+    except ValueError:
+        raise CnnscopeError(f"--neighbourhood {args.neighbourhood}: expected odd sizes like 1,3,5") from None
+    if not sizes or any(m < 1 or m % 2 == 0 or m > 9 for m in sizes):
+        raise CnnscopeError(f"--neighbourhood {args.neighbourhood}: sizes must be odd, between 1 and 9")
+    ridge = 1e-4 if args.ridge is None else args.ridge
+    images, _ = image_set(model, args.images, args.limit or (12 if args.quick else None), args.seed)
+    i_fit, i_test = split(len(images), args.fit, args.seed)
+    images = images[i_fit.tolist() + i_test.tolist()]
+    n_fit = len(i_fit)
+    name = slug(f"equivariance_{model.name}_{transform.label}")
+    settings = {"model": model.name, "transform": transform.label, "fit": n_fit, "test": len(images) - n_fit,
+                "images": args.images or "bundled crops", "seed": args.seed, "ridge": ridge,
+                "neighbourhoods": list(sizes), "input_size": model.input_size}
+    summary = feature_equivariance_run(model, transform, images, n_fit, out, name, sizes, ridge, settings)
+    errors = summary["relative_error"]
+    print(f"# {model.name}, {transform.label}: relative error ||M_g Phi(x) - Phi(gx)|| / ||Phi(gx)|| on "
+          f"{len(images) - n_fit} held-out images ({n_fit} to fit; {summary['valid_cells']}/{summary['cells']} "
+          "cells inside the valid region)")
+    for key, value in errors.items():
+        if not key.endswith("_fit"):
+            fit = errors.get(key + "_fit")
+            print(f"{key:<16}{value:8.3f}" + (f"   (fit {fit:.3f})" if fit is not None else ""))
+    print(f"wrote {out / (name + '.csv')}, {name}.png, {name}.json, {name}_maps.safetensors")
+
+
+def cmd_stitch(args) -> None:
+    out = out_dir(args.out)
+    a, b = load(args, "a"), load(args, "b")
+    conv = a.profile.conv_layers
+    default = ",".join(conv[0:3:2] if args.quick else conv[:7])
+    pairs = _layer_pairs(a, b, args.layers or default)
+    limit, epochs = args.limit or (24 if args.quick else None), 2 if args.quick else args.epochs
+    name = slug(f"stitch_{a.name}_{b.name}")
+    spec_a, spec_b = _provided(a, b)
+    jobs = [StitchJob(f"{name}/{slug(la)}-{slug(lb)}", spec_a, spec_b, la, lb, args.images, limit, args.fit, epochs,
+                      not args.no_resample, args.kernel, args.batchnorm, args.seed) for la, lb in pairs]
+    run = execute(jobs, out, desc="stitch", **engine(args))
+    finish(run)
+    metric = "top1_error" if "top1_error" in run.outcomes[0].results["baseline"]["A"] else "disagreement_with_b"
+    settings = {"a": a.name, "b": b.name, "layers": [list(p) for p in pairs], "images": args.images
+                or "bundled crops", "limit": limit, "fit": args.fit, "epochs": epochs, "seed": args.seed,
+                "resample": not args.no_resample, "kernel": args.kernel, "batchnorm": args.batchnorm}
+    table = write_stitch(out, name, run.outcomes, metric, settings)
+    print(f"# {metric.replace('_', ' ')} on held-out images ({args.fit:.0%} of them used to fit)")
+    print(format_table(table))
+    print(f"wrote {out / (name + '.csv')}, {name}.png, {name}.json, {name}_stitches.safetensors")
+
+
+def cmd_cka(args) -> None:
+    out = out_dir(args.out)
+    a, b = load(args, "a"), load(args, "b")
+    la, lb = expand_layers(a, args.layers), expand_layers(b, args.layers)
+    name = slug(f"cka_{a.name}_{b.name}")
+    spec_a, spec_b = _provided(a, b)
+    run = execute([CkaJob(name, spec_a, spec_b, tuple(la), tuple(lb), args.images, args.limit, args.debiased,
+                          args.seed)], out)
+    finish(run)
+    matrix = run.outcomes[0].results["cka"]
+    width = max(len(x) for x in la)
+    print(" " * width + "".join(f"{y[:8]:>9}" for y in lb))
+    for x, row in zip(la, matrix):
+        print(f"{x:<{width}}" + "".join(f"{v:9.2f}" for v in row))
+    print(f"wrote {out / (name + '.png')}")
+
+
+def cmd_train_small(args) -> None:
+    out = args.out or f"cnnscope-out/small_{args.data}_seed{args.seed}.safetensors"
+    if not out.endswith(".safetensors"):
+        raise CnnscopeError(f"--out {out}: must end in .safetensors")
+    net, info = train_small(args.data, args.seed, args.epochs)
+    save_small(net, info, out)
+    print(f"{args.data} seed {args.seed}: test accuracy {info['test_accuracy']:.3f} after {args.epochs} epochs")
+    print(f"wrote {out} (use it as --a small:{out})")
+
+
+def cmd_stitch_small(args) -> None:
+    out = out_dir(args.out)
+    epochs = 2 if args.quick else args.epochs
+    results = seed_data_experiment(out / "small-nets", epochs=epochs, n_images=150 if args.quick else 600,
+                                   task_epochs=1 if args.quick else 4)
+    summary = {}
+    for case, r in results.items():
+        rows = stitch_table(r["result"]["baseline"], r["result"]["rows"], r["metric"])
+        summary[case] = {"a": r["a"], "b": r["b"], "metric": r["metric"], "table": rows}
+        print(f"# {case}: A={r['a']} B={r['b']} ({r['metric'].replace('_', ' ')})")
+        print(format_table(rows))
+    write_json({"epochs": epochs, "cases": summary}, out / "stitch_small.json")
+    print(f"wrote {out / 'stitch_small.json'}")

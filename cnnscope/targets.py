@@ -1,0 +1,87 @@
+"""What to look at in a layer's output — one Target for pre-images (what to maximise) and backprop
+(where the backward pass starts)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .errors import CnnscopeError
+
+KINDS = ("neuron", "channel", "class", "direction", "features")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A unit or direction of a layer's output.
+
+    Parameters
+    ----------
+    kind : str
+        "neuron" (channel at y, x; default the centre), "channel" (the spatial mean of a whole channel),
+        "class" (a logit), "direction" (any vector over the layer's output) or "features" (backprop only:
+        the layer's own activation, reconstructing from the full code).
+    channel : int, optional
+        Channel (or class) index.
+    y, x : int, optional
+        Position of a neuron in feature cells (default: the centre).
+    direction : Tensor, optional
+        For "direction": weights of the layer's output shape (without batch).
+    layer : str, optional
+        The layer, when the target carries it (backprop); pre-image jobs hold the layer themselves.
+    """
+
+    kind: str
+    channel: int | None = None
+    y: int | None = None
+    x: int | None = None
+    direction: torch.Tensor | None = None
+    layer: str | None = None
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise CnnscopeError(f"unknown target kind '{self.kind}' ({', '.join(KINDS)})")
+
+    def label(self) -> str:
+        """A short name: 'neuron3@1,2', 'class980', 'direction'; prefixed by the layer when it has one."""
+        if self.kind in ("direction", "features"):
+            base = self.kind
+        else:
+            where = f"@{self.y},{self.x}" if self.kind == "neuron" and self.y is not None else ""
+            base = f"{self.kind}{self.channel}{where}"
+        return base if self.layer is None else f"{self.layer} {base}"
+
+    def weights(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """The target as weights w over a layer output of `shape` (no batch): its value is <w, Phi(x)>.
+
+        Raises
+        ------
+        CnnscopeError
+            A channel or position outside the layer, a direction of another shape, or "features" (whose
+            weights are the activation itself).
+        """
+        shape = tuple(shape)
+        if self.kind == "features":
+            raise CnnscopeError("a 'features' target is the layer's activation: it has no fixed weights")
+        if self.kind == "direction":
+            if self.direction is None or tuple(self.direction.shape) != shape:
+                raise CnnscopeError(f"direction must have the layer's shape {shape}")
+            return self.direction.float()
+        channels, where = shape[0], self.layer or "the layer"
+        if self.channel is None or not 0 <= self.channel < channels:
+            raise CnnscopeError(f"channel {self.channel} is out of range: {where} has {channels} channels "
+                                f"(0-{channels - 1})")
+        w = torch.zeros(shape)
+        if len(shape) == 1:
+            w[self.channel] = 1.0
+        elif self.kind == "channel":
+            w[self.channel] = 1.0 / (shape[1] * shape[2])
+        else:
+            h, wd = shape[1:]
+            y = h // 2 if self.y is None else self.y
+            x = wd // 2 if self.x is None else self.x
+            if not (0 <= y < h and 0 <= x < wd):
+                raise CnnscopeError(f"neuron position ({y}, {x}) is outside the {h}x{wd} map of {where}")
+            w[self.channel, y, x] = 1.0
+        return w

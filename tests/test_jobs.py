@@ -1,0 +1,188 @@
+"""The job engine under the verbs: a run resumed after losing a job, a run on 2 worker processes and a run on
+a local Ray cluster write byte-identical files to a plain run; finished jobs are not redone; an interrupted
+job is never recorded as done."""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+
+from cnnscope.cli import main
+from cnnscope.jobs import Job, Result, execute
+from cnnscope.store import finished
+
+VERBS = {
+    "invert": ["invert", "sample:chelsea", "--layer", "stem,stage1", "--size", "64", "--iters", "10"],
+    "saliency": ["saliency", "sample:chelsea", "sample:coffee", "--layer", "stage2", "--features"],
+    "equivariance": ["equivariance", "--transform", "hflip", "--quick", "--limit", "8"],
+    "stitch": ["stitch", "--quick", "--limit", "8"],
+}
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _same_files(a: Path, b: Path) -> None:
+    fa, fb = _files(a), _files(b)
+    assert sorted(fa) == sorted(fb)
+    assert [k for k in fa if fa[k] != fb[k]] == []
+
+
+def _records(root: Path) -> list[Path]:
+    """The job records (JSON with settings, results and files), not the runs' summaries."""
+    return [p for p in sorted(root.rglob("*.json")) if {"settings", "results", "files"} <= set(json.loads(
+        p.read_text()))]
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory):
+    """Each verb run once, in this process, one job after the other."""
+    runs = {}
+    for verb, args in VERBS.items():
+        out = tmp_path_factory.mktemp(f"plain-{verb}")
+        assert main([*args, "--out", str(out)]) == 0
+        runs[verb] = out
+    return runs
+
+
+@pytest.mark.parametrize("verb", list(VERBS))
+def test_jobs_write_what_they_computed(plain, verb):
+    out = plain[verb]
+    records = _records(out)
+    assert len(records) >= 2, "every verb here is several jobs"
+    for record in records:
+        data = json.loads(record.read_text())
+        assert data["settings"]["job"] and all((out / f).is_file() for f in data["files"])
+        assert "seconds" not in json.dumps(data["results"])  # timings would make reruns differ
+    if verb == "invert":
+        errors = [json.loads(r.read_text())["results"]["normalised_error"][0] for r in records]
+        assert all(0 < e < 1 for e in errors)
+    if verb == "saliency":
+        from safetensors.torch import load_file
+
+        maps = load_file(str(out / "saliency_chelsea.safetensors"))
+        assert set(maps) == {f"stage2 features|{m}" for m in ("deconvnet", "salinet", "desalinet")}
+        assert all(v.shape == (3, 224, 224) and v.abs().sum() > 0 for v in maps.values())
+    if verb == "equivariance":
+        data = json.loads((out / "equivariance_efficientnet_lite0_hflip.json").read_text())
+        assert [r["layer"] for r in data["rows"]] == ["stem", "stage2"]
+        assert all(0 <= r["learned"] <= 1 for r in data["rows"])
+    if verb == "stitch":
+        data = json.loads((out / "stitch_efficientnet_lite0_efficientnet_lite1.json").read_text())
+        assert [t["layer"] for t in data["table"]] == ["A alone", "B alone", "stem", "stage2"]
+
+
+@pytest.mark.parametrize("verb", list(VERBS))
+def test_two_workers_write_the_same_bytes(plain, verb, tmp_path):
+    assert main([*VERBS[verb], "--out", str(tmp_path), "--workers", "2"]) == 0
+    _same_files(tmp_path, plain[verb])
+
+
+@pytest.mark.parametrize("verb", list(VERBS))
+def test_resume_redoes_only_the_missing_job(plain, verb, tmp_path):
+    assert main([*VERBS[verb], "--out", str(tmp_path)]) == 0
+    records = _records(tmp_path)
+    lost = records[-1]
+    lost.unlink()  # as if the run had been killed before this job finished
+    kept = {p: p.stat().st_mtime_ns for p in records[:-1]}
+    assert main([*VERBS[verb], "--out", str(tmp_path)]) == 0
+    assert lost.is_file()
+    assert all(p.stat().st_mtime_ns == t for p, t in kept.items()), "finished jobs were redone"
+    _same_files(tmp_path, plain[verb])
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray")
+    try:  # a machine that cannot start a local cluster is not a failure of ours
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    except Exception as err:
+        pytest.skip(f"Ray could not start a local cluster here: {err}")
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.parametrize("verb", list(VERBS))
+def test_ray_local_writes_the_same_bytes(plain, verb, tmp_path, ray_cluster):
+    assert main([*VERBS[verb], "--out", str(tmp_path), "--ray", "local"]) == 0
+    _same_files(tmp_path, plain[verb])
+
+
+# --------------------------------------------------------------------------- the engine on its own
+@dataclass
+class CountResult(Result):
+    value: float
+    noise: torch.Tensor = field(metadata={"json": False})
+
+
+@dataclass(frozen=True)
+class NoiseJob(Job):
+    """Draws from torch's global generator: the engine must seed it from the key."""
+
+    key: str
+    scale: float = 1.0
+    stop: bool = False
+    kind = "noise"
+
+    def models(self):
+        return ()
+
+    def compute(self) -> CountResult:
+        if self.stop:
+            raise KeyboardInterrupt
+        noise = torch.randn(4) * self.scale
+        return CountResult(float(noise.sum()), noise)
+
+    def write(self, out: Path, result: CountResult) -> list[str]:
+        (out / f"{self.key}.txt").parent.mkdir(parents=True, exist_ok=True)
+        (out / f"{self.key}.txt").write_text(" ".join(f"{v:.6f}" for v in result.noise.tolist()))
+        return [f"{self.key}.txt"]
+
+
+def test_engine_seeds_by_key_and_reuses_by_settings(tmp_path):
+    first = execute([NoiseJob("a"), NoiseJob("b")], tmp_path, progress=False)
+    assert first.computed == 2 and first.outcomes[0].results["value"] != first.outcomes[1].results["value"]
+    again = execute([NoiseJob("b"), NoiseJob("a")], tmp_path / "other", progress=False)  # order does not matter
+    assert {o.job.key: o.results for o in again.outcomes} == {o.job.key: o.results for o in first.outcomes}
+    reused = execute([NoiseJob("a"), NoiseJob("b", scale=2.0)], tmp_path, progress=False)
+    assert [o.reused for o in reused.outcomes] == [True, False]  # changed settings: computed again
+    assert reused.outcomes[1].results["value"] == pytest.approx(2 * first.outcomes[1].results["value"])
+
+
+def test_interrupted_job_is_not_recorded(tmp_path):
+    run = execute([NoiseJob("a"), NoiseJob("b", stop=True), NoiseJob("c")], tmp_path, progress=False)
+    assert run.interrupted and [o.job.key for o in run.outcomes] == ["a"]
+    assert finished(tmp_path, "a", NoiseJob("a").settings()) is not None
+    assert not (tmp_path / "b.json").exists() and not (tmp_path / "c.json").exists()
+    assert not list(tmp_path.rglob("*.part"))
+
+
+def test_duplicate_keys_are_refused(tmp_path):
+    from cnnscope.errors import CnnscopeError
+
+    with pytest.raises(CnnscopeError, match="same files"):
+        execute([NoiseJob("a"), NoiseJob("a", scale=2.0)], tmp_path, progress=False)
+
+
+def test_readme_new_method_example_runs(tmp_path):
+    """The README's ten-line job (Architecture: a new method) works as written, and resumes."""
+    import re
+    from dataclasses import dataclass as dataclass_
+
+    from cnnscope.images import load_image
+    from cnnscope.layers import capture
+    from cnnscope.models import ModelSpec
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = re.search(r"\*\*A new method\*\*.*?```python\n(.*?)```", text, re.S).group(1)
+    scope = {"dataclass": dataclass_, "Result": Result, "Job": Job, "ModelSpec": ModelSpec, "capture": capture,
+             "load_image": load_image}
+    exec(code, scope)
+    job = scope["EnergyJob"]("energy", ModelSpec("efficientnet_lite0"), "sample:coffee", "stage2")
+    run = execute([job], tmp_path, progress=False)
+    energy = run.outcomes[0].results["energy"]
+    assert len(energy) == 24 and all(e >= 0 for e in energy) and max(energy) > 0
+    assert execute([job], tmp_path, progress=False).outcomes[0].reused
