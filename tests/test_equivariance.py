@@ -63,5 +63,10 @@ def test_cli_equivariance(tmp_path):
     assert main(["equivariance", "--quick", "--transform", "hflip", "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "equivariance_efficientnet_lite0_hflip.json").read_text())
     assert [r["layer"] for r in data["rows"]] == ["stem", "stage2"]
-    assert (tmp_path / "equivariance_efficientnet_lite0_hflip_maps.safetensors").is_file()
+    from cnnscope.store import load_tensors
+
+    maps, meta = load_tensors(tmp_path / "equivariance_efficientnet_lite0_hflip_maps.safetensors",
+                              "cnnscope-equivariance-maps-1", "maps")
+    assert maps["stem|conv.weight"].shape == (32, 32, 1, 1) and maps["stage2|conv.weight"].shape == (24, 24, 1, 1)
+    assert json.loads(meta["settings"])["transform"] == "hflip"
     assert main(["equivariance", "--transform", "shear", "--out", str(tmp_path)]) == 2

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from cnnscope import load_image
 from cnnscope.data import image_set
@@ -144,7 +145,10 @@ def test_cli_hog_inversion_and_glyphs(tmp_path):
     assert meta["results"]["normalised_error"][0] < 0.05  # noise starts at ~0.4: the optimisation converged
     res = run("hog", "sample:coffee", "--out", str(tmp_path))
     assert res.returncode == 0, res.stderr
-    assert (tmp_path / "hog_coffee.png").is_file() and (tmp_path / "hog_coffee.json").is_file()
+    record = json.loads((tmp_path / "hog_coffee.json").read_text())
+    assert record["results"]["features_shape"] == [31, 400 // 8, 600 // 8]  # coffee is 600x400; 8 px cells
+    glyphs = np.asarray(Image.open(tmp_path / "hog_coffee.png"))
+    assert glyphs.shape == (50 * 15, 75 * 15, 3) and glyphs.max() == 255 and glyphs.min() == 0  # 15 px glyphs
 
 
 def test_cli_hog_equivariance(tmp_path):

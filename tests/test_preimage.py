@@ -56,7 +56,9 @@ def test_objective_algebra():
     tv, a = TV(), AlphaNorm()
     obj = 2.0 * tv + a - 0.5 * tv
     parts = obj.breakdown(ctx(x))
-    assert list(parts) == ["tv2", "alpha6", "tv2#2"]
+    assert list(parts) == ["tv2", "alpha6"]  # one term object, one value (its weights summed)
+    assert torch.allclose(obj.by_term(ctx(x))[tv], 1.5 * tv.value(ctx(x)))
+    assert list((obj + TV()).breakdown(ctx(x))) == ["tv2", "alpha6", "tv2#2"]  # another TV object: its own row
     expected = 1.5 * tv.value(ctx(x)) + a.value(ctx(x))
     assert torch.allclose(obj(ctx(x)), expected)
     assert torch.allclose(sum(parts.values()), expected)
@@ -188,7 +190,8 @@ def test_cli_maximize_and_caricature(tmp_path, capsys):
     assert main(["maximize", "--class", "Egyptian cat", "--size", "64", "--iters", "10", "--out", str(tmp_path)]) == 0
     assert main(["caricature", "sample:coffee", "--layer", "stage2", "--size", "64", "--iters", "10",
                  "--out", str(tmp_path)]) == 0
-    assert (tmp_path / "caricature_coffee_grid.png").is_file()
+    summary = json.loads((tmp_path / "caricature_coffee_summary.json").read_text())
+    assert summary["units"][0]["relative_response"] > 1.0  # 1 at the input: the caricature raised it
     assert main(["maximize", "--class", "Egyptian kat", "--out", str(tmp_path)]) == 2
     assert "closest: Egyptian cat" in capsys.readouterr().err
 

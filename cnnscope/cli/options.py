@@ -157,6 +157,7 @@ def took(seconds: float | None) -> str:
 
 
 RESUME = "finished jobs are saved: the same command again goes on from there"
+INTERRUPTED = "finished jobs are saved, the one in flight marked interrupted: the same command again goes on from there"
 
 
 def finish(run: Run | bool, what: str = RESUME) -> None:

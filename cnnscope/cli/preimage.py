@@ -24,6 +24,7 @@ from ..preimage.runs import (
 from ..preimage.solver import check_memory
 from ..targets import Target
 from .options import (
+    INTERRUPTED,
     engine,
     finish,
     load_several,
@@ -36,9 +37,6 @@ from .options import (
     run_options,
     took,
 )
-
-INTERRUPTED = ("finished jobs are saved, the one in flight marked interrupted: the same command again goes on "
-               "from there")
 
 
 def optimiser_options(p, data_weight: float, recipes: bool = True) -> None:

@@ -114,6 +114,11 @@ class InvertJob(PictureJob):
     judge: bool = True
     kind = "invert"
 
+    @property
+    def layer(self) -> str:
+        """The first (usually the only) inverted layer."""
+        return self.layers[0]
+
     def compute(self, model: Model) -> InvertResult:
         img = load_image(self.image)
         r = invert(model, img, list(self.layers), size=self.size, prior=self.prior, data_weight=self.data_weight,

@@ -69,15 +69,22 @@ class Objective:
                 seen[name] = None
         return list(seen)
 
-    def breakdown(self, ctx: Context) -> dict[str, torch.Tensor]:
-        """Weighted value of each term, per image ({label: [N]})."""
-        out: dict[str, torch.Tensor] = {}
+    def by_term(self, ctx: Context) -> dict[Term, torch.Tensor]:
+        """Weighted value of each term object, per image ({term: [N]}; a term used twice is summed)."""
+        out: dict[Term, torch.Tensor] = {}
         for w, t in self.parts:
+            out[t] = out.get(t, 0) + w * t.value(ctx)
+        return out
+
+    def breakdown(self, ctx: Context) -> dict[str, torch.Tensor]:
+        """Weighted value of each term, per image, by label ({label: [N]}): what records show."""
+        out: dict[str, torch.Tensor] = {}
+        for t, value in self.by_term(ctx).items():
             label = t.label
             i = 2
             while label in out:
                 label, i = f"{t.label}#{i}", i + 1
-            out[label] = w * t.value(ctx)
+            out[label] = value
         return out
 
     def __call__(self, ctx: Context) -> torch.Tensor:

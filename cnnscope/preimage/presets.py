@@ -157,8 +157,7 @@ def invert(model: Model, image: torch.Tensor | str, layers: Sequence[str] | str,
 
 def reconstruction_error(result: PreimageResult, data_weight: float = INVERT_DATA_WEIGHT) -> list[float]:
     """||Phi(x*) - Phi0||^2 / ||Phi0||^2 per image (summed over layers when several were inverted)."""
-    rep = [v for k, v in result.terms.items() if k.startswith("representation[")]
-    return [sum(vals) / data_weight for vals in zip(*rep)]
+    return [sum(vals) / data_weight for vals in zip(*result.values(Representation))]
 
 
 def ambiguity(result: PreimageResult, original: torch.Tensor | None = None) -> dict:
@@ -292,7 +291,7 @@ def caricature(model: Model, image: torch.Tensor | str, layer: str, *, size: int
 
 def caricature_gain(result: PreimageResult, data_weight: float = CARICATURE_DATA_WEIGHT) -> list[float]:
     """<Phi(x0), Phi(x)> / ||Phi(x0)||^2 per picture: 1 at the start image, larger when the caricature works."""
-    return [-v / data_weight for v in next(vals for k, vals in result.terms.items() if k.startswith("caricature"))]
+    return [-v / data_weight for v in result.values(Caricature)[0]]
 
 
 # ------------------------------------------------------------------------------------ feature accentuation

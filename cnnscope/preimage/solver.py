@@ -105,6 +105,11 @@ class PreimageResult:
     iterations: int = 0
     seconds: float = 0.0
     interrupted: bool = False
+    by_term: dict = field(default_factory=dict)  # the same values keyed by the term objects themselves
+
+    def values(self, kind: type) -> list[list[float]]:
+        """Per-image values of every term of type `kind` (e.g. Representation), in objective order."""
+        return [v for t, v in self.by_term.items() if isinstance(t, kind)]
 
     def summary(self) -> dict:
         return {"energy": self.energy, "terms": self.terms, "iterations": self.iterations,
@@ -253,10 +258,11 @@ def solve(model, objective: Objective, start: Parametrization | torch.Tensor,
         remember(e, pixels)
         best_p = upsample(best_p)  # what the network saw, without the random transforms
         ctx = Context(space.from_pixels(best_p), phi(space.pixels_to_net(best_p)) if phi is not None else {})
+        by_term = {t: [float(v) for v in vals] for t, vals in objective.by_term(ctx).items()}
         terms = {k: [float(v) for v in vals] for k, vals in objective.breakdown(ctx).items()}
         total = [float(v) for v in objective(ctx)]
     if phi is not None:
         phi.close()
     images = best_p.clamp(0, 1)
     return PreimageResult(space.from_pixels(best_p), images, terms, total, history,
-                          step if not interrupted else max(step - 1, 0), seconds, interrupted)
+                          step if not interrupted else max(step - 1, 0), seconds, interrupted, by_term)

@@ -106,8 +106,9 @@ def style_objective(target: StyleTarget, weights: Sequence[float] | None = None,
     return sum((w * GramTerm(name, target.grams[name], temperature) for w, name in zip(weights, target.layers)), 0)
 
 
-def gram_losses(result_terms: dict[str, list[float]]) -> dict[str, float]:
-    return {k: v[0] for k, v in result_terms.items() if k.startswith("gram[")}
+def gram_losses(result: PreimageResult) -> dict[str, float]:
+    """The (weighted) Gram terms' final values, by label, for the first picture."""
+    return {t.label: v[0] for t, v in result.by_term.items() if isinstance(t, GramTerm)}
 
 
 def texture(model: Model, style: torch.Tensor | str, *, size: int | None = None, layers: Sequence[str] | None = None,
@@ -146,7 +147,7 @@ def texture(model: Model, style: torch.Tensor | str, *, size: int | None = None,
                 before = {k: float(v[0]) for k, v in objective.breakdown(ctx).items()}
         result = solve(model, obj, x if start is None else start, cfg)
         x = result.x
-    info = {"layers": layers, "sizes": sizes, "gram_before": before, "gram_after": gram_losses(result.terms),
+    info = {"layers": layers, "sizes": sizes, "gram_before": before, "gram_after": gram_losses(result),
             "temperature": temperature, "param": param}
     return result, info
 
@@ -178,8 +179,12 @@ def stylize(model: Model, content: torch.Tensor | str, style: torch.Tensor | str
         x0 = noise(1, size, cfg.seed)
     else:
         raise CnnscopeError(f"--init must be content or noise, got '{init}'")
+    with torch.no_grad():  # the style terms at the start, weighted as in the objective
+        ctx = Context(x0, capture(model, space.to_net(x0), layers))
+        before = {k: float(v[0]) for k, v in (style_weight * style_objective(target, temperature=temperature))
+                  .breakdown(ctx).items()}
     result = solve(model, objective, x0, cfg)
     info = {"content_layer": content_layer, "style_layers": layers, "style_weight": style_weight,
             "content_weight": content_weight, "init": init, "temperature": temperature,
-            "gram_after": gram_losses(result.terms)}
+            "gram_before": before, "gram_after": gram_losses(result)}
     return result, info

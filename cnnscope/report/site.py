@@ -106,11 +106,7 @@ def layer_page(out: Path, report: ReportSettings, layer: str, units: list[Job], 
 
 def _layer_jobs(units: list[Job], layer: str | None = None) -> list[Job]:
     """The jobs of a layer's page (all layers' when `layer` is None)."""
-    return [u for u in units if u.kind in LAYER_KINDS and (layer is None or _layer_of(u) == layer)]
-
-
-def _layer_of(job: Job) -> str:
-    return job.layers[0] if hasattr(job, "layers") else job.layer  # an inversion may use several layers
+    return [u for u in units if u.kind in LAYER_KINDS and (layer is None or u.layer == layer)]
 
 
 def write_site(out: Path, report: ReportSettings, units: list[Job], model, run: dict) -> Path:

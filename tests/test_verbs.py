@@ -1,0 +1,54 @@
+"""Success paths of the verbs no other test file covers, each asserting what it printed or wrote."""
+
+import json
+
+import numpy as np
+from PIL import Image
+
+from cnnscope.cli import main
+
+
+def test_models_and_samples(capsys):
+    assert main(["models", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["efficientnet_lite0"]["weights"] == "installed" and rows["hog"]["input_size"] == 224
+    assert main(["samples"]) == 0
+    assert {"sample:chelsea", "sample:gravel", "sample:coffee"} <= set(capsys.readouterr().out.split())
+
+
+def test_backprop_prints_the_reversed_network(capsys):
+    assert main(["backprop", "--method", "desalinet"]) == 0
+    out = capsys.readouterr().out
+    assert "guided: forward mask AND rectified backward signal" in out  # every ReLU6 of Lite0
+    assert "convolution transposed" in out and out.index("logits") < out.index("stem")  # backward order
+
+
+def test_selectivity_writes_the_seed_finding(tmp_path, capsys):
+    assert main(["selectivity", "--limit", "2", "--neurons", "2", "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "selectivity.json").read_text())
+    c = record["results"]["correlations"]
+    assert record["results"]["count"] == 2 and record["settings"]["layer"] == "stage7"
+    # DeConvNet maps hardly depend on the neuron; SaliNet's do (Mahendran & Vedaldi ECCV'16)
+    assert c["deconvnet"]["max_vs_random_neuron"] > c["salinet"]["max_vs_random_neuron"] + 0.3
+    assert "deconvnet" in capsys.readouterr().out
+
+
+def test_sanity_curve_falls_for_the_gradient(tmp_path):
+    assert main(["sanity", "sample:coffee", "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "sanity.json").read_text())
+    r = record["results"]
+    assert r["target"] == "logits class967" and len(r["spearman"]["salinet"]) == len(r["blocks"])
+    # the gradient map must stop resembling the trained one once the weights are random (Adebayo et al.)
+    assert r["spearman"]["salinet"][-1] < 0.5
+    picture = np.asarray(Image.open(tmp_path / "sanity.png"))
+    assert picture.shape[0] > 100 and picture.std() > 10  # a drawn figure, not a blank canvas
+
+
+def test_style_transfer_lowers_the_gram_loss(tmp_path):
+    assert main(["style", "sample:chelsea", "sample:gravel", "--size", "64", "--iters", "15", "--style-layers",
+                 "stem,_blocks.1._act0", "--content-layer", "stage1", "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "style_efficientnet_lite0_chelsea_gravel.json").read_text())
+    r = record["results"]
+    assert r["gram_total_after"] < 0.5 * r["gram_total_before"] and r["iterations"] == 15
+    picture = np.asarray(Image.open(tmp_path / record["files"][0]))
+    assert picture.shape == (64, 64, 3)
