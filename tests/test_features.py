@@ -154,8 +154,8 @@ def test_cli_hog_inversion_and_glyphs(tmp_path):
 def test_cli_hog_equivariance(tmp_path):
     res = run("equivariance", "--model", "hog", "--transform", "rotate:45", "--quick", "--out", str(tmp_path))
     assert res.returncode == 0, res.stderr
-    summary = json.loads((tmp_path / "equivariance_hog_rotate45.json").read_text())
-    e = summary["relative_error"]
+    record = json.loads((tmp_path / "equivariance_hog_rotate45.json").read_text())
+    e = record["results"]["relative_error"]
     assert e["learned_3x3"] < e["spatial_only"] < e["uncompensated"]
     for suffix in (".csv", ".png", "_maps.safetensors"):
         assert (tmp_path / f"equivariance_hog_rotate45{suffix}").is_file()

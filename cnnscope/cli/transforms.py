@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from ..data import image_set, split
 from ..errors import CnnscopeError
 from ..jobs import execute, provide
 from ..layers import resolve
 from ..preimage.runs import expand_layers, slug
 from ..store import write_json
+from ..transforms.handcrafted import FeatureEquivarianceJob
 from ..transforms.jobs import (
     CkaJob,
     EquivarianceJob,
@@ -17,7 +17,6 @@ from ..transforms.jobs import (
     write_equivariance,
     write_stitch,
 )
-from ..transforms.runs import feature_equivariance_run
 from ..transforms.smallnets import save_small, seed_data_experiment, train_small
 from ..transforms.transform import Transform
 from .options import (
@@ -160,25 +159,21 @@ def _feature_equivariance(args, model, transform, out) -> None:
         raise CnnscopeError(f"--neighbourhood {args.neighbourhood}: expected odd sizes like 1,3,5") from None
     if not sizes or any(m < 1 or m % 2 == 0 or m > 9 for m in sizes):
         raise CnnscopeError(f"--neighbourhood {args.neighbourhood}: sizes must be odd, between 1 and 9")
-    ridge = 1e-4 if args.ridge is None else args.ridge
-    images, _ = image_set(model, args.images, args.limit or (12 if args.quick else None), args.seed)
-    i_fit, i_test = split(len(images), args.fit, args.seed)
-    images = images[i_fit.tolist() + i_test.tolist()]
-    n_fit = len(i_fit)
-    name = slug(f"equivariance_{model.name}_{transform.label}")
-    settings = {"model": model.name, "transform": transform.label, "fit": n_fit, "test": len(images) - n_fit,
-                "images": args.images or "bundled crops", "seed": args.seed, "ridge": ridge,
-                "neighbourhoods": list(sizes), "input_size": model.input_size}
-    summary = feature_equivariance_run(model, transform, images, n_fit, out, name, sizes, ridge, settings)
-    errors = summary["relative_error"]
+    (spec,) = _provided(model)
+    job = FeatureEquivarianceJob(slug(f"equivariance_{model.name}_{transform.label}"), spec, args.transform,
+                                 args.images, args.limit or (12 if args.quick else None), args.fit,
+                                 1e-4 if args.ridge is None else args.ridge, sizes, args.seed)
+    run = execute([job], out)
+    finish(run)
+    r = run.outcomes[0].results
     print(f"# {model.name}, {transform.label}: relative error ||M_g Phi(x) - Phi(gx)|| / ||Phi(gx)|| on "
-          f"{len(images) - n_fit} held-out images ({n_fit} to fit; {summary['valid_cells']}/{summary['cells']} "
-          "cells inside the valid region)")
-    for key, value in errors.items():
+          f"{r['test']} held-out images ({r['fit']} to fit; {r['valid_cells']}/{r['cells']} cells inside the "
+          "valid region)")
+    for key, value in r["relative_error"].items():
         if not key.endswith("_fit"):
-            fit = errors.get(key + "_fit")
+            fit = r["relative_error"].get(key + "_fit")
             print(f"{key:<16}{value:8.3f}" + (f"   (fit {fit:.3f})" if fit is not None else ""))
-    print(f"wrote {out / (name + '.csv')}, {name}.png, {name}.json, {name}_maps.safetensors")
+    print(f"wrote {out / (job.key + '.csv')}, {job.key}.png, {job.key}.json, {job.key}_maps.safetensors")
 
 
 def cmd_stitch(args) -> None:

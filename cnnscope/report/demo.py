@@ -10,27 +10,24 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from ..backprop.runs import COLUMNS, default_rows, run_saliency
-from ..data import image_set
 from ..errors import CnnscopeError
-from ..features import HOG, render_hog
+from ..features.jobs import HogJob
 from ..images import load_image, save_image
+from ..jobs import execute, provide
 from ..layers import list_layers
-from ..models import DEFAULT_MODEL, Model, load_model
-from ..preimage import SolverConfig, Target
-from ..preimage.presets import invert, reconstruction_error
+from ..models import DEFAULT_MODEL, Model, ModelSpec, load_model
+from ..preimage import Prior, SolverConfig, Target
+from ..preimage.jobs import InvertJob, StyleJob, TextureJob
+from ..preimage.presets import auto_jitter, resolve_settings
 from ..preimage.recipes import get_recipe
 from ..preimage.runs import run_caricature, run_invert, run_maximize
-from ..preimage.style import stylize, texture
 from ..store import write_json, write_text
-from ..transforms.cka import linear_cka
-from ..transforms.equivalence import features
-from ..transforms.runs import feature_equivariance_run
-from ..transforms.transform import Transform
-from ..viz import bar_chart, cka_heatmap
+from ..transforms.handcrafted import FeatureEquivarianceJob
+from ..transforms.jobs import CkaJob
+from ..viz import bar_chart
 from . import html
 
 DEFAULT_IMAGES = ("sample:chelsea", "sample:coffee")
@@ -144,23 +141,21 @@ def section_backprop(ctx: DemoContext) -> str:
 
 
 def section_style(ctx: DemoContext) -> str:
-    """Texture synthesis from brick and gravel, and gravel's style on the first image."""
+    """Texture synthesis from brick and gravel, and gravel's style on the first image (texture and style jobs)."""
     out = ctx.out / "style"
-    out.mkdir(parents=True, exist_ok=True)
     iters = ctx.settings.get("preimage_iters", 200)
     cfg = SolverConfig(optimizer="adam", iters=iters, progress=False)
-    parts, record = [], {}
-    for name in ("brick", "gravel"):
-        r, info = texture(ctx.model, f"sample:{name}", config=cfg)
-        save_image(r.images[0], out / f"texture_{name}.png")
-        before, after = sum(info["gram_before"].values()), sum(info["gram_after"].values())
-        record[name] = {"gram_before": before, "gram_after": after, "seconds": r.seconds}
-        parts.append(html.figure(f"style/texture_{name}.png",
-                                 f"texture from sample:{name} (Gram loss {before:.3f} → {after:.5f})", 224))
-    source = next(iter(ctx.images))
-    r, info = stylize(ctx.model, source, "sample:gravel", config=cfg)
-    save_image(r.images[0], out / "style_gravel.png")
-    record["style"] = {"gram_after": sum(info["gram_after"].values()), "seconds": r.seconds}
+    spec, source = _spec(ctx.model), next(iter(ctx.images))
+    textures = [TextureJob(f"texture_{n}", spec, f"sample:{n}", ctx.model.input_size, None, cfg, Prior.none(),
+                           param="pixel") for n in ("brick", "gravel")]
+    style = StyleJob("style_gravel", spec, source, "sample:gravel", ctx.model.input_size, None, None, cfg,
+                     Prior(tv_weight=0.1, alpha_weight=0.0))
+    run = execute([*textures, style], out, progress=False)
+    record = {o.job.key: {k: o.results[k] for k in ("gram_total_before", "gram_total_after")}
+              for o in run.outcomes}
+    parts = [html.figure(f"style/texture_{n}.png", f"texture from sample:{n} (Gram loss "
+                         f"{record[f'texture_{n}']['gram_total_before']:.3f} → "
+                         f"{record[f'texture_{n}']['gram_total_after']:.5f})", 224) for n in ("brick", "gravel")]
     parts.append(html.figure("style/style_gravel.png", f"{source} in the style of sample:gravel", 224))
     ctx.settings["style"] = record
     body = ("<p>Moment matching (Gatys et al.): the Gram matrices of a few layers describe a texture; "
@@ -172,22 +167,16 @@ def section_style(ctx: DemoContext) -> str:
 
 
 def section_equivalence(ctx: DemoContext) -> str:
-    """Linear CKA between Lite0 and Lite1 layers, on random crops of the bundled samples."""
+    """Linear CKA between Lite0 and Lite1 layers, on random crops of the bundled samples (a CKA job)."""
     try:
-        other = load_model("efficientnet_lite1")
+        load_model("efficientnet_lite1")
     except Exception as err:  # the optional weights package is missing: say so instead of failing the demo
         return html.section("Equivalence", f"<p>skipped: {html.escape(str(err))}</p>", "equivalence")
-    out = ctx.out / "equivalence"
-    out.mkdir(parents=True, exist_ok=True)
-    layers = list(ctx.model.profile.depth)
-    images, _ = image_set(ctx.model, None, 16 if ctx.settings.get("preimage_iters", 200) < 100 else 40)
-    fa = {n: features(ctx.model, n, ctx.model.preprocess.normalize(images)).flatten(1) for n in layers}
-    fb = {n: features(other, n, other.preprocess.normalize(images)).flatten(1) for n in layers}
-    matrix = [[linear_cka(fa[x], fb[y]) for y in layers] for x in layers]
-    cka_heatmap(matrix, layers, layers, f"linear CKA, {len(images)} crops: {ctx.model.name} vs {other.name}",
-                out / "cka.png")
-    write_json({"layers": layers, "cka": matrix, "images": len(images)}, out / "cka.json")
-    ctx.settings["cka"] = matrix
+    layers = tuple(ctx.model.profile.depth)
+    job = CkaJob("cka", _spec(ctx.model), ModelSpec("efficientnet_lite1"), layers, layers,
+                 limit=16 if ctx.settings.get("preimage_iters", 200) < 100 else 40)
+    run = execute([job], ctx.out / "equivalence", progress=False)
+    ctx.settings["cka"] = run.outcomes[0].results["cka"]
     body = ("<p>Are two networks' representations the same up to a simple map? Linear CKA compares the layers "
             "of Lite0 and Lite1 (trained separately, same data): the diagonal is high. Stitching — A's front, a "
             "learned 1x1 map, B's rest — tests it by B's own task: <code>cnnscope stitch --images FOLDER</code>; "
@@ -198,24 +187,20 @@ def section_equivalence(ctx: DemoContext) -> str:
 
 
 def section_handcrafted(ctx: DemoContext) -> str:
-    """HOG as glyphs, its pre-image, and its equivariance to a 45 degree rotation (learned M_g)."""
-    out = ctx.out / "hog"
-    out.mkdir(parents=True, exist_ok=True)
-    source, image = next(iter(ctx.images.items()))
-    hog_model = load_model("hogb")
-    x = hog_model.preprocess.geometry(image)
-    glyphs = render_hog(HOG(8, 9, bilinear=True)(x), 9, 9)
-    save_image((np.stack([glyphs] * 3, -1) * 255).round().astype(np.uint8), out / "glyphs.png")
+    """HOG as glyphs, its pre-image, and its equivariance to a 45 degree rotation (learned M_g): three jobs."""
+    source = next(iter(ctx.images))
     iters = ctx.settings.get("preimage_iters", 200)
-    result = invert(hog_model, image, ["hog"], size=160, config=SolverConfig(iters=iters, progress=False))
-    save_image(result.images[0], out / "preimage.png")
-    images, _ = image_set(hog_model, None, 24 if iters >= 100 else 12)
-    n_fit = len(images) * 3 // 4
-    eq = feature_equivariance_run(load_model("hog"), Transform("rotate", angle=45), images, n_fit, out,
-                                  "equivariance_hog_rotate45", (1, 3), 1e-4,
-                                  {"model": "hog", "transform": "rotate45", "fit": n_fit, "test": len(images) - n_fit})
-    errors = eq["relative_error"]
-    ctx.settings["hog"] = {"preimage_error": reconstruction_error(result)[0], "rotate45": errors}
+    hogb = ModelSpec("hogb")
+    jitter = auto_jitter(load_model("hogb"), ["hog"], 160)
+    rec, cfg, prior = resolve_settings("invert", None, SolverConfig(iters=iters, progress=False), None, jitter)
+    jobs = [HogJob("glyphs", source, 8, 9, True, 224, 9),
+            InvertJob("preimage", hogb, source, ("hog",), 160, rec, cfg, prior, judge=False),
+            FeatureEquivarianceJob("equivariance_hog_rotate45", ModelSpec("hog"), "rotate:45", None,
+                                   24 if iters >= 100 else 12, 0.75, 1e-4, (1, 3))]
+    run = {o.job.key: o.results for o in execute(jobs, ctx.out / "hog", progress=False).outcomes}
+    errors = run["equivariance_hog_rotate45"]["relative_error"]
+    preimage_error = run["preimage"]["normalised_error"][0]
+    ctx.settings["hog"] = {"preimage_error": preimage_error, "rotate45": errors}
     body = (f"<p>HOG (UoCTTI, 31 channels per 8 px cell) is a differentiable module that matches VLFeat's "
             f"<code>vl_hog</code>; every tool takes it as a model (<code>--model hog|hogb|dsift</code>). Its "
             f"pre-image keeps edges and loses colour. Rotating the image by 45° is not a permutation of 9 orientation "
@@ -224,9 +209,14 @@ def section_handcrafted(ctx: DemoContext) -> str:
             "<code>cnnscope hog IMAGE</code>, <code>cnnscope invert IMAGE --model hogb</code>, "
             "<code>cnnscope equivariance --model hog --transform rotate:45</code>.</p>")
     body += html.figure("hog/glyphs.png", f"HOG glyphs of {source}", 300)
-    body += html.figure("hog/preimage.png", f"HOGb pre-image (error {reconstruction_error(result)[0]:.3f})", 200)
+    body += html.figure("hog/preimage.png", f"HOGb pre-image (error {preimage_error:.3f})", 200)
     body += html.figure("hog/equivariance_hog_rotate45.png", "is HOG(gx) = M_g HOG(x) for a 45° rotation?")
     return html.section("Hand-crafted features: HOG", body, "hog")
+
+
+def _spec(model: Model) -> ModelSpec:
+    provide(model.job_spec(), model)  # the engine need not load it again in this process
+    return model.job_spec()
 
 
 SECTIONS: list[tuple[str, Callable[[DemoContext], str]]] = [
