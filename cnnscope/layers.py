@@ -400,6 +400,7 @@ def resolve(model, name: str) -> str:
 
 
 def get_layer(model, name: str) -> LayerInfo:
+    """The table row of one layer (by name or alias): shape, receptive field, stride, offset, channels."""
     canonical = resolve(model, name)
     return next(r for r in list_layers(model) if r.name == canonical)
 
@@ -486,7 +487,21 @@ class Capture:
 
 
 def capture(model, x: torch.Tensor, layers: Sequence[str] | str) -> dict[str, torch.Tensor]:
-    """One-shot: activations of `layers` for the preprocessed batch `x` (forward truncated)."""
+    """Activations of `layers` for a preprocessed batch (the forward stops at the deepest one).
+
+    Parameters
+    ----------
+    model : Model or nn.Module
+    x : Tensor
+        [N,3,S,S] preprocessed (``model.prepare``).
+    layers : str or sequence of str
+        Layer names or aliases (`list_layers`).
+
+    Returns
+    -------
+    dict
+        Layer name -> activation [N, ...] (gradients flow through it).
+    """
     with Capture(model, layers) as phi:
         return phi(x)
 

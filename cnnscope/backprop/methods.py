@@ -35,8 +35,26 @@ def _seed_signal(target: Target, feat: torch.Tensor) -> torch.Tensor:
 
 def backprop_maps(model, images: torch.Tensor, targets: Sequence[Target], method: str = "desalinet",
                   pool: str | None = None) -> torch.Tensor:
-    """Maps [N, T, 3, H, W] for preprocessed images [N,3,H,W] and T targets (all at one layer), computed
-    with ONE forward and ONE backward over the N*T batch (forward truncated at the target layer)."""
+    """Backpropagation maps of SaliNet, DeConvNet or DeSaliNet (one forward and one backward in all).
+
+    Parameters
+    ----------
+    model : Model or nn.Module
+    images : Tensor
+        [N,3,H,W] preprocessed (``model.prepare``).
+    targets : sequence of Target
+        T targets, all at one layer (``Target(..., layer=NAME)``); "features" starts from the layer's own
+        activation.
+    method : str
+        "salinet" (gradient), "deconvnet" or "desalinet" (`METHODS`: the rectifier's and max-pool's rules).
+    pool : str, optional
+        Max-pool rule overriding the method's ("switches", "centre", "uniform", "passthrough").
+
+    Returns
+    -------
+    Tensor
+        [N, T, 3, H, W]: the signal reaching the input (forward truncated at the target layer).
+    """
     layers = {t.layer for t in targets}
     if None in layers:
         raise CnnscopeError("backprop targets need their layer (Target(..., layer=NAME))")

@@ -11,6 +11,9 @@ from pathlib import Path
 from ..errors import CnnscopeError
 from ..jobs import Run
 from ..models import DEFAULT_MODEL, Model, load_model
+from ..preimage import Prior
+from ..preimage.param import PARAMS
+from ..preimage.recipes import RECIPES
 
 
 class Parser(argparse.ArgumentParser):
@@ -113,6 +116,49 @@ def run_options(p: argparse.ArgumentParser, *, jobs: bool = True) -> None:
 
 def output_options(p: argparse.ArgumentParser, default: str = "cnnscope-out") -> None:
     p.add_argument("--out", default=default, metavar="DIR", help=f"output folder (default {default})")
+
+
+def optimiser_options(p, data_weight: float, recipes: bool = True) -> None:
+    """The solver's options, shared by every pre-image verb (texture and style take no recipe)."""
+    g = p.add_argument_group("optimiser")
+    if recipes:
+        g.add_argument("--recipe", choices=list(RECIPES), default=None,
+                       help="mv (Mahendran & Vedaldi: pixels + TV/alpha prior), lucid (Fourier + decorrelated "
+                            "colour + transforms), maco (phase only); default: the verb's measured best")
+        g.add_argument("--param", choices=list(PARAMS), default=None,
+                       help="image parametrisation (default: the recipe's)")
+        g.add_argument("--transforms", metavar="SPEC", default=None,
+                       help="robustness transforms each step: 'standard', 'none' or e.g. "
+                            "'pad:12,jitter:8,scale:0.9-1.1,rotate:10,jitter:4' (default: the recipe's)")
+        g.add_argument("--max-memory", type=positive, default=8.0, metavar="GB",
+                       help="refuse problems estimated to need more memory (default 8)")
+    g.add_argument("--size", type=positive_int, help="image size in px (default: the model's input size)")
+    g.add_argument("--iters", type=positive_int, default=None, help="iterations (default: the recipe's; 300)")
+    g.add_argument("--optimizer", choices=["sgd", "adam", "lbfgs"], default=None,
+                   help="sgd = momentum 0.9 (M&V IJCV'16), adam (lucid, maco, texture, style), lbfgs")
+    g.add_argument("--lr", type=positive, default=None,
+                   help="typical step (pixels: a fraction of B=80; default: the recipe's, 0.05)")
+    g.add_argument("--jitter", type=int, default=None,
+                   help="random circular shift in px each step, 0 = none (default: mv recipe 1/8 of the layer "
+                        "stride for deep layers)")
+    g.add_argument("--data-weight", type=non_negative, default=data_weight,
+                   help=f"weight C of the data term (default {data_weight:g})")
+    g.add_argument("--tv-beta", type=positive, default=None, help="TV exponent beta (default 2)")
+    g.add_argument("--tv-weight", type=non_negative, default=None, help="multiplier on lambda_beta (default 1)")
+    g.add_argument("--alpha-weight", type=non_negative, default=None, help="multiplier on lambda_alpha (default 1)")
+    g.add_argument("--no-prior", action="store_true", help="no TV and no alpha-norm term")
+    g.add_argument("--no-box", action="store_true", help="do not keep pixels in [0,1] (only the B+ bound)")
+
+
+def explicit_prior(args) -> Prior | None:
+    """The prior the options ask for (None: the recipe's)."""
+    if args.no_prior:
+        return Prior.none()
+    if args.tv_weight is None and args.alpha_weight is None and args.tv_beta is None:
+        return None
+    return Prior(beta=2.0 if args.tv_beta is None else args.tv_beta,
+                 tv_weight=1.0 if args.tv_weight is None else args.tv_weight,
+                 alpha_weight=1.0 if args.alpha_weight is None else args.alpha_weight)
 
 
 # --------------------------------------------------------------------------------------------- use them

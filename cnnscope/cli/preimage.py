@@ -7,10 +7,8 @@ from dataclasses import replace
 from ..errors import CnnscopeError
 from ..images import load_image
 from ..layers import get_layer
-from ..preimage import Prior
-from ..preimage.param import PARAMS
 from ..preimage.presets import ALIGNED_TASKS
-from ..preimage.recipes import RECIPES, get_recipe
+from ..preimage.recipes import get_recipe
 from ..preimage.robustness import parse_transforms
 from ..preimage.runs import (
     expand_layers,
@@ -26,49 +24,18 @@ from ..targets import Target
 from .options import (
     INTERRUPTED,
     engine,
+    explicit_prior,
     finish,
     load_several,
     model_options,
     non_negative,
+    optimiser_options,
     out_dir,
     output_options,
-    positive,
     positive_int,
     run_options,
     took,
 )
-
-
-def optimiser_options(p, data_weight: float, recipes: bool = True) -> None:
-    """The solver's options, shared by every pre-image verb (texture and style take no recipe)."""
-    g = p.add_argument_group("optimiser")
-    if recipes:
-        g.add_argument("--recipe", choices=list(RECIPES), default=None,
-                       help="mv (Mahendran & Vedaldi: pixels + TV/alpha prior), lucid (Fourier + decorrelated "
-                            "colour + transforms), maco (phase only); default: the verb's measured best")
-        g.add_argument("--param", choices=list(PARAMS), default=None,
-                       help="image parametrisation (default: the recipe's)")
-        g.add_argument("--transforms", metavar="SPEC", default=None,
-                       help="robustness transforms each step: 'standard', 'none' or e.g. "
-                            "'pad:12,jitter:8,scale:0.9-1.1,rotate:10,jitter:4' (default: the recipe's)")
-        g.add_argument("--max-memory", type=positive, default=8.0, metavar="GB",
-                       help="refuse problems estimated to need more memory (default 8)")
-    g.add_argument("--size", type=positive_int, help="image size in px (default: the model's input size)")
-    g.add_argument("--iters", type=positive_int, default=None, help="iterations (default: the recipe's; 300)")
-    g.add_argument("--optimizer", choices=["sgd", "adam", "lbfgs"], default=None,
-                   help="sgd = momentum 0.9 (M&V IJCV'16), adam (lucid, maco, texture, style), lbfgs")
-    g.add_argument("--lr", type=positive, default=None,
-                   help="typical step (pixels: a fraction of B=80; default: the recipe's, 0.05)")
-    g.add_argument("--jitter", type=int, default=None,
-                   help="random circular shift in px each step, 0 = none (default: mv recipe 1/8 of the layer "
-                        "stride for deep layers)")
-    g.add_argument("--data-weight", type=non_negative, default=data_weight,
-                   help=f"weight C of the data term (default {data_weight:g})")
-    g.add_argument("--tv-beta", type=positive, default=None, help="TV exponent beta (default 2)")
-    g.add_argument("--tv-weight", type=non_negative, default=None, help="multiplier on lambda_beta (default 1)")
-    g.add_argument("--alpha-weight", type=non_negative, default=None, help="multiplier on lambda_alpha (default 1)")
-    g.add_argument("--no-prior", action="store_true", help="no TV and no alpha-norm term")
-    g.add_argument("--no-box", action="store_true", help="do not keep pixels in [0,1] (only the B+ bound)")
 
 
 def preimage_options(p, data_weight: float, recipes: bool = True, jobs: bool = True) -> None:
@@ -132,17 +99,6 @@ def register(sub) -> None:
                    help="weight the inner product by cos^P (rewards the pattern, not the magnitude)")
     preimage_options(p, data_weight=20.0)
     p.set_defaults(func=cmd_caricature)
-
-
-def explicit_prior(args) -> Prior | None:
-    """The prior the options ask for (None: the recipe's)."""
-    if args.no_prior:
-        return Prior.none()
-    if args.tv_weight is None and args.alpha_weight is None and args.tv_beta is None:
-        return None
-    return Prior(beta=2.0 if args.tv_beta is None else args.tv_beta,
-                 tv_weight=1.0 if args.tv_weight is None else args.tv_weight,
-                 alpha_weight=1.0 if args.alpha_weight is None else args.alpha_weight)
 
 
 def setup(args, task: str):
@@ -219,6 +175,14 @@ def judged(unit: dict) -> str:
     return "   judges' rank of the class " + ", ".join(f"{k} {v}" for k, v in unit["judge_rank"].items())
 
 
+def _logits(models) -> str:
+    """The class-logit layer of the models (the default layer of class targets)."""
+    found = {m.profile.logits for m in models}
+    if None in found or len(found) != 1:
+        raise CnnscopeError("--class needs models with a classifier (give --layer for others)")
+    return found.pop()
+
+
 def channel_targets(model, layer: str, channels: list[int], where: str, y=None, x=None) -> list[Target]:
     width = get_layer(model, layer).channels or 1
     bad = [c for c in channels if c >= width]
@@ -233,7 +197,7 @@ def cmd_maximize(args) -> None:
         raise CnnscopeError("--diversity needs --batch 2 or more (pictures per unit to tell apart)")
     if args.class_ is None and args.layer is None:
         raise CnnscopeError("--layer is required with --channel/--all-channels")
-    layer_spec = args.layer or "logits"
+    layer_spec = args.layer or _logits(models)
     channels = parse_channels(args.channel) if args.channel else None
 
     def targets_for(model, layer):
@@ -278,7 +242,7 @@ def cmd_accentuate(args) -> None:
         raise CnnscopeError("accentuate takes one --model")
     model = models[0]
     if args.class_ is not None:
-        layer = args.layer or "logits"
+        layer = args.layer or _logits(models)
         targets = [Target("class", parse_class(model, c.strip())) for c in args.class_.split(",") if c.strip()]
     elif args.layer is None:
         raise CnnscopeError("--layer is required with --channel")

@@ -17,8 +17,8 @@ from ..preimage.presets import sized_preprocess
 from ..preimage.runs import slug
 from ..store import write_json
 from ..viz import image_grid
-from .options import finish, finite, load, model_options, out_dir, positive_int, run_options
-from .preimage import explicit_prior, preimage_options
+from .options import explicit_prior, finish, finite, load, model_options, out_dir, positive_int, run_options
+from .preimage import preimage_options
 
 
 def register(sub) -> None:

@@ -139,10 +139,35 @@ def invert(model: Model, image: torch.Tensor | str, layers: Sequence[str] | str,
            prior: Prior | None = None, data_weight: float = INVERT_DATA_WEIGHT, restarts: int = 1,
            window: tuple[int, int, int, int] | None = None, config: SolverConfig | None = None,
            recipe: str | Recipe | None = None) -> PreimageResult:
-    """Reconstruct `image` from its representation at `layers` (one or several), starting from noise.
-    `restarts` > 1 solves that many independent problems (different noise) in one batch.
-    `recipe` (see `recipes`) picks the parametrisation, transforms and optimiser; `config` and `prior`
-    override it."""
+    """Reconstruct `image` from its representation at `layers`, starting from noise (Mahendran & Vedaldi).
+
+    Parameters
+    ----------
+    model : Model
+    image : Tensor or str
+        [3,H,W] in [0,1], a path or ``sample:NAME``.
+    layers : str or sequence of str
+        One layer or several (their terms are summed).
+    size : int, optional
+        Picture size in px (default the model's input size).
+    prior : Prior, optional
+        TV and alpha-norm weights (default: the recipe's).
+    data_weight : float
+        C, the weight of ||Phi(x) - Phi0||^2 / ||Phi0||^2.
+    restarts : int
+        Independent pictures of the same code from different noise, solved as one batch.
+    window : (y0, y1, x0, x1), optional
+        Reconstruct only these feature cells.
+    config : SolverConfig, optional
+        Overrides the recipe's solver settings.
+    recipe : str or Recipe, optional
+        Parametrisation, transforms and optimiser (default "mv").
+
+    Returns
+    -------
+    PreimageResult
+        ``restarts`` pictures; `reconstruction_error` gives their normalised errors.
+    """
     layers = [layers] if isinstance(layers, str) else list(layers)
     img = load_image(image) if isinstance(image, str) else image
     size = size or model.input_size
@@ -239,9 +264,30 @@ def maximize(model: Model, layer: str, targets: Sequence[Target], *, size: int |
              prior: Prior | None = None, data_weight: float = MAXIMIZE_DATA_WEIGHT,
              config: SolverConfig | None = None, recipe: str | Recipe | None = None, batch: int = 1,
              diversity: float = 0.0, diversity_layer: str | None = None) -> tuple[PreimageResult, dict]:
-    """Images that maximally excite `targets` at `layer`: `batch` per target, all solved as one batch
-    (target i's images are rows i*batch ... i*batch + batch - 1). `diversity` > 0 adds Lucid's diversity
-    term (weighted relative to the data term) between the images of one target at `diversity_layer`."""
+    """Images that maximally excite `targets` at `layer` (activation maximisation).
+
+    Parameters
+    ----------
+    model : Model
+    layer : str
+    targets : sequence of Target
+        Neurons, channels, class logits or directions of `layer` (their ``weights(shape)``).
+    size, prior, data_weight, config, recipe
+        As for `invert` (default recipe "lucid"). The data term is -<w, Phi(x)> / Z, Z the unit's largest
+        response on four natural images.
+    batch : int
+        Pictures per target, all solved as one batch: target i's are rows i*batch ... i*batch + batch - 1.
+    diversity : float
+        > 0 adds Lucid's diversity term (relative to the data term) between one target's pictures.
+    diversity_layer : str, optional
+        Where diversity is measured (default `layer` if it is a feature map, else the content layer).
+
+    Returns
+    -------
+    result : PreimageResult
+    info : dict
+        ``reference_scale`` Z, ``start_activation`` and ``final_activation`` per picture.
+    """
     size = size or model.input_size
     objective, directions, z = _activation_objective(model, layer, targets, size, data_weight, batch)
     job = _setup(model, "maximize", recipe, config, prior, len(directions), size, auto=4)

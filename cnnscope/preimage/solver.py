@@ -149,14 +149,29 @@ def pixel_start(model, init: torch.Tensor, config: SolverConfig) -> PixelParam:
 
 def solve(model, objective: Objective, start: Parametrization | torch.Tensor,
           config: SolverConfig | None = None) -> PreimageResult:
-    """Minimise `objective` over the images of `start`: a parametrisation (see `param/`), or a tensor
-    [N,3,H,W] in centred 0-255 units for the pixel parametrisation started there.
+    """The one optimiser of every pre-image task: minimise `objective` over a batch of images.
 
-    Learning rate: `lr` is the size of a typical step in the parametrisation's units (`lr_scale`; for pixels
-    a fraction of B): SGD uses momentum on the per-image normalised gradient (mean |step| <= lr * scale),
-    Adam's step is lr * scale by construction, L-BFGS uses a line search (and no random transforms).
-    The images returned are the best seen when the objective is deterministic, else the last ones.
-    Ctrl-C stops early and returns the images so far (`interrupted=True`).
+    Parameters
+    ----------
+    model : Model
+        The network Phi (frozen; its forward stops at the deepest layer the objective reads).
+    objective : Objective
+        A weighted sum of terms (`objectives`): data terms on named layers plus priors.
+    start : Parametrization or Tensor
+        An image parametrisation (`param/`), or [N,3,H,W] pixels in centred 0-255 units to start the pixel
+        parametrisation at.
+    config : SolverConfig, optional
+        Optimiser, iterations, learning rate, robustness transforms, seed (default: `SolverConfig()`).
+        `lr` is a typical step in the parametrisation's units: SGD uses momentum on the per-image
+        normalised gradient, Adam's step is lr by construction, L-BFGS a line search (no transforms).
+
+    Returns
+    -------
+    PreimageResult
+        ``images`` [N,3,H,W] in [0,1] (exactly what the network saw before the random transforms; the best
+        seen when the objective is deterministic, else the last), ``x`` the same in centred 0-255 units,
+        ``terms`` per-term values by label and ``by_term`` by term object, ``energy``, ``history``,
+        ``iterations``, ``seconds``, and ``interrupted`` when Ctrl-C stopped it early.
     """
     cfg = config or SolverConfig()
     param = start if isinstance(start, Parametrization) else pixel_start(model, start, cfg)

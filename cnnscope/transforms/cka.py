@@ -27,7 +27,20 @@ def _hsic_unbiased(k: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
 
 
 def linear_cka(x: torch.Tensor, y: torch.Tensor, debiased: bool = False) -> float:
-    """CKA between two representations of the same N examples ([N, ...] each)."""
+    """Linear CKA (Kornblith et al. 2019) between two representations of the same N examples.
+
+    Parameters
+    ----------
+    x, y : Tensor
+        [N, ...] each (flattened per example).
+    debiased : bool
+        The unbiased HSIC estimator (needs N >= 4); default the biased one.
+
+    Returns
+    -------
+    float
+        In [0, 1] (biased); 1 when the representations agree up to rotation and isotropic scale.
+    """
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"CKA needs the same examples: {x.shape[0]} vs {y.shape[0]}")
     k, l = _gram(x), _gram(y)

@@ -232,8 +232,35 @@ def stitch_experiment(model_a: Model, model_b: Model, layers: Sequence[str | tup
                       fit_images: torch.Tensor, test_images: torch.Tensor, fit_labels: torch.Tensor | None = None,
                       test_labels: torch.Tensor | None = None, *, task_epochs: int = 8, resample: bool = True,
                       seed: int = 0, progress: bool = True, kernel: int = 1, batchnorm: bool = False) -> dict:
-    """Per layer: error of A, B, naive, random, permutation, regression and task-loss stitches.
-    Images are [N,3,S,S] in [0,1]; both networks see them at the same size (grids then match when strides do)."""
+    """Equivalence by stitching (Lenc & Vedaldi): A's front, a learned map E, B's rest, per layer pair.
+
+    Parameters
+    ----------
+    model_a, model_b : Model
+    layers : sequence of str or (str, str)
+        Layer names present in both, or (layer of A, layer of B) pairs.
+    fit_images, test_images : Tensor
+        [N,3,S,S] in [0,1]; both networks see them at the same size (grids then match when strides do).
+    fit_labels, test_labels : Tensor, optional
+        Class labels; without them the task loss is KL to B's predictions and the error is disagreement
+        with B.
+    task_epochs : int
+        Epochs of B's task loss for the "task" stitch (started from the regression one).
+    resample : bool
+        Resample A's grid to B's when they differ (else refuse).
+    seed : int
+    progress : bool
+    kernel : int
+        The task stitch's m x m kernel.
+    batchnorm : bool
+        Batch norm before the task stitch's map.
+
+    Returns
+    -------
+    dict
+        ``baseline`` (A's and B's own errors) and ``rows``: per pair the error of the naive (identity),
+        random, permutation, regression and task stitches, and the fitted modules (``_stitches``).
+    """
     xa_fit, xa_test = model_a.preprocess.normalize(fit_images), model_a.preprocess.normalize(test_images)
     xb_fit, xb_test = model_b.preprocess.normalize(fit_images), model_b.preprocess.normalize(test_images)
     with torch.no_grad():

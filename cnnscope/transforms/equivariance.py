@@ -109,8 +109,32 @@ def equivariance_experiment(model: Model, layers: Sequence[str], transform: Tran
                             test_images: torch.Tensor, fit_labels: torch.Tensor | None = None,
                             test_labels: torch.Tensor | None = None, *, task_epochs: int = 8, seed: int = 0,
                             ridge: float = 0.1, progress: bool = True) -> dict:
-    """Error on transformed images per layer: uncompensated; compensated by the spatial inverse only, plus a
-    channel permutation, plus a learned channel map; and the invariant-channel count."""
+    """Is Phi(gx) = M_g Phi(x)? Compensate g inside the network after each layer and measure its error.
+
+    Parameters
+    ----------
+    model : Model
+    layers : sequence of str
+        Convolutional layers (with a spatial grid).
+    transform : Transform
+        g, acting on images and (through each layer's stride and offset) on feature maps.
+    fit_images, test_images : Tensor
+        [N,3,S,S] in [0,1] at the model's input size.
+    fit_labels, test_labels : Tensor, optional
+        Class labels; without them the error is disagreement with the untransformed prediction.
+    task_epochs : int
+        Epochs of the network's own loss for the learned map (after ridge regression towards M = I).
+    seed : int
+    ridge : float
+    progress : bool
+
+    Returns
+    -------
+    dict
+        ``baseline`` (errors without g and with g uncompensated), ``rows`` per layer (errors compensated by
+        the spatial inverse only, plus a channel permutation, plus the learned map; invariant channels;
+        mean channel correlation), ``maps`` (layer -> learned map module), ``metric``, ``transform``.
+    """
     size = model.input_size
     if fit_images.shape[-1] != size or fit_images.shape[-2] != size:
         raise CnnscopeError(f"images must be {size}x{size} (the model's input size)")
