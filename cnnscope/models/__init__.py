@@ -323,8 +323,7 @@ def load_model(
     Model
         In eval mode with frozen parameters; ``model.spec`` loads it again.
     """
-    model = _build_model(name, weights=weights, random_weights=random_weights, seed=seed, preprocess=preprocess,
-                         classes=classes)
+    model = _build_model(name, weights, random_weights, seed, preprocess, classes)
     overrides = preprocess.to_dict() if isinstance(preprocess, Preprocess) else (preprocess or {})
     model.spec = ModelSpec(name, weights, random_weights, seed,
                            tuple((k, tuple(v) if isinstance(v, list) else v)
@@ -332,21 +331,9 @@ def load_model(
     return model
 
 
-def _build_model(
-    name: str = DEFAULT_MODEL,
-    *,
-    weights: str | None = None,
-    random_weights: bool = False,
-    seed: int = 0,
-    preprocess: Preprocess | dict | None = None,
-    classes: str | None = None,
-) -> Model:
-    """Build a zoo model (by name) or a user model (``file.py:factory`` or a TorchScript file).
-
-    weights: a checkpoint path (torchvision-style state dict, .pth/.pt/.safetensors) overriding the default.
-    random_weights: skip loading and keep the (seeded) initialisation — for tests and architecture studies.
-    preprocess: a Preprocess, or a dict of fields overriding the model's default one.
-    """
+def _build_model(name: str, weights: str | None, random_weights: bool, seed: int,
+                 preprocess: Preprocess | dict | None, classes: str | None) -> Model:
+    """`load_model` without recording how (the spec)."""
     base, _, arg = name.partition(":")
     if base in ZOO and ZOO[base].handcrafted:
         if weights is not None:
