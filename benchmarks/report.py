@@ -48,12 +48,12 @@ def main() -> None:
     args = ap.parse_args()
     base = dict(model="efficientnet_lite0", layers=("stage2", "stage4"), iters=args.iters, size=args.size,
                 examples=2, patch_images=16)
-    print(f"# units: Lite0 stage2+stage4, {args.iters} iterations at {args.size} px; each job single-threaded")
+    print(f"# jobs: Lite0 stage2+stage4, {args.iters} iterations at {args.size} px; each job single-threaded")
     rates = {}
     for workers in (1, 2):
         n, sec = throughput(ReportSettings(**base, channels=args.channels), workers)
         rates[workers] = 60 * n / sec
-        print(f"workers={workers}: {n} units in {sec:.1f} s = {rates[workers]:.1f} jobs/min")
+        print(f"workers={workers}: {n} jobs in {sec:.1f} s = {rates[workers]:.1f} jobs/min")
     print(f"ratio 2 workers / 1 worker: {rates[2] / rates[1]:.2f}")
     small, large = args.channels // 2, args.channels * 2
     means = {}

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from scipy.optimize import linear_sum_assignment
 from torch import nn
 from tqdm import tqdm
 
@@ -98,6 +97,8 @@ def fit_regression(fa: torch.Tensor, fb: torch.Tensor, ridge: float = 1e-4, resa
 
 def fit_permutation(fa: torch.Tensor, fb: torch.Tensor, resample: bool = False) -> Stitch:
     """Channel i of B <- the channel of A it correlates with most, as a one-to-one matching."""
+    from scipy.optimize import linear_sum_assignment  # heavy (0.4 s): only when a permutation is fitted
+
     out_hw = check_grids(fa, fb, resample)
     if fa.shape[1] != fb.shape[1]:
         raise CnnscopeError(f"a permutation needs equal widths ({fa.shape[1]} vs {fb.shape[1]} channels)")

@@ -6,15 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-
 from ..data import image_set, split
 from ..features.render import render_hog
 from ..jobs import Job, Result
 from ..layers import get_layer
 from ..models import Model, ModelSpec
 from ..store import save_tensors, write_text
-from ..viz import save_figure
+from ..viz import save_figure, subplots
 from .regression import apply_map, regression_experiment
 from .transform import Transform
 
@@ -95,7 +93,7 @@ def _plot_feature_equivariance(model_name: str, layer, transform, example, maps:
         for title, f in ((r"$\Phi(gx)$", target[0]), (rf"$M_g\Phi(x)$, {best.replace('_', ' ')}", compensated[0]),
                          (r"$g\,\Phi(x)$ (spatial only)", moved[0])):
             panels.append((title, render_hog(f * keep, o, 9)))
-    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(2.6 * (len(panels) + 1) + 1.2, 3.0))
+    fig, axes = subplots(1, len(panels) + 1, figsize=(2.6 * (len(panels) + 1) + 1.2, 3.0))
     for ax, (title, img) in zip(axes, panels):
         ax.imshow(img.clip(0, 1), cmap="gray" if img.ndim == 2 else None)
         ax.set_title(title, fontsize=8)

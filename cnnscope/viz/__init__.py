@@ -1,5 +1,15 @@
-"""Figures: matplotlib, saved atomically; imports no family (everything may use it)."""
+"""Figures: matplotlib (without pyplot), saved atomically; imports no family (everything may use it)."""
 
-from .figures import bar_chart, cka_heatmap, image_grid, plot_equivariance, plot_sanity, plot_stitch, save_figure
+from .figures import (
+    bar_chart,
+    cka_heatmap,
+    image_grid,
+    plot_equivariance,
+    plot_sanity,
+    plot_stitch,
+    save_figure,
+    subplots,
+)
 
-__all__ = ["bar_chart", "cka_heatmap", "image_grid", "plot_equivariance", "plot_sanity", "plot_stitch", "save_figure"]
+__all__ = ["bar_chart", "cka_heatmap", "image_grid", "plot_equivariance", "plot_sanity", "plot_stitch",
+           "save_figure", "subplots"]

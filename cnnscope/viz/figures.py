@@ -6,24 +6,27 @@ import math
 import os
 from collections.abc import Sequence
 
-import matplotlib
+from ..images import tensor_to_uint8
+from ..store import atomic_path
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
-from ..images import tensor_to_uint8  # noqa: E402
-from ..store import atomic_path  # noqa: E402
+def subplots(nrows: int = 1, ncols: int = 1, **options):
+    """(figure, axes) like pyplot's, without pyplot: no global figure state, no GUI backend, faster import."""
+    from matplotlib.figure import Figure  # 0.25 s: only when a figure is drawn, not at every CLI start
+
+    squeeze = options.pop("squeeze", True)
+    fig = Figure(**options)
+    return fig, fig.subplots(nrows, ncols, squeeze=squeeze)
 
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
 
 
 def bar_chart(labels: Sequence[str], values: Sequence[float], title: str, path: str | os.PathLike) -> None:
     """Horizontal bars, first label on top (for top-k predictions)."""
-    fig, ax = plt.subplots(figsize=(4.2, 0.45 * len(labels) + 0.8))
+    fig, ax = subplots(figsize=(4.2, 0.45 * len(labels) + 0.8))
     y = range(len(labels))[::-1]
     ax.barh(list(y), list(values), color="#3b75af")
     ax.set_yticks(list(y), labels)
@@ -41,7 +44,7 @@ def image_grid(images: Sequence, titles: Sequence[str], path: str | os.PathLike,
     n = len(images)
     ncols = ncols or n
     nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(cell * ncols, cell * nrows + (0.4 if title else 0)),
+    fig, axes = subplots(nrows, ncols, figsize=(cell * ncols, cell * nrows + (0.4 if title else 0)),
                              squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.set_xticks([])
@@ -62,7 +65,7 @@ def image_grid(images: Sequence, titles: Sequence[str], path: str | os.PathLike,
 
 def plot_stitch(result: dict, rows: list[dict], metric: str, path: str | os.PathLike, settings: dict) -> None:
     layer_rows = [r for r in rows if not r["layer"].endswith("alone")]
-    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    fig, ax = subplots(figsize=(6.5, 3.6))
     xs = list(range(len(layer_rows)))
     for m in [k for k in rows[0] if k != "layer"]:
         ys = [r[m] for r in layer_rows]
@@ -81,7 +84,7 @@ def plot_stitch(result: dict, rows: list[dict], metric: str, path: str | os.Path
 
 def cka_heatmap(matrix: list[list[float]], rows: list[str], cols: list[str], title: str,
                 path: str | os.PathLike) -> None:
-    fig, ax = plt.subplots(figsize=(0.55 * len(cols) + 2.5, 0.45 * len(rows) + 1.8))
+    fig, ax = subplots(figsize=(0.55 * len(cols) + 2.5, 0.45 * len(rows) + 1.8))
     im = ax.imshow(matrix, vmin=0, vmax=1, cmap="magma", origin="lower")
     ax.set_xticks(range(len(cols)), cols, rotation=60, fontsize=7)
     ax.set_yticks(range(len(rows)), rows, fontsize=7)
@@ -96,7 +99,7 @@ def cka_heatmap(matrix: list[list[float]], rows: list[str], cols: list[str], tit
 def plot_equivariance(result: dict, path: str | os.PathLike, model_name: str) -> None:
     rows = result["rows"]
     xs = list(range(len(rows)))
-    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    fig, ax = subplots(figsize=(6.5, 3.6))
     for key, label in (("spatial_only", "compensated: spatial inverse"), ("permutation", "+ channel permutation"),
                        ("learned", "+ learned channel map")):
         ax.plot(xs, [r[key] for r in rows], marker="o", label=label)
@@ -111,7 +114,7 @@ def plot_equivariance(result: dict, path: str | os.PathLike, model_name: str) ->
 
 
 def plot_sanity(result: dict, path: str | os.PathLike) -> None:
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, ax = subplots(figsize=(7, 3.6))
     steps = range(1, len(result["blocks"]) + 1)
     for method, curve in result["spearman"].items():
         ax.plot(list(steps), curve, marker="o", ms=3, label=method)
