@@ -43,17 +43,23 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 def list_folder(folder: str | os.PathLike, limit: int | None = None) -> list[tuple[Path, int | str | None]]:
     """Images of a folder with their labels: a labels.csv (file, class_index…) if present, else class
     sub-folders (label = folder name), else a flat folder (no labels). Sorted, so runs are reproducible."""
-
-
     root = Path(folder)
     if not root.is_dir():
         raise CnnscopeError(f"{folder}: not a folder")
     labels = root / "labels.csv"
     if labels.is_file():
-        with open(labels, newline="") as f:
-            rows = list(csv.DictReader(f))
-        items = [(root / r["file"], int(r["class_index"]) if r.get("class_index", "").isdigit() else None)
-                 for r in rows if "file" in r]
+        with open(labels, newline="", encoding="utf-8", errors="replace") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+        if "file" not in (reader.fieldnames or []):
+            raise CnnscopeError(f"{labels}: expected a header with columns file,class_index (found "
+                                f"{','.join(reader.fieldnames or []) or 'none'})")
+        bad = [r.get("class_index") for r in rows if (r.get("class_index") or "").strip() and
+               not (r.get("class_index") or "").strip().isdigit()]
+        if bad:
+            raise CnnscopeError(f"{labels}: class_index must be a whole number >= 0, got '{bad[0]}'")
+        items = [(root / r["file"], int(r["class_index"]) if (r.get("class_index") or "").strip() else None)
+                 for r in rows if r.get("file")]
     else:
         files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         items = [(p, p.parent.name if p.parent != root else None) for p in files]
@@ -102,9 +108,13 @@ def image_set(model, folder: str | None, limit: int | None, seed: int = 0,
     geometry, size = model.preprocess.geometry, model.input_size
     if folder is not None:
         items = list_folder(folder, limit)
-        images = torch.cat([geometry(load_image(p)) for p, _ in items])
         labels = [lab for _, lab in items]
         has = all(isinstance(lab, int) for lab in labels)
+        classes = len(getattr(model, "classes", ()) or ())
+        if has and classes and max(labels) >= classes:
+            raise CnnscopeError(f"{folder}: labels.csv has class index {max(labels)}, but the model has {classes} "
+                                f"classes (0-{classes - 1})")
+        images = torch.cat([geometry(load_image(p)) for p, _ in items])
         return images, torch.tensor(labels) if has else None
     gen = torch.Generator().manual_seed(seed)
     pool = load_images(None)

@@ -44,6 +44,13 @@ MIN_SIDE = 8  # px; anything smaller carries no usable content for a CNN
 MAX_PIXELS = 64_000_000  # 64 megapixels; larger inputs are almost surely a mistake (or a decompression bomb)
 
 
+def source_stem(source: str | os.PathLike) -> str:
+    """What output files are named after: NAME for ``sample:NAME``, else the file's stem (never its folders,
+    so outputs of /deep/path/x.png are x_..., not _deep_path_x.png_...)."""
+    text = str(source)
+    return text[len("sample:"):] if text.startswith("sample:") else Path(text).stem
+
+
 def sample_names() -> list[str]:
     return sorted(SAMPLES)
 
@@ -69,6 +76,8 @@ def load_image(source: str | os.PathLike) -> torch.Tensor:
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             img = Image.open(path)
+        except PermissionError:
+            raise CnnscopeError(f"{text}: permission denied") from None
         except UnidentifiedImageError:
             raise CnnscopeError(f"{text}: not an image file Pillow can read") from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):

@@ -58,8 +58,13 @@ def write_text(text: str, path: str | os.PathLike) -> Path:
 
 
 def write_json(data, path: str | os.PathLike) -> Path:
-    """Write `data` as indented JSON atomically (keys in insertion order, so files are byte-stable)."""
-    return write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", path)
+    """Write `data` as indented, strict JSON atomically (keys in insertion order, so files are byte-stable).
+    NaN or infinity is refused: a file other tools cannot parse is never written."""
+    try:
+        text = json.dumps(data, indent=2, sort_keys=False, allow_nan=False)
+    except ValueError:
+        raise CnnscopeError(f"{path}: a result is not a finite number (NaN or infinity); nothing written") from None
+    return write_text(text + "\n", path)
 
 
 def json_safe(data):

@@ -47,7 +47,7 @@ def selectivity(model: Model, images: Sequence[torch.Tensor], layer: str, neuron
     and random neuron vs random neuron (all at the max-response location of each image)."""
     gen = torch.Generator().manual_seed(seed)
     out = {m: {"max_vs_random_neuron": [], "max_vs_random_direction": [], "random_vs_random": []} for m in methods}
-    for img in tqdm(images, desc="selectivity", disable=not progress, leave=False):
+    for img in tqdm(images, desc="selectivity", disable=None if progress else True, leave=False):
         x = model.prepare(img)
         with torch.no_grad():
             feat = capture(model, x, [layer])[layer][0]
@@ -118,7 +118,7 @@ def cascading_randomisation(model: Model, image: torch.Tensor, target: Target,
     gen = torch.Generator().manual_seed(seed)
     blocks = _param_blocks(clone.net)
     curves = {meth: [] for meth in methods}
-    for block in tqdm(blocks, desc="randomising", disable=not progress, leave=False):
+    for block in tqdm(blocks, desc="randomising", disable=None if progress else True, leave=False):
         _randomise(clone.net.get_submodule(block), gen)
         maps = saliency(clone)
         for meth in methods:

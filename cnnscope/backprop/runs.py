@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from ..images import source_stem
 from ..jobs import Run, execute, provide
 from ..layers import get_layer
 from ..models import Model
@@ -29,7 +30,7 @@ def run_saliency(model: Model, sources: list[str], rows_for, methods: list[str],
     """One `SaliencyJob` per image (`rows_for(source)` gives its targets): maps, grid and raw maps each."""
     spec = model.job_spec()
     provide(spec, model)
-    jobs = [SaliencyJob(slug(f"saliency_{s.replace('sample:', '')}"), spec, s, tuple(rows_for(s)), tuple(methods),
+    jobs = [SaliencyJob(slug(f"saliency_{source_stem(s)}"), spec, s, tuple(rows_for(s)), tuple(methods),
                         pool, mode) for s in sources]
     return execute(jobs, out, workers=workers, ray=ray, desc="saliency")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from .. import __version__
+from .. import __version__, memory
 from ..errors import CnnscopeError
 from . import backprop, features, models, preimage, report, style, transforms
 from .options import Parser
@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        memory.set_budget(getattr(args, "max_memory", None))
         args.func(args)
     except CnnscopeError as err:
         sys.stderr.write(f"cnnscope: error: {err}\n")
@@ -38,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # e.g. `cnnscope layers | head`
         return 0
+    except OSError as err:  # a full disk, a read-only folder, a vanished path: one line (atomic writes left no part)
+        where = f" {err.filename}" if err.filename else ""
+        sys.stderr.write(f"cnnscope: error: cannot read or write{where}: {err.strerror or err}\n")
+        return 2
     return 0
 
 

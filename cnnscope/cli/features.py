@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ..errors import CnnscopeError
 from ..features.jobs import HogJob
-from ..images import load_image
+from ..images import load_image, source_stem
 from ..jobs import execute
 from ..preimage.runs import slug
-from .options import finish, out_dir, output_options, positive_int
+from .options import finish, memory_option, out_dir, output_options, positive_int
 
 
 def register(sub) -> None:
@@ -21,6 +19,7 @@ def register(sub) -> None:
     p.add_argument("--size", type=positive_int, help="resize the shorter side to this many px first")
     p.add_argument("--glyph", type=positive_int, default=15, help="glyph size in px (default 15)")
     output_options(p)
+    memory_option(p)
     p.set_defaults(func=cmd_hog)
 
 
@@ -29,9 +28,8 @@ def cmd_hog(args) -> None:
     load_image(args.image)
     if args.orientations < 2:
         raise CnnscopeError(f"--orientations must be at least 2, got {args.orientations}")
-    name = args.image[7:] if args.image.startswith("sample:") else Path(args.image).stem
-    job = HogJob(slug(f"hog_{name}"), args.image, args.cell_size, args.orientations, args.bilinear, args.size,
-                 args.glyph)
+    job = HogJob(slug(f"hog_{source_stem(args.image)}"), args.image, args.cell_size, args.orientations,
+                 args.bilinear, args.size, args.glyph)
     run = execute([job], out)
     finish(run)
     r = run.outcomes[0].results

@@ -11,7 +11,7 @@ from ..images import SAMPLES, load_image
 from ..layers import capture, format_table, get_layer, list_layers
 from ..models import ZOO
 from ..store import save_tensors, write_json
-from .options import load, model_options, positive_int, run_options
+from .options import load, model_options, out_file, positive_int, run_options
 
 
 def register(sub) -> None:
@@ -41,6 +41,7 @@ def register(sub) -> None:
     run_options(p, jobs=False)
     p.add_argument("--layer", action="append", required=True, metavar="NAME", help="layer (repeatable)")
     p.add_argument("--out", metavar="FILE", help="save as .safetensors (+ .json settings beside it)")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=cmd_activations)
 
     p = sub.add_parser("samples", help="list the bundled sample images (use as sample:NAME)")
@@ -98,8 +99,8 @@ def cmd_predict(args) -> None:
 
 
 def cmd_activations(args) -> None:
-    if args.out and not args.out.endswith(".safetensors"):
-        raise CnnscopeError(f"--out {args.out}: must end in .safetensors")
+    if args.out:
+        out_file(args.out, ".safetensors", args.force)
     image = load_image(args.image)
     model = load(args)
     start = time.perf_counter()

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import re
 import sys
+import tempfile
 from pathlib import Path
 
+from .. import memory
 from ..errors import CnnscopeError
 from ..jobs import Run
 from ..models import DEFAULT_MODEL, Model, load_model
@@ -31,6 +35,20 @@ def floats3(text: str) -> tuple[float, float, float]:
     if len(values) != 3 or not all(math.isfinite(v) for v in values):
         raise argparse.ArgumentTypeError(f"expected 3 comma-separated finite numbers (R,G,B), got '{text}'")
     return values
+
+
+def workers_count(text: str) -> int:
+    v = positive_int(text)
+    cores = os.cpu_count() or 1
+    if v > 4 * cores:
+        raise argparse.ArgumentTypeError(f"{v} workers on a machine with {cores} cores (at most {4 * cores})")
+    return v
+
+
+def ray_address(text: str) -> str:
+    if text in ("local", "auto") or re.fullmatch(r"(ray://)?[\w.-]+:\d{1,5}", text):
+        return text
+    raise argparse.ArgumentTypeError(f"expected 'local', 'auto', HOST:PORT or ray://HOST:PORT, got '{text}'")
 
 
 def positive_int(text: str) -> int:
@@ -108,10 +126,19 @@ def run_options(p: argparse.ArgumentParser, *, jobs: bool = True) -> None:
     """--seed, and for verbs made of several jobs --workers and --ray."""
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int, default=0, help="random seed: fixes everything (default 0)")
+    memory_option(g)
     if jobs:
-        g.add_argument("--workers", type=positive_int, default=1,
+        g.add_argument("--workers", type=workers_count, default=1,
                        help="worker processes (default 1); outputs are byte-identical however many")
-        g.add_argument("--ray", metavar="ADDRESS", help="run the jobs on a Ray cluster ('local' starts one here)")
+        g.add_argument("--ray", type=ray_address, metavar="ADDRESS",
+                       help="run the jobs on a Ray cluster ('local' starts one here)")
+
+
+def memory_option(p) -> None:
+    """--max-memory: the budget every estimated allocation is checked against (see `cnnscope.memory`)."""
+    p.add_argument("--max-memory", type=positive, default=None, metavar="GB",
+                   help=f"refuse work estimated to need more memory (default {memory.default_budget_gb():g} GB: "
+                        "half this machine's, at most 8)")
 
 
 def output_options(p: argparse.ArgumentParser, default: str = "cnnscope-out") -> None:
@@ -130,8 +157,6 @@ def optimiser_options(p, data_weight: float, recipes: bool = True) -> None:
         g.add_argument("--transforms", metavar="SPEC", default=None,
                        help="robustness transforms each step: 'standard', 'none' or e.g. "
                             "'pad:12,jitter:8,scale:0.9-1.1,rotate:10,jitter:4' (default: the recipe's)")
-        g.add_argument("--max-memory", type=positive, default=8.0, metavar="GB",
-                       help="refuse problems estimated to need more memory (default 8)")
     g.add_argument("--size", type=positive_int, help="image size in px (default: the model's input size)")
     g.add_argument("--iters", type=positive_int, default=None, help="iterations (default: the recipe's; 300)")
     g.add_argument("--optimizer", choices=["sgd", "adam", "lbfgs"], default=None,
@@ -186,11 +211,43 @@ def load_several(args) -> list[Model]:
 
 
 def out_dir(path: str) -> Path:
-    """The output folder, refused (before any work) when it is a file."""
+    """The output folder, checked before any work: not a file, under a folder (not a file), writable."""
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise CnnscopeError(f"--out {out}: exists and is not a folder")
+    _check_writable(out, "--out")
     return out
+
+
+def out_file(path: str, suffix: str, force: bool, what: str = "--out") -> Path:
+    """An output file, checked before any work: its suffix, a writable folder, and no silent overwrite."""
+    out = Path(path)
+    if out.suffix != suffix:
+        raise CnnscopeError(f"{what} {out}: must end in {suffix}")
+    if out.is_dir():
+        raise CnnscopeError(f"{what} {out}: is a folder")
+    if out.exists() and not force:
+        raise CnnscopeError(f"{what} {out}: exists; give --force to replace it")
+    _check_writable(out.parent, what, out)
+    return out
+
+
+def _check_writable(folder: Path, what: str, named: Path | None = None) -> None:
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise CnnscopeError(f"{what} {named or folder}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise CnnscopeError(f"{what} {named or folder}: cannot write in {probe} (permission denied or read-only)")
+    try:  # access() says yes to root everywhere: a real file is the only proof (/proc, a full or odd mount)
+        fd, tmp = tempfile.mkstemp(prefix=".cnnscope-probe-", dir=probe)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as err:
+        raise CnnscopeError(f"{what} {named or folder}: cannot write in {probe} ({err.strerror or err})") from None
+    if len((named or folder).name.encode()) > 255:
+        raise CnnscopeError(f"{what}: the name {(named or folder).name[:40]}… is too long for a file system")
 
 
 def engine(args) -> dict:

@@ -112,7 +112,7 @@ def setup(args, task: str):
     if task in ALIGNED_TASKS and args.transforms is None:
         recipe = replace(recipe, transforms="auto")  # M&V's shift: the target feature map stays aligned
     parse_transforms(None if recipe.transforms == "auto" else recipe.transforms)  # one line on a bad spec
-    cfg = recipe.config(seed=args.seed, box=not args.no_box, jitter=args.jitter, max_memory_gb=args.max_memory)
+    cfg = recipe.config(seed=args.seed, box=not args.no_box, jitter=args.jitter)
     return load_several(args), explicit_prior(args), cfg, out, recipe
 
 

@@ -7,7 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import CnnscopeError
-from ..images import load_image, save_image
+from ..images import load_image, save_image, source_stem
 from ..jobs import execute, provide
 from ..layers import resolve
 from ..preimage import Prior, SolverConfig
@@ -17,7 +17,19 @@ from ..preimage.presets import sized_preprocess
 from ..preimage.runs import slug
 from ..store import write_json
 from ..viz import image_grid
-from .options import explicit_prior, finish, finite, load, model_options, out_dir, positive_int, run_options
+from .options import (
+    explicit_prior,
+    finish,
+    load,
+    memory_option,
+    model_options,
+    non_negative,
+    out_dir,
+    out_file,
+    positive,
+    positive_int,
+    run_options,
+)
 from .preimage import preimage_options
 
 
@@ -27,7 +39,7 @@ def register(sub) -> None:
     p.add_argument("--style-layers", help="comma-separated layers (default: the model's style layers)")
     p.add_argument("--style-size", type=positive_int, help="shorter side of the source in px (default: input size)")
     p.add_argument("--scales", type=positive_int, default=1, help="coarse-to-fine scales (default 1)")
-    p.add_argument("--soften", type=finite, metavar="T", help="softmax activations (temperature T) before the Gram")
+    p.add_argument("--soften", type=positive, metavar="T", help="softmax activations (temperature T) before the Gram")
     p.add_argument("--compare-soften", action="store_true", help="plain Gram vs softened Gram, side by side")
     p.add_argument("--param", choices=["pixel", "colour", "fourier", "maco"], default="fourier",
                    help="image parametrisation (default fourier: its textures are half as far from the source's "
@@ -38,11 +50,11 @@ def register(sub) -> None:
     p = sub.add_parser("style", help="style transfer: content of one image, Gram statistics of another")
     p.add_argument("content", metavar="CONTENT")
     p.add_argument("style", metavar="STYLE")
-    p.add_argument("--style-weight", type=finite, default=10.0, help="weight of the Gram terms (default 10)")
+    p.add_argument("--style-weight", type=non_negative, default=10.0, help="weight of the Gram terms (default 10)")
     p.add_argument("--content-layer", help="(default: the model's content layer)")
     p.add_argument("--style-layers", help="comma-separated (default: the model's style layers)")
     p.add_argument("--init", choices=["content", "noise"], default="content")
-    p.add_argument("--soften", type=finite, metavar="T", help="softmax activations (temperature T) before the Gram")
+    p.add_argument("--soften", type=positive, metavar="T", help="softmax activations (temperature T) before the Gram")
     preimage_options(p, data_weight=1.0, recipes=False, jobs=False)
     p.set_defaults(func=cmd_style)
 
@@ -55,12 +67,13 @@ def register(sub) -> None:
     p.add_argument("--size", type=positive_int, default=128, help="training size in px (default 128)")
     p.add_argument("--iters", type=positive_int, default=1500)
     p.add_argument("--batch", type=positive_int, default=4)
-    p.add_argument("--lr", type=finite, default=1e-3)
-    p.add_argument("--style-weight", type=finite, default=1.0)
-    p.add_argument("--content-weight", type=finite, default=1.0)
-    p.add_argument("--soften", type=finite, metavar="T")
+    p.add_argument("--lr", type=positive, default=1e-3)
+    p.add_argument("--style-weight", type=non_negative, default=1.0)
+    p.add_argument("--content-weight", type=non_negative, default=1.0)
+    p.add_argument("--soften", type=positive, metavar="T")
     p.add_argument("--content", metavar="FOLDER", help="(style mode) content images; default bundled samples")
     p.add_argument("--resume", action="store_true", help="continue from --out if it exists")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists (without --resume)")
     p.add_argument("--save-every", type=positive_int, default=100)
     p.set_defaults(func=cmd_train_texture_net)
 
@@ -70,6 +83,8 @@ def register(sub) -> None:
     p.add_argument("--size", type=positive_int, help="output size (texture) or shorter side (style)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="cnnscope-out/stylized.png", metavar="FILE.png")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    memory_option(p)
     p.set_defaults(func=cmd_stylize)
 
 
@@ -101,7 +116,7 @@ def cmd_texture(args) -> None:
     model, prior, cfg, out = _setup(args, "texture")
     layers = _layers(model, args.style_layers)
     variants = [args.soften] if not args.compare_soften else [None, args.soften or 1.0]
-    stem = slug(f"texture_{model.name}_{args.image.replace('sample:', '')}")
+    stem = slug(f"texture_{model.name}_{source_stem(args.image)}")
     jobs = [TextureJob(stem if len(variants) == 1 else f"{stem}_{i}", model.job_spec(), args.image,
                        args.size or model.input_size, layers, cfg, prior, t, args.scales, args.style_size, args.param)
             for i, t in enumerate(variants)]
@@ -126,7 +141,7 @@ def cmd_style(args) -> None:
     if args.content_layer:
         resolve(model, args.content_layer)
     size = args.size or model.input_size
-    stem = slug(f"style_{model.name}_{args.content.replace('sample:', '')}_{args.style.replace('sample:', '')}")
+    stem = slug(f"style_{model.name}_{source_stem(args.content)}_{source_stem(args.style)}")
     job = StyleJob(stem, model.job_spec(), args.content, args.style, size, args.content_layer,
                    _layers(model, args.style_layers), cfg, prior, args.style_weight, args.data_weight, args.init,
                    args.soften)
@@ -144,8 +159,7 @@ def cmd_style(args) -> None:
 
 def cmd_train_texture_net(args) -> None:
     load_image(args.image)
-    if not args.out.endswith(".safetensors"):
-        raise CnnscopeError(f"--out {args.out}: must end in .safetensors")
+    out_file(args.out, ".safetensors", args.force or args.resume)
     if args.size % 8:
         raise CnnscopeError(f"--size must be a multiple of 8, got {args.size}")
     model = load(args)
@@ -161,8 +175,7 @@ def cmd_train_texture_net(args) -> None:
 
 
 def cmd_stylize(args) -> None:
-    if not args.out.endswith(".png"):
-        raise CnnscopeError(f"--out {args.out}: must end in .png")
+    out_file(args.out, ".png", args.force)
     net, settings, state = load_checkpoint(args.net)
     image = None
     if settings.mode == "style":

@@ -27,6 +27,7 @@ from .options import (
     model_options,
     non_negative,
     out_dir,
+    out_file,
     output_options,
     positive_int,
     run_options,
@@ -80,6 +81,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=positive_int, default=8)
     p.add_argument("--out", default=None, metavar="FILE", help="(default cnnscope-out/small_DATA_seedS.safetensors)")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=cmd_train_small)
 
     p = sub.add_parser("stitch-small", help="seeds / before-after training / different data, by stitching")
@@ -217,9 +219,8 @@ def cmd_cka(args) -> None:
 
 
 def cmd_train_small(args) -> None:
-    out = args.out or f"cnnscope-out/small_{args.data}_seed{args.seed}.safetensors"
-    if not out.endswith(".safetensors"):
-        raise CnnscopeError(f"--out {out}: must end in .safetensors")
+    out = out_file(args.out or f"cnnscope-out/small_{args.data}_seed{args.seed}.safetensors", ".safetensors",
+                   args.force)
     net, info = train_small(args.data, args.seed, args.epochs)
     save_small(net, info, out)
     print(f"{args.data} seed {args.seed}: test accuracy {info['test_accuracy']:.3f} after {args.epochs} epochs")

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from ..images import load_image, save_image
 from ..jobs import Job, Result
+from ..memory import check_bytes
 from ..models import ModelSpec
 from .hog import HOG
 from .render import render_hog
@@ -47,10 +48,15 @@ class HogJob(Job):
         if self.size:
             h, w = image.shape[-2:]
             scale = self.size / min(h, w)
+            # gradients, orientation histograms and 31 feature channels: ~48 floats a pixel
+            check_bytes(4.0 * 48 * round(h * scale) * round(w * scale), f"HOG of a {self.size} px image",
+                        "a smaller --size")
             image = F.interpolate(image[None], size=(round(h * scale), round(w * scale)), mode="bilinear",
                                   antialias=True, align_corners=False)[0].clamp(0, 1)
         with torch.no_grad():
             features = HOG(self.cell_size, self.orientations, self.bilinear)(image[None])
+        cells = features.shape[-2] * features.shape[-1]
+        check_bytes(4.0 * 2 * cells * self.glyph ** 2, f"{cells} HOG glyphs of {self.glyph} px", "a smaller --glyph")
         glyphs = render_hog(features, self.orientations, self.glyph)
         return HogResult(list(features.shape[1:]), list(image.shape[1:]), glyphs)
 

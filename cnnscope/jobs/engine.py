@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing as mp
+import socket
 import time
 import zlib
 from collections.abc import Sequence
@@ -257,6 +258,19 @@ def _run_processes(jobs: list[Job], out: Path, workers: int, done) -> None:
     pool.shutdown()
 
 
+def _reachable(address: str) -> None:
+    """Refuse, at once, a Ray address nothing listens on."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        if address != "auto":
+            raise CnnscopeError(f"--ray {address}: expected 'local', 'auto', HOST:PORT or ray://HOST:PORT")
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError as err:
+        raise CnnscopeError(f"--ray {address}: nothing answers there ({err.strerror or err})") from None
+
+
 def _run_ray(jobs: list[Job], out: Path, address: str, workers: int, done) -> None:
     try:
         import ray  # optional extra: imported only when asked for
@@ -266,7 +280,11 @@ def _run_ray(jobs: list[Job], out: Path, address: str, workers: int, done) -> No
         if address == "local":
             ray.init(num_cpus=max(1, workers), include_dashboard=False, log_to_driver=False)
         else:
-            ray.init(address=address, log_to_driver=False)
+            _reachable(address)  # Ray itself retries an unreachable address for 20 s, printing as it goes
+            try:
+                ray.init(address=address, log_to_driver=False)
+            except Exception as err:  # Ray raises ConnectionError, ValueError, RuntimeError, ...
+                raise CnnscopeError(f"--ray {address}: could not join the cluster ({err})") from None
     remote = ray.remote(num_cpus=1)(run_job)
     refs = {remote.remote(str(out), job): job for job in jobs}
     try:

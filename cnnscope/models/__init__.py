@@ -240,6 +240,8 @@ class Model:
 
     def prepare(self, images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
         """Images in [0,1] ([3,H,W], a list of them, or [N,3,H,W]) -> a preprocessed batch."""
+        for img in [images] if isinstance(images, torch.Tensor) else images:
+            _check_pixels(img)
         if isinstance(images, torch.Tensor):
             return self.preprocess(images)
         return torch.cat([self.preprocess(img) for img in images])
@@ -252,7 +254,16 @@ class Model:
         """Top-k (index, name, probability) for each image."""
         if k < 1:
             raise CnnscopeError(f"top-k must be at least 1, got {k}")
-        logits = self.net(self.prepare(images))
+        try:
+            logits = self.net(self.prepare(images))
+        except CnnscopeError:
+            raise
+        except Exception as err:  # a user model's own failure: say whose, in one line
+            raise CnnscopeError(f"model {self.name}: its forward pass failed ({type(err).__name__}: "
+                                f"{str(err).splitlines()[0][:160] if str(err) else ''})") from None
+        if not isinstance(logits, torch.Tensor):
+            raise CnnscopeError(f"model {self.name} outputs a {type(logits).__name__}, not a [N, classes] tensor of "
+                                "logits (wrap it so forward returns the logits)")
         if logits.dim() != 2:
             raise CnnscopeError(f"model {self.name} outputs shape {tuple(logits.shape)}, not [N, classes] logits")
         probs = logits.float().softmax(dim=1)
@@ -271,6 +282,18 @@ def small_model(net: small.SmallCNN, name: str) -> Model:
     """A SmallCNN (trained by `cnnscope train-small`, or untrained) as a Model with classes 0-9."""
     return Model(name, _freeze(net), small.PREPROCESS, [str(i) for i in range(10)], net.layer_aliases(),
                  "trained here")
+
+
+def _check_pixels(image) -> None:
+    """Images reach models as float tensors in [0, 1] (what `load_image` gives)."""
+    if not isinstance(image, torch.Tensor):
+        raise CnnscopeError(f"expected an image tensor, got {type(image).__name__}")
+    if not image.is_floating_point():
+        raise CnnscopeError(f"expected a float image in [0, 1], got dtype {image.dtype} (divide uint8 by 255)")
+    if image.dim() not in (3, 4) or image.shape[-3] != 3:
+        raise CnnscopeError(f"expected an RGB image [3,H,W] or batch [N,3,H,W], got shape {tuple(image.shape)}")
+    if not torch.isfinite(image).all():
+        raise CnnscopeError("the image holds NaN or infinite values")
 
 
 def _freeze(net: nn.Module) -> nn.Module:

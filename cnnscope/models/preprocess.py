@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+from ..memory import check_bytes
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -31,6 +33,9 @@ class Preprocess:
         if min(h, w) != short:
             scale = short / min(h, w)
             size = (max(short, round(h * scale)), max(short, round(w * scale)))
+            # a thin image grows along its long side: 8x20000 px becomes 256x640000 (2 GB)
+            check_bytes(4.0 * x.shape[0] * x.shape[1] * size[0] * size[1],
+                        f"resizing a {w}x{h} image to {size[1]}x{size[0]} px", "crop it first")
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
         h, w = x.shape[-2:]
         s = self.input_size

@@ -44,6 +44,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             warnings.simplefilter("ignore")
             obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling, zip and EOF errors all mean "not a usable checkpoint"
+        code = re.search(r"GLOBAL ([\w.]+)", str(err))
+        if code:  # a pickle that would call a function on load: never run it
+            raise CnnscopeError(f"weights file {path}: not a PyTorch checkpoint of plain tensors: it contains code "
+                                f"(it would call {code.group(1)} when loaded), so it was not loaded") from None
         raise CnnscopeError(f"weights file {path}: not a PyTorch checkpoint ({_load_failure(err)})") from None
     for key in ("state_dict", "model_state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):

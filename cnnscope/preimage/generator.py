@@ -24,6 +24,7 @@ from ..data import load_images, random_crops
 from ..errors import CnnscopeError
 from ..images import load_image
 from ..layers import Capture
+from ..memory import check_bytes
 from ..models import Model
 from ..store import load_tensors, save_tensors
 from .objectives import Context, Representation
@@ -180,8 +181,8 @@ def train_generator(model: Model, settings: NetSettings, out: str | Path, *, res
     started = time.perf_counter()
     interrupted = False
     with Capture(model, need) as phi:
-        bar = tqdm(range(start_iter, settings.iters), desc=f"train {settings.mode} net", disable=not progress,
-                   initial=start_iter, total=settings.iters)
+        bar = tqdm(range(start_iter, settings.iters), desc=f"train {settings.mode} net",
+                   disable=None if progress else True, initial=start_iter, total=settings.iters)
         try:
             for it in bar:
                 gen = torch.Generator().manual_seed(settings.seed * 1_000_003 + it)  # data stream fixed per step
@@ -222,7 +223,9 @@ def apply_generator(net: nn.Module, settings: NetSettings, image: torch.Tensor |
         size = size or settings.size
         step = 2 ** net.levels
         size = max(step, int(math.ceil(size / step)) * step)
-        return net(net.noise(1, size, torch.Generator().manual_seed(seed)))[0]
+        _check_picture(size, size)
+        with torch.no_grad():
+            return net(net.noise(1, size, torch.Generator().manual_seed(seed)))[0]
     if image is None:
         raise CnnscopeError("a style network needs an input image")
     x = image.unsqueeze(0)
@@ -231,5 +234,12 @@ def apply_generator(net: nn.Module, settings: NetSettings, image: torch.Tensor |
         scale = size / min(h, w)
         h, w = round(h * scale), round(w * scale)
     h, w = max(4, h // 4 * 4), max(4, w // 4 * 4)
+    _check_picture(h, w)
     x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
-    return net(x)[0]
+    with torch.no_grad():
+        return net(x)[0]
+
+
+def _check_picture(h: int, w: int) -> None:
+    # a few full-resolution activations of up to 32 channels (padded) are alive at once: ~128 floats a pixel
+    check_bytes(4.0 * 128 * h * w, f"a {w}x{h} px picture from this network", "a smaller --size")

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CnnscopeError
-from ..images import load_image
+from ..images import load_image, source_stem
 from ..jobs import Run, execute, provide
 from ..layers import resolve
 from ..models import Model
@@ -36,7 +36,7 @@ def slug(text: str) -> str:
 
 
 def _source_name(image: str) -> str:
-    return image.replace("sample:", "")
+    return source_stem(image)
 
 
 def _pictures(out: Path, run: Run) -> list[list[torch.Tensor]]:

@@ -9,6 +9,7 @@ everything else (parametrisation, transforms, regularisers, bookkeeping) is a fe
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -16,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .. import memory
 from ..errors import CnnscopeError
 from ..layers import Capture
 from .objectives import B_PLUS, Context, Objective
@@ -38,18 +40,23 @@ class SolverConfig:
     box: bool = True  # pixel parametrisation: keep pixels in [0, 1], so the saved PNG is the pre-image
     seed: int = 0
     net_size: int | None = None  # the network sees the picture resized to this (None: the picture's own size)
-    max_memory_gb: float = 8.0  # refuse problems whose forward + backward would need more than this
+    max_memory_gb: float | None = None  # refuse problems needing more (None: the run's budget, see `memory`)
     progress: bool = True
     desc: str = "pre-image"
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
             raise CnnscopeError(f"unknown optimizer '{self.optimizer}' ({', '.join(OPTIMIZERS)})")
+        numbers = (self.lr, self.momentum, self.slow_fraction, self.bound if self.bound is not None else 1.0)
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in numbers):
+            raise CnnscopeError(f"solver: lr, momentum, slow_fraction and bound must be finite numbers, got {numbers}")
         if self.iters < 1 or not self.lr > 0 or not 0 <= self.momentum < 1 or not 0 <= self.slow_fraction <= 1:
             raise CnnscopeError("solver: iters >= 1, lr > 0, 0 <= momentum < 1 and 0 <= slow_fraction <= 1")
+        if self.net_size is not None and self.net_size < 8:
+            raise CnnscopeError(f"solver: net_size must be at least 8 px, got {self.net_size}")
         if self.jitter is not None and self.jitter < 0:
             raise CnnscopeError(f"jitter must be >= 0 pixels, got {self.jitter}")
-        if not 0 < self.max_memory_gb < float("inf"):
+        if self.max_memory_gb is not None and not 0 < self.max_memory_gb < float("inf"):
             raise CnnscopeError(f"the memory budget must be a positive number of GB, got {self.max_memory_gb}")
 
     def pipeline(self, size: int | None = None) -> Pipeline:
@@ -84,15 +91,22 @@ def estimate_memory(model, layers, n: int, size: int | tuple[int, int]) -> float
     return 2.0 * saved * n * (h * w) / PROBE ** 2
 
 
-def check_memory(model, layers, n: int, size, budget_gb: float) -> None:
-    """Refuse, in one line, a problem whose estimated memory is over `budget_gb`."""
+def check_memory(model, layers, n: int, size, budget_gb: float | None = None) -> None:
+    """Refuse, in one line, a problem whose estimated memory is over `budget_gb` (None: the run's budget)."""
     if not layers:
         return
     need = estimate_memory(model, layers, n, size) / 2 ** 30
-    if need > budget_gb:
+    budget = memory.budget_gb() if budget_gb is None else budget_gb
+    if need > budget:
         hw = f"{size}x{size}" if isinstance(size, int) else "x".join(map(str, size))
         raise CnnscopeError(f"{n} image(s) of {hw} px at {', '.join(layers)} need about {need:.1f} GB, over the "
-                            f"memory budget of {budget_gb:g} GB (smaller --size / --batch, or --max-memory GB)")
+                            f"memory budget of {budget:g} GB (smaller --size / --batch, or --max-memory GB)")
+
+
+def _check_finite(energy: torch.Tensor, step: int) -> None:
+    if not bool(torch.isfinite(energy).all()):
+        raise CnnscopeError(f"the optimisation diverged at step {step} (the objective is not a finite number): "
+                            "try a smaller --lr, or a prior (--tv-weight 1)")
 
 
 @dataclass
@@ -230,6 +244,7 @@ def solve(model, objective: Objective, start: Parametrization | torch.Tensor,
 
             for step in range(1, cfg.iters + 1):  # noqa: B007 (step is reported after the loop)
                 loss = opt.step(closure)
+                _check_finite(loss, step)
                 param.project()
                 history.append(float(loss.detach()) / boost / n)
                 bar.update(1)
@@ -239,6 +254,7 @@ def solve(model, objective: Objective, start: Parametrization | torch.Tensor,
             velocity = [torch.zeros_like(t) for t in thetas]
             for step in range(1, cfg.iters + 1):
                 e, pixels = energy(True)
+                _check_finite(e, step)
                 if not pipeline:  # (with random transforms the last iterate is kept: taken after the loop)
                     remember(e, pixels)
                 grads = torch.autograd.grad(e.sum(), thetas)

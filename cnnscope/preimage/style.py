@@ -147,6 +147,8 @@ def texture(model: Model, style: torch.Tensor | str, *, size: int | None = None,
                 before = {k: float(v[0]) for k, v in objective.breakdown(ctx).items()}
         result = solve(model, obj, x if start is None else start, cfg)
         x = result.x
+        if result.interrupted:  # Ctrl-C: no finer scale; the picture so far is returned, marked interrupted
+            break
     info = {"layers": layers, "sizes": sizes, "gram_before": before, "gram_after": gram_losses(result),
             "temperature": temperature, "param": param}
     return result, info

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ..backprop.jobs import StripJob
 from ..data import image_sources
-from ..images import load_image, save_image
+from ..images import load_image, save_image, source_stem
 from ..jobs import Job, Result, Run
 from ..layers import capture, get_layer
 from ..models import Model, ModelSpec
@@ -69,7 +69,7 @@ class ReportSettings:
 
 
 def image_slug(source: str) -> str:
-    return slug(source[len("sample:"):] if source.startswith("sample:") else Path(source).stem)
+    return slug(source_stem(source))
 
 
 # ---------------------------------------------------------------------------------------------- patches

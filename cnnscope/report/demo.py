@@ -93,18 +93,22 @@ def section_preimages(ctx: DemoContext) -> str:
     mv, vis = get_recipe("mv", "invert"), get_recipe(None, "maximize")
     inv = run_invert([ctx.model], source, ",".join(depth), out, cfg=mv.config(iters=iters, seed=0), prior=None,
                      data_weight=20.0, size=None, recipe=mv)
+    _stop_if_interrupted(inv)
     mx = run_maximize([ctx.model], "stage3" if "stage3" in ctx.model.aliases else depth[len(depth) // 2],
                       lambda m, layer: [Target("channel", k) for k in range(8)], out,
                       cfg=vis.config(iters=iters, seed=0), prior=None, data_weight=20.0, size=None, recipe=vis)
+    _stop_if_interrupted(mx)
     class_grids = {}
     if ctx.model.profile.logits is not None and len(ctx.model.classes) == 1000:
         for recipe in (mv, vis):
             cls = run_maximize([ctx.model], "logits", lambda m, layer: [Target("class", k) for k in DEMO_CLASSES],
                                out / f"classes_{recipe.name}", cfg=recipe.config(iters=iters, seed=0), prior=None,
                                data_weight=20.0, size=None, recipe=recipe)
+            _stop_if_interrupted(cls)
             class_grids[recipe.name] = f"preimage/classes_{recipe.name}/{cls['grid']}"
     car = run_caricature([ctx.model], source, ",".join(depth[2:-1:2]), out, cfg=mv.config(iters=iters, seed=0),
                          prior=None, data_weight=20.0, size=None, recipe=mv)
+    _stop_if_interrupted(car)
     ctx.settings["preimage"] = {"invert": inv, "maximize": mx, "caricature": car}
     errors = ", ".join(f"{u['title']} {u['normalised_error'][0]:.3f}" for u in inv["units"])
     body = (f"<p>One optimiser, min<sub>x</sub> C·data(Φ(x)) + R<sub>TV</sub><sup>β</sup>(x) + R<sub>α</sub>(x), "
@@ -128,6 +132,7 @@ def section_backprop(ctx: DemoContext) -> str:
     out = ctx.out / "backprop"
     source, image = next(iter(ctx.images.items()))
     run = run_saliency(ctx.model, [source], lambda _: default_rows(ctx.model, image), list(COLUMNS), out)
+    _stop_if_interrupted(run)
     job = run.outcomes[0]
     ctx.settings["backprop"] = {"settings": job.job.settings(), "results": job.results, "files": job.files}
     body = ("<p>Backpropagation induces a reversed network; changing only the backward rule of the rectifiers "
@@ -151,6 +156,7 @@ def section_style(ctx: DemoContext) -> str:
     style = StyleJob("style_gravel", spec, source, "sample:gravel", ctx.model.input_size, None, None, cfg,
                      Prior(tv_weight=0.1, alpha_weight=0.0))
     run = execute([*textures, style], out, progress=False)
+    _stop_if_interrupted(run)
     record = {o.job.key: {k: o.results[k] for k in ("gram_total_before", "gram_total_after")}
               for o in run.outcomes}
     parts = [html.figure(f"style/texture_{n}.png", f"texture from sample:{n} (Gram loss "
@@ -176,6 +182,7 @@ def section_equivalence(ctx: DemoContext) -> str:
     job = CkaJob("cka", _spec(ctx.model), ModelSpec("efficientnet_lite1"), layers, layers,
                  limit=16 if ctx.settings.get("preimage_iters", 200) < 100 else 40)
     run = execute([job], ctx.out / "equivalence", progress=False)
+    _stop_if_interrupted(run)
     ctx.settings["cka"] = run.outcomes[0].results["cka"]
     body = ("<p>Are two networks' representations the same up to a simple map? Linear CKA compares the layers "
             "of Lite0 and Lite1 (trained separately, same data): the diagonal is high. Stitching — A's front, a "
@@ -197,7 +204,8 @@ def section_handcrafted(ctx: DemoContext) -> str:
             InvertJob("preimage", hogb, source, ("hog",), 160, rec, cfg, prior, judge=False),
             FeatureEquivarianceJob("equivariance_hog_rotate45", ModelSpec("hog"), "rotate:45", None,
                                    24 if iters >= 100 else 12, 0.75, 1e-4, (1, 3))]
-    run = {o.job.key: o.results for o in execute(jobs, ctx.out / "hog", progress=False).outcomes}
+    done = _stop_if_interrupted(execute(jobs, ctx.out / "hog", progress=False))
+    run = {o.job.key: o.results for o in done.outcomes}
     errors = run["equivariance_hog_rotate45"]["relative_error"]
     preimage_error = run["preimage"]["normalised_error"][0]
     ctx.settings["hog"] = {"preimage_error": preimage_error, "rotate45": errors}
@@ -212,6 +220,13 @@ def section_handcrafted(ctx: DemoContext) -> str:
     body += html.figure("hog/preimage.png", f"HOGb pre-image (error {preimage_error:.3f})", 200)
     body += html.figure("hog/equivariance_hog_rotate45.png", "is HOG(gx) = M_g HOG(x) for a 45° rotation?")
     return html.section("Hand-crafted features: HOG", body, "hog")
+
+
+def _stop_if_interrupted(run):
+    """Ctrl-C reached a section's jobs: stop the demo (finished jobs are kept; the same command resumes)."""
+    if run.interrupted if hasattr(run, "interrupted") else run.get("interrupted"):
+        raise KeyboardInterrupt
+    return run
 
 
 def _spec(model: Model) -> ModelSpec:

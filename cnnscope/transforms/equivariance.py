@@ -150,7 +150,7 @@ def equivariance_experiment(model: Model, layers: Sequence[str], transform: Tran
                 "uncompensated": _accuracy_metric(g_test, test_labels, ref_pred)}
     inverse = transform.inverse()
     rows, maps = [], {}
-    for layer in tqdm(layers, desc=f"equivariance {transform.label}", disable=not progress):
+    for layer in tqdm(layers, desc=f"equivariance {transform.label}", disable=None if progress else True):
         info = get_layer(model, layer)
         if info.stride is None or len(info.shape) != 3:
             raise CnnscopeError(f"layer {layer} has no spatial grid (shape {info.shape}); choose a convolutional layer")

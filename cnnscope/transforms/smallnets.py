@@ -76,7 +76,8 @@ def train_small(data: str, seed: int, epochs: int = 8, n_train: int = 4000, n_te
     g = torch.Generator().manual_seed(seed)
     xn, xtn = PREPROCESS.normalize(x), PREPROCESS.normalize(xt)
     history = []
-    for _ in tqdm(range(epochs), desc=f"train-small {data} seed {seed}", disable=not progress, leave=False):
+    for _ in tqdm(range(epochs), desc=f"train-small {data} seed {seed}", disable=None if progress else True,
+                  leave=False):
         net.train()
         order = torch.randperm(n_train, generator=g)
         for i in range(0, n_train, 64):

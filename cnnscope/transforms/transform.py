@@ -31,14 +31,21 @@ class Transform:
         name, _, arg = text.partition(":")
         if name not in NAMES:
             raise CnnscopeError(f"unknown transform '{text}' ({', '.join(NAMES)}; rotate:DEG, scale:FACTOR)")
+        if name not in ("rotate", "scale"):
+            if arg:
+                raise CnnscopeError(f"transform '{text}': {name} takes no argument")
+            return Transform(name)
         try:
-            if name == "rotate":
-                return Transform("rotate", angle=float(arg or 45))
-            if name == "scale":
-                return Transform("scale", factor=float(arg) if arg else 2 ** -0.5)
+            value = float(arg) if arg else (45.0 if name == "rotate" else 2 ** -0.5)
         except ValueError:
             raise CnnscopeError(f"transform '{text}': '{arg}' is not a number") from None
-        return Transform(name)
+        if not math.isfinite(value):
+            raise CnnscopeError(f"transform '{text}': '{arg}' is not a finite number")
+        if name == "scale" and not 0.1 <= value <= 10:
+            raise CnnscopeError(f"transform '{text}': the scale factor must be between 0.1 and 10")
+        if name == "rotate" and not -360 <= value <= 360:
+            raise CnnscopeError(f"transform '{text}': the angle must be between -360 and 360 degrees")
+        return Transform("rotate", angle=value) if name == "rotate" else Transform("scale", factor=value)
 
     @property
     def label(self) -> str:
