@@ -2,6 +2,7 @@
 
 import json
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -14,10 +15,18 @@ from PIL import Image
 from tests.conftest import png_with_header_size
 
 
-def run(*args, cwd=None):
+def _cap_address_space(gb: float):
+    """A child that runs under an address-space cap fails cleanly (MemoryError) instead of hurting the machine."""
+    def limit():
+        cap = int(gb * 2 ** 30)
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    return limit
+
+
+def run(*args, cwd=None, cap_gb: float | None = None):
     env = {**os.environ, "PYTHONWARNINGS": "default"}
     return subprocess.run([sys.executable, "-m", "cnnscope", *args], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=300)
+                          env=env, timeout=300, preexec_fn=_cap_address_space(cap_gb) if cap_gb else None)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +45,31 @@ def files(tmp_path_factory):
     torch.save(load_model("efficientnet_lite0").net.state_dict(), d / "lite0.pth")
     (d / "afile").write_text("x")
     (d / "model.py").write_text("import torch\ndef build():\n    return torch.nn.Identity()\n")
+    (d / "tuple.py").write_text("import torch\nclass M(torch.nn.Module):\n    def forward(self, x):\n"
+                                "        return x.mean((2, 3)), x\ndef build():\n    return M()\n")
+    (d / "fail.py").write_text("import torch\nclass M(torch.nn.Module):\n    def forward(self, x):\n"
+                               "        raise ValueError('boom')\ndef build():\n    return M()\n")
+    Image.fromarray((np.random.rand(8, 2000, 3) * 255).astype(np.uint8)).save(d / "thin.png")
+    (d / "existing.safetensors").write_text("precious")
+    for name, index in (("lab", 5000), ("badlab", None)):
+        (d / name).mkdir()
+        for i in range(4):
+            Image.fromarray((np.random.rand(64, 64, 3) * 255).astype(np.uint8)).save(d / name / f"{i}.png")
+        header = "file,class_index\n" if index is not None else "name;label\n"
+        rows = "".join(f"{i}.png,{index if i == 0 else 3}\n" if index is not None else f"{i}.png;1\n" for i in range(4))
+        (d / name / "labels.csv").write_text(header + rows)
+    torch.save({"features.0.weight": _Code()}, d / "code.pth")
+    from cnnscope.cli import main
+
+    assert main(["train-texture-net", "sample:brick", "--size", "32", "--iters", "2", "--batch", "1",
+                 "--out", str(d / "net.safetensors")]) == 0
+    (d / "net.json").unlink(missing_ok=True)
     return d
+
+
+class _Code:
+    def __reduce__(self):
+        return (os.system, ("echo this must never run",))
 
 
 BAD = {
@@ -114,20 +147,89 @@ BAD = {
     "report missing folder": (["report", "--images", "{d}/nowhere", "--out", "{d}/rep"], "not a folder"),
     "report unknown layer": (["report", "--layers", "stage99", "--out", "{d}/rep"], "closest: stage"),
     "report bad transform": (["report", "--equivariance", "twirl", "--out", "{d}/rep"], "unknown transform"),
+    # memory: estimated before allocating, refused beyond the budget (children run under an address-space cap)
+    "thin image resized": (["predict", "{d}/thin.png", "--max-memory", "0.05"], "would need about"),
+    "hog glyphs too big": (["hog", "sample:coffee", "--glyph", "10000", "--out", "{d}/hog2"], "memory budget"),
+    "hog size too big": (["hog", "sample:coffee", "--size", "100000", "--out", "{d}/hog2"], "memory budget"),
+    "invert size too big": (["invert", "sample:chelsea", "--layer", "stem", "--size", "100000", "--out", "{d}/pre"],
+                            "memory budget"),
+    "stylize size too big": (["stylize", "--net", "{d}/net.safetensors", "--size", "100000", "--out", "{d}/s.png"],
+                             "memory budget"),
+    "texture size too big": (["texture", "sample:brick", "--size", "60000", "--out", "{d}/tex"], "memory budget"),
+    "max memory NaN": (["invert", "sample:chelsea", "--layer", "stem", "--max-memory", "nan", "--out", "{d}/pre"],
+                       "finite number"),
+    # the file system: checked before any work, never a traceback, never a silent overwrite
+    "out under a file": (["invert", "sample:chelsea", "--layer", "stem", "--out", "{d}/afile/sub"],
+                         "is a file, not a folder"),
+    "out in /proc": (["invert", "sample:chelsea", "--layer", "stem", "--out", "/proc/cnnscope-out"], "cannot write"),
+    "small out in /proc": (["train-small", "--out", "/proc/x.safetensors"], "cannot write"),
+    "out name too long": (["saliency", "sample:chelsea", "--out", "{d}/" + "x" * 300], "too long"),
+    "texture net overwrite": (["train-texture-net", "sample:brick", "--out", "{d}/existing.safetensors"],
+                              "give --force"),
+    "activations overwrite": (["activations", "sample:chelsea", "--layer", "stem", "--out",
+                               "{d}/existing.safetensors"], "give --force"),
+    "stylize overwrite": (["stylize", "--net", "{d}/net.safetensors", "--out", "{d}/tiny.png"], "give --force"),
+    "small overwrite": (["train-small", "--out", "{d}/existing.safetensors"], "give --force"),
+    "stylize not a net": (["stylize", "--net", "{d}/existing.safetensors", "--out", "{d}/s.png"],
+                          "not a readable safetensors"),
+    # numbers: finite and in range, everywhere
+    "negative style weight": (["style", "sample:chelsea", "sample:gravel", "--style-weight", "-5", "--out", "{d}/st"],
+                              "number >= 0"),
+    "negative texture-net lr": (["train-texture-net", "sample:brick", "--lr", "-1", "--out", "{d}/n.safetensors"],
+                                "number > 0"),
+    "NaN texture-net lr": (["train-texture-net", "sample:brick", "--lr", "nan", "--out", "{d}/n.safetensors"],
+                           "finite number"),
+    "zero temperature": (["texture", "sample:brick", "--soften", "0", "--out", "{d}/tex"], "number > 0"),
+    "infinite lr": (["maximize", "--class", "volcano", "--lr", "inf", "--out", "{d}/pre"], "finite number"),
+    "NaN cosine": (["caricature", "sample:chelsea", "--layer", "stage2", "--cosine", "nan", "--out", "{d}/pre"],
+                   "finite number"),
+    "scale zero": (["equivariance", "--transform", "scale:0", "--out", "{d}/eq"], "between 0.1 and 10"),
+    "rotate NaN": (["equivariance", "--transform", "rotate:nan", "--out", "{d}/eq"], "not a finite number"),
+    "rotate huge": (["equivariance", "--transform", "rotate:1e9", "--out", "{d}/eq"], "between -360 and 360"),
+    "flip with argument": (["equivariance", "--transform", "hflip:2", "--out", "{d}/eq"], "takes no argument"),
+    "fit NaN": (["equivariance", "--fit", "nan", "--out", "{d}/eq"], "finite number"),
+    "report zero iterations": (["report", "--iters", "0", "--out", "{d}/rep"], "positive integer"),
+    "cka zero images": (["cka", "--limit", "0", "--out", "{d}/cka"], "positive integer"),
+    "mean NaN": (["predict", "sample:coffee", "--mean", "nan,0.5,0.5"], "finite numbers"),
+    # the rest of the input space
+    "ray malformed": (["report", "--quick", "--ray", "notanaddress", "--out", "{d}/rep"], "HOST:PORT"),
+    "ray unreachable": (["report", "--quick", "--ray", "127.0.0.1:9", "--out", "{d}/rep"], "nothing answers"),
+    "too many workers": (["report", "--quick", "--workers", "10000", "--out", "{d}/rep"], "cores"),
+    "label beyond classes": (["stitch", "--quick", "--images", "{d}/lab", "--out", "{d}/st"], "class index 5000"),
+    "malformed labels": (["stitch", "--quick", "--images", "{d}/badlab", "--out", "{d}/st"], "expected a header"),
+    "model returns a tuple": (["predict", "sample:coffee", "--model", "{d}/tuple.py:build"], "outputs a tuple"),
+    "model forward fails": (["predict", "sample:coffee", "--model", "{d}/fail.py:build"], "forward pass failed"),
+    "weights with code": (["layers", "alexnet", "--weights", "{d}/code.pth"], "contains code"),
+    "neuron outside map": (["saliency", "sample:chelsea", "--layer", "stage2", "--channel", "3", "--y", "500",
+                            "--out", "{d}/sal"], "outside the"),
+    "sanity without classes": (["sanity", "sample:chelsea", "--model", "hog", "--out", "{d}/san"], "has no classes"),
+    "class of a HOG": (["maximize", "--class", "volcano", "--model", "hog", "--out", "{d}/pre"], "classifier"),
+    "accentuate a HOG class": (["accentuate", "sample:chelsea", "--class", "3", "--model", "hog", "--out", "{d}/pre"],
+                               "classifier"),
+    "saliency class of a HOG": (["saliency", "sample:chelsea", "--class", "3", "--model", "hog", "--out", "{d}/sal"],
+                                "no classes"),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD))
 def test_bad_input_is_one_clear_line(files, case):
     args, expected = BAD[case]
-    before = set(p for p in Path(files).rglob("*"))
-    res = run(*[a.format(d=files) for a in args])
+    before = _snapshot(files)
+    res = run(*[a.format(d=files) for a in args], cap_gb=12)
     assert res.returncode == 2, res.stderr
     assert "Traceback" not in res.stderr
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1, res.stderr
     assert lines[0].startswith("cnnscope: error:") and expected in lines[0], lines[0]
-    assert set(p for p in Path(files).rglob("*")) == before  # nothing written, not even a temp file
+    assert _snapshot(files) == before  # nothing written or changed, not even a temp file
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in Path(root).rglob("*")}
+
+
+def test_bad_input_table_is_large():
+    assert len(BAD) >= 80
 
 
 def test_predict_layers_activations_demo(tmp_path):

@@ -15,6 +15,8 @@ from ..preimage.generator import NetSettings, apply_generator, load_checkpoint, 
 from ..preimage.jobs import StyleJob, TextureJob
 from ..preimage.presets import sized_preprocess
 from ..preimage.runs import slug
+from ..preimage.solver import check_memory
+from ..preimage.style import default_style_layers
 from ..store import write_json
 from ..viz import image_grid
 from .options import (
@@ -115,6 +117,7 @@ def cmd_texture(args) -> None:
     source = load_image(args.image)
     model, prior, cfg, out = _setup(args, "texture")
     layers = _layers(model, args.style_layers)
+    check_memory(model, list(layers or default_style_layers(model)), 1, args.size or model.input_size)
     variants = [args.soften] if not args.compare_soften else [None, args.soften or 1.0]
     stem = slug(f"texture_{model.name}_{source_stem(args.image)}")
     jobs = [TextureJob(stem if len(variants) == 1 else f"{stem}_{i}", model.job_spec(), args.image,
@@ -141,6 +144,7 @@ def cmd_style(args) -> None:
     if args.content_layer:
         resolve(model, args.content_layer)
     size = args.size or model.input_size
+    check_memory(model, list(_layers(model, args.style_layers) or default_style_layers(model)), 1, size)
     stem = slug(f"style_{model.name}_{source_stem(args.content)}_{source_stem(args.style)}")
     job = StyleJob(stem, model.job_spec(), args.content, args.style, size, args.content_layer,
                    _layers(model, args.style_layers), cfg, prior, args.style_weight, args.data_weight, args.init,

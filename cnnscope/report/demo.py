@@ -258,7 +258,7 @@ def run_demo(out: str | Path = "demo-out", model_name: str | None = None,
                                            "preimage_iters": preimage_iters})
     start = time.perf_counter()
     sections = []
-    for _name, fn in tqdm(SECTIONS, desc="demo", unit="section"):
+    for _name, fn in tqdm(SECTIONS, desc="demo", unit="section", disable=None):  # quiet off a terminal
         sections.append(fn(ctx))
     ctx.settings["seconds"] = round(time.perf_counter() - start, 2)
     write_json(ctx.settings, out / "demo.json")
