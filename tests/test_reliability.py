@@ -135,3 +135,49 @@ def test_read_only_folder_is_refused_before_any_work(read_only):
     res = subprocess.run([sys.executable, "-m", "cnnscope", "saliency", "sample:chelsea", "--out",
                           str(read_only / "sal")], capture_output=True, text=True, timeout=300)
     assert res.returncode == 2 and "cannot write" in res.stderr, res.stderr
+
+
+# ---------------------------------------------------------------------------------------- the Python API
+def _bad_api_calls():
+    import math
+
+    import torch
+
+    from cnnscope import Target, load_image, load_model
+    from cnnscope.data import split
+    from cnnscope.memory import set_budget
+    from cnnscope.preimage import SolverConfig
+    from cnnscope.store import write_json
+    from cnnscope.transforms.transform import Transform
+
+    model = load_model("efficientnet_lite0")
+    return {
+        "negative iterations": (lambda: SolverConfig(iters=-1), "iters >= 1"),
+        "NaN learning rate": (lambda: SolverConfig(lr=math.nan), "finite"),
+        "infinite momentum": (lambda: SolverConfig(momentum=math.inf), "finite"),
+        "unknown optimizer": (lambda: SolverConfig(optimizer="rmsprop"), "unknown optimizer"),
+        "unknown target kind": (lambda: Target("pixel", 3), "unknown target kind"),
+        "channel out of range": (lambda: Target("channel", 99).weights((24, 56, 56)), "out of range"),
+        "direction of another shape": (lambda: Target("direction", direction=torch.ones(3)).weights((4,)),
+                                       "shape"),
+        "uint8 image": (lambda: model.predict(torch.zeros(3, 64, 64, dtype=torch.uint8)), "float image"),
+        "NaN image": (lambda: model.predict(torch.full((3, 64, 64), math.nan)), "NaN"),
+        "grey image tensor": (lambda: model.predict(torch.zeros(1, 64, 64)), "RGB"),
+        "scale zero": (lambda: Transform.parse("scale:0"), "between 0.1 and 10"),
+        "split of one": (lambda: split(1, 0.5, 0), "at least 2"),
+        "split fraction": (lambda: split(10, 1.5, 0), "between 0 and 1"),
+        "negative budget": (lambda: set_budget(-1), "positive"),
+        "NaN in JSON": (lambda: write_json({"x": math.nan}, "/tmp/cnnscope-never.json"), "not a finite number"),
+        "folder as image": (lambda: load_image("/tmp"), "directory"),
+    }
+
+
+def test_api_refuses_bad_arguments_with_one_line():
+    from cnnscope import CnnscopeError
+
+    for name, (call, expected) in _bad_api_calls().items():
+        with pytest.raises(CnnscopeError) as err:
+            call()
+        message = str(err.value)
+        assert expected in message and "\n" not in message, (name, message)
+    assert not Path("/tmp/cnnscope-never.json").exists()
