@@ -206,6 +206,8 @@ BAD = {
     "class of a HOG": (["maximize", "--class", "volcano", "--model", "hog", "--out", "{d}/pre"], "classifier"),
     "accentuate a HOG class": (["accentuate", "sample:chelsea", "--class", "3", "--model", "hog", "--out", "{d}/pre"],
                                "classifier"),
+    "reproduce unknown finding": (["reproduce", "--findings", "telepathy", "--out", "{d}/rep"], "unknown finding"),
+    "reproduce finding not built": (["reproduce", "--findings", "vflip", "--out", "{d}/rep"], "not built yet"),
     "saliency class of a HOG": (["saliency", "sample:chelsea", "--class", "3", "--model", "hog", "--out", "{d}/sal"],
                                 "no classes"),
 }

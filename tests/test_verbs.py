@@ -52,3 +52,24 @@ def test_style_transfer_lowers_the_gram_loss(tmp_path):
     assert r["gram_total_after"] < 0.5 * r["gram_total_before"] and r["iterations"] == 15
     picture = np.asarray(Image.open(tmp_path / record["files"][0]))
     assert picture.shape == (64, 64, 3)
+
+
+def test_reproduce_quick_gives_findings_with_verdicts(tmp_path, capsys):
+    from cnnscope.report.findings import FINDINGS, VERDICTS
+
+    assert main(["reproduce", "--quick", "--out", str(tmp_path)]) == 0
+    findings = json.loads((tmp_path / "findings.json").read_text())
+    assert [f["id"] for f in findings] == list(FINDINGS)
+    for f in findings:  # the schema
+        assert set(f) == {"id", "claim", "measured", "expected", "verdict", "n_images", "note"}
+        assert f["verdict"] in VERDICTS and isinstance(f["measured"], dict) and f["n_images"] >= 1
+        assert (tmp_path / f"{f['id']}.csv").read_text().startswith("measure,value")
+    by_id = {f["id"]: f for f in findings}
+    # the seed's backprop findings hold on the bundled samples
+    assert by_id["deconvnet-selectivity"]["verdict"] == "holds"
+    info = by_id["deconvnet-image-information"]
+    assert info["verdict"] == "holds" and info["measured"]["without_max_pool"]["correlation"] > 0.99
+    assert info["measured"]["with_max_pool"]["correlation"] < 0.5
+    assert "holds" in (tmp_path / "findings.html").read_text()
+    out = capsys.readouterr().out
+    assert "deconvnet-selectivity" in out and "wrote" in out

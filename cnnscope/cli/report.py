@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..data import image_sources
 from ..errors import CnnscopeError
+from ..jobs import provide
 from ..models import DEFAULT_MODEL, load_model
 from ..preimage.runs import expand_layers
 from ..report.atlas import QUICK, ReportSettings
 from ..report.demo import run_demo
+from ..report.findings import FINDINGS, NOT_YET, reproduce
 from ..report.site import build_report
 from ..transforms.transform import Transform
 from .options import engine, finish, load, model_options, out_dir, output_options, positive_int, run_options
@@ -31,6 +34,15 @@ def register(sub) -> None:
     p.add_argument("--stitch-with", metavar="MODEL", help="also stitch this model's layers into MODEL_B's")
     p.add_argument("--quick", action="store_true", help="two layers, 4 channels, 40 iterations, 96 px")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("reproduce", help="the seed talk's findings, each measured with a verdict (findings.json)")
+    model_options(p)
+    output_options(p, default="cnnscope-findings")
+    run_options(p)
+    p.add_argument("--images", metavar="FOLDER", help="images (default: the bundled samples)")
+    p.add_argument("--findings", metavar="ID,…", help=f"only these ({', '.join(FINDINGS)})")
+    p.add_argument("--quick", action="store_true", help="few images and iterations (for CI, about 1 minute)")
+    p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("demo", help="write the demo HTML page + figures into a folder")
     output_options(p, default="demo-out")
@@ -73,6 +85,25 @@ def cmd_report(args) -> None:
     rate = f", {60 * run.computed / run.seconds:.1f} jobs/min" if run.computed and run.seconds > 0 else ""
     print(f"{run.computed} computed, {run.reused} reused in {run.seconds:.1f} s{rate}; wrote {out / 'index.html'}")
     finish(run)
+
+
+def cmd_reproduce(args) -> None:
+    ids = tuple(i.strip() for i in (args.findings or ",".join(FINDINGS)).split(",") if i.strip())
+    unknown = [i for i in ids if i not in FINDINGS]
+    if unknown:
+        later = [i for i in unknown if i in NOT_YET]
+        raise CnnscopeError(f"unknown finding '{unknown[0]}' ({', '.join(FINDINGS)})"
+                            + (f"; not built yet: {', '.join(NOT_YET)}" if later else ""))
+    out = out_dir(args.out)
+    if args.images is not None:
+        image_sources(args.images)  # the folder checked before any work
+    model = load(args)
+    provide(model.job_spec(), model)
+    run, findings = reproduce(out, model, args.images, args.quick, args.seed, ids, **engine(args))
+    finish(run)
+    for f in findings:
+        print(f"{f['id']:<30} {f['verdict']:<15} ({f['n_images']} images)")
+    print(f"wrote {out / 'findings.json'}, findings.html")
 
 
 def cmd_demo(args) -> None:
