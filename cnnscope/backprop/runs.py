@@ -16,9 +16,14 @@ from .jobs import COLUMNS, SaliencyJob
 from .methods import METHODS
 
 
+def deepest_map(model: Model) -> str | None:
+    """The deepest layer of the depth row with a spatial feature map (where the seed's backprop rows start)."""
+    return next((n for n in reversed(model.profile.conv_layers) if len(get_layer(model, n).shape) == 3), None)
+
+
 def default_rows(model: Model, image: torch.Tensor) -> list[Target]:
     """The seed's two rows: the full code of the last convolutional stage, and the top class."""
-    conv = next((n for n in reversed(model.profile.conv_layers) if get_layer(model, n).rf is not None), None)
+    conv = deepest_map(model)
     rows = [Target("features", layer=conv)] if conv else []
     if model.profile.logits is not None:
         rows.append(Target("class", model.predict(image, k=1)[0][0].index, layer=model.profile.logits))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..backprop import METHODS, explain, method_rules
 from ..backprop.jobs import COLUMNS, SanityJob, SelectivityJob
 from ..backprop.rules import POOL_RULES as RULE_NAMES
-from ..backprop.runs import default_rows, run_saliency, selectivity_table
+from ..backprop.runs import deepest_map, default_rows, run_saliency, selectivity_table
 from ..data import image_sources
 from ..errors import CnnscopeError
 from ..images import load_image
@@ -124,8 +124,7 @@ def cmd_selectivity(args) -> None:
     image_sources(args.images, args.limit)  # the folder checked before any work
     out = out_dir(args.out)
     model = load(args)
-    layer = args.layer or next((n for n in reversed(model.profile.conv_layers)
-                                if len(get_layer(model, n).shape) == 3), None)
+    layer = args.layer or deepest_map(model)
     if layer is None:
         raise CnnscopeError("give --layer for this model")
     resolve(model, layer)

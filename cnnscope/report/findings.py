@@ -20,6 +20,7 @@ import torch
 
 from ..backprop.analysis import pearson, selectivity, spearman
 from ..backprop.methods import backprop_maps
+from ..backprop.runs import deepest_map
 from ..data import load_images
 from ..images import load_image
 from ..jobs import Job, Result, Run, execute
@@ -63,11 +64,6 @@ class FindingJob(Job):
         return [f"{self.key}.png"]
 
 
-def _conv_layer(model: Model) -> str:
-    """The deepest layer with a spatial map (where the seed's backprop findings start)."""
-    return next(n for n in reversed(model.profile.conv_layers) if len(get_layer(model, n).shape) == 3)
-
-
 # ----------------------------------------------------------------------------------------- backprop
 @dataclass(frozen=True)
 class SelectivityFinding(FindingJob):
@@ -81,7 +77,7 @@ class SelectivityFinding(FindingJob):
 
     def compute(self, model: Model) -> FindingResult:
         images = load_images(self.images, self.limit)
-        layer = _conv_layer(model)
+        layer = deepest_map(model)
         r = selectivity(model, images, layer, neurons=self.neurons, seed=self.seed, progress=False)
         measured = {m: round(v["max_vs_random_neuron"], 4) for m, v in r.items()} | {"layer": layer}
         holds = min(measured["deconvnet"], measured["desalinet"]) >= 0.8 and measured["salinet"] <= 0.5
@@ -106,8 +102,8 @@ class ImageInformationFinding(FindingJob):
         images = load_images(self.images, self.limit)
         net, _ = train_small("shapes", self.seed, self.small_epochs, progress=False)
         pooled = small_model(net, "small CNN with max-pool")
-        measured = {"without_max_pool": {"model": model.name, "layer": _conv_layer(model),
-                                         "correlation": _across_images(model, images, _conv_layer(model))},
+        measured = {"without_max_pool": {"model": model.name, "layer": deepest_map(model),
+                                         "correlation": _across_images(model, images, deepest_map(model))},
                     "with_max_pool": {"model": pooled.name, "layer": "block4",
                                       "correlation": _across_images(pooled, images, "block4")}}
         a, b = measured["without_max_pool"]["correlation"], measured["with_max_pool"]["correlation"]
