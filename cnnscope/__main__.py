@@ -1,3 +1,4 @@
+import multiprocessing
 import os
 import signal
 import sys
@@ -5,24 +6,27 @@ import sys
 from .cli import main
 
 
-def _leave(code: int) -> None:
-    """Exit now with `code`: after Ctrl-C, interpreter shutdown could still meet a late KeyboardInterrupt and end
-    the process by SIGINT (-2) instead of 130. Every file is already written atomically and closed."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+def _leave_interrupted() -> None:
+    """Exit 130 after Ctrl-C. A KeyboardInterrupt that went through code run by an embedded interpreter call
+    leaves a flag that makes CPython end the process by SIGINT (-2) even after a clean SystemExit(130), so a
+    run without worker processes or Ray leaves at once (every file is already written atomically and
+    closed); one with them exits normally, which joins and stops them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the shutdown short
+    ray = sys.modules.get("ray")
+    if not multiprocessing.active_children() and not (ray is not None and ray.is_initialized()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(130)
 
 
 try:
     code = main()
 except KeyboardInterrupt:  # Ctrl-C outside a verb's own handling (while starting up or writing the last line)
     sys.stderr.write("cnnscope: interrupted\n")
-    _leave(130)
+    code = 130
 except SystemExit as stop:
-    if stop.code == 130:
-        _leave(130)
-    raise
+    code = stop.code
 if code == 130:
-    _leave(130)
+    _leave_interrupted()
 sys.exit(code)
