@@ -207,7 +207,7 @@ BAD = {
     "accentuate a HOG class": (["accentuate", "sample:chelsea", "--class", "3", "--model", "hog", "--out", "{d}/pre"],
                                "classifier"),
     "reproduce unknown finding": (["reproduce", "--findings", "telepathy", "--out", "{d}/rep"], "unknown finding"),
-    "reproduce finding not built": (["reproduce", "--findings", "vflip", "--out", "{d}/rep"], "not built yet"),
+    "reproduce unknown transform": (["reproduce", "--transforms", "shear", "--out", "{d}/rep"], "unknown transform"),
     "saliency class of a HOG": (["saliency", "sample:chelsea", "--class", "3", "--model", "hog", "--out", "{d}/sal"],
                                 "no classes"),
 }

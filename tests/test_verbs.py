@@ -1,10 +1,14 @@
 """Success paths of the verbs no other test file covers, each asserting what it printed or wrote."""
 
 import json
+from pathlib import Path
 
+import jsonschema
 import numpy as np
+import pytest
 from PIL import Image
 
+from cnnscope import report
 from cnnscope.cli import main
 
 
@@ -55,11 +59,15 @@ def test_style_transfer_lowers_the_gram_loss(tmp_path):
 
 
 def test_reproduce_quick_gives_findings_with_verdicts(tmp_path, capsys):
-    from cnnscope.report.findings import FINDINGS, VERDICTS
+    from cnnscope.report.findings import DEFAULT, VERDICTS
 
-    assert main(["reproduce", "--quick", "--out", str(tmp_path)]) == 0
+    assert main(["reproduce", "--quick", "--workers", "2", "--out", str(tmp_path)]) == 0
     findings = json.loads((tmp_path / "findings.json").read_text())
-    assert [f["id"] for f in findings] == list(FINDINGS)
+    assert [f["id"] for f in findings] == list(DEFAULT)
+    schema = json.loads((Path(report.__file__).parent / "findings.schema.json").read_text())
+    jsonschema.validate(findings, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate([{**findings[0], "verdict": "probably"}], schema)
     for f in findings:  # the schema
         assert set(f) == {"id", "claim", "measured", "expected", "verdict", "n_images", "note"}
         assert f["verdict"] in VERDICTS and isinstance(f["measured"], dict) and f["n_images"] >= 1
@@ -71,5 +79,32 @@ def test_reproduce_quick_gives_findings_with_verdicts(tmp_path, capsys):
     assert info["verdict"] == "holds" and info["measured"]["without_max_pool"]["correlation"] > 0.99
     assert info["measured"]["with_max_pool"]["correlation"] < 0.5
     assert "holds" in (tmp_path / "findings.html").read_text()
+    # the transformation findings measure what they say (bundled samples: no labels, so agreement)
+    assert by_id["vflip"]["measured"]["metric"] == "disagreement_with_reference"
+    assert [r["layer"] for r in by_id["vflip"]["measured"]["rows"]] == ["stem", "stage4", "stage6"]
+    for row in by_id["invariance"]["measured"]["rows"]:
+        assert row["hflip_null_invariant"] == 0 and row["vflip_null_invariant"] == 0
+    stitching = by_id["stitching"]["measured"]
+    assert stitching["b"] == "efficientnet_lite1" and stitching["b_alone"] == 0.0
+    assert all(r["regression"] < r["naive"] for r in stitching["rows"][:1])
+    seeds = by_id["seeds"]["measured"]
+    assert seeds["before_training"]["rows"][0]["relative_to_b"] is None  # an untrained B has no skill to keep
+    assert all(0 < r["cka_p"] <= 1 for r in seeds["after_training"]["rows"])
+    assert len(by_id["data"]["measured"]["rows"]) == 4
     out = capsys.readouterr().out
     assert "deconvnet-selectivity" in out and "wrote" in out
+    assert "the bundled samples have no labels; vflip, stitching measure disagreement" in out
+
+
+def test_reproduce_says_what_an_unlabelled_folder_changes(tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((40, 40, 3), 60 * i, np.uint8)).save(folder / f"photo{i}.png")
+    out = tmp_path / "out"
+    assert main(["reproduce", "--quick", "--images", str(folder), "--findings", "stitching", "--model",
+                 "efficientnet_lite2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "skipped stitching: needs a second network trained on the same task" in printed
+    assert f"note: {folder} has no labels.csv; stitching measure disagreement" in printed
+    assert json.loads((out / "findings.json").read_text()) == []

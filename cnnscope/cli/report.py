@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..data import image_sources
+from ..data import image_sources, list_folder
 from ..errors import CnnscopeError
 from ..jobs import provide
 from ..models import DEFAULT_MODEL, load_model
 from ..preimage.runs import expand_layers
 from ..report.atlas import QUICK, ReportSettings
 from ..report.demo import run_demo
-from ..report.findings import FINDINGS, NOT_YET, reproduce
+from ..report.findings import ACCURACY, DEFAULT, FINDINGS, TRANSFORMS, reproduce, skipped
 from ..report.site import build_report
 from ..transforms.transform import Transform
 from .options import engine, finish, load, model_options, out_dir, output_options, positive_int, run_options
@@ -40,8 +40,11 @@ def register(sub) -> None:
     output_options(p, default="cnnscope-findings")
     run_options(p)
     p.add_argument("--images", metavar="FOLDER", help="images (default: the bundled samples)")
-    p.add_argument("--findings", metavar="ID,…", help=f"only these ({', '.join(FINDINGS)})")
-    p.add_argument("--quick", action="store_true", help="few images and iterations (for CI, about 1 minute)")
+    p.add_argument("--findings", metavar="ID,…", help=f"only these ({', '.join(FINDINGS)}; default all but "
+                   "hflip and rot90)")
+    p.add_argument("--transforms", metavar="T,…", help=f"equivariance findings to run ({', '.join(TRANSFORMS)}; "
+                   "default vflip)")
+    p.add_argument("--quick", action="store_true", help="few images and iterations (for CI, about 3 minutes)")
     p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("demo", help="write the demo HTML page + figures into a folder")
@@ -87,17 +90,32 @@ def cmd_report(args) -> None:
     finish(run)
 
 
+def _ids(text: str | None, valid: tuple[str, ...], what: str) -> tuple[str, ...]:
+    ids = tuple(dict.fromkeys(i.strip() for i in text.split(",") if i.strip()))
+    unknown = [i for i in ids if i not in valid]
+    if unknown or not ids:
+        raise CnnscopeError(f"unknown {what} '{unknown[0] if unknown else text}' ({', '.join(valid)})")
+    return ids
+
+
 def cmd_reproduce(args) -> None:
-    ids = tuple(i.strip() for i in (args.findings or ",".join(FINDINGS)).split(",") if i.strip())
-    unknown = [i for i in ids if i not in FINDINGS]
-    if unknown:
-        later = [i for i in unknown if i in NOT_YET]
-        raise CnnscopeError(f"unknown finding '{unknown[0]}' ({', '.join(FINDINGS)})"
-                            + (f"; not built yet: {', '.join(NOT_YET)}" if later else ""))
+    ids = _ids(args.findings, FINDINGS, "finding") if args.findings is not None else DEFAULT
+    if args.transforms is not None:
+        chosen = _ids(args.transforms, TRANSFORMS, "transform")
+        ids = tuple(i for i in ids if i not in TRANSFORMS) + chosen
     out = out_dir(args.out)
+    labelled = False
     if args.images is not None:
         image_sources(args.images)  # the folder checked before any work
+        labelled = all(isinstance(label, int) for _, label in list_folder(args.images, None))
     model = load(args)
+    for finding, why in skipped(model, ids).items():
+        print(f"skipped {finding}: {why}")
+    accuracy = [i for i in ids if i in ACCURACY]
+    if accuracy and not labelled:
+        where = f"{args.images} has no labels.csv" if args.images else "the bundled samples have no labels"
+        print(f"note: {where}; {', '.join(accuracy)} measure disagreement with the network's own predictions "
+              "instead of top-1 error (give a labelled folder with --images for accuracy)")
     provide(model.job_spec(), model)
     run, findings = reproduce(out, model, args.images, args.quick, args.seed, ids, **engine(args))
     finish(run)

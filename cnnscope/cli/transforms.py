@@ -26,6 +26,7 @@ from .options import (
     load,
     model_options,
     non_negative,
+    non_negative_int,
     out_dir,
     out_file,
     output_options,
@@ -39,9 +40,13 @@ def register(sub) -> None:
     p.add_argument("--transform", default="vflip", help="hflip, vflip, rot90, rot180, rotate:DEG, scale:F")
     p.add_argument("--layers", default=None, help="conv layers (default: stem, stage2, stage4, stage6, head)")
     _data_options(p)
-    p.add_argument("--epochs", type=positive_int, default=8, help="epochs for the learned map (default 8)")
+    p.add_argument("--epochs", type=non_negative_int, default=0,
+                   help="epochs of the network's own loss refining the closed-form map (default 0: closed form only)")
     p.add_argument("--ridge", type=non_negative, default=None,
-                   help="ridge: CNN layers, towards M = I (default 0.1); hand-crafted features (default 1e-4)")
+                   help="ridge: CNN layers, towards M = I (default: chosen on held-back images); hand-crafted "
+                   "features (default 1e-4)")
+    p.add_argument("--crops", type=non_negative_int, default=1,
+                   help="random rescaled crops per fit image added to the regression (default 1)")
     p.add_argument("--neighbourhood", default="1,3",
                    help="hand-crafted features: m x m cells each output cell may read (default 1,3)")
     p.add_argument("--quick", action="store_true", help="few images, two layers, 2 epochs (for CI)")
@@ -128,27 +133,27 @@ def cmd_equivariance(args) -> None:
     default = ",".join(analysis[:2] if args.quick else analysis)
     layers = list(dict.fromkeys(expand_layers(model, args.layers or default)))
     limit = args.limit or (24 if args.quick else None)
-    epochs, ridge = 2 if args.quick else args.epochs, 0.1 if args.ridge is None else args.ridge
+    epochs, ridge = args.epochs, args.ridge
     name = slug(f"equivariance_{model.name}_{transform.label}")
     (spec,) = _provided(model)
     jobs = [EquivarianceJob(f"{name}/{slug(layer)}", spec, args.transform, layer, args.images, limit, args.fit,
-                            epochs, ridge, args.seed) for layer in layers]
+                            epochs, ridge, args.crops, args.seed) for layer in layers]
     run = execute(jobs, out, desc="equivariance", **engine(args))
     finish(run)
     settings = {"model": model.name, "transform": transform.label, "layers": layers, "images": args.images
                 or "bundled crops", "limit": limit, "fit": args.fit, "seed": args.seed, "epochs": epochs,
-                "ridge": ridge}
+                "ridge": ridge, "crops": args.crops}
     result = write_equivariance(out, name, run.outcomes, transform.label, model.name, settings)
     cols = ("spatial_only", "permutation", "learned")
     print(f"# {transform.label}: {result['metric'].replace('_', ' ')} on held-out images; no transform "
           f"{result['baseline']['no_transform']:.3f}, transformed uncompensated "
           f"{result['baseline']['uncompensated']:.3f}")
-    print(f"{'layer':<12}" + "".join(f"{c:>14}" for c in cols) + f"{'invariant ch.':>16}{'mean corr':>11}"
-          + f"{'map epochs':>12}")
+    print(f"{'layer':<12}" + "".join(f"{c:>14}" for c in cols) + f"{'map R2':>9}{'invariant ch.':>16}"
+          + f"{'null':>6}{'ridge':>9}")
     for r in result["rows"]:
         print(f"{r['layer']:<12}" + "".join(f"{r[c]:14.3f}" for c in cols)
-              + f"{r['invariant_channels']:>9}/{r['channels']:<6}{r['mean_channel_correlation']:11.3f}"
-              + f"{r['learned_epochs']!s:>12}")
+              + f"{r['learned_r2']:9.3f}{r['invariant_channels']:>9}/{r['channels']:<6}"
+              + f"{r['null_invariant_channels']:>6}{r['ridge']:9.0e}")
     print(f"wrote {out / (name + '.csv')}, {name}.png, {name}.json, {name}_maps.safetensors")
 
 

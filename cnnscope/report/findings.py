@@ -12,7 +12,7 @@ import csv
 import io
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 
@@ -21,9 +21,9 @@ import torch
 from ..backprop.analysis import pearson, selectivity, spearman
 from ..backprop.methods import backprop_maps
 from ..backprop.runs import deepest_map
-from ..data import load_images
+from ..data import list_folder, load_images
 from ..images import load_image
-from ..jobs import Job, Result, Run, execute
+from ..jobs import Job, Run, execute
 from ..layers import get_layer
 from ..models import Model, ModelSpec, small_model
 from ..preimage.presets import Prior, ambiguity, invert, reconstruction_error, sized_preprocess
@@ -32,36 +32,16 @@ from ..store import write_json, write_text
 from ..targets import Target
 from ..transforms.handcrafted import FeatureEquivarianceJob
 from ..transforms.smallnets import train_small
-from ..viz import image_grid
 from . import html
-
-VERDICTS = ("holds", "does not hold", "inconclusive")
-
-
-@dataclass
-class FindingResult(Result):
-    """One finding: its `id`, the seed's `claim`, the numbers `measured`, what the claim `expected` of them,
-    the `verdict` (one of VERDICTS), the number of images and a `note` saying how to read it."""
-
-    id: str
-    claim: str
-    measured: dict
-    expected: str
-    verdict: str
-    n_images: int
-    note: str = ""
-    pictures: list = field(default_factory=list, metadata={"json": False})
-    captions: list = field(default_factory=list, metadata={"json": False})
-
-
-class FindingJob(Job):
-    """Base of the findings: the record is KEY.json; pictures (if any) go to KEY.png as one grid."""
-
-    def write(self, out: Path, result: FindingResult) -> list[str]:
-        if not result.pictures:
-            return []
-        image_grid(result.pictures, result.captions, out / f"{self.key}.png", ncols=min(len(result.pictures), 5))
-        return [f"{self.key}.png"]
+from .finding import VERDICTS, FindingJob, FindingResult
+from .transform_findings import (
+    TRANSFORMS,
+    DataFinding,
+    EquivarianceFinding,
+    InvarianceFinding,
+    SeedsFinding,
+    StitchingFinding,
+)
 
 
 # ----------------------------------------------------------------------------------------- backprop
@@ -223,27 +203,60 @@ class HogRotationFinding(FindingJob):
             "does not hold", r.fit + r.test)
 
 
-FINDINGS = ("prior", "inversion-depth", "deconvnet-selectivity", "deconvnet-image-information", "hog-rotation")
-NOT_YET = ("vflip", "invariance", "stitching", "seeds", "data")  # issue 14: still to build
+FINDINGS = ("prior", "inversion-depth", "deconvnet-selectivity", "deconvnet-image-information", "vflip", "hflip",
+            "rot90", "invariance", "hog-rotation", "stitching", "seeds", "data")
+DEFAULT = tuple(f for f in FINDINGS if f not in ("hflip", "rot90"))  # the other transforms via --transforms
+ACCURACY = TRANSFORMS + ("stitching",)  # top-1 error with labels, else agreement with the network itself
+STITCH_PARTNERS = {"efficientnet_lite0": "efficientnet_lite1", "efficientnet_lite1": "efficientnet_lite0"}
 
 
-def plan(model: Model, images: str | None, quick: bool, seed: int, ids: tuple[str, ...] = FINDINGS) -> list[Job]:
-    """The findings' jobs, sized for --quick (CI) or a full run."""
+def skipped(model: Model, ids: tuple[str, ...]) -> dict[str, str]:
+    """Findings that cannot run on this model, with the reason."""
+    out = {}
+    if model.profile.logits is None or model.profile.handcrafted:
+        for i in ACCURACY + ("invariance", "deconvnet-selectivity", "deconvnet-image-information", "prior",
+                             "inversion-depth"):
+            out[i] = f"{model.name} has no classifier"
+    elif model.name not in STITCH_PARTNERS:
+        out["stitching"] = (f"needs a second network trained on the same task with {model.name}'s widths (built in "
+                            "for efficientnet_lite0 <-> efficientnet_lite1)")
+    return {i: why for i, why in out.items() if i in ids}
+
+
+def plan(model: Model, images: str | None, quick: bool, seed: int, ids: tuple[str, ...] = DEFAULT) -> list[Job]:
+    """The findings' jobs, sized for --quick (CI) or a full run; ids that cannot run here (`skipped`) are left
+    out."""
     spec, depth = model.job_spec(), model.profile.conv_layers
-    sources = tuple(f"sample:{n}" for n in ("chelsea", "coffee"))[:1 if quick else 2]
+    pool = [str(path) for path, _ in list_folder(images, 2)] if images else ["sample:chelsea", "sample:coffee"]
+    sources = tuple(pool)[:1 if quick else 2]  # the pre-image findings invert the first one or two images
     layers = tuple(depth[i] for i in range(0, len(depth), 2))[:3 if quick else None]
-    jobs = {
-        "prior": PriorFinding("prior", spec, sources[0], depth[min(3, len(depth) - 1)], 96 if quick else 160,
-                              60 if quick else 300, seed),
-        "inversion-depth": InversionDepthFinding("inversion-depth", spec, sources, layers, 2, 96 if quick else 160,
-                                                 60 if quick else 300, seed),
-        "deconvnet-selectivity": SelectivityFinding("deconvnet-selectivity", spec, images, 4 if quick else 20, 3,
-                                                    seed),
-        "deconvnet-image-information": ImageInformationFinding("deconvnet-image-information", spec, images,
-                                                               4 if quick else 20, 1, seed),
-        "hog-rotation": HogRotationFinding("hog-rotation", ModelSpec("hog"), images, 8 if quick else 40, seed),
+    stages = tuple(model.profile.analysis)
+    if quick:  # the first, a middle and the last-but-one stage
+        stages = tuple(dict.fromkeys((stages[0], stages[len(stages) // 2], stages[max(len(stages) - 2, 0)])))
+    limit = 24 if quick else None  # images for the transformation findings (all of a folder)
+    epochs = 0 if quick else 2
+    makers = {
+        "prior": lambda: PriorFinding("prior", spec, sources[0], depth[min(3, len(depth) - 1)], 96 if quick else 160,
+                                      60 if quick else 300, seed),
+        "inversion-depth": lambda: InversionDepthFinding("inversion-depth", spec, sources, layers, 2,
+                                                         96 if quick else 160, 60 if quick else 300, seed),
+        "deconvnet-selectivity": lambda: SelectivityFinding("deconvnet-selectivity", spec, images,
+                                                            4 if quick else 20, 3, seed),
+        "deconvnet-image-information": lambda: ImageInformationFinding("deconvnet-image-information", spec, images,
+                                                                       4 if quick else 20, 1, seed),
+        "invariance": lambda: InvarianceFinding("invariance", spec, stages, images, limit, 1 if quick else None,
+                                                seed),
+        "hog-rotation": lambda: HogRotationFinding("hog-rotation", ModelSpec("hog"), images, 8 if quick else 40, seed),
+        "stitching": lambda: StitchingFinding("stitching", spec, ModelSpec(STITCH_PARTNERS.get(model.name, "")),
+                                              stages, images, limit, epochs, seed),
+        "seeds": lambda: SeedsFinding("seeds", 2 if quick else 8, 1 if quick else 8, 150 if quick else 600, seed),
+        "data": lambda: DataFinding("data", 2 if quick else 8, 1 if quick else 8, 150 if quick else 600, seed),
     }
-    return [jobs[i] for i in ids]
+    for t in TRANSFORMS:
+        makers[t] = (lambda t=t: EquivarianceFinding(t, spec, t, stages, images, limit, 1 if quick else None,
+                                                     epochs, seed))
+    out = skipped(model, ids)
+    return [makers[i]() for i in ids if i not in out]
 
 
 def write_findings(out: Path, run: Run) -> list[dict]:
@@ -262,8 +275,7 @@ def write_findings(out: Path, run: Run) -> list[dict]:
         body = (f"<p><b>Claim.</b> {escape(f['claim'])}</p><p><b>Expected.</b> {escape(f['expected'])}</p>"
                 f"<p><b>Verdict: {escape(f['verdict'])}</b> ({f['n_images']} images). {escape(f['note'])}</p>")
         sections.append(html.section(f["id"], body + table + figure, f["id"]))
-    intro = ("<p>The findings of Vedaldi's talk, measured on this model; each links to its CSV. Not yet built: "
-             f"{', '.join(NOT_YET)}.</p>")
+    intro = "<p>The findings of Vedaldi's talk, measured on this model; each links to its CSV.</p>"
     write_text(html.page("cnnscope reproduce", sections, intro), out / "findings.html")
     return findings
 
@@ -278,10 +290,10 @@ def _flat(value, prefix: str = "") -> list[tuple[str, object]]:
 
 
 def reproduce(out: Path, model: Model, images: str | None = None, quick: bool = False, seed: int = 0,
-              ids: tuple[str, ...] = FINDINGS, workers: int = 1, ray: str | None = None) -> tuple[Run, list[dict]]:
+              ids: tuple[str, ...] = DEFAULT, workers: int = 1, ray: str | None = None) -> tuple[Run, list[dict]]:
     """Run the findings (resumable) and write their summary files."""
     run = execute(plan(model, images, quick, seed, ids), out, workers=workers, ray=ray, desc="reproduce")
     return run, write_findings(out, run) if not run.interrupted else []
 
 
-__all__ = ["FINDINGS", "NOT_YET", "VERDICTS", "reproduce"]
+__all__ = ["ACCURACY", "DEFAULT", "FINDINGS", "TRANSFORMS", "VERDICTS", "FindingResult", "reproduce", "skipped"]

@@ -54,3 +54,33 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor, debiased: bool = False) -> floa
         num = (kc * lc).sum()
         den = torch.sqrt((kc * kc).sum() * (lc * lc).sum())
     return float(num / den.clamp_min(1e-30))
+
+
+def cka_permutation_test(x: torch.Tensor, y: torch.Tensor, permutations: int = 200,
+                         seed: int = 0) -> tuple[float, float]:
+    """Biased linear CKA and its permutation p-value: the chance that pairing the examples at random gives a
+    CKA at least as high — (1 + #{CKA(x, y[perm]) >= CKA(x, y)}) / (1 + permutations).
+
+    Parameters
+    ----------
+    x, y : Tensor
+        [N, ...] representations of the same N examples.
+    permutations : int
+    seed : int
+
+    Returns
+    -------
+    (float, float)
+        CKA and p-value.
+    """
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"CKA needs the same examples: {x.shape[0]} vs {y.shape[0]}")
+    kc, lc = _center(_gram(x)), _center(_gram(y))
+    norm = torch.sqrt((kc * kc).sum() * (lc * lc).sum()).clamp_min(1e-30)
+    observed = float((kc * lc).sum() / norm)
+    gen = torch.Generator().manual_seed(seed)
+    hits = 0
+    for _ in range(permutations):
+        p = torch.randperm(x.shape[0], generator=gen)
+        hits += float((kc * lc[p][:, p]).sum() / norm) >= observed
+    return observed, (1 + hits) / (1 + permutations)

@@ -71,48 +71,150 @@ def check_grids(fa: torch.Tensor, fb: torch.Tensor, resample: bool) -> tuple[int
     return None
 
 
-def fit_regression(fa: torch.Tensor, fb: torch.Tensor, ridge: float = 1e-4, resample: bool = False,
+class Moments:
+    """Sums over positions that a linear map Phi_B(u) ~ W Phi_A(u) + b needs: sum of [a;1][a;1]^T, of
+    [a;1] b^T and of b^2 per channel. Ridge solutions at any strength, per-channel R^2 and channel
+    correlations follow in closed form, and features never have to be kept: chunks are added as they come.
+
+    Parameters
+    ----------
+    c_in, c_out : int
+        Channels of A and B.
+    """
+
+    def __init__(self, c_in: int, c_out: int):
+        self.xx = torch.zeros(c_in + 1, c_in + 1, dtype=torch.float64)
+        self.xy = torch.zeros(c_in + 1, c_out, dtype=torch.float64)
+        self.yy = torch.zeros(c_out, dtype=torch.float64)
+
+    def add(self, fa: torch.Tensor, fb: torch.Tensor, mask: torch.Tensor | None = None, positions: int | None = None,
+            gen: torch.Generator | None = None) -> Moments:
+        """Add [N,C,H,W] pairs; `mask` [H,W] keeps valid cells; `positions` samples that many cells per image."""
+        n, c, h, w = fa.shape
+        x = fa.permute(0, 2, 3, 1).reshape(n, h * w, c)
+        y = fb.permute(0, 2, 3, 1).reshape(n, h * w, fb.shape[1])
+        valid = torch.ones(h * w, dtype=torch.bool) if mask is None else mask.reshape(-1)
+        if positions is not None and positions < int(valid.sum()):
+            score = torch.rand(n, h * w, generator=gen).masked_fill(~valid, -1.0)
+            idx = score.topk(positions, dim=1).indices
+            x = x.gather(1, idx[..., None].expand(-1, -1, c))
+            y = y.gather(1, idx[..., None].expand(-1, -1, fb.shape[1]))
+        else:
+            x, y = x[:, valid], y[:, valid]
+        x = x.reshape(-1, c).double()
+        y = y.reshape(-1, fb.shape[1]).double()
+        x1 = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
+        self.xx += x1.T @ x1
+        self.xy += x1.T @ y
+        self.yy += (y * y).sum(0)
+        return self
+
+    def __add__(self, other: Moments) -> Moments:
+        out = Moments(self.xx.shape[0] - 1, self.xy.shape[1])
+        out.xx, out.xy, out.yy = self.xx + other.xx, self.xy + other.xy, self.yy + other.yy
+        return out
+
+    @property
+    def count(self) -> int:
+        return int(self.xx[-1, -1])
+
+    def solve(self, ridge: float, towards_identity: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ridge least squares: (W [C_out, C_in], b [C_out]). The penalty, ridge x the mean input energy,
+        pulls W to 0 or (equal widths, `towards_identity`) to I — the right prior for M_g; b is not shrunk."""
+        c_in = self.xx.shape[0] - 1
+        scale = float(torch.diagonal(self.xx)[:-1].mean()) if c_in else 1.0
+        reg = ridge * scale * torch.eye(c_in + 1, dtype=torch.float64)
+        reg[-1, -1] = 0
+        rhs = self.xy.clone()
+        if towards_identity:
+            if c_in != self.xy.shape[1]:
+                raise CnnscopeError("a ridge towards the identity needs equal widths")
+            rhs[:-1] += reg[:-1, :-1]
+        sol = torch.linalg.solve(self.xx + reg, rhs)
+        return sol[:-1].T, sol[-1]
+
+    def squared_error(self, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """Per output channel, the sum of squared residuals of y ~ W x + b over the added positions."""
+        w1 = torch.cat([weight.T, bias[None]], 0).double()  # [C_in + 1, C_out]
+        return ((w1 * (self.xx @ w1)).sum(0) - 2 * (w1 * self.xy).sum(0) + self.yy).clamp_min(0)
+
+    def output_variance(self) -> torch.Tensor:
+        mean = self.xy[-1] / self.count
+        return (self.yy / self.count - mean ** 2).clamp_min(1e-12)
+
+    def input_variance(self) -> torch.Tensor:
+        mean = self.xx[-1, :-1] / self.count
+        return (torch.diagonal(self.xx)[:-1] / self.count - mean ** 2).clamp_min(1e-12)
+
+    def r2(self, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """Per output channel, the fraction of its variance the map explains (1 - SSE / SST)."""
+        return 1 - self.squared_error(weight, bias) / self.count / self.output_variance()
+
+    def pooled_r2(self, weight: torch.Tensor, bias: torch.Tensor) -> float:
+        """The fraction of the total variance (all channels together) the map explains: unlike a mean of
+        per-channel R^2, not thrown by nearly constant channels."""
+        return float(1 - self.squared_error(weight, bias).sum() / (self.count * self.output_variance().sum()))
+
+    def correlation(self) -> torch.Tensor:
+        """[C_out, C_in] Pearson correlation of every output channel with every input channel."""
+        n = self.count
+        mx, my = self.xx[-1, :-1] / n, self.xy[-1] / n
+        cov = self.xy[:-1] / n - mx[:, None] * my[None]  # [C_in, C_out]
+        return (cov / (self.input_variance().sqrt()[:, None] * self.output_variance().sqrt()[None])).T
+
+
+RIDGES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+
+
+def choose_ridge(fit: Moments, held_out: Moments, towards_identity: bool = False,
+                 ridges: Sequence[float] = RIDGES) -> float:
+    """The ridge strength whose map, fitted on `fit`, leaves the least squared error on `held_out`."""
+    errors = [float(held_out.squared_error(*fit.solve(r, towards_identity)).sum()) for r in ridges]
+    return ridges[min(range(len(ridges)), key=errors.__getitem__)]
+
+
+def fit_regression(fa: torch.Tensor, fb: torch.Tensor, ridge: float | None = None, resample: bool = False,
                    towards_identity: bool = False) -> Stitch:
-    """Closed-form least squares Phi_B(u) ~ W Phi_A(u) + b over all images and positions u, with a ridge
-    penalty towards 0 or (equal widths, `towards_identity`) towards W = I — the right prior for M_g."""
+    """Closed-form least squares Phi_B(u) ~ W Phi_A(u) + b over all images and positions u (see `Moments`).
+    ridge None: the strength (of RIDGES) that predicts the first fifth of the images best from the rest (wide
+    layers with few images overfit otherwise), then refitted on all."""
     out_hw = check_grids(fa, fb, resample)
-    s = Stitch(fa.shape[1], fb.shape[1], out_hw)
     if out_hw is not None:
         fa = F.interpolate(fa, size=out_hw, mode="bilinear", align_corners=False)
-    x = fa.permute(0, 2, 3, 1).reshape(-1, fa.shape[1]).double()
-    y = fb.permute(0, 2, 3, 1).reshape(-1, fb.shape[1]).double()
-    x1 = torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype)], 1)
-    gram = x1.T @ x1
-    scale = float(torch.diagonal(gram)[:-1].mean()) if x.shape[1] else 1.0
-    reg = ridge * scale * torch.eye(gram.shape[0], dtype=gram.dtype)
-    reg[-1, -1] = 0  # the bias is not shrunk
-    rhs = x1.T @ y
-    if towards_identity:
-        if x.shape[1] != y.shape[1]:
-            raise CnnscopeError("a ridge towards the identity needs equal widths")
-        rhs[:-1] += reg[:-1, :-1]  # lambda * I pulls W to the identity
-    sol = torch.linalg.solve(gram + reg, rhs)  # [C_in + 1, C_out]
-    return s.set_linear(sol[:-1].T.float(), sol[-1].float())
+    n_val = len(fa) // 5
+    if ridge is None and n_val:
+        held = Moments(fa.shape[1], fb.shape[1]).add(fa[:n_val], fb[:n_val])
+        rest = Moments(fa.shape[1], fb.shape[1]).add(fa[n_val:], fb[n_val:])
+        ridge = choose_ridge(rest, held, towards_identity)
+        moments = rest + held
+    else:
+        ridge = 1e-4 if ridge is None else ridge
+        moments = Moments(fa.shape[1], fb.shape[1]).add(fa, fb)
+    weight, bias = moments.solve(ridge, towards_identity)
+    stitch = Stitch(fa.shape[1], fb.shape[1], out_hw).set_linear(weight.float(), bias.float())
+    stitch.ridge = ridge
+    return stitch
 
 
 def fit_permutation(fa: torch.Tensor, fb: torch.Tensor, resample: bool = False) -> Stitch:
     """Channel i of B <- the channel of A it correlates with most, as a one-to-one matching."""
-    from scipy.optimize import linear_sum_assignment  # heavy (0.4 s): only when a permutation is fitted
-
     out_hw = check_grids(fa, fb, resample)
     if fa.shape[1] != fb.shape[1]:
         raise CnnscopeError(f"a permutation needs equal widths ({fa.shape[1]} vs {fb.shape[1]} channels)")
     if out_hw is not None:
         fa = F.interpolate(fa, size=out_hw, mode="bilinear", align_corners=False)
-    x = fa.permute(0, 2, 3, 1).reshape(-1, fa.shape[1]).double()
-    y = fb.permute(0, 2, 3, 1).reshape(-1, fb.shape[1]).double()
-    x = (x - x.mean(0)) / x.std(0).clamp_min(1e-8)
-    y = (y - y.mean(0)) / y.std(0).clamp_min(1e-8)
-    corr = (y.T @ x / x.shape[0]).numpy()  # [C_B, C_A]
-    rows, cols = linear_sum_assignment(-corr)
-    w = torch.zeros(fb.shape[1], fa.shape[1])
+    return permutation_stitch(Moments(fa.shape[1], fb.shape[1]).add(fa, fb).correlation(), out_hw)
+
+
+def permutation_stitch(correlation: torch.Tensor, out_hw: tuple[int, int] | None = None) -> Stitch:
+    """The one-to-one channel matching that maximises the total [C_B, C_A] correlation, as a stitch."""
+    from scipy.optimize import linear_sum_assignment  # heavy (0.4 s): only when a permutation is fitted
+
+    c_b, c_a = correlation.shape
+    rows, cols = linear_sum_assignment(-correlation.numpy())
+    w = torch.zeros(c_b, c_a)
     w[torch.as_tensor(rows), torch.as_tensor(cols)] = 1.0
-    return Stitch(fa.shape[1], fb.shape[1], out_hw).set_linear(w, torch.zeros(fb.shape[1]))
+    return Stitch(c_a, c_b, out_hw).set_linear(w, torch.zeros(c_b))
 
 
 def identity_stitch(fa: torch.Tensor, fb: torch.Tensor) -> Stitch:
@@ -246,7 +348,7 @@ def stitch_experiment(model_a: Model, model_b: Model, layers: Sequence[str | tup
         Class labels; without them the task loss is KL to B's predictions and the error is disagreement
         with B.
     task_epochs : int
-        Epochs of B's task loss for the "task" stitch (started from the regression one).
+        Epochs of B's task loss for the "task" stitch (started from the regression one; 0: no task stitch).
     resample : bool
         Resample A's grid to B's when they differ (else refuse).
     seed : int
@@ -285,13 +387,16 @@ def stitch_experiment(model_a: Model, model_b: Model, layers: Sequence[str | tup
             stitches["permutation"] = fit_permutation(fa_fit, fb_fit, resample)
         stitches["regression"] = fit_regression(fa_fit, fb_fit, resample=resample)
         reg = stitches["regression"]
-        task = Stitch(fa_fit.shape[1], fb_fit.shape[1], reg.out_hw, kernel, batchnorm)
-        # start from the regression solution (with --batchnorm, behind a fresh BN that training adapts)
-        task.set_linear(reg.conv.weight[:, :, 0, 0], reg.conv.bias)
-        stitches["task"] = fit_task(task, rest, fa_fit, fit_labels, None if fit_labels is not None else b_fit_logits,
-                                    epochs=task_epochs, seed=seed, progress=progress)
+        if task_epochs:
+            task = Stitch(fa_fit.shape[1], fb_fit.shape[1], reg.out_hw, kernel, batchnorm)
+            # start from the regression solution (with --batchnorm, behind a fresh BN that training adapts)
+            task.set_linear(reg.conv.weight[:, :, 0, 0], reg.conv.bias)
+            stitches["task"] = fit_task(task, rest, fa_fit, fit_labels,
+                                        None if fit_labels is not None else b_fit_logits, epochs=task_epochs,
+                                        seed=seed, progress=progress)
         for name, s in stitches.items():
             row[name] = error_rates(predict_through(rest, s, fa_test), test_labels, b_pred)
+        row["regression_ridge"] = stitches["regression"].ridge
         row["_stitches"] = stitches
         rows.append(row)
     return {"baseline": baseline, "rows": rows}

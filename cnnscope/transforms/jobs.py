@@ -67,15 +67,17 @@ class EquivarianceJob(Job):
     images: str | None = None
     limit: int | None = None
     fit: float = 0.8
-    epochs: int = 8
-    ridge: float = 0.1
+    epochs: int = 0
+    ridge: float | None = None
+    crops: int = 1
     seed: int = 0
     kind = "equivariance"
 
     def compute(self, model: Model) -> EquivarianceResult:
         data = fit_test(model, self.images, self.limit, self.fit, self.seed)
         r = equivariance_experiment(model, [self.layer], Transform.parse(self.transform), *data,
-                                    task_epochs=self.epochs, seed=self.seed, ridge=self.ridge, progress=False)
+                                    task_epochs=self.epochs, seed=self.seed, ridge=self.ridge, crops=self.crops,
+                                    progress=False)
         return EquivarianceResult(r["metric"], r["baseline"], r["rows"][0], _state(r["maps"][self.layer]))
 
     def write(self, out: Path, result: EquivarianceResult) -> list[str]:
@@ -90,13 +92,12 @@ def write_equivariance(out: Path, name: str, outcomes: Sequence[Outcome], transf
     rows = [o.results["row"] for o in outcomes]
     result = {"transform": transform, "metric": first["metric"], "baseline": first["baseline"], "rows": rows}
     cols = ("spatial_only", "permutation", "learned")
-    lines = ["layer,no_transform,uncompensated," + ",".join(cols)
-             + ",invariant_channels,channels,mean_corr,learned_epochs"]
+    extra = ("learned_r2", "spatial_r2", "ridge", "refined", "invariant_channels", "null_invariant_channels",
+             "channels")
+    lines = ["layer,no_transform,uncompensated," + ",".join(cols + extra)]
     for r in rows:
         lines.append(",".join(str(v) for v in [r["layer"], first["baseline"]["no_transform"],
-                                               first["baseline"]["uncompensated"], *(r[c] for c in cols),
-                                               r["invariant_channels"], r["channels"],
-                                               r["mean_channel_correlation"], r["learned_epochs"]]))
+                                               first["baseline"]["uncompensated"], *(r[c] for c in cols + extra)]))
     write_text("\n".join(lines) + "\n", out / f"{name}.csv")
     plot_equivariance(result, out / f"{name}.png", model_name)
     maps = {}

@@ -94,13 +94,22 @@ class Transform:
         return self._warp(torch.ones(1, 1, h, w), 1.0, 0.0, h, w, h, w)[0, 0] > 0.999
 
     # ---------------------------------------------------------------------------------- feature maps
-    def features(self, f: torch.Tensor, stride: float, offset: float, image_size: int) -> torch.Tensor:
-        """g applied to a feature map whose cell i is centred at offset + i*stride in an image of image_size px."""
+    def features(self, f: torch.Tensor, stride: float, offset: float, image_size: int,
+                 padding: str = "zeros") -> torch.Tensor:
+        """g applied to a feature map whose cell i is centred at offset + i*stride in an image of image_size px.
+
+        Cells whose source falls outside the map get zeros, or with padding="border" the nearest edge cell
+        (a grid that is not centred in the image — "same" padding on even sizes — loses an edge row to a flip)."""
         if self.kind == "identity":
             return f
-        return self._warp(f, stride, offset, f.shape[-2], f.shape[-1], image_size, image_size)
+        return self._warp(f, stride, offset, f.shape[-2], f.shape[-1], image_size, image_size, padding)
 
-    def _warp(self, f, stride, offset, fh, fw, ih, iw) -> torch.Tensor:
+    def valid_cells(self, shape: tuple[int, int], stride: float, offset: float, image_size: int) -> torch.Tensor:
+        """[H,W] bool: the cells of a transformed feature map whose source lies inside the map."""
+        ones = torch.ones(1, 1, *shape)
+        return self.features(ones, stride, offset, image_size)[0, 0] > 0.99
+
+    def _warp(self, f, stride, offset, fh, fw, ih, iw, padding="zeros") -> torch.Tensor:
         a_inv = torch.linalg.inv(self.matrix())
         cy, cx = (ih - 1) / 2.0, (iw - 1) / 2.0
         ys = offset + stride * torch.arange(fh, dtype=torch.float64) - cy
@@ -111,4 +120,4 @@ class Transform:
         sx = ((src[1] + cx - offset) / stride).view(fh, fw)
         grid = torch.stack([2 * sx / max(fw - 1, 1) - 1, 2 * sy / max(fh - 1, 1) - 1], -1).to(f.dtype)
         grid = grid.unsqueeze(0).expand(f.shape[0], -1, -1, -1)
-        return F.grid_sample(f, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+        return F.grid_sample(f, grid, mode="bilinear", padding_mode=padding, align_corners=True)
