@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from .device import of as device_of
 from .errors import CnnscopeError
 
 OUTPUT = "output"
@@ -454,6 +455,7 @@ class Capture:
             raise _Stop
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = x.to(device_of(self.net))  # inputs follow the network (a no-op when already there)
         self.store = {}
         self.tracker.reset()
         self.active = True

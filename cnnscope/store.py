@@ -92,7 +92,7 @@ def finished(folder: str | os.PathLike, key: str, settings: dict) -> dict | None
 def save_tensors(tensors: dict, path: str | os.PathLike, fmt: str, **metadata: str) -> Path:
     """Save tensors as safetensors atomically, tagged with a format name and string metadata (JSON for
     anything structured). The same tensors and metadata give the same bytes in every process."""
-    data = save({k: v.contiguous() for k, v in tensors.items()}, metadata={"format": fmt, **metadata})
+    data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata={"format": fmt, **metadata})
     with atomic_path(path) as tmp:
         tmp.write_bytes(_canonical(data))
     return Path(path)

@@ -208,6 +208,8 @@ BAD = {
                                "classifier"),
     "reproduce unknown finding": (["reproduce", "--findings", "telepathy", "--out", "{d}/rep"], "unknown finding"),
     "reproduce unknown transform": (["reproduce", "--transforms", "shear", "--out", "{d}/rep"], "unknown transform"),
+    "device unknown": (["predict", "sample:chelsea", "--device", "tpu"], "--device tpu: not a device"),
+    "device index bad": (["saliency", "sample:chelsea", "--device", "cuda:x", "--out", "{d}/s"], "not a device"),
     "saliency class of a HOG": (["saliency", "sample:chelsea", "--class", "3", "--model", "hog", "--out", "{d}/sal"],
                                 "no classes"),
 }

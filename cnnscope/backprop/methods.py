@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ..device import of as device_of
 from ..errors import CnnscopeError
 from ..layers import Capture, get_layer
 from ..targets import Target
@@ -53,7 +54,8 @@ def backprop_maps(model, images: torch.Tensor, targets: Sequence[Target], method
     Returns
     -------
     Tensor
-        [N, T, 3, H, W]: the signal reaching the input (forward truncated at the target layer).
+        [N, T, 3, H, W] on the CPU: the signal reaching the input (forward truncated at the target layer;
+        computed on the model's device).
     """
     layers = {t.layer for t in targets}
     if None in layers:
@@ -63,13 +65,13 @@ def backprop_maps(model, images: torch.Tensor, targets: Sequence[Target], method
     layer = layers.pop()
     get_layer(model, layer)  # unknown names fail here, with suggestions
     n, t = images.shape[0], len(targets)
-    x = images.detach().repeat_interleave(t, dim=0).requires_grad_(True)  # [n*t]: image-major
+    x = images.detach().to(device_of(model)).repeat_interleave(t, dim=0).requires_grad_(True)  # [n*t]: image-major
     rules = method_rules(method, pool)
     with torch.enable_grad(), rules.applied(model), Capture(model, [layer]) as phi:
         feat = phi(x)[layer]
         seeds = torch.stack([_seed_signal(targets[i % t], feat[i]) for i in range(n * t)])
         grad, = torch.autograd.grad(feat, x, seeds)
-    return grad.view(n, t, *images.shape[1:])
+    return grad.view(n, t, *images.shape[1:]).cpu()
 
 
 def render(maps: torch.Tensor, mode: str = "signed") -> torch.Tensor:

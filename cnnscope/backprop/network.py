@@ -174,7 +174,8 @@ def explain(model, rules: BackpropRules) -> list[dict]:
     net, _, size = _unwrap(model)
     table = {r.name: r for r in list_layers(model)}
     param = next(iter(net.parameters()), None)
-    x = torch.zeros(1, 3, size, size, dtype=param.dtype if param is not None else torch.float32)
+    x = torch.zeros(1, 3, size, size, dtype=param.dtype if param is not None else torch.float32,
+                    device=param.device if param is not None else None)
     with torch.no_grad(), rules.applied(model, track=True) as log:
         net(x)
     by_layer = {name: (op, rule) for name, op, rule in log.calls}

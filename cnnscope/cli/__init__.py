@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from .. import __version__, memory
+from .. import __version__, device, memory
 from ..errors import CnnscopeError
 from . import backprop, features, models, preimage, report, style, transforms
 from .options import Parser
@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         memory.set_budget(getattr(args, "max_memory", None))
+        if getattr(args, "deterministic", False):
+            device.deterministic()
         args.func(args)
     except CnnscopeError as err:
         sys.stderr.write(f"cnnscope: error: {err}\n")

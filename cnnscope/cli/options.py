@@ -124,6 +124,9 @@ def model_options(p: argparse.ArgumentParser, *, positional: bool = False, role:
                    help="checkpoint (.pth/.pt/.safetensors) to load strictly")
     g.add_argument(f"--random-weights{suffix}", dest=f"random_weights{'_' + role if role else ''}",
                    action="store_true", help="keep the seeded random initialisation")
+    if role in ("", "a"):  # one device for every model of a verb
+        g.add_argument("--device", default="auto", metavar="DEVICE",
+                       help="auto (CUDA if available, else CPU), cpu, cuda, cuda:N or mps (default auto)")
     if preprocessing:
         g.add_argument("--input-size", type=positive_int, help="network input size in px (user models)")
         g.add_argument("--resize", type=positive_int, help="shorter side before the centre crop")
@@ -136,6 +139,8 @@ def run_options(p: argparse.ArgumentParser, *, jobs: bool = True) -> None:
     """--seed, and for verbs made of several jobs --workers and --ray."""
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int, default=0, help="random seed: fixes everything (default 0)")
+    g.add_argument("--deterministic", action="store_true",
+                   help="torch's deterministic algorithms (same bits on CUDA for the same seed; slower)")
     memory_option(g)
     if jobs:
         g.add_argument("--workers", type=workers_count, default=1,
@@ -205,7 +210,8 @@ def load(args, role: str = "") -> Model:
     return load_model(name, weights=getattr(args, f"weights{key}", None),
                       random_weights=getattr(args, f"random_weights{key}", False), seed=getattr(args, "seed", 0),
                       preprocess={k: v for k, v in overrides.items() if v is not None} or None,
-                      classes=getattr(args, "classes", None) if not role else None)
+                      classes=getattr(args, "classes", None) if not role else None,
+                      device=getattr(args, "device", "cpu"))
 
 
 def load_several(args) -> list[Model]:

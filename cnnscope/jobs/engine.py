@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import torch
 from tqdm import tqdm
 
+from ..device import follow_environment
 from ..errors import CnnscopeError
 from ..models import Model, ModelSpec
 from ..store import finished, json_safe, write_json
@@ -144,11 +145,17 @@ def provide(spec: ModelSpec, model: Model) -> None:
     _MODELS[spec] = model
 
 
+def gpus_for(job: Job) -> int:
+    """1 if any of the job's models runs on CUDA (what it asks a Ray cluster for), else 0."""
+    return int(any(spec.device.startswith("cuda") for spec in job.models()))
+
+
 # ------------------------------------------------------------------------------------------ one job
 def run_job(out: str, job: Job) -> tuple[dict, list[str], float, Result | None]:
     """Compute one job and write its files, then its record. Top level so worker processes can run it."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a job's bits must not depend on how many jobs run side by side
+    follow_environment()
     try:
         torch.manual_seed(job.job_seed())
         models = [model_for(spec) for spec in job.models()]
@@ -286,7 +293,8 @@ def _run_ray(jobs: list[Job], out: Path, address: str, workers: int, done) -> No
             except Exception as err:  # Ray raises ConnectionError, ValueError, RuntimeError, ...
                 raise CnnscopeError(f"--ray {address}: could not join the cluster ({err})") from None
     remote = ray.remote(num_cpus=1)(run_job)
-    refs = {remote.remote(str(out), job): job for job in jobs}
+    # a job whose models run on CUDA asks Ray for a GPU, so units spread over the cluster's GPUs
+    refs = {remote.options(num_gpus=gpus_for(job)).remote(str(out), job): job for job in jobs}
     try:
         while refs:
             ready, _ = ray.wait(list(refs), num_returns=1)

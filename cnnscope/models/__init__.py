@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..device import of as device_of
+from ..device import resolve as resolve_device
 from ..errors import CnnscopeError
 from ..features import HOG, DenseSIFT
 from . import classic, efficientnet_lite, small
@@ -137,11 +139,12 @@ class ModelSpec:
     seed: int = 0
     preprocess: tuple[tuple[str, object], ...] = ()
     classes: str | None = None
+    device: str = "cpu"
 
     def load(self) -> Model:
         """The model this spec names (`load_model` with these arguments)."""
         return load_model(self.name, weights=self.weights, random_weights=self.random_weights, seed=self.seed,
-                          preprocess=dict(self.preprocess) or None, classes=self.classes)
+                          preprocess=dict(self.preprocess) or None, classes=self.classes, device=self.device)
 
     def to_dict(self) -> dict:
         """The fields that differ from the defaults, for a job's settings (so old records stay valid)."""
@@ -231,20 +234,25 @@ class Model:
         return self.spec or ModelSpec(self.name)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Forward a preprocessed batch [N,3,S,S]."""
-        return self.net(x)
+        """Forward a preprocessed batch [N,3,S,S] (moved to the model's device; the output stays there)."""
+        return self.net(x.to(self.device))
 
     @property
     def input_size(self) -> int:
         return self.preprocess.input_size
 
+    @property
+    def device(self) -> torch.device:
+        """Where the network's weights are; every method computes there."""
+        return device_of(self.net)
+
     def prepare(self, images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
-        """Images in [0,1] ([3,H,W], a list of them, or [N,3,H,W]) -> a preprocessed batch."""
+        """Images in [0,1] ([3,H,W], a list of them, or [N,3,H,W]) -> a preprocessed batch on the model's device."""
         for img in [images] if isinstance(images, torch.Tensor) else images:
             _check_pixels(img)
         if isinstance(images, torch.Tensor):
-            return self.preprocess(images)
-        return torch.cat([self.preprocess(img) for img in images])
+            return self.preprocess(images.to(self.device))
+        return torch.cat([self.preprocess(img.to(self.device)) for img in images])
 
     def class_name(self, index: int) -> str:
         return self.classes[index] if 0 <= index < len(self.classes) else f"class {index}"
@@ -323,6 +331,7 @@ def load_model(
     seed: int = 0,
     preprocess: Preprocess | dict | None = None,
     classes: str | None = None,
+    device: str | torch.device | None = "cpu",
 ) -> Model:
     """Build a zoo model (by name) or a user model (``file.py:factory`` or a TorchScript file).
 
@@ -340,17 +349,22 @@ def load_model(
         A Preprocess, or a dict of fields (input_size, resize, mean, std) overriding the model's own.
     classes : str, optional
         A file of class names, one per line (default: ImageNet's).
+    device : str or torch.device, optional
+        Where the network runs: "cpu" (default), "auto" (CUDA if available), "cuda", "cuda:N", "mps";
+        refused in one line when this machine has no such device. Every method follows ``model.device``.
 
     Returns
     -------
     Model
         In eval mode with frozen parameters; ``model.spec`` loads it again.
     """
+    where = resolve_device(device)
     model = _build_model(name, weights, random_weights, seed, preprocess, classes)
+    model.net.to(where)
     overrides = preprocess.to_dict() if isinstance(preprocess, Preprocess) else (preprocess or {})
     model.spec = ModelSpec(name, weights, random_weights, seed,
                            tuple((k, tuple(v) if isinstance(v, list) else v)
-                                 for k, v in sorted(overrides.items()) if v is not None), classes)
+                                 for k, v in sorted(overrides.items()) if v is not None), classes, str(where))
     return model
 
 

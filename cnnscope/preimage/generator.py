@@ -21,6 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data import load_images, random_crops
+from ..device import of as device_of
 from ..errors import CnnscopeError
 from ..images import load_image
 from ..layers import Capture
@@ -51,7 +52,8 @@ class TextureGenerator(nn.Module):
 
     def noise(self, n: int, size: int, generator: torch.Generator) -> torch.Tensor:
         s = max(1, size // 2 ** self.levels)
-        return torch.rand(n, self.noise_channels, s, s, generator=generator)
+        # drawn on the CPU (same noise on every device), used where the network is
+        return torch.rand(n, self.noise_channels, s, s, generator=generator).to(device_of(self))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.body(z)
@@ -158,26 +160,31 @@ def train_generator(model: Model, settings: NetSettings, out: str | Path, *, res
         settings.content_layer = settings.content_layer or default_content_layer(model)
     torch.manual_seed(settings.seed)
     start_iter, history = 0, []
-    net = build_generator(settings)
+    net = build_generator(settings).to(model.device)
     opt = torch.optim.Adam(net.parameters(), lr=settings.lr)
     if resume and out.is_file():
         net, saved, state = load_checkpoint(out)
         if asdict(saved) | {"iters": settings.iters} != asdict(settings):  # only the length may change
             raise CnnscopeError(f"{out} was trained with other settings; use another --out or the same options")
+        net.to(model.device)
         opt = torch.optim.Adam(net.parameters(), lr=settings.lr)
         _restore_adam(opt, net, state["adam"])
+        for slot in opt.state.values():  # the moments follow their parameters
+            for k, v in slot.items():
+                if torch.is_tensor(v) and v.dim():
+                    slot[k] = v.to(model.device)
         start_iter, history = state["iteration"], state["history"]
     style_img = load_image(settings.style)
     layers = settings.style_layers
     target = style_target(model, style_img, layers, settings.size, settings.temperature)
-    objective = settings.style_weight * style_objective(target, temperature=settings.temperature)
+    objective = (settings.style_weight * style_objective(target, temperature=settings.temperature)).to(model.device)
     need = list(layers)
     contents = None
     if settings.mode == "style":
         need.append(settings.content_layer)
         contents = content_pool(settings.content)
     pp = model.preprocess
-    mean = torch.tensor(pp.mean).view(1, 3, 1, 1)
+    mean = torch.tensor(pp.mean, device=model.device).view(1, 3, 1, 1)
     started = time.perf_counter()
     interrupted = False
     with Capture(model, need) as phi:
@@ -190,7 +197,7 @@ def train_generator(model: Model, settings: NetSettings, out: str | Path, *, res
                     images = net(net.noise(settings.batch, settings.size, gen))
                     obj = objective
                 else:
-                    batch = random_crops(contents, settings.batch, settings.size, gen)
+                    batch = random_crops(contents, settings.batch, settings.size, gen).to(model.device)
                     with torch.no_grad():
                         phi_c = phi(pp.normalize(batch))[settings.content_layer]
                     images = net(batch)

@@ -94,6 +94,14 @@ class Objective:
     def __repr__(self) -> str:
         return " + ".join(f"{w:g}*{t!r}" for w, t in self.parts)
 
+    def to(self, device: torch.device) -> Objective:
+        """Move every term's tensors (targets, directions, norms) to `device`, in place; returns self."""
+        for _, t in self.parts:
+            for k, v in vars(t).items():
+                if isinstance(v, torch.Tensor) and v.device != device:
+                    setattr(t, k, v.to(device))
+        return self
+
 
 def _as_objective(obj) -> Objective:
     if isinstance(obj, Objective):

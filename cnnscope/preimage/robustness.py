@@ -108,7 +108,8 @@ class Rotate:
         n, _, h, w = x.shape
         c, s = math.cos(a), math.sin(a)
         # affine_grid works in [-1, 1] coordinates; the aspect ratio keeps the rotation rigid on non-square images
-        theta = torch.tensor([[c, -s * h / w, 0.0], [s * w / h, c, 0.0]], dtype=x.dtype).expand(n, 2, 3)
+        theta = torch.tensor([[c, -s * h / w, 0.0], [s * w / h, c, 0.0]], dtype=x.dtype,
+                             device=x.device).expand(n, 2, 3)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         return F.grid_sample(x - GREY, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + GREY
 

@@ -85,7 +85,7 @@ def estimate_memory(model, layers, n: int, size: int | tuple[int, int]) -> float
         saved += t.numel() * t.element_size()
         return t
 
-    x = torch.zeros(1, 3, PROBE, PROBE, requires_grad=True)
+    x = torch.zeros(1, 3, PROBE, PROBE, device=model.device, requires_grad=True)
     with torch.autograd.graph.saved_tensors_hooks(count, lambda t: t), Capture(model, list(layers)) as phi:
         phi(x)
     return 2.0 * saved * n * (h * w) / PROBE ** 2
@@ -131,25 +131,26 @@ class PreimageResult:
 
 
 class ImageSpace:
-    """Conversions between pixels in [0, 1], centred 0-255 units (M&V's priors) and the model's input."""
+    """Conversions between pixels in [0, 1], centred 0-255 units (M&V's priors) and the model's input, on the
+    model's device (inputs are moved there)."""
 
     def __init__(self, model):
         pp = model.preprocess
-        self.mean = torch.tensor(pp.mean).view(1, 3, 1, 1)
-        self.std = torch.tensor(pp.std).view(1, 3, 1, 1)
+        self.mean = torch.tensor(pp.mean, device=model.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(pp.std, device=model.device).view(1, 3, 1, 1)
         self.net_scale = 1.0 / (255.0 * self.std)
 
     def to_net(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.net_scale  # == preprocess.normalize(x / 255 + mean)
+        return x.to(self.mean.device) * self.net_scale  # == preprocess.normalize(x / 255 + mean)
 
     def pixels_to_net(self, p: torch.Tensor) -> torch.Tensor:
-        return (p - self.mean) / self.std
+        return (p.to(self.mean.device) - self.mean) / self.std
 
     def from_pixels(self, x01: torch.Tensor) -> torch.Tensor:
-        return 255.0 * (x01 - self.mean)
+        return 255.0 * (x01.to(self.mean.device) - self.mean)
 
     def to_pixels(self, x: torch.Tensor) -> torch.Tensor:
-        return (x / 255.0 + self.mean).clamp(0, 1)
+        return (x.to(self.mean.device) / 255.0 + self.mean).clamp(0, 1)
 
 
 def pixel_start(model, init: torch.Tensor, config: SolverConfig) -> PixelParam:
@@ -189,6 +190,8 @@ def solve(model, objective: Objective, start: Parametrization | torch.Tensor,
     """
     cfg = config or SolverConfig()
     param = start if isinstance(start, Parametrization) else pixel_start(model, start, cfg)
+    param.to(model.device)  # drawn on the CPU from a seeded generator: the same start on every device
+    objective.to(model.device)
     space = ImageSpace(model)
     gen = torch.Generator().manual_seed(cfg.seed)
     n, size = param.n, (param.height, param.width)
@@ -198,7 +201,7 @@ def solve(model, objective: Objective, start: Parametrization | torch.Tensor,
     check_memory(model, objective.layers, n, size, cfg.max_memory_gb)
     phi = Capture(model, objective.layers) if objective.layers else None
     best_p = param().detach().clone()
-    best_e = torch.full((n,), float("inf"))
+    best_e = torch.full((n,), float("inf"), device=model.device)
     history: list[float] = []
     slow_from = cfg.iters - int(round(cfg.iters * cfg.slow_fraction))
 
@@ -254,10 +257,9 @@ def solve(model, objective: Objective, start: Parametrization | torch.Tensor,
             velocity = [torch.zeros_like(t) for t in thetas]
             for step in range(1, cfg.iters + 1):
                 e, pixels = energy(True)
-                _check_finite(e, step)
+                grads = torch.autograd.grad(e.sum(), thetas)
                 if not pipeline:  # (with random transforms the last iterate is kept: taken after the loop)
                     remember(e, pixels)
-                grads = torch.autograd.grad(e.sum(), thetas)
                 slow = 0.1 if step > slow_from else 1.0
                 with torch.no_grad():
                     if adam is not None:
@@ -275,6 +277,7 @@ def solve(model, objective: Objective, start: Parametrization | torch.Tensor,
                             v.mul_(cfg.momentum).addcmul_(g, coef)
                             t.sub_(v, alpha=slow)
                     param.project()
+                _check_finite(e, step)  # after the step: values are read back once per step, here
                 history.append(float(e.detach().mean()))
                 bar.update(1)
                 if step % 20 == 0:
@@ -294,6 +297,6 @@ def solve(model, objective: Objective, start: Parametrization | torch.Tensor,
         total = [float(v) for v in objective(ctx)]
     if phi is not None:
         phi.close()
-    images = best_p.clamp(0, 1)
-    return PreimageResult(space.from_pixels(best_p), images, terms, total, history,
+    images = best_p.clamp(0, 1).cpu()  # results leave the device once, here
+    return PreimageResult(space.from_pixels(best_p).cpu(), images, terms, total, history,
                           step if not interrupted else max(step - 1, 0), seconds, interrupted, by_term)

@@ -13,7 +13,7 @@ def _gram(x: torch.Tensor) -> torch.Tensor:
 
 def _center(k: torch.Tensor) -> torch.Tensor:
     n = k.shape[0]
-    h = torch.eye(n, dtype=k.dtype) - 1.0 / n
+    h = torch.eye(n, dtype=k.dtype, device=k.device) - 1.0 / n
     return h @ k @ h
 
 

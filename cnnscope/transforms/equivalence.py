@@ -46,7 +46,7 @@ class Stitch(nn.Module):
         with torch.no_grad():
             self.conv.weight.zero_()
             k = self.conv.kernel_size[0] // 2
-            self.conv.weight[:, :, k, k] = weight
+            self.conv.weight[:, :, k, k] = weight.to(self.conv.weight)
             self.conv.bias.copy_(bias)
         return self
 
@@ -91,19 +91,23 @@ class Moments:
             gen: torch.Generator | None = None) -> Moments:
         """Add [N,C,H,W] pairs; `mask` [H,W] keeps valid cells; `positions` samples that many cells per image."""
         n, c, h, w = fa.shape
+        if self.xx.device != fa.device:  # the sums live where the features are
+            self.xx, self.xy, self.yy = self.xx.to(fa.device), self.xy.to(fa.device), self.yy.to(fa.device)
         x = fa.permute(0, 2, 3, 1).reshape(n, h * w, c)
         y = fb.permute(0, 2, 3, 1).reshape(n, h * w, fb.shape[1])
-        valid = torch.ones(h * w, dtype=torch.bool) if mask is None else mask.reshape(-1)
-        if positions is not None and positions < int(valid.sum()):
+        # which positions: decided on the CPU from the seeded generator, so every device samples the same ones
+        valid = torch.ones(h * w, dtype=torch.bool) if mask is None else mask.reshape(-1).cpu()
+        keep = valid.nonzero().flatten()
+        if positions is not None and positions < len(keep):
             score = torch.rand(n, h * w, generator=gen).masked_fill(~valid, -1.0)
-            idx = score.topk(positions, dim=1).indices
+            idx = score.topk(positions, dim=1).indices.to(fa.device)
             x = x.gather(1, idx[..., None].expand(-1, -1, c))
             y = y.gather(1, idx[..., None].expand(-1, -1, fb.shape[1]))
-        else:
-            x, y = x[:, valid], y[:, valid]
+        elif len(keep) < h * w:
+            x, y = x[:, keep.to(fa.device)], y[:, keep.to(fa.device)]
         x = x.reshape(-1, c).double()
         y = y.reshape(-1, fb.shape[1]).double()
-        x1 = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
+        x1 = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype, device=x.device)], 1)
         self.xx += x1.T @ x1
         self.xy += x1.T @ y
         self.yy += (y * y).sum(0)
@@ -123,7 +127,7 @@ class Moments:
         pulls W to 0 or (equal widths, `towards_identity`) to I — the right prior for M_g; b is not shrunk."""
         c_in = self.xx.shape[0] - 1
         scale = float(torch.diagonal(self.xx)[:-1].mean()) if c_in else 1.0
-        reg = ridge * scale * torch.eye(c_in + 1, dtype=torch.float64)
+        reg = ridge * scale * torch.eye(c_in + 1, dtype=torch.float64, device=self.xx.device)
         reg[-1, -1] = 0
         rhs = self.xy.clone()
         if towards_identity:
@@ -135,7 +139,7 @@ class Moments:
 
     def squared_error(self, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """Per output channel, the sum of squared residuals of y ~ W x + b over the added positions."""
-        w1 = torch.cat([weight.T, bias[None]], 0).double()  # [C_in + 1, C_out]
+        w1 = torch.cat([weight.T, bias[None]], 0).double().to(self.xx.device)  # [C_in + 1, C_out]
         return ((w1 * (self.xx @ w1)).sum(0) - 2 * (w1 * self.xy).sum(0) + self.yy).clamp_min(0)
 
     def output_variance(self) -> torch.Tensor:
@@ -191,7 +195,7 @@ def fit_regression(fa: torch.Tensor, fb: torch.Tensor, ridge: float | None = Non
         ridge = 1e-4 if ridge is None else ridge
         moments = Moments(fa.shape[1], fb.shape[1]).add(fa, fb)
     weight, bias = moments.solve(ridge, towards_identity)
-    stitch = Stitch(fa.shape[1], fb.shape[1], out_hw).set_linear(weight.float(), bias.float())
+    stitch = Stitch(fa.shape[1], fb.shape[1], out_hw).to(fa.device).set_linear(weight.float(), bias.float())
     stitch.ridge = ridge
     return stitch
 
@@ -211,7 +215,7 @@ def permutation_stitch(correlation: torch.Tensor, out_hw: tuple[int, int] | None
     from scipy.optimize import linear_sum_assignment  # heavy (0.4 s): only when a permutation is fitted
 
     c_b, c_a = correlation.shape
-    rows, cols = linear_sum_assignment(-correlation.numpy())
+    rows, cols = linear_sum_assignment(-correlation.cpu().numpy())
     w = torch.zeros(c_b, c_a)
     w[torch.as_tensor(rows), torch.as_tensor(cols)] = 1.0
     return Stitch(c_a, c_b, out_hw).set_linear(w, torch.zeros(c_b))
@@ -247,30 +251,32 @@ class RestOfNetwork:
         self.replacement = activation
         handle = self.module.register_forward_hook(self._hook)
         try:
-            dummy = torch.zeros(activation.shape[0], 3, 32, 32)
+            dummy = torch.zeros(activation.shape[0], 3, 32, 32, device=activation.device)
             try:
                 return self.model.net(dummy)
             except RuntimeError:  # the front cannot take a small input: run it at full size (same result)
                 s = self.model.input_size
-                return self.model.net(torch.zeros(activation.shape[0], 3, s, s))
+                return self.model.net(torch.zeros(activation.shape[0], 3, s, s, device=activation.device))
         finally:
             handle.remove()
             self.replacement = None
 
 
 def predict_through(rest: RestOfNetwork, stitch: nn.Module, fa: torch.Tensor, chunk: int = 16) -> torch.Tensor:
+    stitch.to(fa.device)
     outs = []
     with torch.no_grad():
         for i in range(0, fa.shape[0], chunk):
-            outs.append(rest(stitch(fa[i:i + chunk])))
+            outs.append(rest(stitch(fa[i:i + chunk])).cpu())
     return torch.cat(outs)
 
 
 def task_loss(out: torch.Tensor, labels: torch.Tensor | None, b_logits: torch.Tensor | None) -> torch.Tensor:
     """Cross-entropy to labels if given, else KL to B's predictions."""
     if labels is not None:
-        return F.cross_entropy(out, labels)
-    return F.kl_div(out.log_softmax(1), b_logits.log_softmax(1), log_target=True, reduction="batchmean")
+        return F.cross_entropy(out, labels.to(out.device))
+    return F.kl_div(out.log_softmax(1), b_logits.to(out.device).log_softmax(1), log_target=True,
+                    reduction="batchmean")
 
 
 def validation_loss(stitch: nn.Module, rest: RestOfNetwork, fa: torch.Tensor, labels: torch.Tensor | None,
@@ -293,6 +299,7 @@ def fit_task(stitch: Stitch, rest: RestOfNetwork, fa: torch.Tensor, labels: torc
     if labels is None and b_logits is None:
         raise CnnscopeError("the task loss needs labels or B's predictions")
     gen = torch.Generator().manual_seed(seed)
+    stitch.to(fa.device)
     opt = torch.optim.Adam(stitch.parameters(), lr=lr)
     n = fa.shape[0]
     losses, best_state, best_epoch = [], None, 0
@@ -324,7 +331,7 @@ def fit_task(stitch: Stitch, rest: RestOfNetwork, fa: torch.Tensor, labels: torc
 
 
 def error_rates(logits: torch.Tensor, labels: torch.Tensor | None, b_pred: torch.Tensor) -> dict:
-    pred = logits.argmax(1)
+    pred = logits.argmax(1).cpu()
     out = {"disagreement_with_b": float((pred != b_pred).float().mean())}
     if labels is not None:
         out["top1_error"] = float((pred != labels).float().mean())
@@ -367,9 +374,9 @@ def stitch_experiment(model_a: Model, model_b: Model, layers: Sequence[str | tup
     xa_fit, xa_test = model_a.preprocess.normalize(fit_images), model_a.preprocess.normalize(test_images)
     xb_fit, xb_test = model_b.preprocess.normalize(fit_images), model_b.preprocess.normalize(test_images)
     with torch.no_grad():
-        a_logits = torch.cat([model_a.net(xa_test[i:i + 16]) for i in range(0, len(xa_test), 16)])
-        b_fit_logits = torch.cat([model_b.net(xb_fit[i:i + 16]) for i in range(0, len(xb_fit), 16)])
-        b_logits = torch.cat([model_b.net(xb_test[i:i + 16]) for i in range(0, len(xb_test), 16)])
+        a_logits = torch.cat([model_a(xa_test[i:i + 16]).cpu() for i in range(0, len(xa_test), 16)])
+        b_fit_logits = torch.cat([model_b(xb_fit[i:i + 16]).cpu() for i in range(0, len(xb_fit), 16)])
+        b_logits = torch.cat([model_b(xb_test[i:i + 16]).cpu() for i in range(0, len(xb_test), 16)])
     b_pred = b_logits.argmax(1)
     rows = []
     baseline = {"A": error_rates(a_logits, test_labels, b_pred), "B": error_rates(b_logits, test_labels, b_pred)}

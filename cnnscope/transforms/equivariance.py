@@ -87,7 +87,7 @@ class LayerFit:
         bias = self.learned.conv.bias.detach().double()
         var = self.fit_moments.input_variance()
         scores = invariance_scores(weight, var, self.test_moments.r2(weight, bias))
-        q = random_orthogonal(len(weight), seed)
+        q = random_orthogonal(len(weight), seed).to(var.device)
         q_bias = (self.fit_moments.xy[-1] - q @ self.fit_moments.xx[-1, :-1]) / self.fit_moments.count
         return scores, invariance_scores(q, var, self.test_moments.r2(q, q_bias))
 
@@ -146,7 +146,7 @@ def fit_layer(model: Model, layer: str, transform: Transform, fit_images: torch.
     fit = train + held if held is not None else train
     weight, bias = fit.solve(ridge, towards_identity=True)
     c = pairs.shape[0]
-    learned = Stitch(c, c).set_linear(weight.float(), bias.float())
+    learned = Stitch(c, c).to(weight.device).set_linear(weight.float(), bias.float())
     refined = False
     if task_epochs:
         refined = _refine(learned, pairs, fit_images, fit_targets, task_epochs, seed, progress)
@@ -217,9 +217,9 @@ def equivariance_experiment(model: Model, layers: Sequence[str], transform: Tran
             raise CnnscopeError(f"{name} images must be [N,3,{size},{size}] (the model's input size)")
     norm = model.preprocess.normalize
     with torch.no_grad():
-        ref_fit = torch.cat([model.net(norm(c)) for c in _chunks(fit_images)])
-        ref_test = torch.cat([model.net(norm(c)) for c in _chunks(test_images)])
-        g_test = torch.cat([model.net(norm(transform.image(c))) for c in _chunks(test_images)])
+        ref_fit = torch.cat([model(norm(c)).cpu() for c in _chunks(fit_images)])
+        ref_test = torch.cat([model(norm(c)).cpu() for c in _chunks(test_images)])
+        g_test = torch.cat([model(norm(transform.image(c))).cpu() for c in _chunks(test_images)])
     ref_pred = ref_test.argmax(1)
     baseline = {"no_transform": _metric(ref_test, test_labels, ref_pred),
                 "uncompensated": _metric(g_test, test_labels, ref_pred)}
@@ -237,7 +237,7 @@ def equivariance_experiment(model: Model, layers: Sequence[str], transform: Tran
                 h = pairs(chunk)[1]
                 for name, stitch in (("spatial_only", spatial), ("permutation", fit.permutation),
                                      ("learned", fit.learned)):
-                    logits[name].append(rest(stitch(h)))
+                    logits[name].append(rest(stitch.to(h.device)(h)).cpu())
         weight = fit.learned.conv.weight[:, :, 0, 0].detach().double()
         bias = fit.learned.conv.bias.detach().double()
         scores, null = fit.invariance(seed)

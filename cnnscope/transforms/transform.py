@@ -118,6 +118,6 @@ class Transform:
         src = a_inv @ torch.stack([gy.flatten(), gx.flatten()])  # where each output centre comes from
         sy = ((src[0] + cy - offset) / stride).view(fh, fw)  # in source cell units
         sx = ((src[1] + cx - offset) / stride).view(fh, fw)
-        grid = torch.stack([2 * sx / max(fw - 1, 1) - 1, 2 * sy / max(fh - 1, 1) - 1], -1).to(f.dtype)
+        grid = torch.stack([2 * sx / max(fw - 1, 1) - 1, 2 * sy / max(fh - 1, 1) - 1], -1).to(f.device, f.dtype)
         grid = grid.unsqueeze(0).expand(f.shape[0], -1, -1, -1)
         return F.grid_sample(f, grid, mode="bilinear", padding_mode=padding, align_corners=True)

@@ -1,0 +1,108 @@
+"""--device: names resolved or refused in one line, and no tensor cnnscope creates lands off the model's device.
+
+Without a GPU here, device consistency is checked on PyTorch's `meta` device: a network moved there computes
+shapes only, and any CPU tensor cnnscope mixes in raises "Tensor on device cpu is not on the expected device
+meta!". A method has passed once it reaches the point where it reads values back (which meta cannot give).
+"""
+
+import traceback
+
+import pytest
+import torch
+
+from cnnscope import CnnscopeError, load_model
+from cnnscope.backprop.methods import backprop_maps
+from cnnscope.cli import main
+from cnnscope.device import available, resolve
+from cnnscope.images import load_image
+from cnnscope.preimage.presets import invert, maximize
+from cnnscope.preimage.solver import SolverConfig
+from cnnscope.targets import Target
+
+READ_BACK = ("Cannot copy out of meta tensor", "cannot be called on meta tensors",  # moving values home
+             "register_meta function for torch.nonzero()")  # data-dependent indexing (the best-so-far images)
+
+
+def _until_read_back(fn) -> str:
+    """Run fn on a meta-device model; return the cnnscope function where it first read values back (a device
+    mix fails the test)."""
+    try:
+        fn()
+    except (NotImplementedError, RuntimeError) as err:
+        message = str(err)
+        assert "not on the expected device" not in message and "two devices" not in message, message
+        assert any(m in message for m in READ_BACK), message
+        frames = [f for f in traceback.extract_tb(err.__traceback__) if "/cnnscope/" in f.filename]
+        return frames[-1].name
+    raise AssertionError("a meta-device run finished without reading values back")
+
+
+@pytest.fixture()
+def meta_model():
+    model = load_model("efficientnet_lite0", device="meta")
+    assert model.device == torch.device("meta") and model.spec.device == "meta"
+    return model
+
+
+def test_device_names_are_resolved_or_refused_in_one_line():
+    assert resolve("cpu") == torch.device("cpu") and resolve("CPU ") == torch.device("cpu")
+    assert resolve("auto") == (torch.device("cuda:0") if torch.cuda.is_available() else torch.device("cpu"))
+    assert available()[0] == "cpu"
+    with pytest.raises(CnnscopeError, match="not a device"):
+        resolve("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(CnnscopeError, match=r"--device cuda: not available here \(available: cpu"):
+            resolve("cuda")
+        with pytest.raises(CnnscopeError, match="--device cuda:3: not available here"):
+            resolve("cuda:3")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cli_refuses_a_missing_gpu_before_any_work(tmp_path, capsys):
+    assert main(["invert", "sample:chelsea", "--device", "cuda", "--iters", "5", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["cnnscope: error: --device cuda: not available here (available: cpu)"]
+    assert not (tmp_path / "o").exists()
+
+
+def test_cpu_and_auto_give_the_same_bytes_here(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("auto means CUDA on this machine")
+    for device in ("cpu", "auto"):
+        assert main(["invert", "sample:chelsea", "--layer", "stage2", "--iters", "8", "--size", "64", "--device",
+                     device, "--out", str(tmp_path / device)]) == 0
+    a = sorted(p.name for p in (tmp_path / "cpu").iterdir())
+    assert a == sorted(p.name for p in (tmp_path / "auto").iterdir())
+    for name in a:
+        assert (tmp_path / "cpu" / name).read_bytes() == (tmp_path / "auto" / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("method,target", [("salinet", Target("class", 281, layer="logits")),
+                                           ("deconvnet", Target("channel", 3, layer="stage4")),
+                                           ("desalinet", Target("neuron", 5, layer="stage6"))])
+def test_backprop_stays_on_the_models_device(meta_model, method, target):
+    x = meta_model.prepare(load_image("sample:chelsea"))  # prepared on the model's device
+    assert x.device.type == "meta"
+    # the whole forward and backward ran; only moving the maps home (to the CPU) read values back
+    assert _until_read_back(lambda: backprop_maps(meta_model, x, [target], method)) == "backprop_maps"
+
+
+def test_preimages_stay_on_the_models_device(meta_model):
+    config = SolverConfig(iters=2, progress=False)
+    # M&V's recipe: target features, noise, energy and gradient, then the best-so-far bookkeeping reads back
+    assert _until_read_back(lambda: invert(meta_model, "sample:chelsea", ["stage3"], size=64, recipe="mv",
+                                           config=config)) == "remember"
+    # the lucid recipe (Fourier, decorrelated colour, random transforms) takes a whole step before reading back
+    assert _until_read_back(lambda: maximize(meta_model, "logits", [Target("class", 281, layer="logits")], size=64,
+                                             recipe="lucid", config=config)) == "_check_finite"
+
+
+def test_equivariance_fit_stays_on_the_models_device(meta_model):
+    from cnnscope.transforms.equivariance import fit_layer
+    from cnnscope.transforms.transform import Transform
+
+    x = torch.rand(10, 3, 224, 224)
+    # features of x and gx, the spatial inverse on the layer's grid, crops and the regression sums all run on
+    # the device; the ridge solve's penalty scale is the first value read back
+    assert _until_read_back(lambda: fit_layer(meta_model, "stage4", Transform.parse("vflip"), x[:6], x[6:],
+                                              (None, None), crops=1)) == "solve"
