@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from ..device import follow_environment
 from ..errors import CnnscopeError
-from ..models import Model, ModelSpec
+from ..models import MODULE_PREFIX, Model, ModelSpec
 from ..store import finished, json_safe, write_json
 
 
@@ -136,6 +136,9 @@ _MODELS: dict[ModelSpec, Model] = {}
 def model_for(spec: ModelSpec) -> Model:
     """The model of `spec`, loaded once per process."""
     if spec not in _MODELS:
+        if spec.name.startswith(MODULE_PREFIX):
+            raise CnnscopeError(f"{spec.name} was given as a Python object: it cannot be sent to worker processes "
+                                "or Ray (run without workers, or give it as path/to/file.py:factory)")
         _MODELS[spec] = spec.load()
     return _MODELS[spec]
 

@@ -8,8 +8,10 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import io
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -324,7 +326,7 @@ def _read_classes(path: str | None) -> Sequence[str]:
 
 
 def load_model(
-    name: str = DEFAULT_MODEL,
+    name: str | nn.Module = DEFAULT_MODEL,
     *,
     weights: str | None = None,
     random_weights: bool = False,
@@ -337,8 +339,11 @@ def load_model(
 
     Parameters
     ----------
-    name : str
-        A zoo name (`list_models`), ``small:FILE.safetensors``, ``path/file.py:factory`` or a TorchScript file.
+    name : str or nn.Module
+        A zoo name (`list_models`), ``small:FILE.safetensors``, ``path/file.py:factory`` or a TorchScript file;
+        or your own network (an ``nn.Module`` or ``torch.jit.ScriptModule``). Your network is never changed:
+        cnnscope analyses a frozen copy in eval mode (your module keeps its training flag, BatchNorm running
+        statistics, ``requires_grad``, ``.grad`` and hooks; load it again after changing it).
     weights : str, optional
         A checkpoint (.pth/.pt/.safetensors state dict) loaded strictly instead of the default weights.
     random_weights : bool
@@ -347,8 +352,9 @@ def load_model(
         Seeds that initialisation.
     preprocess : Preprocess or dict, optional
         A Preprocess, or a dict of fields (input_size, resize, mean, std) overriding the model's own.
-    classes : str, optional
-        A file of class names, one per line (default: ImageNet's).
+    classes : str or sequence of str, optional
+        A file of class names, one per line, or (for a module) the names themselves (default: ImageNet's for
+        1000 outputs, else ``class 0`` … ``class K-1``).
     device : str or torch.device, optional
         Where the network runs: "cpu" (default), "auto" (CUDA if available), "cuda", "cuda:N", "mps";
         refused in one line when this machine has no such device. Every method follows ``model.device``.
@@ -359,6 +365,10 @@ def load_model(
         In eval mode with frozen parameters; ``model.spec`` loads it again.
     """
     where = resolve_device(device)
+    if isinstance(name, nn.Module):
+        return _from_module(name, preprocess, classes, where)
+    if not isinstance(name, str):
+        raise CnnscopeError(f"a model is a zoo name, a file spec or an nn.Module, not a {type(name).__name__}")
     model = _build_model(name, weights, random_weights, seed, preprocess, classes)
     model.net.to(where)
     overrides = preprocess.to_dict() if isinstance(preprocess, Preprocess) else (preprocess or {})
@@ -411,11 +421,56 @@ def _build_model(name: str, weights: str | None, random_weights: bool, seed: int
     return Model(name, _freeze(net), pp, _read_classes(classes), aliases, source, torchscript)
 
 
+MODULE_PREFIX = "<module "  # the spec name of a model given as a Python object: it cannot travel to workers
+
+
+def _copy_module(net: nn.Module) -> nn.Module:
+    """A private copy of the user's network (TorchScript through its own serialisation)."""
+    try:
+        if isinstance(net, torch.jit.ScriptModule):
+            buffer = io.BytesIO()
+            torch.jit.save(net, buffer)
+            buffer.seek(0)
+            return torch.jit.load(buffer, map_location="cpu")
+        return copy.deepcopy(net)
+    except Exception as err:
+        raise CnnscopeError(f"could not copy the {type(net).__name__} to analyse it ({type(err).__name__}: "
+                            f"{str(err).splitlines()[0][:120] if str(err) else ''})") from None
+
+
+def _from_module(net: nn.Module, preprocess: Preprocess | dict | None, classes, device: torch.device) -> Model:
+    """A Model of the user's own network: a frozen copy, so the analysis can never change the original."""
+    torchscript = isinstance(net, torch.jit.ScriptModule)
+    pp = _merge_preprocess(Preprocess(), preprocess)
+    copy_ = _freeze(_copy_module(net)).to(device)
+    if isinstance(classes, str) or classes is None:
+        names: Sequence[str] | None = _read_classes(classes) if classes is not None else None
+    else:
+        names = [str(c) for c in classes]
+    if names is None:  # as many names as outputs: ImageNet's for 1000, else "class i"
+        with torch.no_grad():
+            try:
+                out = copy_(torch.zeros(1, 3, pp.input_size, pp.input_size, device=device))
+            except Exception as err:
+                raise CnnscopeError(f"{type(net).__name__}: its forward pass failed on a {pp.input_size} px "
+                                    f"input ({type(err).__name__}: {str(err).splitlines()[0][:120]}); give "
+                                    "preprocess={'input_size': N}") from None
+        k = out.shape[1] if isinstance(out, torch.Tensor) and out.dim() == 2 else 0
+        names = imagenet_classes() if k == 1000 else [f"class {i}" for i in range(k)]
+    name = type(net).__name__
+    model = Model(name, copy_, pp, names, {}, "user (in memory)", torchscript)
+    model.spec = ModelSpec(f"{MODULE_PREFIX}{name} at {id(net):#x}>", device=str(device))
+    return model
+
+
 def _merge_preprocess(base: Preprocess, override: Preprocess | dict | None) -> Preprocess:
     if isinstance(override, Preprocess):
         pp = override
     elif override:
-        pp = dataclasses.replace(base, **{k: v for k, v in override.items() if v is not None})
+        given = {k: v for k, v in override.items() if v is not None}
+        if "input_size" in given and "resize" not in given:  # a new size without --resize: resize to it, so a
+            given["resize"] = given["input_size"]  # 48 px network sees the whole picture, not its middle 48 px
+        pp = dataclasses.replace(base, **given)
     else:
         pp = base
     _validate_preprocess(pp)

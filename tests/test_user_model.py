@@ -1,0 +1,76 @@
+"""Bring your own model: an nn.Module goes straight into load_model and is never changed by an analysis."""
+
+import pytest
+import torch
+from torch import nn
+
+from cnnscope import CnnscopeError, load_model
+from cnnscope.backprop.methods import backprop_maps
+from cnnscope.images import load_image
+from cnnscope.jobs import execute, provide
+from cnnscope.jobs.engine import model_for
+from cnnscope.preimage.jobs import InvertJob
+from cnnscope.preimage.presets import Prior, invert
+from cnnscope.preimage.solver import SolverConfig
+from cnnscope.targets import Target
+
+
+def _user_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU6(), nn.MaxPool2d(2),
+                         nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU6(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+
+
+def _snapshot(net: nn.Module) -> dict:
+    return {"state": {k: v.clone() for k, v in net.state_dict().items()},
+            "training": [m.training for m in net.modules()],
+            "requires_grad": [p.requires_grad for p in net.parameters()],
+            "grad": [None if p.grad is None else p.grad.clone() for p in net.parameters()],
+            "hooks": [len(m._forward_hooks) + len(m._backward_hooks) + len(m._forward_pre_hooks)
+                      for m in net.modules()]}
+
+
+def test_a_users_module_is_analysed_and_never_changed():
+    net = _user_net().train()  # left in training mode, as users often do
+    net[0].weight.grad = torch.full_like(net[0].weight, 0.5)
+    net[-1].weight.requires_grad_(True)
+    before = _snapshot(net)
+    model = load_model(net, preprocess={"input_size": 48})
+    assert model.preprocess.resize == 48 and model.classes == [f"class {i}" for i in range(10)]
+    assert not model.net.training and model.net is not net
+    image = load_image("sample:chelsea")
+    # predict answers for every image of a batch
+    answers = model.predict(torch.stack([model.preprocess.geometry(image)[0]] * 2), k=3)
+    assert len(answers) == 2 and all(len(a) == 3 for a in answers)
+    assert answers[0][0].name.startswith("class ")
+    r = invert(model, image, ["4"], size=48, config=SolverConfig(iters=5, progress=False))
+    assert r.images.shape == (1, 3, 48, 48)
+    maps = backprop_maps(model, model.prepare(image), [Target("class", 3, layer="9")], "deconvnet")
+    assert maps.shape == (1, 1, 3, 48, 48) and maps.abs().sum() > 0
+    after = _snapshot(net)
+    for key in ("training", "requires_grad", "hooks"):
+        assert after[key] == before[key], key
+    for k, v in before["state"].items():  # BatchNorm running statistics included
+        assert torch.equal(after["state"][k], v), k
+    assert all((a is None and b is None) or torch.equal(a, b) for a, b in zip(after["grad"], before["grad"]))
+
+
+def test_a_module_model_runs_as_jobs_in_process_but_refuses_workers(tmp_path):
+    model = load_model(_user_net(), preprocess={"input_size": 48})
+    spec = model.job_spec()
+    provide(spec, model)
+    job = InvertJob("inv", spec, "sample:chelsea", ("4",), 48, "mv", SolverConfig(iters=3, progress=False),
+                    Prior())
+    run = execute([job], tmp_path / "plain", progress=False)
+    assert run.computed == 1 and (tmp_path / "plain" / "inv.json").is_file()
+    with pytest.raises(CnnscopeError, match="cannot be sent to worker processes"):
+        model_for(type(spec)(spec.name + " elsewhere"))
+
+
+def test_a_scripted_module_is_copied_too():
+    net = torch.jit.script(_user_net().eval())
+    model = load_model(net, preprocess={"input_size": 48}, classes=[f"digit {i}" for i in range(10)])
+    assert model.torchscript and model.net is not net and model.class_name(3) == "digit 3"
+    with pytest.raises(CnnscopeError, match="zoo name, a file spec or an nn.Module"):
+        load_model(3)
