@@ -140,8 +140,11 @@ class InvarianceFinding(FindingJob):
             f"at the deepest stage a larger fraction of channels with score >= {INVARIANCE_THRESHOLD} for hflip "
             "than for vflip (by 0.05 or more), and no channel reaching it under the random orthogonal null map",
             "holds" if holds else "does not hold", len(fit_x) + len(test_x),
-            "score = share of the channel's row of M_g on its own channel (variance-weighted) x the fraction of the "
-            "channel's variance the map explains on held-out images; the null is the same score for a random "
+            ("" if holds else f"at {deepest['layer']}, {deepest['hflip_invariant_fraction']:.1%} of channels are "
+             f"hflip-invariant and {deepest['vflip_invariant_fraction']:.1%} vflip-invariant with {len(fit_x)} fit "
+             "images: deep maps need more images to be explained on held-out ones (the score multiplies by R2). ")
+            + "score = share of the channel's row of M_g on its own channel (variance-weighted) x the fraction of "
+            "the channel's variance the map explains on held-out images; the null is the same score for a random "
             "orthogonal map")
 
 
@@ -233,19 +236,26 @@ def _stitch_small(a: Model, b: Model, data, epochs: int, seed: int) -> tuple[flo
 
 
 @dataclass(frozen=True)
-class SeedsFinding(FindingJob):
-    """Small networks from two seeds, trained and untrained: stitched task accuracy relative to B alone, and CKA
-    with a permutation p-value, per block."""
+class SmallNetsFinding(FindingJob):
+    """A finding on small ReLU + max-pool CNNs trained here (no model to load): `epochs` of training each,
+    `task_epochs` for the task-loss stitch, `n_images` held-out `shapes` images (4:1 fit/test)."""
 
     key: str
     epochs: int = 8
     task_epochs: int = 2
     n_images: int = 600
     seed: int = 0
-    kind = "finding-seeds"
 
     def models(self) -> tuple[ModelSpec, ...]:
         return ()
+
+
+@dataclass(frozen=True)
+class SeedsFinding(SmallNetsFinding):
+    """Small networks from two seeds, trained and untrained: stitched task accuracy relative to B alone, and CKA
+    with a permutation p-value, per block."""
+
+    kind = "finding-seeds"
 
     def compute(self) -> FindingResult:
         data = _small_pairs(self.n_images)
@@ -285,18 +295,10 @@ class SeedsFinding(FindingJob):
 
 
 @dataclass(frozen=True)
-class DataFinding(FindingJob):
+class DataFinding(SmallNetsFinding):
     """A network trained on textures stitched into one trained on shapes: stitching error per block."""
 
-    key: str
-    epochs: int = 8
-    task_epochs: int = 2
-    n_images: int = 600
-    seed: int = 0
     kind = "finding-data"
-
-    def models(self) -> tuple[ModelSpec, ...]:
-        return ()
 
     def compute(self) -> FindingResult:
         data = _small_pairs(self.n_images)
