@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 import os
 
+import torch
+
 from .errors import CnnscopeError
 
 _BUDGET_GB: float | None = None
@@ -57,3 +59,13 @@ def check_bytes(n_bytes: float, what: str, hint: str = "") -> None:
     if need > budget_gb():
         raise CnnscopeError(f"{what} would need about {need:.1f} GB, over the memory budget of {budget_gb():g} GB"
                             f" ({hint + ', or ' if hint else ''}--max-memory GB)")
+
+
+def device_free_gb(device) -> float:
+    """Free memory of an accelerator in GB (90% of it, leaving the allocator room); infinite for the CPU,
+    whose budget is `budget_gb`."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return 0.9 * free / 2 ** 30
+    return math.inf

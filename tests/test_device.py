@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from cnnscope import CnnscopeError, load_model
-from cnnscope.backprop.methods import backprop_maps
+from cnnscope.backprop.analysis import pearson
+from cnnscope.backprop.methods import backprop_maps, render
 from cnnscope.cli import main
 from cnnscope.device import available, resolve
 from cnnscope.images import load_image
@@ -106,3 +107,15 @@ def test_equivariance_fit_stays_on_the_models_device(meta_model):
     # the device; the ridge solve's penalty scale is the first value read back
     assert _until_read_back(lambda: fit_layer(meta_model, "stage4", Transform.parse("vflip"), x[:6], x[6:],
                                               (None, None), crops=1)) == "solve"
+
+
+def test_mixed_precision_runs_on_the_cpu_and_stays_close():
+    full, half = load_model("efficientnet_lite0"), load_model("efficientnet_lite0", amp=True)
+    assert half.spec.amp and half.spec.to_dict()["amp"] is True and "amp" not in full.spec.to_dict()
+    x = full.prepare(load_image("sample:chelsea"))
+    target = [Target("class", 281, layer="logits")]
+    a, b = (backprop_maps(m, x, target, "desalinet") for m in (full, half))
+    assert a.dtype == b.dtype == torch.float32 and pearson(render(a), render(b)) > 0.9
+    config = SolverConfig(iters=10, progress=False)
+    r = maximize(half, "logits", target, size=64, recipe="lucid", config=config)[0]
+    assert torch.isfinite(r.images).all() and r.history[-1] < r.history[0]  # bfloat16 forward, and it optimises

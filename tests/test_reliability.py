@@ -26,8 +26,11 @@ SITE = {"report.json", "layers.json", "index.html"}  # rebuilt on every run (cou
 
 
 def _cnnscope(args, **kw):
+    # SIGINT back to its default in the child: a test run started in the background (`make test &`) ignores
+    # SIGINT, and Python would inherit that and never see the Ctrl-C this test sends
     return subprocess.Popen([sys.executable, "-m", "cnnscope", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kw)
 
 
 def _records(out: Path) -> list[Path]:

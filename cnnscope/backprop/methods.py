@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -68,7 +69,8 @@ def backprop_maps(model, images: torch.Tensor, targets: Sequence[Target], method
     x = images.detach().to(device_of(model)).repeat_interleave(t, dim=0).requires_grad_(True)  # [n*t]: image-major
     rules = method_rules(method, pool)
     with torch.enable_grad(), rules.applied(model), Capture(model, [layer]) as phi:
-        feat = phi(x)[layer]
+        with getattr(model, "autocast", contextlib.nullcontext)():
+            feat = phi(x)[layer]
         seeds = torch.stack([_seed_signal(targets[i % t], feat[i]) for i in range(n * t)])
         grad, = torch.autograd.grad(feat, x, seeds)
     return grad.view(n, t, *images.shape[1:]).cpu()

@@ -123,14 +123,21 @@ def model_options(p: argparse.ArgumentParser, *, positional: bool = False, role:
     g.add_argument(f"--random-weights{suffix}", dest=f"random_weights{'_' + role if role else ''}",
                    action="store_true", help="keep the seeded random initialisation")
     if role in ("", "a"):  # one device for every model of a verb
-        g.add_argument("--device", default="auto", metavar="DEVICE",
-                       help="auto (CUDA if available, else CPU), cpu, cuda, cuda:N or mps (default auto)")
+        device_option(g)
+        g.add_argument("--amp", action="store_true",
+                       help="mixed precision for forward/backward passes (float16 on CUDA, bfloat16 on CPU)")
     if preprocessing:
         g.add_argument("--input-size", type=positive_int, help="network input size in px (user models)")
         g.add_argument("--resize", type=positive_int, help="shorter side before the centre crop")
         g.add_argument("--mean", type=floats3, help="normalisation mean R,G,B in [0,1] units")
         g.add_argument("--std", type=floats3, help="normalisation std R,G,B in [0,1] units")
         g.add_argument("--classes", metavar="FILE", help="class names, one per line (default: ImageNet)")
+
+
+def device_option(p) -> None:
+    """--device: where the networks run (see `cnnscope.device`)."""
+    p.add_argument("--device", default="auto", metavar="DEVICE",
+                   help="auto (CUDA if available, else CPU), cpu, cuda, cuda:N or mps (default auto)")
 
 
 def run_options(p: argparse.ArgumentParser, *, jobs: bool = True) -> None:
@@ -209,7 +216,7 @@ def load(args, role: str = "") -> Model:
                       random_weights=getattr(args, f"random_weights{key}", False), seed=getattr(args, "seed", 0),
                       preprocess={k: v for k, v in overrides.items() if v is not None} or None,
                       classes=getattr(args, "classes", None) if not role else None,
-                      device=getattr(args, "device", "cpu"))
+                      device=getattr(args, "device", "cpu"), amp=getattr(args, "amp", False))
 
 
 def load_several(args) -> list[Model]:

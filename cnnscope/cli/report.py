@@ -14,7 +14,17 @@ from ..report.demo import run_demo
 from ..report.findings import ACCURACY, DEFAULT, FINDINGS, TRANSFORMS, reproduce, skipped
 from ..report.site import build_report
 from ..transforms.transform import Transform
-from .options import engine, finish, load, model_options, out_dir, output_options, positive_int, run_options
+from .options import (
+    device_option,
+    engine,
+    finish,
+    load,
+    model_options,
+    out_dir,
+    output_options,
+    positive_int,
+    run_options,
+)
 
 
 def register(sub) -> None:
@@ -53,6 +63,7 @@ def register(sub) -> None:
     p.add_argument("--images", nargs="+", default=None, metavar="IMAGE",
                    help="images (default sample:chelsea sample:coffee)")
     p.add_argument("--quick", action="store_true", help="small optimisation budget (for CI and a first look)")
+    device_option(p)
     p.set_defaults(func=cmd_demo)
 
 
@@ -125,5 +136,6 @@ def cmd_reproduce(args) -> None:
 
 
 def cmd_demo(args) -> None:
-    path = run_demo(args.out, model_name=args.model, images=args.images, preimage_iters=40 if args.quick else 200)
+    path = run_demo(args.out, model_name=args.model, images=args.images, preimage_iters=40 if args.quick else 200,
+                    device=args.device)
     print(f"wrote {path}")

@@ -6,6 +6,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from ..device import resolve as resolve_device
 from ..errors import CnnscopeError
 from ..images import load_image, save_image, source_stem
 from ..jobs import execute, provide
@@ -20,6 +21,7 @@ from ..preimage.style import default_style_layers
 from ..store import write_json
 from ..viz import image_grid
 from .options import (
+    device_option,
     explicit_prior,
     finish,
     load,
@@ -86,6 +88,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="cnnscope-out/stylized.png", metavar="FILE.png")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    device_option(p)
     memory_option(p)
     p.set_defaults(func=cmd_stylize)
 
@@ -181,6 +184,7 @@ def cmd_train_texture_net(args) -> None:
 def cmd_stylize(args) -> None:
     out_file(args.out, ".png", args.force)
     net, settings, state = load_checkpoint(args.net)
+    net.to(resolve_device(args.device))
     image = None
     if settings.mode == "style":
         if args.image is None:

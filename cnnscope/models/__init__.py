@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import difflib
@@ -142,11 +143,13 @@ class ModelSpec:
     preprocess: tuple[tuple[str, object], ...] = ()
     classes: str | None = None
     device: str = "cpu"
+    amp: bool = False
 
     def load(self) -> Model:
         """The model this spec names (`load_model` with these arguments)."""
         return load_model(self.name, weights=self.weights, random_weights=self.random_weights, seed=self.seed,
-                          preprocess=dict(self.preprocess) or None, classes=self.classes, device=self.device)
+                          preprocess=dict(self.preprocess) or None, classes=self.classes, device=self.device,
+                          amp=self.amp)
 
     def to_dict(self) -> dict:
         """The fields that differ from the defaults, for a job's settings (so old records stay valid)."""
@@ -226,6 +229,7 @@ class Model:
     torchscript: bool = False
     spec: ModelSpec | None = None  # how to load it again (in a worker process); None: built by hand
     handcrafted: bool = False
+    amp: bool = False  # mixed precision for forward/backward passes (`autocast`)
 
     @property
     def profile(self) -> ModelProfile:
@@ -247,6 +251,14 @@ class Model:
     def device(self) -> torch.device:
         """Where the network's weights are; every method computes there."""
         return device_of(self.net)
+
+    def autocast(self):
+        """The context of the network's forward passes: mixed precision (float16 on CUDA, bfloat16 elsewhere)
+        when the model was loaded with amp=True, else nothing."""
+        if not self.amp:
+            return contextlib.nullcontext()
+        kind = self.device.type
+        return torch.autocast(kind, dtype=torch.float16 if kind == "cuda" else torch.bfloat16)
 
     def prepare(self, images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
         """Images in [0,1] ([3,H,W], a list of them, or [N,3,H,W]) -> a preprocessed batch on the model's device."""
@@ -334,6 +346,7 @@ def load_model(
     preprocess: Preprocess | dict | None = None,
     classes: str | None = None,
     device: str | torch.device | None = "cpu",
+    amp: bool = False,
 ) -> Model:
     """Build a zoo model (by name) or a user model (``file.py:factory`` or a TorchScript file).
 
@@ -358,6 +371,9 @@ def load_model(
     device : str or torch.device, optional
         Where the network runs: "cpu" (default), "auto" (CUDA if available), "cuda", "cuda:N", "mps";
         refused in one line when this machine has no such device. Every method follows ``model.device``.
+    amp : bool
+        Mixed precision for the network's forward and backward passes (float16 on CUDA, bfloat16 on the CPU);
+        objectives, statistics and regression solves stay in float32/float64.
 
     Returns
     -------
@@ -366,15 +382,19 @@ def load_model(
     """
     where = resolve_device(device)
     if isinstance(name, nn.Module):
-        return _from_module(name, preprocess, classes, where)
+        model = _from_module(name, preprocess, classes, where)
+        model.amp, model.spec = amp, dataclasses.replace(model.spec, amp=amp)
+        return model
     if not isinstance(name, str):
         raise CnnscopeError(f"a model is a zoo name, a file spec or an nn.Module, not a {type(name).__name__}")
     model = _build_model(name, weights, random_weights, seed, preprocess, classes)
     model.net.to(where)
+    model.amp = amp
     overrides = preprocess.to_dict() if isinstance(preprocess, Preprocess) else (preprocess or {})
     model.spec = ModelSpec(name, weights, random_weights, seed,
                            tuple((k, tuple(v) if isinstance(v, list) else v)
-                                 for k, v in sorted(overrides.items()) if v is not None), classes, str(where))
+                                 for k, v in sorted(overrides.items()) if v is not None), classes, str(where),
+                           amp)
     return model
 
 

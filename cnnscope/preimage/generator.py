@@ -242,7 +242,7 @@ def apply_generator(net: nn.Module, settings: NetSettings, image: torch.Tensor |
         h, w = round(h * scale), round(w * scale)
     h, w = max(4, h // 4 * 4), max(4, w // 4 * 4)
     _check_picture(h, w)
-    x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+    x = F.interpolate(x.to(device_of(net)), size=(h, w), mode="bilinear", antialias=True, align_corners=False)
     with torch.no_grad():
         return net(x)[0]
 

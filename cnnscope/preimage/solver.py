@@ -97,6 +97,7 @@ def check_memory(model, layers, n: int, size, budget_gb: float | None = None) ->
         return
     need = estimate_memory(model, layers, n, size) / 2 ** 30
     budget = memory.budget_gb() if budget_gb is None else budget_gb
+    budget = min(budget, memory.device_free_gb(model.device))  # a GPU's own memory bounds it too
     if need > budget:
         hw = f"{size}x{size}" if isinstance(size, int) else "x".join(map(str, size))
         raise CnnscopeError(f"{n} image(s) of {hw} px at {', '.join(layers)} need about {need:.1f} GB, over the "
@@ -208,7 +209,9 @@ def solve(model, objective: Objective, start: Parametrization | torch.Tensor,
     def energy(transformed: bool) -> tuple[torch.Tensor, torch.Tensor]:
         pixels = param()
         seen = pipeline(pixels, gen, seen_size) if transformed and pipeline else upsample(pixels)
-        feats = phi(space.pixels_to_net(seen)) if phi is not None else {}
+        with model.autocast():
+            feats = phi(space.pixels_to_net(seen)) if phi is not None else {}
+        feats = {k: v.float() for k, v in feats.items()}  # objectives in float32 whatever the forward's precision
         return objective(Context(space.from_pixels(pixels), feats)), pixels
 
     def upsample(pixels: torch.Tensor) -> torch.Tensor:

@@ -246,13 +246,13 @@ SECTIONS: list[tuple[str, Callable[[DemoContext], str]]] = [
 
 
 def run_demo(out: str | Path = "demo-out", model_name: str | None = None,
-             images: Sequence[str] | None = None, preimage_iters: int = 200) -> Path:
+             images: Sequence[str] | None = None, preimage_iters: int = 200, device: str = "cpu") -> Path:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise CnnscopeError(f"--out {out}: exists and is not a folder")
     sources = list(images or DEFAULT_IMAGES)
     loaded = {src: load_image(src) for src in sources}
-    model = load_model(model_name or DEFAULT_MODEL)
+    model = load_model(model_name or DEFAULT_MODEL, device=device)
     out.mkdir(parents=True, exist_ok=True)
     ctx = DemoContext(out, model, loaded, {**model.settings(), "images": sources,
                                            "preimage_iters": preimage_iters})
