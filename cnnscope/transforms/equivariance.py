@@ -126,9 +126,10 @@ def _moments(pairs: _Pairs, images: torch.Tensor, positions: int | None, gen: to
 
 
 def fit_layer(model: Model, layer: str, transform: Transform, fit_images: torch.Tensor,
-              test_images: torch.Tensor, fit_targets: tuple, *, crops: int = 1, ridge: float | None = None,
+              test_images: torch.Tensor | None, fit_targets: tuple, *, crops: int = 1, ridge: float | None = None,
               task_epochs: int = 0, seed: int = 0, progress: bool = False) -> LayerFit:
-    """The learned M_g at one layer (see the module docstring). fit_targets = (labels, reference logits)."""
+    """The learned M_g at one layer (see the module docstring). fit_targets = (labels, reference logits);
+    test_images None leaves `test_moments` empty for the caller to fill."""
     pairs = _Pairs(model, layer, transform)
     gen = torch.Generator().manual_seed(seed)
     # held-back fifth by source image (a crop never validates the image it was cut from)
@@ -150,7 +151,7 @@ def fit_layer(model: Model, layer: str, transform: Transform, fit_images: torch.
     refined = False
     if task_epochs:
         refined = _refine(learned, pairs, fit_images, fit_targets, task_epochs, seed, progress)
-    test = _moments(pairs, test_images, None, gen)
+    test = _moments(pairs, test_images, None, gen) if test_images is not None else Moments(c, c)
     return LayerFit(learned, permutation_stitch(fit.correlation()), ridge, refined, fit, test)
 
 
@@ -225,7 +226,8 @@ def equivariance_experiment(model: Model, layers: Sequence[str], transform: Tran
                 "uncompensated": _metric(g_test, test_labels, ref_pred)}
     rows, maps = [], {}
     for layer in layers:
-        fit = fit_layer(model, layer, transform, fit_images, test_images, (fit_labels, ref_fit), crops=crops,
+        # test images: their features give both the errors below and the map's held-out R^2 (one pass)
+        fit = fit_layer(model, layer, transform, fit_images, None, (fit_labels, ref_fit), crops=crops,
                         ridge=ridge, task_epochs=task_epochs, seed=seed, progress=progress)
         pairs = _Pairs(model, layer, transform)
         rest = RestOfNetwork(model, layer)
@@ -234,7 +236,8 @@ def equivariance_experiment(model: Model, layers: Sequence[str], transform: Tran
         logits = {"spatial_only": [], "permutation": [], "learned": []}
         with torch.no_grad():
             for chunk in _chunks(test_images):
-                h = pairs(chunk)[1]
+                f, h = pairs(chunk)
+                fit.test_moments.add(h, f, pairs.mask)
                 for name, stitch in (("spatial_only", spatial), ("permutation", fit.permutation),
                                      ("learned", fit.learned)):
                     logits[name].append(rest(stitch.to(h.device)(h)).cpu())
