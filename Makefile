@@ -6,7 +6,12 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 OUT    ?= demo-out
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint docs bench clean
+
+# the API reference (pdoc, numpy docstrings); any warning fails the build; output in build/ (not committed)
+DOC_MODULES := cnnscope cnnscope.api cnnscope.models cnnscope.layers cnnscope.images cnnscope.data cnnscope.store \
+               cnnscope.device cnnscope.targets cnnscope.progress cnnscope.jobs cnnscope.preimage cnnscope.backprop \
+               cnnscope.transforms cnnscope.features cnnscope.viz
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +28,10 @@ demo: install
 lint: install
 	$(PY) -m ruff check cnnscope tests benchmarks
 
-test: lint
+docs: install
+	$(PY) -W error -W ignore::DeprecationWarning -m pdoc -d numpy -o build/api $(DOC_MODULES)
+
+test: lint docs
 	$(PY) -m pytest
 
 bench: install
@@ -36,4 +44,4 @@ bench: install
 	$(PY) benchmarks/report.py
 
 clean:
-	rm -rf $(VENV) $(OUT) *.egg-info
+	rm -rf $(VENV) $(OUT) build *.egg-info

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from scipy import stats
 
 from cnnscope import Capture, load_image, load_model
 from cnnscope.preimage import SolverConfig, invert, reconstruction_error
@@ -27,17 +28,7 @@ SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "imagenet-sampl
 
 
 def spearman(a, b) -> float:
-    def ranks(v):
-        order = sorted(range(len(v)), key=lambda i: v[i])
-        r = [0.0] * len(v)
-        for rank, i in enumerate(order):
-            r[i] = float(rank)
-        return r
-
-    ra, rb = ranks(a), ranks(b)
-    ma, mb = statistics.mean(ra), statistics.mean(rb)
-    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
-    return cov / (sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb)) ** 0.5
+    return float(stats.spearmanr(a, b).statistic)
 
 
 def errors_per_layer(model, layers, images, iters):

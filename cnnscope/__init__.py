@@ -1,36 +1,75 @@
 """cnnscope: what does this CNN represent?
 
-The Python API mirrors the CLI verbs:
+The Python API mirrors the CLI verbs, one call per method; a model is a zoo name, a `Model` or any
+``nn.Module``, an image a path, ``sample:NAME``, a PIL image, a numpy array or a tensor:
 
 >>> import cnnscope
->>> model = cnnscope.load_model("efficientnet_lite0")
->>> cnnscope.predict(model, "sample:chelsea")[0].name        # `cnnscope predict`
->>> cnnscope.list_layers(model)                               # `cnnscope layers`
->>> cnnscope.capture(model, model.prepare(img), ["stage3"])   # `cnnscope activations`
+>>> cnnscope.predict("efficientnet_lite0", "sample:chelsea")[0].name          # `cnnscope predict`
+>>> r = cnnscope.invert("efficientnet_lite0", "sample:chelsea", "stage3")      # `cnnscope invert`
+>>> r.normalised_error, r.images[0]      # typed fields; PIL pictures; in a notebook `r` shows itself
+>>> r.save("out")                        # what the CLI writes for this job (PNG + JSON record)
+>>> cnnscope.saliency(my_net, pil_image, target=3)    # your own nn.Module: never changed
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
+import torch
+
+from .api import (
+    FindingsResult,
+    ReportResult,
+    as_model,
+    caricature,
+    cka,
+    equivariance,
+    hog,
+    invert,
+    maximize,
+    report,
+    reproduce,
+    saliency,
+    sanity,
+    selectivity,
+    stitch,
+    stylize,
+    texture,
+)
 from .errors import CnnscopeError
-from .images import load_image, sample_names, save_image
+from .images import image_batch, load_image, sample_names, save_image
+from .jobs import Result
 from .layers import Capture, Truncated, capture, get_layer, list_layers, resolve
 from .models import Model, Prediction, Preprocess, list_models, load_model
 from .targets import Target
 
 
-def predict(model: Model | str, image, k: int = 5) -> list[Prediction]:
-    """Top-k predictions for one image (a [3,H,W] tensor in [0,1], a path, or ``sample:NAME``)."""
-    if isinstance(model, str):
-        model = load_model(model)
-    if not hasattr(image, "shape"):
-        image = load_image(image)
-    return model.predict(image, k=k)[0]
+def predict(model, image, k: int = 5, device: str | None = None) -> list[Prediction] | list[list[Prediction]]:
+    """Top-k predictions: ``cnnscope predict``.
+
+    Parameters
+    ----------
+    model : str, Model or nn.Module
+    image : one image, or a batch
+        One picture (path, ``sample:NAME``, PIL image, numpy array, tensor [3,H,W]) gives one list of
+        predictions; a batch (a list of pictures, or a tensor [N,3,H,W]) gives one list per picture.
+    k : int
+        How many classes per picture.
+
+    Returns
+    -------
+    list of Prediction (index, name, probability), or a list of such lists for a batch.
+    """
+    loaded = as_model(model, device)
+    batch = isinstance(image, (list, tuple)) or (torch.is_tensor(image) and image.dim() == 4 and len(image) != 1)
+    answers = loaded.predict(list(image_batch(image)), k=k)
+    return answers if batch else answers[0]
 
 
 __all__ = [
-    "Capture", "CnnscopeError", "Model", "Prediction", "Preprocess", "Target", "Truncated", "capture", "get_layer",
-    "list_layers", "list_models", "load_image", "load_model", "predict", "resolve", "sample_names",
-    "save_image",
+    "Capture", "CnnscopeError", "FindingsResult", "Model", "Prediction", "Preprocess", "ReportResult", "Result",
+    "Target", "Truncated", "as_model", "capture", "caricature", "cka", "equivariance", "get_layer", "hog",
+    "image_batch", "invert", "list_layers", "list_models", "load_image", "load_model", "maximize", "predict",
+    "report", "reproduce", "resolve", "saliency", "sample_names", "sanity", "save_image", "selectivity", "stitch",
+    "stylize", "texture",
 ]

@@ -44,23 +44,45 @@ MIN_SIDE = 8  # px; anything smaller carries no usable content for a CNN
 MAX_PIXELS = 64_000_000  # 64 megapixels; larger inputs are almost surely a mistake (or a decompression bomb)
 
 
-def source_stem(source: str | os.PathLike) -> str:
+def source_stem(source) -> str:
     """What output files are named after: NAME for ``sample:NAME``, else the file's stem (never its folders,
-    so outputs of /deep/path/x.png are x_..., not _deep_path_x.png_...)."""
+    so outputs of /deep/path/x.png are x_..., not _deep_path_x.png_...); "image" for an in-memory picture."""
+    if not isinstance(source, (str, os.PathLike)):
+        return "image"
     text = str(source)
     return text[len("sample:"):] if text.startswith("sample:") else Path(text).stem
 
 
 def sample_names() -> list[str]:
+    """The bundled photographs, usable as ``sample:NAME`` wherever an image is asked for."""
     return sorted(SAMPLES)
 
 
-def load_image(source: str | os.PathLike) -> torch.Tensor:
-    """Load `source` (a path or ``sample:NAME``) as a float32 [3, H, W] tensor in [0, 1].
+def load_image(source) -> torch.Tensor:
+    """One picture as a float32 [3, H, W] tensor in [0, 1], whatever form it comes in.
 
-    Handles grayscale, palette, alpha (composited on white), 16-bit and EXIF orientation.
-    Raises CnnscopeError with a one-line reason for anything that is not a usable image.
+    Parameters
+    ----------
+    source : str, PathLike, PIL.Image, numpy array or Tensor
+        A file path; ``sample:NAME`` (a bundled photograph); a PIL image (any mode); a numpy array HxW, HxWx3
+        or HxWx4 (uint8, uint16, bool, or float in [0, 1]); a tensor [3,H,W], [1,H,W], [H,W] or [1,3,H,W]
+        (float in [0, 1] or uint8). Files: grayscale, palette, alpha (composited on white), 16-bit and EXIF
+        orientation are handled.
+
+    Raises
+    ------
+    CnnscopeError
+        One line naming what is wrong: no such file, not an image, too small or too large, a batch where one
+        picture is expected, values outside [0, 1] or not finite, an unsupported type.
     """
+    if isinstance(source, Image.Image):
+        _check_size("the PIL image", *source.size)
+        return pil_to_tensor(source)
+    if isinstance(source, (np.ndarray, torch.Tensor)):
+        return _array_image(source)
+    if not isinstance(source, (str, os.PathLike)):
+        raise CnnscopeError(f"an image must be a path, 'sample:NAME', a PIL image, a numpy array or a tensor, "
+                            f"not {type(source).__name__}")
     text = str(source)
     if text.startswith("sample:"):
         return _load_sample(text[len("sample:"):])
@@ -94,6 +116,72 @@ def load_image(source: str | os.PathLike) -> torch.Tensor:
             except (OSError, SyntaxError, ValueError) as err:
                 raise CnnscopeError(f"{text}: truncated or corrupt image ({err})") from None
             return pil_to_tensor(ImageOps.exif_transpose(img))
+
+
+def image_batch(source) -> torch.Tensor:
+    """One or several pictures as [N, 3, H, W]: a tensor [N,3,H,W], or a list of anything `load_image` takes
+    (all the same size), or one picture (N = 1)."""
+    if torch.is_tensor(source) and source.dim() == 4:
+        return torch.stack([_array_image(t) for t in source]) if len(source) else _empty_batch()
+    if isinstance(source, (list, tuple)):
+        if not source:
+            return _empty_batch()
+        images = [load_image(s) for s in source]
+        sizes = {tuple(i.shape) for i in images}
+        if len(sizes) > 1:
+            raise CnnscopeError(f"images of different sizes in one batch: {sorted(sizes)}")
+        return torch.stack(images)
+    return load_image(source)[None]
+
+
+def _empty_batch():
+    raise CnnscopeError("no images given (an empty batch)")
+
+
+def _array_image(source) -> torch.Tensor:
+    """A numpy HWC/HW array or a tensor CHW/HW/1CHW as [3,H,W] float in [0,1], checked."""
+    if isinstance(source, np.ndarray):
+        if source.ndim not in (2, 3) or (source.ndim == 3 and source.shape[2] not in (1, 3, 4)):
+            raise CnnscopeError(f"a numpy image must be HxW or HxWxC with C = 1, 3 or 4 (channels last), "
+                                f"got shape {source.shape}")
+        if source.dtype.kind not in "buif":
+            raise CnnscopeError(f"a numpy image must hold numbers, not {source.dtype}")
+        array = source[:, :, 0] if source.ndim == 3 and source.shape[2] == 1 else source
+        if array.dtype.kind in "iu" and array.dtype not in (np.uint8, np.uint16):
+            raise CnnscopeError(f"a numpy image of integers must be uint8 or uint16, not {array.dtype}")
+        _check_values(array.astype(np.float64) if array.dtype.kind == "f" else None)
+        _check_size("the numpy image", array.shape[1], array.shape[0])
+        return array_to_tensor(array)
+    t = source.detach().cpu()
+    if t.dim() == 4:
+        if t.shape[0] != 1:
+            raise CnnscopeError(f"a batch of {t.shape[0]} images where one is expected (give one [3,H,W])")
+        t = t[0]
+    if t.dim() == 2:
+        t = t[None]
+    if t.dim() != 3 or t.shape[0] not in (1, 3):
+        raise CnnscopeError(f"an image tensor must be [3,H,W], [1,H,W], [H,W] or [1,3,H,W] (channels first), "
+                            f"got shape {list(source.shape)}")
+    if t.dtype == torch.uint8:
+        t = t.float() / 255.0
+    elif t.is_floating_point():
+        t = t.float()
+        _check_values(t.double().numpy())
+    else:
+        raise CnnscopeError(f"an image tensor must be float in [0, 1] or uint8, not {t.dtype}")
+    _check_size("the image tensor", t.shape[2], t.shape[1])
+    return t.expand(3, -1, -1).contiguous()
+
+
+def _check_values(values) -> None:
+    if values is None or values.size == 0:
+        return
+    if not np.isfinite(values).all():
+        raise CnnscopeError("the image has NaN or infinite values")
+    low, high = float(values.min()), float(values.max())
+    if low < -1e-6 or high > 1 + 1e-6:
+        raise CnnscopeError(f"image values must lie in [0, 1] (got {low:.3g} to {high:.3g}; "
+                            "divide uint8 pixels by 255, undo any normalisation)")
 
 
 def _check_size(name: str, width: int, height: int) -> None:

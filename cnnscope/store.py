@@ -7,6 +7,8 @@ The done marker of a job is its JSON record, written last: see `finished`.
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import os
 import tempfile
@@ -55,6 +57,30 @@ def write_text(text: str, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+CSV_DIGITS = 4  # significant digits: error rates and correlations over at most thousands of images
+
+
+def csv_value(value, digits: int = CSV_DIGITS) -> str:
+    """A table cell: floats to `digits` significant digits (float32 noise such as 0.10999999940395355 is
+    not a measurement), None empty, anything else as text."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def write_csv(header, rows, path: str | os.PathLike, digits: int = CSV_DIGITS) -> Path:
+    """A CSV table (a header row, then rows of values, or dicts keyed by the header) written atomically."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        values = [row.get(k) for k in header] if isinstance(row, dict) else row
+        writer.writerow([csv_value(v, digits) for v in values])
+    return write_text(buffer.getvalue(), path)
 
 
 def write_json(data, path: str | os.PathLike) -> Path:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import CnnscopeError
+from .errors import CnnscopeError, unknown
 
 KINDS = ("neuron", "channel", "class", "direction", "features")
 
@@ -41,7 +41,11 @@ class Target:
 
     def __post_init__(self):
         if self.kind not in KINDS:
-            raise CnnscopeError(f"unknown target kind '{self.kind}' ({', '.join(KINDS)})")
+            raise unknown("target kind", self.kind, KINDS)
+        for name in ("channel", "y", "x"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise CnnscopeError(f"a target's {name} must be an integer, not {value!r}")
 
     def label(self) -> str:
         """A short name: 'neuron3@1,2', 'class980', 'direction'; prefixed by the layer when it has one."""

@@ -1,5 +1,8 @@
 """Bring your own model: an nn.Module goes straight into load_model and is never changed by an analysis."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -74,3 +77,28 @@ def test_a_scripted_module_is_copied_too():
     assert model.torchscript and model.net is not net and model.class_name(3) == "digit 3"
     with pytest.raises(CnnscopeError, match="zoo name, a file spec or an nn.Module"):
         load_model(3)
+
+
+def test_deconvnet_refuses_torchscript_instead_of_returning_the_gradient(tmp_path):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    x = torch.rand(1, 3, 32, 32)
+    target = [Target("class", 2, layer="6")]
+    python = load_model(net, preprocess={"input_size": 32})
+    deconv = backprop_maps(python, x, target, "deconvnet")
+    grad = backprop_maps(python, x, target, "salinet")
+    assert not torch.allclose(deconv, grad)  # the rule is applied where the ReLUs are
+    scripted = torch.jit.script(net)
+    path = tmp_path / "net.pt"
+    scripted.save(str(path))
+    ts = load_model(str(path), preprocess={"input_size": 32})
+    output = [Target("class", 2, layer="output")]  # (a TorchScript model's one addressable layer)
+    assert torch.allclose(backprop_maps(ts, x, output, "salinet"), grad, atol=1e-6)
+    for method in ("deconvnet", "desalinet"):
+        with pytest.raises(CnnscopeError, match="TorchScript"):
+            backprop_maps(ts, x, output, method)
+    res = subprocess.run([sys.executable, "-m", "cnnscope", "saliency", "sample:chelsea", "--model", str(path),
+                          "--input-size", "32", "--method", "deconvnet", "--class", "2", "--out", str(tmp_path / "o")],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "TorchScript" in res.stderr

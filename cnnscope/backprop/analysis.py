@@ -13,32 +13,45 @@ the randomised network. A map that does not change is not explaining the trained
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
+from scipy import stats
 from torch import nn
-from tqdm import tqdm
 
 from ..layers import capture
 from ..models import Model
+from ..progress import iterate
 from ..targets import Target
 from .methods import METHODS, backprop_maps
 
 
-def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.flatten().double(), b.flatten().double()
-    a, b = a - a.mean(), b - b.mean()
-    return float((a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-30))
+def _vectors(a, b) -> tuple[np.ndarray, np.ndarray]:
+    return (torch.as_tensor(a).detach().flatten().double().cpu().numpy(),
+            torch.as_tensor(b).detach().flatten().double().cpu().numpy())
 
 
-def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    def ranks(v):
-        v = v.flatten()
-        r = torch.empty_like(v, dtype=torch.float64)
-        r[v.argsort()] = torch.arange(v.numel(), dtype=torch.float64)
-        return r
+def _defined(value: float) -> float:
+    """A correlation with a constant (e.g. an all-zero map) is undefined: 0, "no linear relation"."""
+    return 0.0 if not math.isfinite(value) else float(value)
 
-    return pearson(ranks(a), ranks(b))
+
+def pearson(a, b) -> float:
+    """Pearson's r between two maps (flattened); 0 when either is constant."""
+    x, y = _vectors(a, b)
+    if x.std() == 0 or y.std() == 0:
+        return 0.0
+    return _defined(stats.pearsonr(x, y).statistic)
+
+
+def spearman(a, b) -> float:
+    """Spearman's rank correlation (ties share their mean rank) between two maps; 0 when either is constant."""
+    x, y = _vectors(a, b)
+    if x.std() == 0 or y.std() == 0:
+        return 0.0
+    return _defined(stats.spearmanr(x, y).statistic)
 
 
 def selectivity(model: Model, images: Sequence[torch.Tensor], layer: str, neurons: int = 4,
@@ -47,7 +60,7 @@ def selectivity(model: Model, images: Sequence[torch.Tensor], layer: str, neuron
     and random neuron vs random neuron (all at the max-response location of each image)."""
     gen = torch.Generator().manual_seed(seed)
     out = {m: {"max_vs_random_neuron": [], "max_vs_random_direction": [], "random_vs_random": []} for m in methods}
-    for img in tqdm(images, desc="selectivity", disable=None if progress else True, leave=False):
+    for img in iterate(images, "selectivity", "image", show=progress):
         x = model.prepare(img)
         with torch.no_grad():
             feat = capture(model, x, [layer])[layer][0]
@@ -118,7 +131,7 @@ def cascading_randomisation(model: Model, image: torch.Tensor, target: Target,
     gen = torch.Generator().manual_seed(seed)
     blocks = _param_blocks(clone.net)
     curves = {meth: [] for meth in methods}
-    for block in tqdm(blocks, desc="randomising", disable=None if progress else True, leave=False):
+    for block in iterate(blocks, "randomising", "block", show=progress):
         _randomise(clone.net.get_submodule(block), gen)
         maps = saliency(clone)
         for meth in methods:

@@ -37,6 +37,18 @@ class SaliencyResult(Result):
     rows: list[dict] = field(default_factory=list)
     methods: list[str] = field(default_factory=list)
 
+    def pictures(self) -> list[tuple[torch.Tensor, str]]:
+        """Per target: the image as the network saw it, then each method's map (rendered as the job says)."""
+        style = self.job.render if self.job is not None else "signed"
+        out = []
+        for row in self.rows:
+            out.append((self.shown, row["caption"]))
+            out += [(render(self.maps[(row["target"], m)], style), m) for m in self.methods]
+        return out
+
+    def columns(self) -> int:
+        return 1 + len(self.methods)  # a row per target: the image, then each method's map
+
 
 @dataclass(frozen=True)
 class SaliencyJob(Job):
@@ -88,6 +100,9 @@ class StripResult(Result):
     y: int | None
     x: int | None
     methods: list[str] = field(default_factory=lambda: ["image", *COLUMNS])
+
+    def pictures(self) -> list[tuple[torch.Tensor, str]]:
+        return [(self.strip, f"channel {self.channel}: " + " | ".join(self.methods))]
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 
 from ..device import of as device_of
-from ..errors import CnnscopeError
+from ..errors import CnnscopeError, unknown
 from ..layers import Capture, get_layer
 from ..targets import Target
 from .network import BackpropRules
@@ -23,7 +23,7 @@ METHODS = {  # composites as data: the rectifier's and the max-pool's rule
 
 def method_rules(method: str, pool: str | None = None, layers: dict | None = None) -> BackpropRules:
     if method not in METHODS:
-        raise CnnscopeError(f"unknown method '{method}' (choose from {', '.join(METHODS)})")
+        raise unknown("method", method, METHODS)
     rect, default_pool = METHODS[method]
     return BackpropRules(rectifier=rect, pool=pool or default_pool, layers=layers or {})
 
@@ -68,6 +68,13 @@ def backprop_maps(model, images: torch.Tensor, targets: Sequence[Target], method
     n, t = images.shape[0], len(targets)
     x = images.detach().to(device_of(model)).repeat_interleave(t, dim=0).requires_grad_(True)  # [n*t]: image-major
     rules = method_rules(method, pool)
+    if not rules.rectifier.exact and (getattr(model, "torchscript", False)
+                                      or isinstance(getattr(model, "net", model), torch.jit.ScriptModule)):
+        # the rules replace rectifiers' backward as Python sees them; a TorchScript graph runs where they cannot
+        # reach, so the map would silently be the plain gradient
+        raise CnnscopeError(f"{method} cannot apply to the TorchScript model {getattr(model, 'name', '')}: its "
+                            "rectifiers run inside the compiled graph, out of reach of the backward rules (use "
+                            "salinet, or give the network as Python code: file.py:factory with --weights)")
     with torch.enable_grad(), rules.applied(model), Capture(model, [layer]) as phi:
         with getattr(model, "autocast", contextlib.nullcontext)():
             feat = phi(x)[layer]

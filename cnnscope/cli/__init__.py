@@ -1,16 +1,54 @@
 """The `cnnscope` command: one module per family registers its verbs; every verb is a thin layer over the
-Python API (jobs on the engine, see `cnnscope.jobs`)."""
+Python API (jobs on the engine, see `cnnscope.jobs`). Shared here: --quiet/--verbose on every verb, --json on
+every verb that prints a table (its command returns the table's data), an example line in every --help."""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import json
+import os
 import sys
 
-from .. import __version__, device, memory
+from .. import __version__, device, memory, progress
 from ..errors import CnnscopeError
+from ..store import json_safe
 from . import backprop, features, models, preimage, report, style, transforms
 from .options import Parser
 
 FAMILIES = (models, preimage, style, backprop, transforms, features, report)
+
+# one example per verb (tests parse each of them); shown at the end of `cnnscope VERB --help`
+EXAMPLES = {
+    "models": "cnnscope models --json",
+    "layers": "cnnscope layers efficientnet_lite0 --named",
+    "predict": "cnnscope predict sample:chelsea sample:coffee --top-k 3",
+    "activations": "cnnscope activations sample:chelsea --layer stage3 --layer stage5",
+    "samples": "cnnscope samples",
+    "invert": "cnnscope invert sample:chelsea --layer stage4 --out out/invert",
+    "maximize": "cnnscope maximize --layer stage6 --channel 0-7 --out out/maximize",
+    "accentuate": "cnnscope accentuate sample:coffee --class 'tiger cat' --out out/accentuate",
+    "caricature": "cnnscope caricature sample:astronaut --layer stage5 --out out/caricature",
+    "texture": "cnnscope texture sample:rocket --iters 300 --out out/texture",
+    "style": "cnnscope style sample:astronaut sample:coffee --out out/style",
+    "train-texture-net": "cnnscope train-texture-net sample:coffee --iters 500 --out out/coffee-net.safetensors",
+    "stylize": "cnnscope stylize --net out/coffee-net.safetensors --size 256 --out out/coffee-texture.png",
+    "saliency": "cnnscope saliency sample:chelsea --method all --out out/saliency",
+    "backprop": "cnnscope backprop efficientnet_lite0 --method desalinet",
+    "selectivity": "cnnscope selectivity --layer stage6 --limit 6 --out out/selectivity",
+    "sanity": "cnnscope sanity sample:chelsea --out out/sanity",
+    "equivariance": "cnnscope equivariance --transform vflip --layers stage2,stage4 --out out/equivariance",
+    "stitch": "cnnscope stitch --a efficientnet_lite0 --b efficientnet_lite1 --layers stage2 --out out/stitch",
+    "cka": "cnnscope cka --a efficientnet_lite0 --b efficientnet_lite1 --limit 20 --out out/cka",
+    "train-small": "cnnscope train-small --data shapes --seed 1 --out out/shapes1.safetensors",
+    "stitch-small": "cnnscope stitch-small --quick --out out/small",
+    "hog": "cnnscope hog sample:chelsea --cell-size 8 --out out/hog",
+    "report": "cnnscope report efficientnet_lite0 --quick --out out/report",
+    "reproduce": "cnnscope reproduce --images ../imagenet-sample --workers 2 --out out/findings",
+    "demo": "cnnscope demo --quick --out out/demo",
+}
+JSON_VERBS = ("models", "layers", "predict", "activations", "invert", "maximize", "accentuate", "caricature",
+              "selectivity", "sanity", "equivariance", "stitch", "cka", "reproduce")
 
 
 def build_parser() -> Parser:
@@ -19,6 +57,16 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for family in FAMILIES:
         family.register(sub)
+    for verb, p in sub.choices.items():
+        p.epilog = f"example:\n  {EXAMPLES[verb]}"
+        p.formatter_class = argparse.RawDescriptionHelpFormatter
+        g = p.add_argument_group("output")
+        talk = g.add_mutually_exclusive_group()
+        talk.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+        talk.add_argument("-v", "--verbose", action="store_true",
+                          help="also report inner loops (solver steps, epochs) when not on a terminal")
+        if verb in JSON_VERBS:
+            g.add_argument("--json", action="store_true", help="print the table as JSON on stdout instead")
     return parser
 
 
@@ -28,11 +76,17 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    as_json = getattr(args, "json", False)
+    progress.set_verbosity(progress.QUIET if args.quiet else progress.VERBOSE if args.verbose else progress.NORMAL)
     try:
         memory.set_budget(getattr(args, "max_memory", None))
         if getattr(args, "deterministic", False):
             device.deterministic()
-        args.func(args)
+        with open(os.devnull, "w") as devnull, \
+                contextlib.redirect_stdout(devnull) if (args.quiet or as_json) else contextlib.nullcontext():
+            data = args.func(args)
+        if as_json and not args.quiet:
+            print(json.dumps(json_safe(data), indent=2))
     except CnnscopeError as err:
         sys.stderr.write(f"cnnscope: error: {err}\n")
         return 2
@@ -48,4 +102,4 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["build_parser", "main"]
+__all__ = ["EXAMPLES", "JSON_VERBS", "build_parser", "main"]

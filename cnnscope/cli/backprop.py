@@ -7,13 +7,23 @@ from ..backprop.jobs import COLUMNS, SanityJob, SelectivityJob
 from ..backprop.rules import POOL_RULES as RULE_NAMES
 from ..backprop.runs import deepest_map, default_rows, run_saliency, selectivity_table
 from ..data import image_sources
-from ..errors import CnnscopeError
+from ..errors import CnnscopeError, unknown
 from ..images import load_image
 from ..jobs import execute, provide
 from ..layers import get_layer, resolve
 from ..preimage.runs import parse_class
 from ..targets import Target
-from .options import engine, finish, load, model_options, out_dir, output_options, positive_int, run_options
+from .options import (
+    at_least_two,
+    engine,
+    finish,
+    load,
+    model_options,
+    out_dir,
+    output_options,
+    positive_int,
+    run_options,
+)
 
 POOL_RULES = list(RULE_NAMES)
 
@@ -51,7 +61,8 @@ def register(sub) -> None:
     p.add_argument("--images", metavar="FOLDER", help="image folder (default: bundled samples)")
     p.add_argument("--limit", type=positive_int, default=20, help="at most this many images (default 20)")
     p.add_argument("--layer", default=None, help="layer (default: the last convolutional stage)")
-    p.add_argument("--neurons", type=positive_int, default=4, help="random neurons per image (default 4)")
+    p.add_argument("--neurons", type=at_least_two, default=4,
+                   help="random neurons per image (default 4; two at least: they are also compared with each other)")
     p.set_defaults(func=cmd_selectivity)
 
     p = sub.add_parser("sanity", help="cascading model-parameter randomisation (Adebayo et al. 2018)")
@@ -67,7 +78,7 @@ def methods(spec: str) -> list[str]:
     names = list(COLUMNS) if spec == "all" else [m.strip() for m in spec.split(",")]
     for m in names:
         if m not in METHODS:
-            raise CnnscopeError(f"unknown method '{m}' (salinet, deconvnet, desalinet, all)")
+            raise unknown("method", m, [*METHODS, "all"])
     return names
 
 
@@ -120,7 +131,7 @@ def cmd_backprop(args) -> None:
         print(f"{r['layer'] + alias:<{width + 10}} {r['type']:<18} -> {r['backward']}")
 
 
-def cmd_selectivity(args) -> None:
+def cmd_selectivity(args) -> dict | list:
     image_sources(args.images, args.limit)  # the folder checked before any work
     out = out_dir(args.out)
     model = load(args)
@@ -137,9 +148,10 @@ def cmd_selectivity(args) -> None:
           f"{res['count']} images); high = NOT neuron-selective")
     print(selectivity_table(res["correlations"]))
     print(f"wrote {out / 'selectivity.json'}")
+    return res
 
 
-def cmd_sanity(args) -> None:
+def cmd_sanity(args) -> dict | list:
     image = load_image(args.image)
     out = out_dir(args.out)
     model = load(args)
@@ -153,3 +165,4 @@ def cmd_sanity(args) -> None:
     for method, curve in run.outcomes[0].results["spearman"].items():
         print(f"{method:<10} " + " ".join(f"{v:5.2f}" for v in curve))
     print(f"wrote {out / 'sanity.png'}")
+    return run.outcomes[0].results

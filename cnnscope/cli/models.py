@@ -16,7 +16,6 @@ from .options import load, model_options, out_file, positive_int, run_options
 
 def register(sub) -> None:
     p = sub.add_parser("models", help="list the model zoo")
-    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("layers", help="layer table: output shape, receptive field, stride, offset")
@@ -24,7 +23,6 @@ def register(sub) -> None:
     run_options(p, jobs=False)
     p.add_argument("--layer", action="append", metavar="NAME", help="only these layers (repeatable)")
     p.add_argument("--named", action="store_true", help="only layers with a friendly alias")
-    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_layers)
 
     p = sub.add_parser("predict", help="top-k ImageNet classes for images")
@@ -32,7 +30,6 @@ def register(sub) -> None:
     model_options(p)
     run_options(p, jobs=False)
     p.add_argument("--top-k", type=positive_int, default=5, help="how many classes (default 5)")
-    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("activations", help="capture activations at named layers (forward truncated)")
@@ -48,7 +45,7 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_samples)
 
 
-def cmd_models(args) -> None:
+def cmd_models(args) -> list[dict]:
     rows = []
     for entry in ZOO.values():
         try:
@@ -59,16 +56,14 @@ def cmd_models(args) -> None:
         rows.append({"name": entry.name, "input_size": entry.preprocess.input_size,
                      "weights": "hand-crafted, no weights" if entry.handcrafted else status,
                      "description": entry.description})
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return
     width = max(len(r["name"]) for r in rows)
     for r in rows:
         print(f"{r['name']:<{width}}  {r['input_size']:>4}px  {r['description']}  [{r['weights']}]")
     print("\nUser models: --model path/to/file.py:factory  or  --model model.pt (TorchScript)")
+    return rows
 
 
-def cmd_layers(args) -> None:
+def cmd_layers(args) -> dict:
     model = load(args)
     if args.layer:
         rows = [get_layer(model, n) for n in args.layer]
@@ -76,29 +71,25 @@ def cmd_layers(args) -> None:
         rows = list_layers(model)
         if args.named:
             rows = [r for r in rows if r.alias]
-    if args.json:
-        print(json.dumps({**model.settings(), "layers": [r.to_dict() for r in rows]}, indent=2))
-        return
     print(f"# {model.name}: input 3x{model.input_size}x{model.input_size}; rf/stride/offset in input pixels "
           "(offset = centre of unit (0,0); 'all' = whole image; ~ = approximate)")
     print(format_table(rows))
+    return {**model.settings(), "layers": [r.to_dict() for r in rows]}
 
 
-def cmd_predict(args) -> None:
+def cmd_predict(args) -> dict:
     images = [load_image(src) for src in args.images]  # validate every input before any work
     model = load(args)
     results = model.predict(images, k=args.top_k)
-    if args.json:
-        out = [{"image": src, "top": [p.__dict__ for p in preds]} for src, preds in zip(args.images, results)]
-        print(json.dumps({**model.settings(), "predictions": out}, indent=2))
-        return
     for src, preds in zip(args.images, results):
         print(src)
         for rank, p in enumerate(preds, 1):
             print(f"  {rank}. {p.name:<32} {p.probability:6.3f}  (class {p.index})")
+    out = [{"image": src, "top": [p.__dict__ for p in preds]} for src, preds in zip(args.images, results)]
+    return {**model.settings(), "predictions": out}
 
 
-def cmd_activations(args) -> None:
+def cmd_activations(args) -> dict:
     if args.out:
         out_file(args.out, ".safetensors", args.force)
     image = load_image(args.image)
@@ -106,6 +97,8 @@ def cmd_activations(args) -> None:
     start = time.perf_counter()
     feats = capture(model, model.prepare(image), args.layer)
     seconds = time.perf_counter() - start
+    table = {name: {"shape": list(t.shape[1:]), "mean": float(t.mean()), "max": float(t.max()),
+                    "positive": float((t > 0).float().mean())} for name, t in feats.items()}
     for name, t in feats.items():
         print(f"{name:<28} shape {'x'.join(map(str, t.shape[1:])):<14} mean {t.mean():9.4f}  "
               f"max {t.max():9.4f}  >0 {float((t > 0).float().mean()):.2f}")
@@ -116,6 +109,7 @@ def cmd_activations(args) -> None:
                      settings=json.dumps(settings))
         write_json(settings, Path(args.out).with_suffix(".json"))
         print(f"wrote {args.out}")
+    return {**model.settings(), "layers": table, "milliseconds": round(seconds * 1000, 1)}
 
 
 def cmd_samples(args) -> None:

@@ -66,6 +66,7 @@ def _integer_at_least(low: int, what: str):
 
 
 positive_int = _integer_at_least(1, "a positive integer")
+at_least_two = _integer_at_least(2, "an integer >= 2")
 non_negative_int = _integer_at_least(0, "an integer >= 0")
 
 

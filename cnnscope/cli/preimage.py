@@ -144,7 +144,7 @@ def parse_window(text: str | None):
         raise CnnscopeError(f"--window {text}: expected y0:y1,x0:x1") from None
 
 
-def cmd_invert(args) -> None:
+def cmd_invert(args) -> dict | list:
     load_image(args.image)  # validate before loading models
     window = parse_window(args.window)
     models, prior, cfg, out, recipe = setup(args, "invert")
@@ -166,6 +166,7 @@ def cmd_invert(args) -> None:
                   f"to the original {sum(a['rms_distance_to_original']) / len(a['rms_distance_to_original']):.4f}")
     print(f"wrote {out / summary['grid']}")
     finish(summary["interrupted"], INTERRUPTED)
+    return summary
 
 
 def judged(unit: dict) -> str:
@@ -191,7 +192,7 @@ def channel_targets(model, layer: str, channels: list[int], where: str, y=None, 
     return [Target(where, c, y, x) for c in channels]
 
 
-def cmd_maximize(args) -> None:
+def cmd_maximize(args) -> dict | list:
     models, prior, cfg, out, recipe = setup(args, "maximize")
     if args.diversity and args.batch < 2:
         raise CnnscopeError("--diversity needs --batch 2 or more (pictures per unit to tell apart)")
@@ -218,9 +219,10 @@ def cmd_maximize(args) -> None:
               f"{u['final_activation']:9.3f}   ({u['activation_ratio']:.2f}x the natural-image max){judged(u)}")
     print(f"wrote {out / summary['grid']}")
     finish(summary["interrupted"], INTERRUPTED)
+    return summary
 
 
-def cmd_caricature(args) -> None:
+def cmd_caricature(args) -> dict | list:
     load_image(args.image)
     models, prior, cfg, out, recipe = setup(args, "caricature")
     default_layer(args, models)
@@ -233,9 +235,10 @@ def cmd_caricature(args) -> None:
               f"(1 at the input; {took(u['seconds'])})")
     print(f"wrote {out / summary['grid']}")
     finish(summary["interrupted"], INTERRUPTED)
+    return summary
 
 
-def cmd_accentuate(args) -> None:
+def cmd_accentuate(args) -> dict | list:
     load_image(args.image)
     models, prior, cfg, out, recipe = setup(args, "accentuate")
     if len(models) > 1:
@@ -261,3 +264,4 @@ def cmd_accentuate(args) -> None:
               f"{u['final_activation']:9.3f} (anchored at {u['anchor_layer']}){judged(u)}")
     print(f"wrote {out / summary['grid']}")
     finish(summary["interrupted"], INTERRUPTED)
+    return summary

@@ -109,7 +109,7 @@ def _ids(text: str | None, valid: tuple[str, ...], what: str) -> tuple[str, ...]
     return ids
 
 
-def cmd_reproduce(args) -> None:
+def cmd_reproduce(args) -> dict | list:
     ids = _ids(args.findings, FINDINGS, "finding") if args.findings is not None else DEFAULT
     if args.transforms is not None:
         chosen = _ids(args.transforms, TRANSFORMS, "transform")
@@ -133,6 +133,7 @@ def cmd_reproduce(args) -> None:
     for f in findings:
         print(f"{f['id']:<30} {f['verdict']:<15} ({f['n_images']} images)")
     print(f"wrote {out / 'findings.json'}, findings.html")
+    return findings
 
 
 def cmd_demo(args) -> None:

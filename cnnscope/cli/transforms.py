@@ -121,7 +121,7 @@ def _provided(*models):
     return [m.job_spec() for m in models]
 
 
-def cmd_equivariance(args) -> None:
+def cmd_equivariance(args) -> dict | list:
     out = out_dir(args.out)
     transform = Transform.parse(args.transform)
     model = load(args)
@@ -155,6 +155,7 @@ def cmd_equivariance(args) -> None:
               + f"{r['learned_r2']:9.3f}{r['invariant_channels']:>9}/{r['channels']:<6}"
               + f"{r['null_invariant_channels']:>6}{r['ridge']:9.0e}")
     print(f"wrote {out / (name + '.csv')}, {name}.png, {name}.json, {name}_maps.safetensors")
+    return result
 
 
 def _feature_equivariance(args, model, transform, out) -> None:
@@ -181,9 +182,10 @@ def _feature_equivariance(args, model, transform, out) -> None:
             fit = r["relative_error"].get(key + "_fit")
             print(f"{key:<16}{value:8.3f}" + (f"   (fit {fit:.3f})" if fit is not None else ""))
     print(f"wrote {out / (job.key + '.csv')}, {job.key}.png, {job.key}.json, {job.key}_maps.safetensors")
+    return r
 
 
-def cmd_stitch(args) -> None:
+def cmd_stitch(args) -> dict | list:
     out = out_dir(args.out)
     a, b = load(args, "a"), load(args, "b")
     conv = a.profile.conv_layers
@@ -204,9 +206,10 @@ def cmd_stitch(args) -> None:
     print(f"# {metric.replace('_', ' ')} on held-out images ({args.fit:.0%} of them used to fit)")
     print(format_table(table))
     print(f"wrote {out / (name + '.csv')}, {name}.png, {name}.json, {name}_stitches.safetensors")
+    return {"metric": metric, "table": table}
 
 
-def cmd_cka(args) -> None:
+def cmd_cka(args) -> dict | list:
     out = out_dir(args.out)
     a, b = load(args, "a"), load(args, "b")
     la, lb = expand_layers(a, args.layers), expand_layers(b, args.layers)
@@ -221,6 +224,7 @@ def cmd_cka(args) -> None:
     for x, row in zip(la, matrix):
         print(f"{x:<{width}}" + "".join(f"{v:9.2f}" for v in row))
     print(f"wrote {out / (name + '.png')}")
+    return run.outcomes[0].results
 
 
 def cmd_train_small(args) -> None:

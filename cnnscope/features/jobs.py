@@ -26,6 +26,10 @@ class HogResult(Result):
     image_shape: list[int]
     glyphs: np.ndarray = field(metadata={"json": False})
 
+    def pictures(self) -> list[tuple[torch.Tensor, str]]:
+        glyphs = torch.from_numpy(np.asarray(self.glyphs, dtype=np.float32))
+        return [(glyphs.expand(3, -1, -1), f"HOG {self.features_shape[1]}x{self.features_shape[2]} cells")]
+
 
 @dataclass(frozen=True)
 class HogJob(Job):

@@ -23,12 +23,15 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from tqdm import tqdm
+from PIL import Image
 
 from ..device import follow_environment
 from ..errors import CnnscopeError
+from ..images import tensor_to_uint8
 from ..models import MODULE_PREFIX, Model, ModelSpec
+from ..progress import Progress, units
 from ..store import finished, json_safe, write_json
+from ..viz.notebook import contact_sheet, png_bytes, result_html
 
 
 def plain(value):
@@ -49,10 +52,16 @@ def plain(value):
 
 
 class Result:
-    """Base of the typed results jobs return. ``to_json`` gives the record's "results": every field but
-    tensors and those marked ``field(metadata={"json": False})`` (pictures, fitted modules: they go to files)."""
+    """Base of the typed results jobs return.
+
+    ``to_json`` gives the record's "results": every field but tensors and those marked
+    ``field(metadata={"json": False})`` (pictures, fitted modules: they go to files). In a notebook a result
+    shows itself (``_repr_png_``: its pictures with their scores; ``_repr_html_``: those and its record as
+    tables); ``images`` are its pictures as PIL images; ``save(folder)`` writes what the CLI writes for its job.
+    """
 
     interrupted: bool = False  # a solver stopped by Ctrl-C returns its best so far with this set
+    job: Job | None = None  # the job that computed it (set by the engine and the top-level calls)
 
     def to_json(self) -> dict:
         out = {}
@@ -63,6 +72,36 @@ class Result:
         if self.interrupted:
             out["interrupted"] = True
         return json_safe(out)
+
+    def pictures(self) -> list[tuple[torch.Tensor, str]]:
+        """The result's pictures ([3,H,W] in [0,1]) each with a short caption (its score); none by default."""
+        return []
+
+    def columns(self) -> int | None:
+        """Pictures per row when shown (None: as many as fit, up to 8)."""
+        return None
+
+    @property
+    def images(self) -> list[Image.Image]:
+        """The pictures as PIL images (RGB, 8 bits), in order."""
+        return [Image.fromarray(tensor_to_uint8(p)) for p, _ in self.pictures()]
+
+    def _repr_png_(self) -> bytes | None:
+        pictures = self.pictures()
+        if not pictures:
+            return None  # a table-only result: the notebook shows _repr_html_
+        return png_bytes(contact_sheet([p for p, _ in pictures], [c for _, c in pictures], self.columns()))
+
+    def _repr_html_(self) -> str:
+        title = type(self).__name__ + (f" ({self.job.key})" if self.job is not None else "")
+        return result_html(title, self.to_json(), self._repr_png_())
+
+    def save(self, folder: str | Path) -> list[str]:
+        """Write the job's files and its JSON record under `folder`, exactly as the CLI does (a run of the same
+        job there later reuses them); return the files' paths relative to `folder`."""
+        if self.job is None:
+            raise CnnscopeError(f"this {type(self).__name__} was not made by a job: nothing says how to save it")
+        return record_job(Path(folder), self.job, self)[1]
 
 
 @dataclass(frozen=True)
@@ -154,8 +193,9 @@ def gpus_for(job: Job) -> int:
 
 
 # ------------------------------------------------------------------------------------------ one job
-def run_job(out: str, job: Job) -> tuple[dict, list[str], float, Result | None]:
-    """Compute one job and write its files, then its record. Top level so worker processes can run it."""
+def compute_job(job: Job) -> tuple[Result, float]:
+    """Compute one job in this process, seeded and single-threaded as the engine always runs it (so the
+    Python API and the CLI give the same bytes); the result remembers its job. Returns it and the seconds."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a job's bits must not depend on how many jobs run side by side
     follow_environment()
@@ -165,11 +205,24 @@ def run_job(out: str, job: Job) -> tuple[dict, list[str], float, Result | None]:
         start = time.perf_counter()
         result = job.compute(*models)
         seconds = time.perf_counter() - start
-        files = job.write(Path(out), result)
-        results = result.to_json()
-        write_json({"settings": job.settings(), "results": results, "files": files}, Path(out) / f"{job.key}.json")
     finally:
         torch.set_num_threads(threads)
+    result.job = job
+    return result, seconds
+
+
+def record_job(out: Path, job: Job, result: Result) -> tuple[dict, list[str]]:
+    """Write a computed job's files, then its record (last and atomically: the record means "done")."""
+    files = job.write(out, result)
+    results = result.to_json()
+    write_json({"settings": job.settings(), "results": results, "files": files}, out / f"{job.key}.json")
+    return results, files
+
+
+def run_job(out: str, job: Job) -> tuple[dict, list[str], float, Result | None]:
+    """Compute one job and write its files, then its record. Top level so worker processes can run it."""
+    result, seconds = compute_job(job)
+    results, files = record_job(Path(out), job, result)
     return results, files, seconds, result
 
 
@@ -215,14 +268,22 @@ def execute(jobs: Sequence[Job], out: str | Path, *, workers: int = 1, ray: str 
             pending.append(job)
         else:
             outcomes[job.key] = Outcome(job, record["results"], record["files"], reused=True)
-    bar = tqdm(total=len(jobs), initial=len(jobs) - len(pending), desc=desc, unit="job", smoothing=0.1,
-               disable=None if progress and len(jobs) > 1 else True)
     start, interrupted = time.perf_counter(), False
+    with units(len(jobs), desc, "job", done=len(jobs) - len(pending), show=progress) as bar:
+        interrupted = _execute(pending, out, workers, ray, outcomes, bar)
+    ordered = [outcomes[k] for k in keys if k in outcomes]
+    interrupted = interrupted or any(o.results.get("interrupted") for o in ordered)
+    return Run(ordered, interrupted, time.perf_counter() - start)
+
+
+def _execute(pending: list[Job], out: Path, workers: int, ray: str | None, outcomes: dict, bar: Progress) -> bool:
+    """Run the pending jobs into `outcomes`; True when Ctrl-C (or a solver that caught it) stopped them."""
+    interrupted = False
 
     def done(job: Job, value: tuple) -> bool:
         results, files, seconds, result = value
         outcomes[job.key] = Outcome(job, results, files, reused=False, seconds=seconds, result=result)
-        bar.update(1)
+        bar.update(1, note=f"{job.key} ({seconds:.1f} s)")
         return bool(results.get("interrupted"))
 
     try:
@@ -237,11 +298,7 @@ def execute(jobs: Sequence[Job], out: str | Path, *, workers: int = 1, ray: str 
             _run_processes(pending, out, workers, done)
     except KeyboardInterrupt:
         interrupted = True
-    finally:
-        bar.close()
-    ordered = [outcomes[k] for k in keys if k in outcomes]
-    interrupted = interrupted or any(o.results.get("interrupted") for o in ordered)
-    return Run(ordered, interrupted, time.perf_counter() - start)
+    return interrupted
 
 
 def _run_processes(jobs: list[Job], out: Path, workers: int, done) -> None:

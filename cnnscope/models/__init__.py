@@ -126,6 +126,7 @@ ZOO: dict[str, ZooEntry] = {
 
 
 def list_models() -> list[ZooEntry]:
+    """The model zoo: every name `load_model` knows, with its description, input size and weights source."""
     return list(ZOO.values())
 
 

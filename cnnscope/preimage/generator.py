@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from ..data import load_images, random_crops
 from ..device import of as device_of
@@ -27,6 +26,7 @@ from ..images import load_image
 from ..layers import Capture
 from ..memory import check_bytes
 from ..models import Model
+from ..progress import steps
 from ..store import load_tensors, save_tensors
 from .objectives import Context, Representation
 from .style import default_content_layer, default_style_layers, style_objective, style_target
@@ -188,10 +188,9 @@ def train_generator(model: Model, settings: NetSettings, out: str | Path, *, res
     started = time.perf_counter()
     interrupted = False
     with Capture(model, need) as phi:
-        bar = tqdm(range(start_iter, settings.iters), desc=f"train {settings.mode} net",
-                   disable=None if progress else True, initial=start_iter, total=settings.iters)
+        bar = steps(settings.iters, f"train {settings.mode} net", show=progress, done=start_iter)
         try:
-            for it in bar:
+            for it in range(start_iter, settings.iters):
                 gen = torch.Generator().manual_seed(settings.seed * 1_000_003 + it)  # data stream fixed per step
                 if settings.mode == "texture":
                     images = net(net.noise(settings.batch, settings.size, gen))
@@ -208,8 +207,9 @@ def train_generator(model: Model, settings: NetSettings, out: str | Path, *, res
                 loss.backward()
                 opt.step()
                 history.append(float(loss.detach()))
+                bar.update(1)
                 if len(history) % 10 == 0:
-                    bar.set_postfix(loss=f"{history[-1]:.4g}")
+                    bar.postfix(f"loss={history[-1]:.4g}")
                 if (it + 1) % save_every == 0 or it + 1 == settings.iters:
                     save_checkpoint(out, net, opt, settings, it + 1, history)
         except KeyboardInterrupt:  # keep every finished step: history has one entry per completed step

@@ -50,8 +50,8 @@ class PictureResult(Result):
 
     Attributes
     ----------
-    images : Tensor
-        [N,3,H,W] in [0,1] (not in the record: they are the PNGs).
+    tensors : Tensor
+        [N,3,H,W] in [0,1] (not in the record: they are the PNGs; ``images`` gives them as PIL images).
     energy : list of float
         Final objective per picture.
     terms : dict
@@ -62,23 +62,26 @@ class PictureResult(Result):
         Ctrl-C stopped the solver; the pictures are its best so far.
     """
 
-    images: torch.Tensor = field(metadata=PICTURES)
+    tensors: torch.Tensor = field(metadata=PICTURES)
     energy: list[float]
     terms: dict
     iterations: int
     interrupted: bool = False
 
+    def pictures(self) -> list[tuple[torch.Tensor, str]]:
+        return [(t, f"E {e:.4g}") for t, e in zip(self.tensors, self.energy)]
+
 
 def _pictures(r: PreimageResult) -> dict:
-    return {"images": r.images, **_solver_fields(r), "interrupted": r.interrupted}
+    return {"tensors": r.images, **_solver_fields(r), "interrupted": r.interrupted}
 
 
 class PictureJob(Job):
     """Base of the jobs whose output is pictures: PNGs named after the key."""
 
     def write(self, out: Path, result: PictureResult) -> list[str]:
-        files = png_names(self.key, len(result.images))
-        for image, name in zip(result.images, files):
+        files = png_names(self.key, len(result.tensors))
+        for image, name in zip(result.tensors, files):
             save_image(image, out / name)
         return files
 
@@ -94,6 +97,9 @@ class InvertResult(PictureResult):
     naturalness: list[dict] = field(default_factory=list)
     judge_top5_overlap: list[dict] | None = None
     ambiguity: dict | None = None
+
+    def pictures(self) -> list[tuple[torch.Tensor, str]]:
+        return [(t, f"error {e:.3f}") for t, e in zip(self.tensors, self.normalised_error)]
 
 
 @dataclass(frozen=True)
@@ -145,6 +151,9 @@ class ActivationResult(PictureResult):
     naturalness: list[dict] = field(default_factory=list)
     judge_rank: list[dict] | None = None
     anchor_layer: str | None = None
+
+    def pictures(self) -> list[tuple[torch.Tensor, str]]:
+        return [(t, f"{r:.3g}x natural max") for t, r in zip(self.tensors, self.activation_ratio)]
 
 
 def _activation_result(model: Model, r: PreimageResult, info: dict, targets, batch: int, judge: bool):
@@ -219,6 +228,9 @@ class CaricatureResult(PictureResult):
     relative_response: float = 0.0
     naturalness: list[dict] = field(default_factory=list)
 
+    def pictures(self) -> list[tuple[torch.Tensor, str]]:
+        return [(t, f"response x{self.relative_response:.2f}") for t in self.tensors]
+
 
 @dataclass(frozen=True)
 class CaricatureJob(PictureJob):
@@ -254,6 +266,9 @@ class StyleResult(PictureResult):
     gram_after: dict = field(default_factory=dict)
     gram_total_before: float = 0.0
     gram_total_after: float = 0.0
+
+    def pictures(self) -> list[tuple[torch.Tensor, str]]:
+        return [(t, f"Gram {self.gram_total_after:.3g}") for t in self.tensors]
 
 
 def _style_result(r: PreimageResult, info: dict) -> StyleResult:

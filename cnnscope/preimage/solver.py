@@ -15,11 +15,11 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from .. import memory
 from ..errors import CnnscopeError
 from ..layers import Capture
+from ..progress import steps
 from .objectives import B_PLUS, Context, Objective
 from .param import Parametrization, PixelParam
 from .robustness import Pipeline, Shift, parse_transforms
@@ -229,7 +229,7 @@ def solve(model, objective: Objective, start: Parametrization | torch.Tensor,
     start_time = time.perf_counter()
     step = 0
     interrupted = False
-    bar = tqdm(total=cfg.iters, desc=cfg.desc, disable=None if cfg.progress else True, leave=False, unit="it")
+    bar = steps(cfg.iters, cfg.desc, show=cfg.progress)
     try:
         if cfg.optimizer == "lbfgs":
             # no tolerance stops: normalised energies have tiny gradients in 0-255 units; `iters` decides
@@ -284,7 +284,7 @@ def solve(model, objective: Objective, start: Parametrization | torch.Tensor,
                 history.append(float(e.detach().mean()))
                 bar.update(1)
                 if step % 20 == 0:
-                    bar.set_postfix(E=f"{history[-1]:.4g}")
+                    bar.postfix(f"E={history[-1]:.4g}")
     except KeyboardInterrupt:
         interrupted = True
     finally:

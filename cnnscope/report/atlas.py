@@ -78,7 +78,7 @@ class PatchesResult(Result):
     """Per channel (str), the top images: their slug, the best unit's (y, x) and its response; `tiles` are
     the receptive-field crops tiled 3 wide (one picture per channel)."""
 
-    images: list[str]
+    sources: list[str]
     channels: dict
     tiles: dict = field(metadata={"json": False})
 

@@ -10,8 +10,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm import tqdm
-
 from ..backprop.runs import COLUMNS, default_rows, run_saliency
 from ..errors import CnnscopeError
 from ..features.jobs import HogJob
@@ -24,6 +22,7 @@ from ..preimage.jobs import InvertJob, StyleJob, TextureJob
 from ..preimage.presets import auto_jitter, resolve_settings
 from ..preimage.recipes import get_recipe
 from ..preimage.runs import run_caricature, run_invert, run_maximize
+from ..progress import units
 from ..store import write_json, write_text
 from ..transforms.handcrafted import FeatureEquivarianceJob
 from ..transforms.jobs import CkaJob
@@ -258,8 +257,10 @@ def run_demo(out: str | Path = "demo-out", model_name: str | None = None,
                                            "preimage_iters": preimage_iters})
     start = time.perf_counter()
     sections = []
-    for _name, fn in tqdm(SECTIONS, desc="demo", unit="section", disable=None):  # quiet off a terminal
-        sections.append(fn(ctx))
+    with units(len(SECTIONS), "demo", "section") as bar:
+        for name, fn in SECTIONS:
+            sections.append(fn(ctx))
+            bar.update(1, note=name)
     ctx.settings["seconds"] = round(time.perf_counter() - start, 2)
     write_json(ctx.settings, out / "demo.json")
     intro = (f"<p>Model <b>{model.name}</b> (weights: {html.escape(Path(model.weights).name)}). "

@@ -8,8 +8,6 @@ workers or Ray.
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
 import math
 from dataclasses import dataclass
@@ -28,7 +26,7 @@ from ..layers import get_layer
 from ..models import Model, ModelSpec, small_model
 from ..preimage.presets import Prior, ambiguity, invert, reconstruction_error, sized_preprocess
 from ..preimage.solver import SolverConfig
-from ..store import write_json, write_text
+from ..store import write_csv, write_json, write_text
 from ..targets import Target
 from ..transforms.handcrafted import FeatureEquivarianceJob
 from ..transforms.smallnets import train_small
@@ -267,9 +265,7 @@ def write_findings(out: Path, run: Run) -> list[dict]:
     for o in run.outcomes:
         f = o.results
         rows = _flat(f["measured"])
-        buf = io.StringIO()
-        csv.writer(buf).writerows([("measure", "value"), *rows])
-        write_text(buf.getvalue(), out / f"{f['id']}.csv")
+        write_csv(["measure", "value"], rows, out / f"{f['id']}.csv")
         table = html.table(("measure", "value"), rows, max_rows=80)
         figure = "".join(html.figure(name, f["id"]) for name in o.files)
         body = (f"<p><b>Claim.</b> {escape(f['claim'])}</p><p><b>Expected.</b> {escape(f['expected'])}</p>"

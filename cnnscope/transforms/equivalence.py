@@ -19,11 +19,11 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from ..errors import CnnscopeError
 from ..layers import Capture, resolve
 from ..models import Model
+from ..progress import iterate
 
 
 class Stitch(nn.Module):
@@ -307,7 +307,7 @@ def fit_task(stitch: Stitch, rest: RestOfNetwork, fa: torch.Tensor, labels: torc
         stitch.eval()
         losses.append(validation_loss(stitch, rest, *validation))
         best_state = {k: v.detach().clone() for k, v in stitch.state_dict().items()}
-    for epoch in tqdm(range(1, epochs + 1), desc="task-loss stitch", disable=None if progress else True, leave=False):
+    for epoch in iterate(range(1, epochs + 1), "task-loss stitch", "epoch", show=progress):
         stitch.train()
         order = torch.randperm(n, generator=gen)
         for i in range(0, n, batch):
@@ -380,7 +380,7 @@ def stitch_experiment(model_a: Model, model_b: Model, layers: Sequence[str | tup
     b_pred = b_logits.argmax(1)
     rows = []
     baseline = {"A": error_rates(a_logits, test_labels, b_pred), "B": error_rates(b_logits, test_labels, b_pred)}
-    for item in tqdm(layers, desc="stitch layers", disable=None if progress else True):
+    for item in iterate(layers, "stitch layers", "layer", show=progress):
         la, lb = item if isinstance(item, tuple) else (item, item)
         fa_fit, fa_test = features(model_a, la, xa_fit), features(model_a, la, xa_test)
         fb_fit = features(model_b, lb, xb_fit)

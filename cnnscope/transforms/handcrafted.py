@@ -11,7 +11,7 @@ from ..features.render import render_hog
 from ..jobs import Job, Result
 from ..layers import get_layer
 from ..models import Model, ModelSpec
-from ..store import save_tensors, write_text
+from ..store import save_tensors, write_csv
 from ..viz import save_figure, subplots
 from .regression import apply_map, regression_experiment
 from .transform import Transform
@@ -69,8 +69,8 @@ class FeatureEquivarianceJob(Job):
     def write(self, out: Path, result: FeatureEquivarianceResult) -> list[str]:
         errors = result.relative_error
         held_out = {k: v for k, v in errors.items() if not k.endswith("_fit")}
-        write_text("method,relative_error_held_out,relative_error_fit\n" + "".join(
-            f"{k},{v},{errors.get(k + '_fit', '')}\n" for k, v in held_out.items()), out / f"{self.key}.csv")
+        write_csv(["method", "relative_error_held_out", "relative_error_fit"],
+                  [[k, v, errors.get(k + "_fit")] for k, v in held_out.items()], out / f"{self.key}.csv")
         save_tensors({f"{k}|{part}": t for k, (w, b) in result.maps.items() for part, t in (("weight", w),
                       ("bias", b))}, out / f"{self.key}_maps.safetensors", "cnnscope-equivariance-maps-1")
         _plot_feature_equivariance(self.model.name, result.layer, Transform.parse(self.transform), result.example,

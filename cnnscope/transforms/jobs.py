@@ -6,8 +6,6 @@ Data: `data.image_set` at model A's input size and a seeded shuffled fit/test sp
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,7 +17,7 @@ from ..data import image_set, split
 from ..errors import CnnscopeError
 from ..jobs import Job, Outcome, Result
 from ..models import Model, ModelSpec
-from ..store import load_tensors, save_tensors, write_json, write_text
+from ..store import load_tensors, save_tensors, write_csv, write_json
 from ..viz import cka_heatmap, plot_equivariance, plot_stitch
 from .cka import linear_cka
 from .equivalence import features, stitch_experiment
@@ -94,11 +92,9 @@ def write_equivariance(out: Path, name: str, outcomes: Sequence[Outcome], transf
     cols = ("spatial_only", "permutation", "learned")
     extra = ("learned_r2", "spatial_r2", "ridge", "refined", "invariant_channels", "null_invariant_channels",
              "channels")
-    lines = ["layer,no_transform,uncompensated," + ",".join(cols + extra)]
-    for r in rows:
-        lines.append(",".join(str(v) for v in [r["layer"], first["baseline"]["no_transform"],
-                                               first["baseline"]["uncompensated"], *(r[c] for c in cols + extra)]))
-    write_text("\n".join(lines) + "\n", out / f"{name}.csv")
+    write_csv(["layer", "no_transform", "uncompensated", *cols, *extra],
+              [[r["layer"], first["baseline"]["no_transform"], first["baseline"]["uncompensated"],
+                *(r[c] for c in cols + extra)] for r in rows], out / f"{name}.csv")
     plot_equivariance(result, out / f"{name}.png", model_name)
     maps = {}
     for o in outcomes:
@@ -184,11 +180,7 @@ def write_stitch(out: Path, name: str, outcomes: Sequence[Outcome], metric: str,
     baseline = outcomes[0].results["baseline"]
     rows = [o.results["row"] for o in outcomes]
     table = stitch_table(baseline, rows, metric)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["layer", *STITCH_METHODS])
-    writer.writeheader()
-    writer.writerows(table)
-    write_text(buf.getvalue(), out / f"{name}.csv")
+    write_csv(["layer", *STITCH_METHODS], table, out / f"{name}.csv")
     tensors = {}
     for o in outcomes:
         part, _ = load_tensors(out / o.files[0], "cnnscope-stitches-1", "stitches")

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from ..errors import CnnscopeError
 from ..models import Model, small_model
 from ..models.small import PREPROCESS, SIZE, SMALL_FORMAT, SmallCNN, load_small
+from ..progress import iterate
 from ..store import save_tensors
 from .equivalence import stitch_experiment
 
@@ -76,8 +76,7 @@ def train_small(data: str, seed: int, epochs: int = 8, n_train: int = 4000, n_te
     g = torch.Generator().manual_seed(seed)
     xn, xtn = PREPROCESS.normalize(x), PREPROCESS.normalize(xt)
     history = []
-    for _ in tqdm(range(epochs), desc=f"train-small {data} seed {seed}", disable=None if progress else True,
-                  leave=False):
+    for _ in iterate(range(epochs), f"train-small {data} seed {seed}", "epoch", show=progress):
         net.train()
         order = torch.randperm(n_train, generator=g)
         for i in range(0, n_train, 64):

@@ -1,0 +1,593 @@
+"""One call per method, mirroring the CLI verbs: ``cnnscope.invert(model, image, layer)`` and so on.
+
+Every call takes the model as a zoo name (``"efficientnet_lite0"``), a :class:`cnnscope.Model`, or any
+``torch.nn.Module`` (analysed as a frozen copy: your network is never changed), and images as a path,
+``sample:NAME``, a PIL image, a numpy HxWxC array or a tensor [3,H,W]. Each call builds the verb's job and
+computes it in this process exactly as the CLI would (same seed, same bytes), and returns the job's typed
+result: it shows itself in a notebook, gives ``images`` (PIL) and ``to_json()``, and ``save(folder)`` writes
+what the CLI writes for that job. Bad arguments raise :class:`cnnscope.CnnscopeError` (a ``ValueError``)
+with the CLI's one-line message.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .backprop.jobs import (
+    COLUMNS,
+    SaliencyJob,
+    SaliencyResult,
+    SanityJob,
+    SanityResult,
+    SelectivityJob,
+    SelectivityResult,
+)
+from .backprop.methods import METHODS
+from .backprop.runs import deepest_map, default_rows
+from .data import image_sources, list_folder
+from .device import resolve as resolve_device
+from .errors import CnnscopeError, unknown
+from .features.jobs import HogJob, HogResult
+from .images import load_image, source_stem
+from .jobs import Job, Result, compute_job, model_for, provide
+from .layers import get_layer, resolve
+from .models import DEFAULT_MODEL, Model, ModelSpec, load_model
+from .preimage.jobs import (
+    ActivationResult,
+    CaricatureJob,
+    CaricatureResult,
+    InvertJob,
+    InvertResult,
+    MaximizeJob,
+    StyleJob,
+    StyleResult,
+    TextureJob,
+)
+from .preimage.presets import ALIGNED_TASKS, Prior, auto_jitter, resolve_settings
+from .preimage.recipes import get_recipe
+from .preimage.runs import expand_layers, parse_class, slug
+from .preimage.solver import SolverConfig, check_memory
+from .report.atlas import QUICK, ReportSettings
+from .report.findings import DEFAULT, FINDINGS
+from .report.findings import reproduce as reproduce_findings
+from .report.site import build_report
+from .targets import Target
+from .transforms.jobs import CkaJob, CkaResult, EquivarianceJob, EquivarianceResult, StitchJob, StitchResult
+from .transforms.transform import Transform
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+def as_model(model, device: str | None = None) -> Model:
+    """A zoo name, a `Model` or an ``nn.Module`` as a loaded `Model` the engine knows (loaded once per name).
+
+    Raises
+    ------
+    CnnscopeError
+        An unknown name, or something that is not a model.
+    """
+    if isinstance(model, Model):
+        if device is not None and torch.device(resolve_device(device)) != model.device:
+            raise CnnscopeError(f"model {model.name} is on {model.device}, not {device}: load it with "
+                                f"load_model(..., device={device!r})")
+        loaded = model
+    elif isinstance(model, (str, os.PathLike)):
+        loaded = model_for(ModelSpec(str(model), device=str(resolve_device(device or "auto"))))
+    elif isinstance(model, nn.Module):
+        loaded = load_model(model, device=device or "auto")
+    else:
+        raise CnnscopeError(f"model must be a zoo name, a cnnscope Model or a torch nn.Module, "
+                            f"not {type(model).__name__}")
+    provide(loaded.job_spec(), loaded)
+    return loaded
+
+
+def _image(image):
+    """(what the job records, the picture): a path or sample name stays text, anything else the tensor."""
+    picture = load_image(image)
+    return (str(image) if isinstance(image, (str, os.PathLike)) else picture), picture
+
+
+def _layers(model: Model, layer: str | Sequence[str]) -> tuple[str, ...]:
+    if isinstance(layer, str):
+        return tuple(expand_layers(model, layer))
+    if not isinstance(layer, Sequence) or not all(isinstance(n, str) for n in layer):
+        raise CnnscopeError(f"layer must be a name or a list of names, not {type(layer).__name__}")
+    return tuple(expand_layers(model, ",".join(layer)))
+
+
+def _count(value, name: str, low: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise CnnscopeError(f"{name} must be an integer >= {low}, got {value!r}")
+    return value
+
+
+def _number(value, name: str, low: float | None = 0.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or (low is not None and value < low):
+        bound = f" >= {low:g}" if low is not None else ""
+        raise CnnscopeError(f"{name} must be a finite number{bound}, got {value!r}")
+    return float(value)
+
+
+def _size(size, model: Model) -> int:
+    return model.input_size if size is None else _count(size, "size", 8)
+
+
+def _solver(task: str, model: Model, layers: Sequence[str], size: int, recipe, iters, seed: int, n: int):
+    """(recipe, solver settings, prior) as the CLI resolves them, checked against the memory budget."""
+    rec = get_recipe(recipe, task)
+    if iters is not None:
+        rec = replace(rec, iters=_count(iters, "iters"))
+    if task in ALIGNED_TASKS:
+        rec = replace(rec, transforms="auto")
+    cfg = rec.config(seed=_count(seed, "seed", 0), box=True, jitter=None)
+    check_memory(model, list(layers), n, size, cfg.max_memory_gb)
+    return resolve_settings(task, rec, cfg, None, auto_jitter(model, list(layers), size))
+
+
+def _run(job: Job) -> Result:
+    return compute_job(job)[0]
+
+
+def _class_target(model: Model, target) -> int:
+    if model.profile.logits is None:
+        raise CnnscopeError(f"{model.name} has no classes")
+    if isinstance(target, bool) or not isinstance(target, (int, str)):
+        raise CnnscopeError(f"a class is an index or a name, not {type(target).__name__}")
+    return parse_class(model, str(target))
+
+
+# -------------------------------------------------------------------------------------------- pre-images
+def invert(model, image, layer: str | Sequence[str], *, size: int | None = None, recipe: str | None = None,
+           iters: int | None = None, restarts: int = 1, data_weight: float = 20.0, seed: int = 0,
+           device: str | None = None) -> InvertResult:
+    """Reconstruct `image` from its code at `layer` (Mahendran & Vedaldi): ``cnnscope invert``.
+
+    Parameters
+    ----------
+    model : str, Model or nn.Module
+    image : path, ``sample:NAME``, PIL image, numpy array or tensor
+    layer : str or list of str
+        A layer name (several: the joint code), or ``"stages"``.
+    size : int, optional
+        Picture size in px (default the model's input size).
+    recipe : {"mv", "lucid", "maco"}, optional
+        Default: the measured best for inversion.
+    iters : int, optional
+        Solver steps (default the recipe's).
+    restarts : int
+        Pictures from different noise (reconstruction ambiguity).
+    data_weight : float
+        Weight C of the data term.
+    seed : int
+    device : str, optional
+        "auto", "cpu", "cuda", … for a model given by name or module.
+
+    Returns
+    -------
+    InvertResult
+        ``images`` / ``tensors`` the pictures; ``normalised_error`` ||Φ(x*) − Φ0||² / ||Φ0||² per picture;
+        ``naturalness``; ``judge_top5_overlap`` (Lite models); ``energy``, ``terms``, ``iterations``.
+    """
+    model = as_model(model, device)
+    source, _ = _image(image)
+    layers = _layers(model, layer)
+    s = _size(size, model)
+    restarts = _count(restarts, "restarts")
+    rec, cfg, prior = _solver("invert", model, layers, s, recipe, iters, seed, restarts)
+    key = slug(f"invert_{model.name}_{source_stem(image)}_{'+'.join(layers)}")
+    return _run(InvertJob(key, model.job_spec(), source, layers, s, rec, cfg, prior,
+                          _number(data_weight, "data_weight"), restarts))
+
+
+def _unit_targets(model: Model, layer: str, channels, classes, where: str) -> list[Target]:
+    if where not in ("neuron", "channel"):
+        raise CnnscopeError(f"where must be 'neuron' or 'channel', not {where!r}")
+    if classes is not None:
+        names = [classes] if isinstance(classes, (int, str)) else list(classes)
+        return [Target("class", _class_target(model, c)) for c in names]
+    chans = [channels] if isinstance(channels, int) else list(channels)
+    width = get_layer(model, layer).channels or 1
+    for c in chans:
+        if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < width:
+            raise CnnscopeError(f"channel {c!r} is out of range: {layer} has {width} channels (0-{width - 1})")
+    return [Target(where, c) for c in chans]
+
+
+def maximize(model, layer: str | None = None, channels: int | Sequence[int] = 0, *,
+             classes: int | str | Sequence[int | str] | None = None, where: str = "neuron", batch: int = 1,
+             size: int | None = None, recipe: str | None = None, iters: int | None = None, data_weight: float = 20.0,
+             seed: int = 0, device: str | None = None) -> ActivationResult:
+    """Pictures that excite units (activation maximisation): ``cnnscope maximize``.
+
+    Parameters
+    ----------
+    model : str, Model or nn.Module
+    layer : str, optional
+        The units' layer (default the logits when `classes` is given).
+    channels : int or list of int
+        Channels of `layer`, solved together.
+    classes : int, str or list, optional
+        Class indices or names instead of channels.
+    where : {"neuron", "channel"}
+        The centre neuron of each channel, or the channel's spatial mean.
+    batch : int
+        Pictures per unit.
+    size, recipe, iters, data_weight, seed, device
+        As for `invert` (default recipe: the measured best for visualisation).
+
+    Returns
+    -------
+    ActivationResult
+        Per picture ``start_activation`` and ``final_activation`` of its unit, ``reference_scale`` (the unit's
+        largest response on natural images), ``activation_ratio`` (final / reference), ``naturalness``,
+        ``judge_rank`` (class units: the class's rank for the other Lite models).
+    """
+    model = as_model(model, device)
+    if layer is None:
+        if classes is None or model.profile.logits is None:
+            raise CnnscopeError("give a layer (or classes, for a model with a classifier)")
+        layer = model.profile.logits
+    layer = _layers(model, layer)[0]
+    targets = tuple(_unit_targets(model, layer, channels, classes, where))
+    s = _size(size, model)
+    batch = _count(batch, "batch")
+    rec, cfg, prior = _solver("maximize", model, [layer], s, recipe, iters, seed, len(targets) * batch)
+    labels = [t.label() for t in targets]
+    key = slug(f"maximize_{model.name}_{layer}_{labels[0]}" + (f"-{labels[-1]}" if len(labels) > 1 else ""))
+    return _run(MaximizeJob(key, model.job_spec(), layer, targets, s, rec, cfg, prior,
+                            _number(data_weight, "data_weight"), batch))
+
+
+def caricature(model, image, layer: str, *, size: int | None = None, recipe: str | None = None,
+               iters: int | None = None, data_weight: float = 20.0, seed: int = 0,
+               device: str | None = None) -> CaricatureResult:
+    """Start at `image` and emphasise what `layer` sees in it (M&V IJCV'16): ``cnnscope caricature``.
+
+    Returns
+    -------
+    CaricatureResult
+        The picture; ``relative_response`` <Φ(x0), Φ(x)> / ||Φ(x0)||² (1 at the input); ``naturalness``.
+    """
+    model = as_model(model, device)
+    source, _ = _image(image)
+    layer = _layers(model, layer)[0]
+    s = _size(size, model)
+    rec, cfg, prior = _solver("caricature", model, [layer], s, recipe, iters, seed, 1)
+    key = slug(f"caricature_{model.name}_{source_stem(image)}_{layer}")
+    return _run(CaricatureJob(key, model.job_spec(), source, layer, s, rec, cfg, prior,
+                              _number(data_weight, "data_weight")))
+
+
+def _style_solver(iters, seed: int, texture: bool) -> tuple[SolverConfig, Prior]:
+    """The CLI's texture/style settings: Adam, no prior (texture, as Gatys) or a light TV term (style)."""
+    cfg = SolverConfig(iters=300 if iters is None else _count(iters, "iters"), optimizer="adam", lr=0.05,
+                       seed=_count(seed, "seed", 0), jitter=0)
+    prior = Prior.none() if texture else Prior(tv_weight=0.1, alpha_weight=0)
+    return cfg, prior
+
+
+def _style_layers(model: Model, layers) -> tuple[str, ...] | None:
+    return None if layers is None else _layers(model, layers)
+
+
+def texture(model, image, *, size: int | None = None, layers: Sequence[str] | None = None,
+            iters: int | None = None, seed: int = 0, device: str | None = None) -> StyleResult:
+    """Texture synthesis (Gatys et al.): a picture with `image`'s Gram statistics: ``cnnscope texture``.
+
+    Returns
+    -------
+    StyleResult
+        The texture; ``gram_before`` / ``gram_after`` per layer and their totals.
+    """
+    model = as_model(model, device)
+    source, _ = _image(image)
+    s = _size(size, model)
+    chosen = _style_layers(model, layers)
+    cfg, prior = _style_solver(iters, seed, True)
+    key = slug(f"texture_{model.name}_{source_stem(image)}")
+    return _run(TextureJob(key, model.job_spec(), source, s, chosen, cfg, prior))
+
+
+def stylize(model, content, style, *, size: int | None = None, style_layers: Sequence[str] | None = None,
+            content_layer: str | None = None, style_weight: float = 10.0, iters: int | None = None, seed: int = 0,
+            device: str | None = None) -> StyleResult:
+    """Style transfer: `content`'s layout with `style`'s Gram statistics: ``cnnscope style``.
+
+    Returns
+    -------
+    StyleResult
+        The stylised picture; ``gram_before`` / ``gram_after`` per layer and their totals.
+    """
+    model = as_model(model, device)
+    c_source, _ = _image(content)
+    s_source, _ = _image(style)
+    if content_layer is not None:
+        content_layer = _layers(model, content_layer)[0]
+    s = _size(size, model)
+    cfg, prior = _style_solver(iters, seed, False)
+    key = slug(f"style_{model.name}_{source_stem(content)}_{source_stem(style)}")
+    return _run(StyleJob(key, model.job_spec(), c_source, s_source, s, content_layer,
+                         _style_layers(model, style_layers), cfg, prior, _number(style_weight, "style_weight")))
+
+
+# ----------------------------------------------------------------------------------------------- backprop
+def saliency(model, image, *, target: int | str | None = None, layer: str | None = None,
+             channel: int | None = None, methods: str | Sequence[str] = COLUMNS, device: str | None = None
+             ) -> SaliencyResult:
+    """DeConvNet / SaliNet / DeSaliNet maps of `image` (the seed's comparison): ``cnnscope saliency``.
+
+    Parameters
+    ----------
+    target : int or str, optional
+        A class (index or name). Default: the seed's two rows (the deepest feature map's code, the top class).
+    layer, channel : optional
+        Start from `layer`'s code (``channel`` None) or from its centre neuron of `channel` instead.
+    methods : str or list of str
+        Among "deconvnet", "salinet", "desalinet" (default all three).
+
+    Returns
+    -------
+    SaliencyResult
+        ``maps[(target label, method)]`` raw signed [3,H,W] maps; ``rows`` the targets with captions;
+        ``images`` the image and the rendered maps.
+    """
+    model = as_model(model, device)
+    source, picture = _image(image)
+    names = [methods] if isinstance(methods, str) else list(methods)
+    for m in names:
+        if m not in METHODS:
+            raise unknown("method", m, METHODS)
+    if target is not None:
+        rows = [Target("class", _class_target(model, target), layer=model.profile.logits)]
+    elif layer is not None:
+        resolve(model, layer)
+        rows = [Target("features", layer=layer) if channel is None else Target("neuron", channel, layer=layer)]
+    else:
+        rows = default_rows(model, picture)
+    key = slug(f"saliency_{source_stem(image)}")
+    return _run(SaliencyJob(key, model.job_spec(), source, tuple(rows), tuple(names)))
+
+
+def selectivity(model, layer: str | None = None, *, images: str | None = None, limit: int = 20, neurons: int = 4,
+                seed: int = 0, device: str | None = None) -> SelectivityResult:
+    """Are backprop maps specific to the neuron they start from? (M&V ECCV'16): ``cnnscope selectivity``.
+
+    Returns
+    -------
+    SelectivityResult
+        ``correlations[method]``: mean correlation of maps from the max neuron vs random neurons, vs a random
+        direction, and between random neurons (high = not neuron-selective); ``count`` images used.
+    """
+    model = as_model(model, device)
+    image_sources(images, _count(limit, "limit"))
+    layer = layer or deepest_map(model)
+    if layer is None:
+        raise CnnscopeError(f"give a layer for {model.name}")
+    resolve(model, layer)
+    return _run(SelectivityJob("selectivity", model.job_spec(), layer, images, limit, _count(neurons, "neurons", 2),
+                               _count(seed, "seed", 0)))
+
+
+def sanity(model, image, *, target: int | str | None = None, seed: int = 0, device: str | None = None
+           ) -> SanityResult:
+    """Cascading randomisation (Adebayo et al. 2018): ``cnnscope sanity``.
+
+    Returns
+    -------
+    SanityResult
+        ``blocks`` re-initialised from the top; ``spearman[method]`` the rank correlation of each step's map
+        with the trained network's; ``target`` the class label.
+    """
+    model = as_model(model, device)
+    source, picture = _image(image)
+    if model.profile.logits is None:
+        raise CnnscopeError(f"{model.name} has no classes: the sanity check starts from a class logit")
+    k = _class_target(model, target) if target is not None else model.predict(picture, k=1)[0][0].index
+    return _run(SanityJob("sanity", model.job_spec(), source, Target("class", k, layer=model.profile.logits),
+                          _count(seed, "seed", 0)))
+
+
+# -------------------------------------------------------------------------------------------- transforms
+def equivariance(model, layer: str, transform: str = "vflip", *, images: str | None = None,
+                 limit: int | None = None, fit: float = 0.8, ridge: float | None = None, crops: int = 1,
+                 epochs: int = 0, seed: int = 0, device: str | None = None) -> EquivarianceResult:
+    """Is Φ(gx) ≈ M_g Φ(x) at `layer`? (Lenc & Vedaldi): ``cnnscope equivariance`` for one layer.
+
+    Parameters
+    ----------
+    transform : str
+        "vflip", "hflip", "rot90", "scale:S", … (see `Transform.parse`).
+    images : str, optional
+        A folder (with labels.csv for top-1 error); default the bundled samples' crops.
+    limit, fit, ridge, crops, epochs, seed
+        As the CLI options of the same names.
+
+    Returns
+    -------
+    EquivarianceResult
+        ``baseline`` (error without the transform, and with it uncompensated); ``row`` the errors with the
+        transform compensated spatially, by a permutation and by the learned map, its held-out R², invariant
+        channels; ``map`` the learned map's weights; ``metric`` top-1 error or disagreement.
+    """
+    model = as_model(model, device)
+    Transform.parse(transform)
+    if model.profile.logits is None:
+        raise CnnscopeError(f"{model.name} has no classifier: the equivariance test judges maps by its output")
+    layer = _layers(model, layer)[0]
+    if images is not None:
+        image_sources(images)
+    key = slug(f"equivariance_{model.name}_{transform}_{layer}")
+    return _run(EquivarianceJob(key, model.job_spec(), transform, layer, images,
+                                None if limit is None else _count(limit, "limit", 4), _fraction(fit), ridge,
+                                _count(crops, "crops"), _count(epochs, "epochs", 0), _count(seed, "seed", 0)))
+
+
+def _fraction(value) -> float:
+    v = _number(value, "fit")
+    if not 0 < v < 1:
+        raise CnnscopeError(f"fit must be a fraction between 0 and 1, got {value!r}")
+    return v
+
+
+def stitch(model_a, layer_a: str, model_b=None, layer_b: str | None = None, *, images: str | None = None,
+           limit: int | None = None, fit: float = 0.8, epochs: int = 8, seed: int = 0,
+           device: str | None = None) -> StitchResult:
+    """Equivalence by stitching: A up to `layer_a`, a learned 1x1 map, B from `layer_b` (Lenc & Vedaldi).
+
+    Parameters
+    ----------
+    model_a, model_b : str, Model or nn.Module
+        B defaults to A (a stitch of a network into itself).
+    layer_a, layer_b : str
+        `layer_b` defaults to `layer_a`.
+
+    Returns
+    -------
+    StitchResult
+        ``baseline`` A's and B's own errors; ``row`` per stitch (naive, random, permutation, regression, task)
+        the error of A's front + stitch + B's rest; ``stitches`` their weights.
+    """
+    a = as_model(model_a, device)
+    b = a if model_b is None else as_model(model_b, device)
+    la = _layers(a, layer_a)[0]
+    lb = _layers(b, layer_b or la)[0]
+    if images is not None:
+        image_sources(images)
+    key = slug(f"stitch_{a.name}_{b.name}_{la}-{lb}")
+    return _run(StitchJob(key, a.job_spec(), b.job_spec(), la, lb, images,
+                          None if limit is None else _count(limit, "limit", 4), _fraction(fit),
+                          _count(epochs, "epochs", 0), seed=_count(seed, "seed", 0)))
+
+
+def cka(model_a, model_b=None, layers_a: str | Sequence[str] = "stages", layers_b: str | Sequence[str] | None = None,
+        *, images: str | None = None, limit: int = 50, debiased: bool = False, seed: int = 0,
+        device: str | None = None) -> CkaResult:
+    """Linear CKA (Kornblith et al. 2019) between layers of two models (or one with itself): ``cnnscope cka``.
+
+    Returns
+    -------
+    CkaResult
+        ``cka[i][j]`` between ``layers_a[i]`` and ``layers_b[j]`` on ``count`` images.
+    """
+    a = as_model(model_a, device)
+    b = a if model_b is None else as_model(model_b, device)
+    la = _layers(a, layers_a)
+    lb = _layers(b, layers_b if layers_b is not None else (layers_a if model_b is None else "stages"))
+    if images is not None:
+        image_sources(images)
+    return _run(CkaJob(slug(f"cka_{a.name}_{b.name}"), a.job_spec(), b.job_spec(), la, lb, images,
+                       _count(limit, "limit", 4), bool(debiased), _count(seed, "seed", 0)))
+
+
+# ------------------------------------------------------------------------------------------------ features
+def hog(image, *, cell_size: int = 8, orientations: int = 9, bilinear: bool = False, size: int | None = None
+        ) -> HogResult:
+    """HOG of `image` drawn as glyphs (Dalal & Triggs; VLFeat's variant): ``cnnscope hog``.
+
+    Returns
+    -------
+    HogResult
+        ``features_shape`` [31, H/cell, W/cell]; ``image_shape``; ``images`` the glyph picture.
+    """
+    source, _ = _image(image)
+    return _run(HogJob(slug(f"hog_{source_stem(image)}"), source, _count(cell_size, "cell_size", 2),
+                       _count(orientations, "orientations", 2), bool(bilinear),
+                       None if size is None else _count(size, "size", 8)))
+
+
+# -------------------------------------------------------------------------------------------- whole runs
+@dataclass
+class FindingsResult(Result):
+    """What ``cnnscope reproduce`` wrote: one record per finding (``id``, ``claim``, ``verdict``, numbers)
+    and the folder holding findings.json, findings.html and the figures."""
+
+    findings: list[dict]
+    folder: str
+
+
+@dataclass
+class ReportResult(Result):
+    """What ``cnnscope report`` wrote: the site's ``index`` page, the ``layers`` covered, jobs computed."""
+
+    index: str
+    layers: list[str]
+    computed: int
+    reused: int
+
+
+def reproduce(model=DEFAULT_MODEL, out: str | Path = "cnnscope-findings", *, images: str | None = None,
+              findings: Sequence[str] | None = None, quick: bool = False, seed: int = 0, workers: int = 1,
+              device: str | None = None) -> FindingsResult:
+    """The seed talk's findings, each measured with a verdict: ``cnnscope reproduce`` (resumable in `out`).
+
+    Parameters
+    ----------
+    findings : list of str, optional
+        Finding ids (default all but hflip and rot90); see ``cnnscope.report.findings.FINDINGS``.
+    quick : bool
+        Few images and iterations (minutes, for a first look).
+
+    Returns
+    -------
+    FindingsResult
+        ``findings``: per finding its ``id``, ``claim``, ``verdict`` and measured numbers (as findings.json);
+        ``folder``.
+    """
+    ids = DEFAULT if findings is None else tuple(findings)
+    for i in ids:
+        if i not in FINDINGS:
+            raise unknown("finding", i, FINDINGS)
+    if images is not None:
+        image_sources(images)
+        list_folder(images, None)
+    loaded = as_model(model, device)
+    run, records = reproduce_findings(Path(out), loaded, images, quick, _count(seed, "seed", 0), ids,
+                                      workers=_count(workers, "workers"))
+    result = FindingsResult(records, str(out))
+    result.interrupted = run.interrupted
+    return result
+
+
+def report(model=DEFAULT_MODEL, out: str | Path = "cnnscope-report", *, layers: str | Sequence[str] | None = None,
+           quick: bool = False, images: str | None = None, seed: int = 0, workers: int = 1,
+           device: str | None = None) -> ReportResult:
+    """A browsable HTML site of a whole model (atlas, inversions, backprop, transforms): ``cnnscope report``.
+
+    The model must be loadable by name in worker processes when `workers` > 1 (a zoo name or
+    ``file.py:factory``).
+
+    Returns
+    -------
+    ReportResult
+        ``index`` the site's front page, ``layers`` covered, jobs ``computed`` and ``reused``.
+    """
+    loaded = as_model(model, device)
+    if images is not None:
+        image_sources(images)
+    conv = list(loaded.profile.conv_layers)
+    if layers is not None:
+        chosen = _layers(loaded, layers)
+    elif quick:
+        chosen = tuple(conv[2:5:2] if len(conv) > 4 else conv[len(conv) // 4:][:2])
+    else:
+        chosen = tuple(expand_layers(loaded, "stages"))
+    q = QUICK if quick else {}
+    settings = ReportSettings(model=loaded.job_spec().name, layers=chosen, channels=q.get("channels"),
+                              iters=q.get("iters", 200), size=q.get("size"), seed=_count(seed, "seed", 0),
+                              images=images, examples=q.get("examples", 4), patch_images=q.get("patch_images", 100))
+    _, run = build_report(Path(out), settings, loaded, workers=_count(workers, "workers"), progress=True)
+    result = ReportResult(str(Path(out) / "index.html"), list(chosen), run.computed, run.reused)
+    result.interrupted = run.interrupted
+    return result
+
+
+__all__ = ["FindingsResult", "ReportResult", "as_model", "caricature", "cka", "equivariance", "hog", "invert",
+           "maximize", "reproduce", "report", "saliency", "sanity", "selectivity", "stitch", "stylize", "texture"]
