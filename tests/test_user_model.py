@@ -102,3 +102,17 @@ def test_deconvnet_refuses_torchscript_instead_of_returning_the_gradient(tmp_pat
                           "--input-size", "32", "--method", "deconvnet", "--class", "2", "--out", str(tmp_path / "o")],
                          capture_output=True, text=True)
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "TorchScript" in res.stderr
+
+
+def test_a_model_file_that_is_not_torchscript_is_named_with_the_option_that_loads_it(tmp_path):
+    net = _user_net()
+    torch.save(net, tmp_path / "whole.pt")
+    torch.save(net.state_dict(), tmp_path / "weights.pt")
+    torch.save({"epoch": 3, "state_dict": net.state_dict()}, tmp_path / "checkpoint.pt")
+    (tmp_path / "junk.pt").write_text("hello")
+    expected = {"whole.pt": "a whole pickled module", "weights.pt": "a state dict (", "checkpoint.pt":
+                "a checkpoint dictionary (keys: epoch, state_dict)", "junk.pt": "neither a TorchScript file"}
+    for name, message in expected.items():
+        with pytest.raises(CnnscopeError) as err:
+            load_model(str(tmp_path / name))
+        assert message in str(err.value) and ("--weights" in str(err.value) or name == "junk.pt")

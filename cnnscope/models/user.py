@@ -63,6 +63,25 @@ def _from_torchscript(file: str) -> nn.Module:
         with warnings.catch_warnings():  # torch >= 2.10 marks TorchScript deprecated; loading still works
             warnings.simplefilter("ignore", DeprecationWarning)
             return torch.jit.load(str(path), map_location="cpu")
+    except Exception:
+        raise CnnscopeError(f"model file {file}: {_what_it_is(path)}") from None
+
+
+def _what_it_is(path: Path) -> str:
+    """Why a --model file is not TorchScript, and which option loads what it is."""
+    try:
+        data = torch.load(str(path), map_location="cpu", weights_only=True)  # never runs pickled code
     except Exception as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CnnscopeError(f"model file {file}: not a TorchScript file ({reason[:160]})") from None
+        if "weights_only" in str(err) or "Unsupported global" in str(err):
+            return ("a whole pickled module (torch.save(model)), which cnnscope will not unpickle (it runs code): "
+                    "save it with torch.jit.script(model).save(FILE), or give --model file.py:factory and "
+                    "--weights with torch.save(model.state_dict())")
+        return "neither a TorchScript file nor a PyTorch checkpoint (give --model file.py:factory or a .pt TorchScript)"
+    if isinstance(data, dict) and data and all(torch.is_tensor(v) for v in data.values()):
+        return (f"a state dict ({len(data)} tensors, no architecture): give the architecture as --model "
+                "file.py:factory and this file as --weights")
+    if isinstance(data, dict):
+        keys = ", ".join(list(map(str, data))[:5])
+        return (f"a checkpoint dictionary (keys: {keys}), not a network: give the architecture as --model "
+                "file.py:factory and its weights (the state dict inside) as --weights")
+    return f"a saved {type(data).__name__}, not a TorchScript network"
