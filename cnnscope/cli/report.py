@@ -138,5 +138,6 @@ def cmd_reproduce(args) -> dict | list:
 
 def cmd_demo(args) -> None:
     path = run_demo(args.out, model_name=args.model, images=args.images, preimage_iters=40 if args.quick else 200,
+                    maximize_size=128 if args.quick else None,
                     device=args.device)
     print(f"wrote {path}")

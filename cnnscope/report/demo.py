@@ -89,20 +89,21 @@ def section_preimages(ctx: DemoContext) -> str:
     iters = ctx.settings.get("preimage_iters", 200)
     source = next(iter(ctx.images))
     depth = list(ctx.model.profile.depth)
+    size = ctx.settings.get("maximize_size")  # --quick: smaller pictures for the unit and class visualisations
     mv, vis = get_recipe("mv", "invert"), get_recipe(None, "maximize")
     inv = run_invert([ctx.model], source, ",".join(depth), out, cfg=mv.config(iters=iters, seed=0), prior=None,
                      data_weight=20.0, size=None, recipe=mv)
     _stop_if_interrupted(inv)
     mx = run_maximize([ctx.model], "stage3" if "stage3" in ctx.model.aliases else depth[len(depth) // 2],
                       lambda m, layer: [Target("channel", k) for k in range(8)], out,
-                      cfg=vis.config(iters=iters, seed=0), prior=None, data_weight=20.0, size=None, recipe=vis)
+                      cfg=vis.config(iters=iters, seed=0), prior=None, data_weight=20.0, size=size, recipe=vis)
     _stop_if_interrupted(mx)
     class_grids = {}
     if ctx.model.profile.logits is not None and len(ctx.model.classes) == 1000:
         for recipe in (mv, vis):
             cls = run_maximize([ctx.model], "logits", lambda m, layer: [Target("class", k) for k in DEMO_CLASSES],
                                out / f"classes_{recipe.name}", cfg=recipe.config(iters=iters, seed=0), prior=None,
-                               data_weight=20.0, size=None, recipe=recipe)
+                               data_weight=20.0, size=size, recipe=recipe)
             _stop_if_interrupted(cls)
             class_grids[recipe.name] = f"preimage/classes_{recipe.name}/{cls['grid']}"
     car = run_caricature([ctx.model], source, ",".join(depth[2:-1:2]), out, cfg=mv.config(iters=iters, seed=0),
@@ -245,7 +246,8 @@ SECTIONS: list[tuple[str, Callable[[DemoContext], str]]] = [
 
 
 def run_demo(out: str | Path = "demo-out", model_name: str | None = None,
-             images: Sequence[str] | None = None, preimage_iters: int = 200, device: str = "cpu") -> Path:
+             images: Sequence[str] | None = None, preimage_iters: int = 200, device: str = "cpu",
+             maximize_size: int | None = None) -> Path:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise CnnscopeError(f"--out {out}: exists and is not a folder")
@@ -254,7 +256,7 @@ def run_demo(out: str | Path = "demo-out", model_name: str | None = None,
     model = load_model(model_name or DEFAULT_MODEL, device=device)
     out.mkdir(parents=True, exist_ok=True)
     ctx = DemoContext(out, model, loaded, {**model.settings(), "images": sources,
-                                           "preimage_iters": preimage_iters})
+                                           "preimage_iters": preimage_iters, "maximize_size": maximize_size})
     start = time.perf_counter()
     sections = []
     with units(len(SECTIONS), "demo", "section") as bar:
