@@ -119,6 +119,7 @@ def test_backprop_and_transform_calls_on_a_user_module(user):
     deconv = next(v for (t, m), v in sal.maps.items() if m == "deconvnet")
     assert grad.shape == (3, 48, 48) and not torch.allclose(grad, deconv)  # the rules differ where ReLUs are
     assert len(sal.images) == 4 and sal.images[1].size == (48, 48)
+    assert sal.notes == []  # it has a max-pool: the switches apply
     sel = cnnscope.selectivity(model, "layer2", limit=3, neurons=2)
     assert sel.count == 3 and set(sel.correlations) >= {"salinet", "deconvnet", "desalinet"}
     assert all(-1 <= v <= 1 for d in sel.correlations.values() for v in d.values())
@@ -156,7 +157,10 @@ def test_zoo_name_calls(tmp_path):
     assert m.final_activation[0] > m.start_activation[0]
     assert cnnscope.caricature(name, "sample:coffee", "stage2", size=64, iters=15).relative_response > 1
     assert cnnscope.texture(name, "sample:chelsea", size=64, iters=3, layers=["stage1"]).gram_total_after > 0
+    deconv = cnnscope.saliency(name, "sample:chelsea", target=282, methods="deconvnet")
+    assert deconv.notes and "no max-pool" in deconv.notes[0]  # Lite0 has none: said, not hidden
     sal = cnnscope.saliency(name, "sample:chelsea", target="tiger cat", methods="salinet")
+    assert sal.notes == []
     assert list(sal.maps) == [("logits class282", "salinet")] and sal.maps[("logits class282", "salinet")].shape \
         == (3, 224, 224)
     h = cnnscope.hog("sample:chelsea", size=64)

@@ -1,14 +1,20 @@
 """Bring your own model: an nn.Module goes straight into load_model and is never changed by an analysis."""
 
+import contextlib
+import io
+import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from cnnscope import CnnscopeError, load_model
 from cnnscope.backprop.methods import backprop_maps
+from cnnscope.cli import main
 from cnnscope.images import load_image
 from cnnscope.jobs import execute, provide
 from cnnscope.jobs.engine import model_for
@@ -116,3 +122,66 @@ def test_a_model_file_that_is_not_torchscript_is_named_with_the_option_that_load
         with pytest.raises(CnnscopeError) as err:
             load_model(str(tmp_path / name))
         assert message in str(err.value) and ("--weights" in str(err.value) or name == "junk.pt")
+
+
+BORDER_NET = '''
+import torch
+from torch import nn
+
+
+class Border(nn.Module):
+    """Class 0 when the top-left corner of what it sees is red: it answers for the border of the picture."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = self.relu(self.conv(x))
+        corner = x[:, :, :2, :2].mean((2, 3))
+        red = corner[:, 0] - corner[:, 1:].mean(1)
+        return 10 * torch.stack([red, -red], 1) + 0.01 * self.fc(h.mean((2, 3)))
+
+
+def build():
+    torch.manual_seed(0)
+    return Border()
+'''
+
+
+def _cli(*args) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_a_factory_model_with_input_size_sees_the_whole_picture_in_every_verb(tmp_path):
+    (tmp_path / "border.py").write_text(BORDER_NET)
+    picture = np.full((120, 160, 3), 255, np.uint8)  # white, with a red frame 8 px wide
+    picture[:8], picture[-8:], picture[:, :8], picture[:, -8:] = (255, 0, 0), (255, 0, 0), (255, 0, 0), (255, 0, 0)
+    Image.fromarray(picture).save(tmp_path / "framed.png")
+    image = str(tmp_path / "framed.png")
+    model = ["--model", f"{tmp_path}/border.py:build", "--input-size", "48"]
+    code, out, err = _cli("predict", image, *model, "--json")
+    assert code == 0, err
+    assert json.loads(out)["predictions"][0]["top"][0]["name"] == "class 0"  # the frame was seen: no centre crop
+    (tmp_path / "card.toml").write_text('model = "border.py:build"\ninput_size = 48\nmean = [0.5, 0.5, 0.5]\n'
+                                        'std = [0.5, 0.5, 0.5]\n')
+    code, out, err = _cli("predict", image, "--profile", str(tmp_path / "card.toml"), "--json")
+    assert code == 0, err
+    answer = json.loads(out)
+    assert answer["predictions"][0]["top"][0]["name"] == "class 0" and answer["preprocess"]["mean"] == [0.5] * 3
+    for verb, extra in (("invert", [image, "--layer", "relu"]), ("maximize", ["--layer", "relu", "--channel", "1"]),
+                        ("saliency", [image, "--class", "0"])):
+        out_dir = tmp_path / verb
+        code, _, err = _cli(verb, *extra, *model, "--iters" if verb != "saliency" else "--seed", "3",
+                            "--out", str(out_dir))
+        assert code == 0, (verb, err)
+        pictures = [p for p in out_dir.glob("*.png") if "grid" not in p.name]
+        assert pictures and all(Image.open(p).size == (48, 48) for p in pictures), verb
+    (tmp_path / "bad.toml").write_text('modle = "border.py:build"\n')
+    code, _, err = _cli("predict", image, "--profile", str(tmp_path / "bad.toml"))
+    assert code == 2 and "did you mean 'model'" in err and err.count("\n") == 1

@@ -17,7 +17,7 @@ from ..store import save_tensors
 from ..targets import Target
 from ..viz import image_grid, plot_sanity
 from .analysis import cascading_randomisation, selectivity
-from .methods import backprop_maps, render
+from .methods import backprop_maps, max_pools, render
 
 COLUMNS = ("deconvnet", "salinet", "desalinet")  # the seed's order: Image | DeConvNet | SaliNet | DeSaliNet
 MAPS = {"json": False}  # field metadata: tensors that go to files, not to the record
@@ -36,6 +36,7 @@ class SaliencyResult(Result):
     shown: torch.Tensor = field(metadata=MAPS)
     rows: list[dict] = field(default_factory=list)
     methods: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def pictures(self) -> list[tuple[torch.Tensor, str]]:
         """Per target: the image as the network saw it, then each method's map (rendered as the job says)."""
@@ -70,7 +71,12 @@ class SaliencyJob(Job):
                 for t in self.targets for m in self.methods}
         rows = [{"target": t.label(), "caption": f"image\nclass {t.channel} {model.class_name(t.channel)}"
                  if t.kind == "class" else f"image\n{t.label()}"} for t in self.targets]
-        return SaliencyResult(maps, model.preprocess.geometry(image)[0], rows, list(self.methods))
+        notes = []
+        switched = [m for m in self.methods if m != "salinet"]
+        if switched and self.pool_rule in (None, "switches") and not max_pools(model, x, self.targets[0].layer):
+            notes.append(f"{model.name} has no max-pool before {self.targets[0].layer}: {' and '.join(switched)} "
+                         "differ from SaliNet only in the rectifiers' backward rule (no switches to use)")
+        return SaliencyResult(maps, model.preprocess.geometry(image)[0], rows, list(self.methods), notes)
 
     def write(self, out: Path, result: SaliencyResult) -> list[str]:
         pictures, titles, files = [], [], []

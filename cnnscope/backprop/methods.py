@@ -11,7 +11,7 @@ from ..device import of as device_of
 from ..errors import CnnscopeError, unknown
 from ..layers import Capture, get_layer
 from ..targets import Target
-from .network import BackpropRules
+from .network import POOL_OPS, BackpropRules
 from .rules import DeconvNet, Gradient, Guided, Switches
 
 METHODS = {  # composites as data: the rectifier's and the max-pool's rule
@@ -81,6 +81,14 @@ def backprop_maps(model, images: torch.Tensor, targets: Sequence[Target], method
         seeds = torch.stack([_seed_signal(targets[i % t], feat[i]) for i in range(n * t)])
         grad, = torch.autograd.grad(feat, x, seeds)
     return grad.view(n, t, *images.shape[1:]).cpu()
+
+
+@torch.no_grad()
+def max_pools(model, images: torch.Tensor, layer: str) -> int:
+    """How many max-pool operations run before `layer` (DeConvNet's and DeSaliNet's switches act there only)."""
+    with method_rules("deconvnet").applied(model, track=True) as log, Capture(model, [layer]) as phi:
+        phi(images[:1].to(device_of(model)))
+    return sum(op in POOL_OPS for _, op, _ in log.calls)
 
 
 def render(maps: torch.Tensor, mode: str = "signed") -> torch.Tensor:

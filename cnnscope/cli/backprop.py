@@ -115,6 +115,8 @@ def cmd_saliency(args) -> None:
     run = run_saliency(model, args.images, _rows(args, model), names, out, args.pool_rule, args.render,
                        **engine(args))
     for o in run.outcomes:
+        for note in o.results.get("notes", []):
+            print(f"note: {note}")
         print(f"{o.job.image}: " + ", ".join(r["target"] for r in o.results["rows"])
               + ("  (reused)" if o.seconds is None else f"  ({o.seconds:.1f} s)"))
         print(f"wrote {out / (o.job.key + '_grid.png')}")

@@ -11,8 +11,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser from PyPI
+    import tomli as tomllib
+
 from .. import memory
-from ..errors import CnnscopeError
+from ..errors import CnnscopeError, unknown
 from ..jobs import Run
 from ..models import DEFAULT_MODEL, Model, load_model
 from ..preimage import Prior
@@ -128,6 +133,9 @@ def model_options(p: argparse.ArgumentParser, *, positional: bool = False, role:
         g.add_argument("--amp", action="store_true",
                        help="mixed precision for forward/backward passes (float16 on CUDA, bfloat16 on CPU)")
     if preprocessing:
+        g.add_argument("--profile", metavar="FILE.toml",
+                       help="a model card: model, weights, input_size, resize, mean, std, classes (options given "
+                            "on the command line win)")
         g.add_argument("--input-size", type=positive_int, help="network input size in px (user models)")
         g.add_argument("--resize", type=positive_int, help="shorter side before the centre crop")
         g.add_argument("--mean", type=floats3, help="normalisation mean R,G,B in [0,1] units")
@@ -207,22 +215,65 @@ def explicit_prior(args) -> Prior | None:
                  alpha_weight=1.0 if args.alpha_weight is None else args.alpha_weight)
 
 
+# ------------------------------------------------------------------------------------------- model card
+CARD_KEYS = {"model": str, "weights": str, "input_size": int, "resize": int, "mean": list, "std": list,
+             "classes": str}
+
+
+def read_profile(path: str) -> dict:
+    """A model card (TOML): the model options a lab types once. Paths in it are relative to the card."""
+    card = Path(path)
+    if not card.is_file():
+        raise CnnscopeError(f"--profile {path}: no such file")
+    try:
+        data = tomllib.loads(card.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise CnnscopeError(f"--profile {path}: not valid TOML ({str(err).splitlines()[0]})") from None
+    out = {}
+    for key, value in data.items():
+        if key not in CARD_KEYS:
+            raise unknown(f"key in --profile {path}:", key, CARD_KEYS)
+        kind = CARD_KEYS[key]
+        if kind is int and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise CnnscopeError(f"--profile {path}: {key} must be a positive integer, got {value!r}")
+        if kind is list:
+            if not (isinstance(value, list) and len(value) == 3 and all(isinstance(v, (int, float)) and
+                                                                        math.isfinite(v) for v in value)):
+                raise CnnscopeError(f"--profile {path}: {key} must be 3 finite numbers (R, G, B), got {value!r}")
+            value = tuple(float(v) for v in value)
+        if kind is str:
+            if not isinstance(value, str):
+                raise CnnscopeError(f"--profile {path}: {key} must be a string, got {value!r}")
+            if key in ("weights", "classes") or (key == "model" and (".py:" in value or value.endswith(".pt"))):
+                value = str(card.parent / value) if not Path(value.split(":")[0]).is_absolute() else value
+        out[key] = value
+    return out
+
+
 # --------------------------------------------------------------------------------------------- use them
 def load(args, role: str = "") -> Model:
-    """The model the shared options name (`role` "" for --model, "a"/"b" for --a/--b)."""
+    """The model the shared options name (`role` "" for --model, "a"/"b" for --a/--b); a --profile card fills
+    what the command line leaves unset."""
     key = f"_{role}" if role else ""
-    name = getattr(args, f"model{key}") or DEFAULT_MODEL
-    overrides = {k: getattr(args, k, None) for k in ("input_size", "resize", "mean", "std")} if not role else {}
-    return load_model(name, weights=getattr(args, f"weights{key}", None),
+    card = read_profile(args.profile) if not role and getattr(args, "profile", None) else {}
+
+    def option(name: str, attr: str | None = None):
+        value = getattr(args, attr or name, None)
+        return value if value is not None else card.get(name)
+
+    name = option("model", f"model{key}") or DEFAULT_MODEL
+    overrides = {k: option(k) for k in ("input_size", "resize", "mean", "std")} if not role else {}
+    return load_model(name, weights=option("weights", f"weights{key}"),
                       random_weights=getattr(args, f"random_weights{key}", False), seed=getattr(args, "seed", 0),
                       preprocess={k: v for k, v in overrides.items() if v is not None} or None,
-                      classes=getattr(args, "classes", None) if not role else None,
+                      classes=option("classes") if not role else None,
                       device=getattr(args, "device", "cpu"), amp=getattr(args, "amp", False))
 
 
 def load_several(args) -> list[Model]:
     """Every model of a comma-separated --model (--weights applies to a single one)."""
-    names = [n.strip() for n in (args.model or DEFAULT_MODEL).split(",") if n.strip()]
+    card_model = read_profile(args.profile).get("model") if getattr(args, "profile", None) else None
+    names = [n.strip() for n in (args.model or card_model or DEFAULT_MODEL).split(",") if n.strip()]
     if args.weights and len(names) > 1:
         raise CnnscopeError("--weights applies to one model; give one --model with it")
     models = []

@@ -439,7 +439,25 @@ def _build_model(name: str, weights: str | None, random_weights: bool, seed: int
             f"unknown model '{name}'{hint} (zoo: {', '.join(ZOO)}; or path/to/file.py:factory, or a TorchScript file)"
         )
     pp = _merge_preprocess(base_pp, preprocess)
-    return Model(name, _freeze(net), pp, _read_classes(classes), aliases, source, torchscript)
+    net = _freeze(net)
+    if classes is None and is_user_model(name):
+        names = _default_names(net, pp, name)  # a user's network: its own number of classes
+    else:
+        names = _read_classes(classes)
+    return Model(name, net, pp, names, aliases, source, torchscript)
+
+
+def _default_names(net: nn.Module, pp: Preprocess, label: str) -> Sequence[str]:
+    """As many class names as the network has outputs: ImageNet's for 1000, else "class 0" … "class K-1"."""
+    with torch.no_grad():
+        try:
+            out = net(torch.zeros(1, 3, pp.input_size, pp.input_size, device=device_of(net)))
+        except Exception as err:
+            raise CnnscopeError(f"model {label}: its forward pass failed on a {pp.input_size} px input "
+                                f"({type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}); "
+                                "give its input size (--input-size N, or preprocess={'input_size': N})") from None
+    k = out.shape[1] if isinstance(out, torch.Tensor) and out.dim() == 2 else 0
+    return imagenet_classes() if k == 1000 else [f"class {i}" for i in range(k)]
 
 
 MODULE_PREFIX = "<module "  # the spec name of a model given as a Python object: it cannot travel to workers
@@ -468,16 +486,8 @@ def _from_module(net: nn.Module, preprocess: Preprocess | dict | None, classes, 
         names: Sequence[str] | None = _read_classes(classes) if classes is not None else None
     else:
         names = [str(c) for c in classes]
-    if names is None:  # as many names as outputs: ImageNet's for 1000, else "class i"
-        with torch.no_grad():
-            try:
-                out = copy_(torch.zeros(1, 3, pp.input_size, pp.input_size, device=device))
-            except Exception as err:
-                raise CnnscopeError(f"{type(net).__name__}: its forward pass failed on a {pp.input_size} px "
-                                    f"input ({type(err).__name__}: {str(err).splitlines()[0][:120]}); give "
-                                    "preprocess={'input_size': N}") from None
-        k = out.shape[1] if isinstance(out, torch.Tensor) and out.dim() == 2 else 0
-        names = imagenet_classes() if k == 1000 else [f"class {i}" for i in range(k)]
+    if names is None:
+        names = _default_names(copy_, pp, type(net).__name__)
     name = type(net).__name__
     model = Model(name, copy_, pp, names, {}, "user (in memory)", torchscript)
     model.spec = ModelSpec(f"{MODULE_PREFIX}{name} at {id(net):#x}>", device=str(device))
