@@ -228,3 +228,28 @@ def test_whole_runs_on_a_user_module(user, tmp_path):
     rep = cnnscope.report(model, tmp_path / "site", layers=["layer1"], quick=True)
     assert rep.layers == ["layer1"] and rep.computed > 0 and "layer1" in (tmp_path / "site" / "index.html").read_text()
     assert _unchanged(net, before)
+
+
+class Flaky(TinyResNet):
+    """Fails on its fifth forward pass: a method interrupted half-way."""
+
+    calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == 5:
+            raise RuntimeError("the GPU fell off the bus")
+        return super().forward(x)
+
+
+def test_a_method_that_fails_half_way_leaves_the_users_module_as_it_was():
+    torch.manual_seed(0)
+    net = Flaky().train()
+    net.fc.weight.grad = torch.ones_like(net.fc.weight)
+    before = ({k: v.clone() for k, v in net.state_dict().items()}, [m.training for m in net.modules()],
+              [p.requires_grad for p in net.parameters()])
+    with pytest.raises(Exception, match="fell off the bus"):
+        cnnscope.invert(net, "sample:chelsea", "layer1", iters=20, size=32)
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in before[0].items())
+    assert [m.training for m in net.modules()] == before[1] and [p.requires_grad for p in net.parameters()] == before[2]
+    assert torch.equal(net.fc.weight.grad, torch.ones_like(net.fc.weight)) and net.calls == 0  # a copy ran, not it
