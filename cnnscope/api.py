@@ -557,7 +557,7 @@ def reproduce(model=DEFAULT_MODEL, out: str | Path = "cnnscope-findings", *, ima
 
 
 def report(model=DEFAULT_MODEL, out: str | Path = "cnnscope-report", *, layers: str | Sequence[str] | None = None,
-           quick: bool = False, images: str | None = None, seed: int = 0, workers: int = 1,
+           quick: bool = False, images: str | None = None, seed: int = 0, workers: int = 1, atlas_batch: int = 1,
            device: str | None = None) -> ReportResult:
     """A browsable HTML site of a whole model (atlas, inversions, backprop, transforms): ``cnnscope report``.
 
@@ -582,7 +582,10 @@ def report(model=DEFAULT_MODEL, out: str | Path = "cnnscope-report", *, layers: 
     q = QUICK if quick else {}
     settings = ReportSettings(model=loaded.job_spec().name, layers=chosen, channels=q.get("channels"),
                               iters=q.get("iters", 200), size=q.get("size"), seed=_count(seed, "seed", 0),
-                              images=images, examples=q.get("examples", 4), patch_images=q.get("patch_images", 100))
+                              images=images, examples=q.get("examples", 4), patch_images=q.get("patch_images", 100),
+                              atlas_batch=_count(atlas_batch, "atlas_batch"))
+    for layer in chosen:
+        check_memory(loaded, [layer], settings.atlas_batch, settings.size or loaded.input_size)
     _, run = build_report(Path(out), settings, loaded, workers=_count(workers, "workers"), progress=True)
     result = ReportResult(str(Path(out) / "index.html"), list(chosen), run.computed, run.reused)
     result.interrupted = run.interrupted

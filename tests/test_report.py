@@ -52,6 +52,20 @@ def test_every_unit_writes_its_files(tiny_report):
     assert "atlas/stage2/c0001.json" in page  # figures link to their settings
 
 
+def test_atlas_channels_batched_per_job(tmp_path):
+    batched = TINY.__class__(**{**TINY.__dict__, "layers": ("stage2",), "channels": 3, "atlas_batch": 2,
+                                "examples": 1})
+    model = load_model(TINY.model)
+    units, _ = build_report(tmp_path, batched, model, progress=False)
+    atlas = [u for u in units if u.kind == "maximize"]
+    assert [u.key for u in atlas] == ["atlas/stage2/c0000-c0001", "atlas/stage2/c0002"]
+    assert [[t.channel for t in u.targets] for u in atlas] == [[0, 1], [2]]
+    page = (tmp_path / "layers" / "stage2.html").read_text()
+    for png in ("atlas/stage2/c0000-c0001_0.png", "atlas/stage2/c0000-c0001_1.png", "atlas/stage2/c0002.png"):
+        assert (tmp_path / png).is_file() and f'"../{png}"' in page  # every channel's picture on the page
+    assert "channel 1 · " in page and "channel 2 · " in page
+
+
 def test_two_workers_write_byte_identical_files(tiny_report, tmp_path):
     out, units, _ = tiny_report
     run = execute(units, tmp_path, workers=2, progress=False)

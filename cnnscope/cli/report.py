@@ -9,6 +9,7 @@ from ..errors import CnnscopeError
 from ..jobs import provide
 from ..models import DEFAULT_MODEL, load_model
 from ..preimage.runs import expand_layers
+from ..preimage.solver import check_memory
 from ..report.atlas import QUICK, ReportSettings
 from ..report.demo import run_demo
 from ..report.findings import ACCURACY, DEFAULT, FINDINGS, TRANSFORMS, reproduce, skipped
@@ -42,6 +43,8 @@ def register(sub) -> None:
                    help="images searched for top patches (default 100)")
     p.add_argument("--equivariance", metavar="TRANSFORM", help="also run the equivariance analysis (e.g. vflip)")
     p.add_argument("--stitch-with", metavar="MODEL", help="also stitch this model's layers into MODEL_B's")
+    p.add_argument("--atlas-batch", type=positive_int, default=1, metavar="N",
+                   help="atlas channels optimised together per job (default 1; on a GPU 16-64 use it fully)")
     p.add_argument("--quick", action="store_true", help="two layers, 4 channels, 40 iterations, 96 px")
     p.set_defaults(func=cmd_report)
 
@@ -93,7 +96,10 @@ def cmd_report(args) -> None:
         size=args.size or quick.get("size"), seed=args.seed, images=args.images,
         examples=args.examples or quick.get("examples", 4),
         patch_images=args.patch_images or quick.get("patch_images", 100),
-        equivariance=args.equivariance, stitch_with=args.stitch_with, random_weights=args.random_weights)
+        equivariance=args.equivariance, stitch_with=args.stitch_with, random_weights=args.random_weights,
+        atlas_batch=args.atlas_batch)
+    for layer in layers:  # a batch of atlas pictures over the memory budget is refused now, not in a worker
+        check_memory(model, [layer], args.atlas_batch, report.size or model.input_size)
     print(f"report: {len(layers)} layers -> {out}/index.html")
     jobs, run = build_report(out, report, model, **engine(args))
     rate = f", {60 * run.computed / run.seconds:.1f} jobs/min" if run.computed and run.seconds > 0 else ""

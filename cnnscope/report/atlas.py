@@ -54,6 +54,7 @@ class ReportSettings:
     stitch_with: str | None = None  # second model for stitching, None = skip
     recipe: str = "lucid"  # pre-image recipe of the atlas (see preimage.recipes)
     random_weights: bool = False
+    atlas_batch: int = 1  # atlas channels optimised together in one job (a GPU's throughput; 1 on a CPU)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -172,11 +173,13 @@ def plan(report: ReportSettings, model: Model) -> list[Job]:
             config = SolverConfig(iters=report.iters, seed=report.seed_for(key), progress=False)
             rec, cfg, prior = resolve_settings("invert", None, config, None, auto_jitter(model, [layer], size))
             jobs.append(InvertJob(key, spec, src, (layer,), size, rec, cfg, prior, judge=False))
-        for c in channels:
-            key = f"atlas/{d}/c{c:04d}"
+        for start in range(0, len(channels), report.atlas_batch):
+            part = channels[start:start + report.atlas_batch]
+            key = f"atlas/{d}/c{part[0]:04d}" + (f"-c{part[-1]:04d}" if len(part) > 1 else "")
             config = atlas.config(iters=report.iters, seed=report.seed_for(key), progress=False)
             rec, cfg, prior = resolve_settings("maximize", atlas, config, None, 4)
-            jobs.append(MaximizeJob(key, spec, layer, (Target("neuron", c),), size, rec, cfg, prior, judge=False))
+            jobs.append(MaximizeJob(key, spec, layer, tuple(Target("neuron", c) for c in part), size, rec, cfg,
+                                    prior, judge=False))
         jobs.append(PatchesJob(f"patches/{d}/patches", spec, layer, channels, report.images, report.patch_images,
                                report.patches))
         for src in examples:

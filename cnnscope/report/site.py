@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..jobs import Job, Run, execute
 from ..layers import get_layer, list_layers
+from ..preimage.jobs import png_names
 from ..preimage.runs import slug
 from ..store import write_json, write_text
 from . import html
@@ -79,10 +80,11 @@ def layer_page(out: Path, report: ReportSettings, layer: str, units: list[Job], 
             figs = []
             for u in done:
                 res = _results(out, u)  # quality scores: activation over the natural maximum, spectrum slope
-                ratio = res["activation_ratio"][0]
-                score = "" if ratio is None else f" · {ratio:.1f}x"
-                figs.append(_linked(_rel(u.key, page_dir) + ".png", _rel(u.key, page_dir) + ".json",
-                                    f"channel {u.targets[0].channel}{score}"))
+                for i, (target, png) in enumerate(zip(u.targets, png_names(u.key, len(u.targets)))):
+                    ratio = res["activation_ratio"][i]
+                    score = "" if ratio is None else f" · {ratio:.1f}x"
+                    figs.append(_linked(_rel(png, page_dir),
+                                        _rel(u.key, page_dir) + ".json", f"channel {target.channel}{score}"))
             parts.append(f'<div class="atlas">{"".join(figs)}</div>')
         elif kind == "patches":
             for u in done:
