@@ -31,8 +31,10 @@ lint: install
 docs: install
 	$(PY) -W error -W ignore::DeprecationWarning -m pdoc -d numpy -o build/api $(DOC_MODULES)
 
+# two test processes (pytest-xdist): most tests run single-threaded jobs or CLI children, so two cores halve
+# the wall time; tests that start a local Ray cluster share one process (xdist_group "ray")
 test: lint docs
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadgroup
 
 bench: install
 	$(PY) benchmarks/imagenet_top1.py

@@ -1,12 +1,17 @@
+import os
+import re
 import struct
 import sys
 import zlib
 from pathlib import Path
 
-import pytest
-import torch
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs two test processes: one thread each (and their
+    os.environ["OMP_NUM_THREADS"] = "1"  # children), or four threads fight over two cores
 
-from cnnscope.models import load_model
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from cnnscope.models import load_model  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +59,13 @@ def user_model_file(tmp_path: Path) -> Path:
 
 
 PYTHON = sys.executable
+PROGRESS_LINE = re.compile(r"^[\w./ -]+: \d+/\d+ \w+s done \(")  # `cnnscope.progress`'s plain lines, off a terminal
+
+
+def messages(stderr: str) -> list[str]:
+    """The lines of a run's stderr that are not progress lines (errors, notes, the interrupt message)."""
+    return [line for line in stderr.strip().splitlines() if not PROGRESS_LINE.match(line)]
 
 
 def pytest_configure(config):
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, torch.get_num_threads()))

@@ -285,14 +285,16 @@ def test_ctrl_c_mid_visualisation_exits_130_and_is_not_done(tmp_path):
     import sys
     import time
 
-    args = [sys.executable, "-m", "cnnscope", "maximize", "--class", "volcano", "--size", "96", "--iters", "100000",
-            "--out", str(tmp_path)]
+    args = [sys.executable, "-m", "cnnscope", "maximize", "--class", "volcano", "--size", "96", "--iters", "1000",
+            "--verbose", "--out", str(tmp_path)]
     p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    time.sleep(10)  # past start-up, inside the optimisation
+    first = p.stderr.readline()  # --verbose off a terminal: a line every 100 steps, so we are inside the solver
+    assert "100/1000" in first, first
+    time.sleep(0.5)
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130 and "Traceback" not in err
     unit = json.loads((tmp_path / "maximize_efficientnet_lite0_logits_class980.json").read_text())
-    assert unit["results"]["interrupted"] and 0 < unit["results"]["iterations"] < 100000
+    assert unit["results"]["interrupted"] and 100 <= unit["results"]["iterations"] < 1000
     assert not list(tmp_path.glob(".*.part"))  # no half-written file

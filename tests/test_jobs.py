@@ -106,6 +106,7 @@ def ray_cluster():
 
 
 @pytest.mark.parametrize("verb", list(VERBS))
+@pytest.mark.xdist_group("ray")  # one local Ray cluster at a time
 def test_ray_local_writes_the_same_bytes(plain, verb, tmp_path, ray_cluster):
     assert main([*VERBS[verb], "--out", str(tmp_path), "--ray", "local"]) == 0
     _same_files(tmp_path, plain[verb])

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import messages
+
 SMALL_REPORT = ["report", "--layers", "stem", "--channels", "3", "--iters", "25", "--size", "64", "--examples", "2",
                 "--patch-images", "4"]
 RUNS = {
@@ -20,8 +22,7 @@ RUNS = {
     "texture": ["texture", "sample:brick", "--size", "96", "--iters", "150", "--compare-soften"],
     "report-1": SMALL_REPORT,
     "report-2": [*SMALL_REPORT, "--workers", "2"],
-    "demo": ["demo", "--quick"],
-}
+}  # (the demo, whose sections run on this same engine, is no longer interrupted here: it cost two minutes of CI)
 SITE = {"report.json", "layers.json", "index.html"}  # rebuilt on every run (counts and timings)
 
 
@@ -67,15 +68,14 @@ def _interrupt_once_work_started(args, out: Path, started) -> tuple[int, float, 
 def test_ctrl_c_exits_130_and_resume_equals_an_uninterrupted_run(verb, tmp_path):
     args = RUNS[verb]
     plain = tmp_path / "plain"
-    if verb != "demo":  # (the demo is a minute: its resume is checked, its files' equality by the others)
-        assert subprocess.run([sys.executable, "-m", "cnnscope", *args, "--out", str(plain)],
-                              capture_output=True, timeout=600).returncode == 0
+    assert subprocess.run([sys.executable, "-m", "cnnscope", *args, "--out", str(plain)],
+                          capture_output=True, timeout=600).returncode == 0
 
     out = tmp_path / "interrupted"
     rc, seconds, err = _interrupt_once_work_started(args, out, lambda o: len(_records(o)) >= 1)
     assert rc == 130, err
     assert seconds < 10, f"took {seconds:.1f} s to stop"
-    assert "Traceback" not in err and len(err.strip().splitlines()) <= 2, err
+    assert "Traceback" not in err and len(messages(err)) <= 2, err
     done_before = {p: p.stat().st_mtime_ns for p in _records(out)
                    if not json.loads(p.read_text())["results"].get("interrupted")}
 
@@ -85,9 +85,6 @@ def test_ctrl_c_exits_130_and_resume_equals_an_uninterrupted_run(verb, tmp_path)
     assert all(p.stat().st_mtime_ns == t for p, t in done_before.items()), "finished jobs were redone"
     assert not any(json.loads(p.read_text())["results"].get("interrupted") for p in _records(out))
     assert not list(out.rglob("*.part"))
-    if verb == "demo":
-        assert "preimage/invert_chelsea_grid.png" in (out / "index.html").read_text()
-        return
     assert _files(out) == _files(plain)
 
 
@@ -122,7 +119,7 @@ def test_full_disk_is_one_line_and_leaves_no_partial_file(small_disk):
                           "stem,stage1,stage2,stage3,stage4,stage5", "--size", "96", "--iters", "5", "--out",
                           str(small_disk / "out")], capture_output=True, text=True, timeout=300)
     assert res.returncode == 2, res.stderr
-    lines = res.stderr.strip().splitlines()
+    lines = messages(res.stderr)  # (the jobs that finished before the disk filled up each printed a line)
     assert len(lines) == 1 and "No space left on device" in lines[0], res.stderr
     assert not list(small_disk.rglob("*.part")) and not list(small_disk.rglob(".*.part"))
     for record in _records(small_disk):  # what was finished is whole: its files are all there
@@ -133,7 +130,7 @@ def test_read_only_folder_is_refused_before_any_work(read_only):
     start = time.time()
     res = subprocess.run([sys.executable, "-m", "cnnscope", "train-small", "--epochs", "3", "--out",
                           str(read_only / "net.safetensors")], capture_output=True, text=True, timeout=300)
-    assert res.returncode == 2 and "cannot write" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert res.returncode == 2 and "cannot write" in res.stderr and len(messages(res.stderr)) == 1
     assert time.time() - start < 15  # refused before training (3 epochs take longer)
     res = subprocess.run([sys.executable, "-m", "cnnscope", "saliency", "sample:chelsea", "--out",
                           str(read_only / "sal")], capture_output=True, text=True, timeout=300)

@@ -73,6 +73,7 @@ def test_two_workers_write_byte_identical_files(tiny_report, tmp_path):
     assert _files(tmp_path) == _files(out)
 
 
+@pytest.mark.xdist_group("ray")  # one local Ray cluster at a time
 def test_ray_local_writes_the_same_files(tiny_report, tmp_path):
     ray = pytest.importorskip("ray")
     out, units, _ = tiny_report

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnscope import report
 from cnnscope.cli import main
+from cnnscope.report import findings as findings_module  # (`cnnscope.report` is the top-level call)
 
 
 def test_models_and_samples(capsys):
@@ -64,7 +64,7 @@ def test_reproduce_quick_gives_findings_with_verdicts(tmp_path, capsys):
     assert main(["reproduce", "--quick", "--workers", "2", "--out", str(tmp_path)]) == 0
     findings = json.loads((tmp_path / "findings.json").read_text())
     assert [f["id"] for f in findings] == list(DEFAULT)
-    schema = json.loads((Path(report.__file__).parent / "findings.schema.json").read_text())
+    schema = json.loads((Path(findings_module.__file__).parent / "findings.schema.json").read_text())
     jsonschema.validate(findings, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate([{**findings[0], "verdict": "probably"}], schema)
