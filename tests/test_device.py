@@ -119,3 +119,27 @@ def test_mixed_precision_runs_on_the_cpu_and_stays_close():
     config = SolverConfig(iters=10, progress=False)
     r = maximize(half, "logits", target, size=64, recipe="lucid", config=config)[0]
     assert torch.isfinite(r.images).all() and r.history[-1] < r.history[0]  # bfloat16 forward, and it optimises
+
+
+def test_selectivity_sanity_and_a_batched_atlas_stay_on_the_models_device(meta_model):
+    from cnnscope.backprop.analysis import cascading_randomisation, selectivity
+    from cnnscope.preimage.style import texture
+
+    image = load_image("sample:chelsea")
+    where = {
+        "selectivity": _until_read_back(lambda: selectivity(meta_model, [image], "stage6", neurons=2, progress=False)),
+        "sanity": _until_read_back(lambda: cascading_randomisation(meta_model, image, Target("class", 281,
+                                                                   layer="logits"), progress=False)),
+        # an atlas job of four channels solved together (report --atlas-batch 4)
+        "atlas": _until_read_back(lambda: maximize(meta_model, "stage6", [Target("neuron", c) for c in range(4)],
+                                                   size=64, recipe="lucid", config=SolverConfig(iters=2,
+                                                                                               progress=False))),
+        "texture": _until_read_back(lambda: texture(meta_model, image, size=64, layers=("stage1",),
+                                                    config=SolverConfig(iters=2, optimizer="adam",
+                                                                        progress=False))),
+    }
+    # selectivity: the forward ran, then the strongest unit is picked (a data-dependent read); sanity: every
+    # randomised block's maps computed, read back when moved home; the batched atlas: a whole step; texture: the
+    # target Gram matrices and the starting loss (recorded as gram_before) computed on the device first
+    assert where == {"selectivity": "selectivity", "sanity": "backprop_maps", "atlas": "_check_finite",
+                     "texture": "<dictcomp>"}
