@@ -13,17 +13,8 @@ from ..jobs import execute, provide
 from ..layers import get_layer, resolve
 from ..preimage.runs import parse_class
 from ..targets import Target
-from .options import (
-    at_least_two,
-    engine,
-    finish,
-    load,
-    model_options,
-    out_dir,
-    output_options,
-    positive_int,
-    run_options,
-)
+from .numbers import at_least_two, positive_int
+from .options import engine, finish, load, model_options, out_dir, output_options, run_options
 
 POOL_RULES = list(RULE_NAMES)
 

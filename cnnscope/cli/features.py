@@ -7,7 +7,8 @@ from ..features.jobs import HogJob
 from ..images import load_image, source_stem
 from ..jobs import execute
 from ..preimage.runs import slug
-from .options import finish, memory_option, out_dir, output_options, positive_int
+from .numbers import positive_int
+from .options import finish, memory_option, out_dir, output_options
 
 
 def register(sub) -> None:

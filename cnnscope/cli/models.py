@@ -11,7 +11,8 @@ from ..images import SAMPLES, load_image
 from ..layers import capture, format_table, get_layer, list_layers
 from ..models import ZOO
 from ..store import save_tensors, write_json
-from .options import load, model_options, out_file, positive_int, run_options
+from .numbers import positive_int
+from .options import load, model_options, out_file, run_options
 
 
 def register(sub) -> None:

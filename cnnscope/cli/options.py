@@ -4,106 +4,26 @@ loading models, running jobs and writing outputs."""
 from __future__ import annotations
 
 import argparse
-import math
 import os
-import re
 import sys
 import tempfile
 from pathlib import Path
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10: the same parser from PyPI
-    import tomli as tomllib
-
 from .. import memory
-from ..errors import CnnscopeError, unknown
+from ..errors import CnnscopeError
 from ..jobs import Run
 from ..models import DEFAULT_MODEL, Model, load_model
+from ..models.card import read_profile
 from ..preimage import Prior
 from ..preimage.param import PARAMS
 from ..preimage.recipes import RECIPES
+from .numbers import floats3, non_negative, positive, positive_int, ray_address, workers_count
 
 
 class Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, no usage dump
         sys.stderr.write(f"cnnscope: error: {message} (see: {self.prog} --help)\n")
         sys.exit(2)
-
-
-# ------------------------------------------------------------------------------------- number types
-def floats3(text: str) -> tuple[float, float, float]:
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 3 comma-separated numbers, got '{text}'") from None
-    if len(values) != 3 or not all(math.isfinite(v) for v in values):
-        raise argparse.ArgumentTypeError(f"expected 3 comma-separated finite numbers (R,G,B), got '{text}'")
-    return values
-
-
-def workers_count(text: str) -> int:
-    v = positive_int(text)
-    cores = os.cpu_count() or 1
-    if v > 4 * cores:
-        raise argparse.ArgumentTypeError(f"{v} workers on a machine with {cores} cores (at most {4 * cores})")
-    return v
-
-
-def ray_address(text: str) -> str:
-    if text in ("local", "auto") or re.fullmatch(r"(ray://)?[\w.-]+:\d{1,5}", text):
-        return text
-    raise argparse.ArgumentTypeError(f"expected 'local', 'auto', HOST:PORT or ray://HOST:PORT, got '{text}'")
-
-
-def _integer_at_least(low: int, what: str):
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got '{text}'") from None
-        if v < low:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {v}")
-        return v
-
-    parse.__name__ = what.replace(" ", "_")
-    return parse
-
-
-positive_int = _integer_at_least(1, "a positive integer")
-at_least_two = _integer_at_least(2, "an integer >= 2")
-non_negative_int = _integer_at_least(0, "an integer >= 0")
-
-
-def finite(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
-    if not math.isfinite(v):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got '{text}'")
-    return v
-
-
-def non_negative(text: str) -> float:
-    v = finite(text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
-    return v
-
-
-def positive(text: str) -> float:
-    v = finite(text)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
-    return v
-
-
-def fraction(text: str) -> float:
-    v = finite(text)
-    if not 0 < v < 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text}")
-    return v
 
 
 # ------------------------------------------------------------------------------------- option groups
@@ -213,41 +133,6 @@ def explicit_prior(args) -> Prior | None:
     return Prior(beta=2.0 if args.tv_beta is None else args.tv_beta,
                  tv_weight=1.0 if args.tv_weight is None else args.tv_weight,
                  alpha_weight=1.0 if args.alpha_weight is None else args.alpha_weight)
-
-
-# ------------------------------------------------------------------------------------------- model card
-CARD_KEYS = {"model": str, "weights": str, "input_size": int, "resize": int, "mean": list, "std": list,
-             "classes": str}
-
-
-def read_profile(path: str) -> dict:
-    """A model card (TOML): the model options a lab types once. Paths in it are relative to the card."""
-    card = Path(path)
-    if not card.is_file():
-        raise CnnscopeError(f"--profile {path}: no such file")
-    try:
-        data = tomllib.loads(card.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise CnnscopeError(f"--profile {path}: not valid TOML ({str(err).splitlines()[0]})") from None
-    out = {}
-    for key, value in data.items():
-        if key not in CARD_KEYS:
-            raise unknown(f"key in --profile {path}:", key, CARD_KEYS)
-        kind = CARD_KEYS[key]
-        if kind is int and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise CnnscopeError(f"--profile {path}: {key} must be a positive integer, got {value!r}")
-        if kind is list:
-            if not (isinstance(value, list) and len(value) == 3 and all(isinstance(v, (int, float)) and
-                                                                        math.isfinite(v) for v in value)):
-                raise CnnscopeError(f"--profile {path}: {key} must be 3 finite numbers (R, G, B), got {value!r}")
-            value = tuple(float(v) for v in value)
-        if kind is str:
-            if not isinstance(value, str):
-                raise CnnscopeError(f"--profile {path}: {key} must be a string, got {value!r}")
-            if key in ("weights", "classes") or (key == "model" and (".py:" in value or value.endswith(".pt"))):
-                value = str(card.parent / value) if not Path(value.split(":")[0]).is_absolute() else value
-        out[key] = value
-    return out
 
 
 # --------------------------------------------------------------------------------------------- use them

@@ -21,6 +21,7 @@ from ..preimage.runs import (
 )
 from ..preimage.solver import check_memory
 from ..targets import Target
+from .numbers import non_negative, positive_int
 from .options import (
     INTERRUPTED,
     engine,
@@ -28,11 +29,9 @@ from .options import (
     finish,
     load_several,
     model_options,
-    non_negative,
     optimiser_options,
     out_dir,
     output_options,
-    positive_int,
     run_options,
     took,
 )

@@ -15,17 +15,8 @@ from ..report.demo import run_demo
 from ..report.findings import ACCURACY, DEFAULT, FINDINGS, TRANSFORMS, reproduce, skipped
 from ..report.site import build_report
 from ..transforms.transform import Transform
-from .options import (
-    device_option,
-    engine,
-    finish,
-    load,
-    model_options,
-    out_dir,
-    output_options,
-    positive_int,
-    run_options,
-)
+from .numbers import positive_int
+from .options import device_option, engine, finish, load, model_options, out_dir, output_options, run_options
 
 
 def register(sub) -> None:

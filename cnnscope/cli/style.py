@@ -20,6 +20,7 @@ from ..preimage.solver import check_memory
 from ..preimage.style import default_style_layers
 from ..store import write_json
 from ..viz import image_grid
+from .numbers import non_negative, positive, positive_int
 from .options import (
     device_option,
     explicit_prior,
@@ -27,11 +28,8 @@ from .options import (
     load,
     memory_option,
     model_options,
-    non_negative,
     out_dir,
     out_file,
-    positive,
-    positive_int,
     run_options,
 )
 from .preimage import preimage_options

@@ -19,20 +19,8 @@ from ..transforms.jobs import (
 )
 from ..transforms.smallnets import save_small, seed_data_experiment, train_small
 from ..transforms.transform import Transform
-from .options import (
-    engine,
-    finish,
-    fraction,
-    load,
-    model_options,
-    non_negative,
-    non_negative_int,
-    out_dir,
-    out_file,
-    output_options,
-    positive_int,
-    run_options,
-)
+from .numbers import fraction, non_negative, non_negative_int, positive_int
+from .options import engine, finish, load, model_options, out_dir, out_file, output_options, run_options
 
 
 def register(sub) -> None:
