@@ -18,7 +18,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from scipy import stats
 from torch import nn
 
 from ..layers import capture
@@ -40,6 +39,8 @@ def _defined(value: float) -> float:
 
 def pearson(a, b) -> float:
     """Pearson's r between two maps (flattened); 0 when either is constant."""
+    from scipy import stats  # (a second to import: only when a correlation is asked for, not at every CLI start)
+
     x, y = _vectors(a, b)
     if x.std() == 0 or y.std() == 0:
         return 0.0
@@ -48,6 +49,8 @@ def pearson(a, b) -> float:
 
 def spearman(a, b) -> float:
     """Spearman's rank correlation (ties share their mean rank) between two maps; 0 when either is constant."""
+    from scipy import stats  # (as in `pearson`)
+
     x, y = _vectors(a, b)
     if x.std() == 0 or y.std() == 0:
         return 0.0

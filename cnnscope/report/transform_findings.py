@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from scipy.stats import spearmanr
+import torch
 
+from ..backprop.analysis import spearman
 from ..data import image_set, split
 from ..models import Model, ModelSpec, small_model
 from ..transforms.cka import cka_permutation_test
@@ -309,7 +310,7 @@ class DataFinding(SmallNetsFinding):
             best = max(v for v in (row["regression_accuracy"], row["task_accuracy"]) if v is not None)
             row["stitched_error"] = _r(1 - best)
         errors = [row["stitched_error"] for row in rows]
-        rho = float(spearmanr(range(len(errors)), errors).statistic) if len(set(errors)) > 1 else 0.0
+        rho = spearman(torch.arange(len(errors), dtype=torch.float64), torch.tensor(errors, dtype=torch.float64))
         holds = rho >= 0.5 and errors[-1] > errors[0] + 0.05
         return FindingResult(
             "data", "networks trained on different data share their early layers, not their late ones: the cost "
