@@ -27,6 +27,12 @@ def map_slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "_.-" else "_" for c in text).strip("_")
 
 
+def _class_caption(model: Model, k: int) -> str:
+    """"class 282 tiger cat"; just "class 3" when the name says no more (a user model's "class 3")."""
+    name = model.class_name(k)
+    return name if name == f"class {k}" else f"class {k} {name}"
+
+
 @dataclass
 class SaliencyResult(Result):
     """Maps of one image. `maps[(target label, method)]` is [3,H,W] (raw, signed); `shown` the image as the
@@ -69,7 +75,7 @@ class SaliencyJob(Job):
         x = model.prepare(image)
         maps = {(t.label(), m): backprop_maps(model, x, [t], m, self.pool_rule)[0, 0]
                 for t in self.targets for m in self.methods}
-        rows = [{"target": t.label(), "caption": f"image\nclass {t.channel} {model.class_name(t.channel)}"
+        rows = [{"target": t.label(), "caption": f"image\n{_class_caption(model, t.channel)}"
                  if t.kind == "class" else f"image\n{t.label()}"} for t in self.targets]
         notes = []
         switched = [m for m in self.methods if m != "salinet"]
