@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -37,7 +37,7 @@ from .errors import CnnscopeError, unknown
 from .features.jobs import HogJob, HogResult
 from .images import load_image, source_stem
 from .jobs import Job, Result, compute_job, model_for, provide
-from .layers import get_layer, resolve
+from .layers import resolve
 from .models import DEFAULT_MODEL, Model, ModelSpec, load_model
 from .preimage.jobs import (
     ActivationResult,
@@ -50,11 +50,11 @@ from .preimage.jobs import (
     StyleResult,
     TextureJob,
 )
-from .preimage.presets import ALIGNED_TASKS, Prior, auto_jitter, resolve_settings
-from .preimage.recipes import get_recipe
-from .preimage.runs import expand_layers, parse_class, slug
-from .preimage.solver import SolverConfig, check_memory
-from .report.atlas import QUICK, ReportSettings
+from .preimage.presets import auto_jitter, recipe_config, resolve_settings
+from .preimage.runs import channel_targets, expand_layers, parse_class, slug
+from .preimage.solver import check_memory
+from .preimage.style import style_settings
+from .report.atlas import QUICK, ReportSettings, default_layers
 from .report.findings import DEFAULT, FINDINGS
 from .report.findings import reproduce as reproduce_findings
 from .report.site import build_report
@@ -122,12 +122,8 @@ def _size(size, model: Model) -> int:
 
 def _solver(task: str, model: Model, layers: Sequence[str], size: int, recipe, iters, seed: int, n: int):
     """(recipe, solver settings, prior) as the CLI resolves them, checked against the memory budget."""
-    rec = get_recipe(recipe, task)
-    if iters is not None:
-        rec = replace(rec, iters=_count(iters, "iters"))
-    if task in ALIGNED_TASKS:
-        rec = replace(rec, transforms="auto")
-    cfg = rec.config(seed=_count(seed, "seed", 0), box=True, jitter=None)
+    rec, cfg = recipe_config(task, recipe, {"iters": None if iters is None else _count(iters, "iters")},
+                             _count(seed, "seed", 0))
     check_memory(model, list(layers), n, size, cfg.max_memory_gb)
     return resolve_settings(task, rec, cfg, None, auto_jitter(model, list(layers), size))
 
@@ -188,17 +184,10 @@ def invert(model, image, layer: str | Sequence[str], *, size: int | None = None,
 
 
 def _unit_targets(model: Model, layer: str, channels, classes, where: str) -> list[Target]:
-    if where not in ("neuron", "channel"):
-        raise CnnscopeError(f"where must be 'neuron' or 'channel', not {where!r}")
     if classes is not None:
         names = [classes] if isinstance(classes, (int, str)) else list(classes)
         return [Target("class", _class_target(model, c)) for c in names]
-    chans = [channels] if isinstance(channels, int) else list(channels)
-    width = get_layer(model, layer).channels or 1
-    for c in chans:
-        if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < width:
-            raise CnnscopeError(f"channel {c!r} is out of range: {layer} has {width} channels (0-{width - 1})")
-    return [Target(where, c) for c in chans]
+    return channel_targets(model, layer, [channels] if isinstance(channels, int) else list(channels), where)
 
 
 def maximize(model, layer: str | None = None, channels: int | Sequence[int] = 0, *,
@@ -266,14 +255,6 @@ def caricature(model, image, layer: str, *, size: int | None = None, recipe: str
                               _number(data_weight, "data_weight")))
 
 
-def _style_solver(iters, seed: int, texture: bool) -> tuple[SolverConfig, Prior]:
-    """The CLI's texture/style settings: Adam, no prior (texture, as Gatys) or a light TV term (style)."""
-    cfg = SolverConfig(iters=300 if iters is None else _count(iters, "iters"), optimizer="adam", lr=0.05,
-                       seed=_count(seed, "seed", 0), jitter=0)
-    prior = Prior.none() if texture else Prior(tv_weight=0.1, alpha_weight=0)
-    return cfg, prior
-
-
 def _style_layers(model: Model, layers) -> tuple[str, ...] | None:
     return None if layers is None else _layers(model, layers)
 
@@ -291,7 +272,8 @@ def texture(model, image, *, size: int | None = None, layers: Sequence[str] | No
     source, _ = _image(image)
     s = _size(size, model)
     chosen = _style_layers(model, layers)
-    cfg, prior = _style_solver(iters, seed, True)
+    cfg, prior = style_settings("texture", iters=None if iters is None else _count(iters, "iters"),
+                                seed=_count(seed, "seed", 0))
     key = slug(f"texture_{model.name}_{source_stem(image)}")
     return _run(TextureJob(key, model.job_spec(), source, s, chosen, cfg, prior))
 
@@ -312,7 +294,8 @@ def stylize(model, content, style, *, size: int | None = None, style_layers: Seq
     if content_layer is not None:
         content_layer = _layers(model, content_layer)[0]
     s = _size(size, model)
-    cfg, prior = _style_solver(iters, seed, False)
+    cfg, prior = style_settings("style", iters=None if iters is None else _count(iters, "iters"),
+                                seed=_count(seed, "seed", 0))
     key = slug(f"style_{model.name}_{source_stem(content)}_{source_stem(style)}")
     return _run(StyleJob(key, model.job_spec(), c_source, s_source, s, content_layer,
                          _style_layers(model, style_layers), cfg, prior, _number(style_weight, "style_weight")))
@@ -572,13 +555,7 @@ def report(model=DEFAULT_MODEL, out: str | Path = "cnnscope-report", *, layers: 
     loaded = as_model(model, device)
     if images is not None:
         image_sources(images)
-    conv = list(loaded.profile.conv_layers)
-    if layers is not None:
-        chosen = _layers(loaded, layers)
-    elif quick:
-        chosen = tuple(conv[2:5:2] if len(conv) > 4 else conv[len(conv) // 4:][:2])
-    else:
-        chosen = tuple(expand_layers(loaded, "stages"))
+    chosen = _layers(loaded, layers) if layers is not None else tuple(default_layers(loaded, quick))
     q = QUICK if quick else {}
     settings = ReportSettings(model=loaded.job_spec().name, layers=chosen, channels=q.get("channels"),
                               iters=q.get("iters", 200), size=q.get("size"), seed=_count(seed, "seed", 0),

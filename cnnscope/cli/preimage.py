@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from ..errors import CnnscopeError
 from ..images import load_image
 from ..layers import get_layer
-from ..preimage.presets import ALIGNED_TASKS
-from ..preimage.recipes import get_recipe
+from ..preimage.presets import recipe_config
 from ..preimage.robustness import parse_transforms
 from ..preimage.runs import (
+    channel_targets,
     expand_layers,
     parse_channels,
     parse_class,
@@ -107,11 +105,8 @@ def setup(args, task: str):
     out = out_dir(args.out)
     overrides = {"param": args.param, "iters": args.iters, "lr": args.lr, "optimizer": args.optimizer,
                  "transforms": args.transforms}
-    recipe = replace(get_recipe(args.recipe, task), **{k: v for k, v in overrides.items() if v is not None})
-    if task in ALIGNED_TASKS and args.transforms is None:
-        recipe = replace(recipe, transforms="auto")  # M&V's shift: the target feature map stays aligned
+    recipe, cfg = recipe_config(task, args.recipe, overrides, args.seed, box=not args.no_box, jitter=args.jitter)
     parse_transforms(None if recipe.transforms == "auto" else recipe.transforms)  # one line on a bad spec
-    cfg = recipe.config(seed=args.seed, box=not args.no_box, jitter=args.jitter)
     return load_several(args), explicit_prior(args), cfg, out, recipe
 
 
@@ -181,14 +176,6 @@ def _logits(models) -> str:
     if None in found or len(found) != 1:
         raise CnnscopeError("--class needs models with a classifier (give --layer for others)")
     return found.pop()
-
-
-def channel_targets(model, layer: str, channels: list[int], where: str, y=None, x=None) -> list[Target]:
-    width = get_layer(model, layer).channels or 1
-    bad = [c for c in channels if c >= width]
-    if bad:
-        raise CnnscopeError(f"channel {bad[0]} is out of range: {layer} has {width} channels (0-{width - 1})")
-    return [Target(where, c, y, x) for c in channels]
 
 
 def cmd_maximize(args) -> dict | list:

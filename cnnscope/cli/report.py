@@ -10,7 +10,7 @@ from ..jobs import provide
 from ..models import DEFAULT_MODEL, load_model
 from ..preimage.runs import expand_layers
 from ..preimage.solver import check_memory
-from ..report.atlas import QUICK, ReportSettings
+from ..report.atlas import QUICK, ReportSettings, default_layers
 from ..report.demo import run_demo
 from ..report.findings import ACCURACY, DEFAULT, FINDINGS, TRANSFORMS, reproduce, skipped
 from ..report.site import build_report
@@ -62,12 +62,7 @@ def register(sub) -> None:
 
 
 def _layers(args, model) -> list[str]:
-    if args.layers:
-        return expand_layers(model, args.layers)
-    conv = list(model.profile.conv_layers)
-    if not args.quick:
-        return expand_layers(model, "stages")
-    return [conv[2], conv[4]] if len(conv) > 4 else conv[len(conv) // 4:][:2]  # two mid-depth layers
+    return expand_layers(model, args.layers) if args.layers else default_layers(model, args.quick)
 
 
 def cmd_report(args) -> None:

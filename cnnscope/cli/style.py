@@ -11,13 +11,12 @@ from ..errors import CnnscopeError
 from ..images import load_image, save_image, source_stem
 from ..jobs import execute, provide
 from ..layers import resolve
-from ..preimage import Prior, SolverConfig
 from ..preimage.generator import NetSettings, apply_generator, load_checkpoint, train_generator
 from ..preimage.jobs import StyleJob, TextureJob
 from ..preimage.presets import sized_preprocess
 from ..preimage.runs import slug
 from ..preimage.solver import check_memory
-from ..preimage.style import default_style_layers
+from ..preimage.style import default_style_layers, style_settings
 from ..store import write_json
 from ..viz import image_grid
 from .numbers import non_negative, positive, positive_int
@@ -97,9 +96,8 @@ def _setup(args, task: str):
     if args.jitter is not None and args.jitter < 0:
         raise CnnscopeError(f"--jitter must be >= 0 pixels, got {args.jitter}")
     out = out_dir(args.out)
-    prior = explicit_prior(args) or (Prior.none() if task == "texture" else Prior(tv_weight=0.1, alpha_weight=0))
-    cfg = SolverConfig(iters=args.iters or 300, optimizer=args.optimizer or "adam", lr=args.lr or 0.05,
-                       seed=args.seed, box=not args.no_box, jitter=args.jitter or 0)
+    cfg, prior = style_settings(task, iters=args.iters, optimizer=args.optimizer, lr=args.lr, seed=args.seed,
+                                box=not args.no_box, jitter=args.jitter, prior=explicit_prior(args))
     model = load(args)
     provide(model.job_spec(), model)
     return model, prior, cfg, out

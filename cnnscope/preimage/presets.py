@@ -103,6 +103,17 @@ class Setup:
     prior: Prior
 
 
+def recipe_config(task: str, recipe: str | Recipe | None, overrides: dict, seed: int, box: bool = True,
+                  jitter: int | None = None) -> tuple[Recipe, SolverConfig]:
+    """A task's recipe with the options the user set (`overrides`: param, iters, lr, optimizer, transforms;
+    None = the recipe's) and its solver settings. Inversion and caricature keep M&V's circular shift unless
+    transforms are given (their target feature map must stay aligned)."""
+    r = replace(get_recipe(recipe, task), **{k: v for k, v in overrides.items() if v is not None})
+    if task in ALIGNED_TASKS and overrides.get("transforms") is None:
+        r = replace(r, transforms="auto")
+    return r, r.config(seed=seed, box=box, jitter=jitter)
+
+
 def resolve_settings(task: str, recipe: str | Recipe | None, config: SolverConfig | None, prior: Prior | None,
             auto: int) -> tuple[Recipe, SolverConfig, Prior]:
     """The settings a preset will use: those left unset (None) take the recipe's; `auto` is M&V's jitter

@@ -19,7 +19,7 @@ import torch
 from ..errors import CnnscopeError
 from ..images import load_image, source_stem
 from ..jobs import Run, execute, provide
-from ..layers import resolve
+from ..layers import get_layer, resolve
 from ..models import Model
 from ..store import write_json
 from ..targets import Target
@@ -78,6 +78,17 @@ def parse_channels(spec: str) -> list[int]:
             raise CnnscopeError(f"bad channel range '{part}': end before start")
         out += range(a, b + 1)
     return out
+
+
+def channel_targets(model: Model, layer: str, channels, where: str, y=None, x=None) -> list[Target]:
+    """Targets for channels of `layer` (their centre neuron, or `where="channel"` their spatial mean), checked."""
+    if where not in ("neuron", "channel"):
+        raise CnnscopeError(f"where must be 'neuron' or 'channel', not {where!r}")
+    width = get_layer(model, layer).channels or 1
+    for c in channels:
+        if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < width:
+            raise CnnscopeError(f"channel {c!r} is out of range: {layer} has {width} channels (0-{width - 1})")
+    return [Target(where, c, y, x) for c in channels]
 
 
 def parse_class(model: Model, spec: str) -> int:

@@ -26,7 +26,7 @@ from ..models import Model, ModelSpec
 from ..preimage.jobs import InvertJob, MaximizeJob
 from ..preimage.presets import auto_jitter, resolve_settings
 from ..preimage.recipes import get_recipe
-from ..preimage.runs import slug
+from ..preimage.runs import expand_layers, slug
 from ..preimage.solver import SolverConfig
 from ..store import finished
 from ..targets import Target
@@ -155,6 +155,14 @@ def _tile(patches: Sequence[torch.Tensor], cols: int = 3, gap: int = 2) -> torch
 
 # ------------------------------------------------------------------------------------------------- plan
 LAYER_KINDS = ("invert", "maximize", "patches", "backprop-strip")  # the sections of a layer's page
+
+
+def default_layers(model: Model, quick: bool) -> list[str]:
+    """The report's layers when none are asked for: the depth row, or (quick) two mid-depth conv layers."""
+    conv = list(model.profile.conv_layers)
+    if not quick:
+        return expand_layers(model, "stages")
+    return [conv[2], conv[4]] if len(conv) > 4 else conv[len(conv) // 4:][:2]
 
 
 def plan(report: ReportSettings, model: Model) -> list[Job]:
