@@ -62,6 +62,11 @@ class Geometry:
     w: Axis | None
     is_global: bool = False  # depends on the whole input (after a global pool, flatten, linear…)
     exact: bool = True
+    channels_last: bool = False  # [N, H, W, C] (ConvNeXt's blocks permute to apply LayerNorm and Linear per pixel)
+
+    def spatial_dims(self, t: torch.Tensor) -> tuple[int, ...]:
+        """(H, W) of a tensor laid out as this geometry says."""
+        return tuple(t.shape[1:3]) if self.channels_last else tuple(t.shape[-2:])
 
 
 _PIXEL = Geometry(Axis(1, 0, 0), Axis(1, 0, 0))
@@ -90,7 +95,7 @@ def _union(geoms: list[Geometry]) -> Geometry | None:
         if len({x.stride for x in a}) > 1:
             exact = False
         axes.append(Axis(max(x.stride for x in a), min(x.start for x in a), max(x.end for x in a)))
-    return Geometry(axes[0], axes[1], any(g.is_global for g in geoms), exact)
+    return Geometry(axes[0], axes[1], any(g.is_global for g in geoms), exact, spatial[0].channels_last)
 
 
 def _arg(args, kwargs, i, name, default):
@@ -165,13 +170,23 @@ def _propagate(op: str, args, kwargs, out: torch.Tensor, geom_of) -> Geometry | 
         (ih, iw), (oh, ow) = x.shape[-2:], out.shape[-2:]
         return Geometry(Axis(g.h.stride * ih / oh, g.h.start, g.h.end),
                         Axis(g.w.stride * iw / ow, g.w.start, g.w.end), g.is_global, False)
-    # Anything else: shape-preserving ops keep (the union of) their inputs' geometry; ops that
-    # remove the spatial layout (flatten, linear, global reductions) make the output depend on everything.
+    if op == "permute" and g is not None and g.h is not None and x.dim() == 4:
+        dims = tuple(_arg(args, kwargs, 1, "dims", ())) if len(args) == 2 or "dims" in kwargs else tuple(args[1:])
+        layouts = {(0, 2, 3, 1): (False, True), (0, 3, 1, 2): (True, False)}  # NCHW <-> NHWC
+        if dims in layouts and layouts[dims][0] == g.channels_last:
+            return Geometry(g.h, g.w, g.is_global, g.exact, layouts[dims][1])
+        return None
+    # Anything else: shape-preserving ops keep (the union of) their inputs' geometry (in their layout, so a
+    # Linear or LayerNorm over the channels of an NHWC tensor keeps it); ops that remove the spatial layout
+    # (flatten, linear, global reductions) make the output depend on everything.
     ins = [t for t in _tensors((args, kwargs)) if geom_of(t) is not None]
     if not ins:
         return None
-    hw = tuple(out.shape[-2:]) if out.dim() >= 3 else None
-    same = [geom_of(t) for t in ins if t.dim() >= 3 and tuple(t.shape[-2:]) == hw]
+
+    def hw(t, like):
+        return like.spatial_dims(t) if t.dim() >= 3 else None
+
+    same = [geom_of(t) for t in ins if t.dim() >= 3 and out.dim() >= 3 and hw(t, geom_of(t)) == hw(out, geom_of(t))]
     if op in ("conv_transpose2d", "conv_transpose1d", "fold", "unfold", "pixel_shuffle", "pixel_unshuffle"):
         return None  # geometry we do not model exactly: report unknown rather than wrong
     if same and out.dim() == 4:
@@ -326,12 +341,13 @@ def _unwrap(model) -> tuple[nn.Module, dict[str, str], int]:
 _TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def list_layers(model, input_size: int | None = None) -> list[LayerInfo]:
+def list_layers(model, input_size: int | None = None, cache: bool = True) -> list[LayerInfo]:
     """Every layer (module call or functional layer) in execution order, with shape and geometry,
-    for a [1, 3, S, S] input (S = the model's input size unless given)."""
+    for a [1, 3, S, S] input (S = the model's input size unless given). `cache=False` neither reads nor keeps
+    the table (for a network whose aliases are not known yet)."""
     net, aliases, default_size = _unwrap(model)
     size = input_size or default_size
-    cached = _TABLES.get(net, {}).get(size)
+    cached = _TABLES.get(net, {}).get(size) if cache else None
     if cached is not None:
         return cached
     reverse = {v: k for k, v in aliases.items() if k != "logits"}
@@ -353,7 +369,10 @@ def list_layers(model, input_size: int | None = None) -> list[LayerInfo]:
     x = torch.zeros(1, 3, size, size, dtype=param.dtype if param is not None else torch.float32,
                     device=param.device if param is not None else "cpu")
     geometry[id(x)] = _PIXEL
-    handles = tracker.hooks(lambda m, name, out: record(name, type(m).__name__, out, m))
+    def kind_of(m: nn.Module) -> str:  # the root of a model whose logits are picked from its output says which
+        return type(m).__name__ + (getattr(type(m), "logits_field", "") if m is net else "")
+
+    handles = tracker.hooks(lambda m, name, out: record(name, kind_of(m), out, m))
     mode = _FunctionalMode(tracker, lambda name, op, t: record(name, f"F.{op}", t), geometry)
     try:
         with torch.no_grad(), mode:
@@ -371,7 +390,8 @@ def list_layers(model, input_size: int | None = None) -> list[LayerInfo]:
         t = _first_tensor(out)
         rows.append(LayerInfo(OUTPUT, reverse.get(OUTPUT), type(net).__name__, tuple(t.shape[1:]),
                               geometry.get(id(t))))
-    _TABLES.setdefault(net, {})[size] = rows
+    if cache:
+        _TABLES.setdefault(net, {})[size] = rows
     return rows
 
 

@@ -8,25 +8,26 @@ from torch import nn
 from cnnscope import CnnscopeError, load_image, load_model
 from cnnscope.backprop import BackpropRules, backprop_maps, explain, method_rules, render
 from cnnscope.backprop.analysis import cascading_randomisation, pearson, selectivity, spearman
-from cnnscope.backprop.rules import MaxPoolRule, RectifierRule, get_rule
+from cnnscope.backprop.rules import Activation, ActivationRule, MaxPoolRule, get_rule
 from cnnscope.targets import Target
 
 
 # ----------------------------------------------------------------------------------- golden, per rule
-@pytest.mark.parametrize("lo,hi,slope,rule,expected", [
-    (0.0, None, 0.0, "gradient", [0, -1, 1, 0]),
-    (0.0, 6.0, 0.0, "gradient", [0, -1, 0, 0]),  # ReLU6: x=7 is saturated
-    (0.0, None, 0.0, "deconvnet", [1, 0, 1, 2]),
-    (0.0, 6.0, 0.0, "deconvnet", [1, 0, 1, 2]),
-    (0.0, None, 0.0, "guided", [0, 0, 1, 0]),
-    (0.0, 6.0, 0.0, "guided", [0, 0, 0, 0]),
-    (0.0, None, 0.1, "gradient", [0.1, -1, 1, 0.2]),
-    (0.0, None, 0.1, "deconvnet", [1, -0.1, 1, 2]),
+@pytest.mark.parametrize("op,args,rule,expected", [
+    ("relu", (), "gradient", [0, -1, 1, 0]),
+    ("relu6", (), "gradient", [0, -1, 0, 0]),  # ReLU6: x=7 is saturated
+    ("relu", (), "deconvnet", [1, 0, 1, 2]),
+    ("relu6", (), "deconvnet", [1, 0, 1, 2]),
+    ("relu", (), "guided", [0, 0, 1, 0]),
+    ("relu6", (), "guided", [0, 0, 0, 0]),
+    ("leaky_relu", (0.1,), "gradient", [0.1, -1, 1, 0.2]),
+    ("leaky_relu", (0.1,), "deconvnet", [1, -0.1, 1, 2]),
+    ("hardtanh", (0.0, 6.0), "guided", [0, 0, 0, 0]),
 ])
-def test_rectifier_rules_golden(lo, hi, slope, rule, expected):
+def test_rectifier_rules_golden(op, args, rule, expected):
     x = torch.tensor([-1.0, 2.0, 7.0, -3.0], requires_grad=True)
     g = torch.tensor([1.0, -1.0, 1.0, 2.0])
-    y = RectifierRule.apply(x, lo, hi, slope, get_rule(rule))
+    y = ActivationRule.apply(x, Activation.of_call(op, (x, *args), {}), get_rule(rule))
     y.backward(g)
     assert torch.allclose(x.grad, torch.tensor(expected, dtype=torch.float32))
 

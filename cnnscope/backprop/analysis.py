@@ -99,13 +99,33 @@ def _has_weights(module: nn.Module) -> bool:
 
 def _param_blocks(net: nn.Module) -> list[str]:
     """Names of the blocks re-initialised in turn, from the output down: top-level children that hold
-    convolutions or linear layers, with ModuleLists/Sequentials unrolled (Lite0's 16 blocks one at a time)."""
-    blocks = []
-    for name, child in net.named_children():
-        if isinstance(child, (nn.ModuleList, nn.Sequential)) and len(child) > 2:
-            blocks += [f"{name}.{i}" for i, sub in enumerate(child) if _has_weights(sub)]
-        elif _has_weights(child):
-            blocks.append(name)
+    convolutions or linear layers, with ModuleLists/Sequentials unrolled (Lite0's 16 blocks one at a time).
+    A network with fewer than three such blocks at the top (a Hugging Face model: its backbone and its
+    classifier) is opened further, the block with the most weights first, until it has some to cascade over."""
+    def blocks_of(module: nn.Module, prefix: str) -> list[str]:
+        out = []
+        for name, child in module.named_children():
+            if isinstance(child, (nn.ModuleList, nn.Sequential)) and len(child) > 2:
+                out += [f"{prefix}{name}.{i}" for i, sub in enumerate(child) if _has_weights(sub)]
+            elif _has_weights(child):
+                out.append(f"{prefix}{name}")
+        return out
+
+    def size(path: str) -> int:
+        return sum(p.numel() for p in net.get_submodule(path).parameters())
+
+    blocks = blocks_of(net, "")
+    opened: set[str] = set()
+    while len(blocks) < 3:
+        closed = [b for b in blocks if b not in opened]
+        if not closed:
+            break
+        biggest = max(closed, key=size)
+        opened.add(biggest)
+        inner = blocks_of(net.get_submodule(biggest), f"{biggest}.")
+        if len(inner) >= 2:
+            at = blocks.index(biggest)
+            blocks[at:at + 1] = inner
     return blocks[::-1]
 
 

@@ -17,10 +17,36 @@ from ..store import save_tensors
 from ..targets import Target
 from ..viz import image_grid, plot_sanity
 from .analysis import cascading_randomisation, selectivity
-from .methods import backprop_maps, max_pools, render
+from .coverage import coverage
+from .methods import backprop_maps, coverage_notes, render
 
 COLUMNS = ("deconvnet", "salinet", "desalinet")  # the seed's order: Image | DeConvNet | SaliNet | DeSaliNet
 MAPS = {"json": False}  # field metadata: tensors that go to files, not to the record
+
+
+def applicable(model: Model, x: torch.Tensor, layer: str, methods) -> tuple[tuple[str, ...], list[str], dict]:
+    """The methods that apply below `layer` (DeConvNet and DeSaliNet not where no rule reaches any nonlinearity),
+    the notes a reader needs, and the coverage record."""
+    cov = coverage(model, x, layer)
+    notes = coverage_notes(cov, model.name, layer, methods, None)
+    if cov.blind:
+        dropped = [m for m in methods if m != "salinet"]
+        methods = tuple(m for m in methods if m == "salinet")
+        notes.append(f"{' and '.join(dropped)} left out: no backward rule reaches a nonlinearity of {model.name} "
+                     f"below {layer}, so they would be the gradient")
+    return tuple(methods), notes, cov.to_json() | {"summary": cov.summary()}
+
+
+def _silent(model: Model, x: torch.Tensor, target: Target, gradient: torch.Tensor | None) -> bool:
+    """Whether `target`'s value and its gradient (SaliNet's map) are both zero for the image."""
+    with torch.no_grad():
+        feat = capture(model, x, [target.layer])[target.layer][0]
+    seed = feat if target.kind == "features" else target.weights(tuple(feat.shape)).to(feat)
+    if bool((seed * feat).sum() != 0):
+        return False
+    if gradient is None:
+        gradient = backprop_maps(model, x, [target], "salinet")[0, 0]
+    return not bool(gradient.any())
 
 
 def map_slug(text: str) -> str:
@@ -43,6 +69,7 @@ class SaliencyResult(Result):
     rows: list[dict] = field(default_factory=list)
     methods: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    coverage: dict = field(default_factory=dict)  # the nonlinearities below the target the rules reach
 
     def pictures(self) -> list[tuple[torch.Tensor, str]]:
         """Per target: the image as the network saw it, then each method's map (rendered as the job says)."""
@@ -77,12 +104,15 @@ class SaliencyJob(Job):
                 for t in self.targets for m in self.methods}
         rows = [{"target": t.label(), "caption": f"image\n{_class_caption(model, t.channel)}"
                  if t.kind == "class" else f"image\n{t.label()}"} for t in self.targets]
-        notes = []
-        switched = [m for m in self.methods if m != "salinet"]
-        if switched and self.pool_rule in (None, "switches") and not max_pools(model, x, self.targets[0].layer):
-            notes.append(f"{model.name} has no max-pool before {self.targets[0].layer}: {' and '.join(switched)} "
-                         "differ from SaliNet only in the rectifiers' backward rule (no switches to use)")
-        return SaliencyResult(maps, model.preprocess.geometry(image)[0], rows, list(self.methods), notes)
+        cov = coverage(model, x, self.targets[0].layer)
+        notes = coverage_notes(cov, model.name, self.targets[0].layer, self.methods, self.pool_rule)
+        notes += [f"{t.label()}: the target's value and its gradient are zero for this image (a dead unit or an "
+                  "all-zero code), so there is nothing to show" + (" (DeConvNet ignores the forward pass: its map is "
+                                                                    "the filters' pattern, not this image's)"
+                                                                    if "deconvnet" in self.methods else "")
+                  for t in self.targets if _silent(model, x, t, maps.get((t.label(), "salinet")))]
+        return SaliencyResult(maps, model.preprocess.geometry(image)[0], rows, list(self.methods), notes,
+                              cov.to_json() | {"summary": cov.summary()})
 
     def write(self, out: Path, result: SaliencyResult) -> list[str]:
         pictures, titles, files = [], [], []
@@ -112,6 +142,7 @@ class StripResult(Result):
     y: int | None
     x: int | None
     methods: list[str] = field(default_factory=lambda: ["image", *COLUMNS])
+    notes: list[str] = field(default_factory=list, metadata={"omit_empty": True})
 
     def pictures(self) -> list[tuple[torch.Tensor, str]]:
         return [(self.strip, f"channel {self.channel}: " + " | ".join(self.methods))]
@@ -138,9 +169,14 @@ class StripJob(Job):
         else:
             channel, y, xx = int(feat.argmax()), None, None
         target = Target("neuron", channel, y, xx, layer=self.layer)
-        strip = [x01[0]] + [render(backprop_maps(model, x, [target], m)[0], "signed")[0] for m in COLUMNS]
+        methods, notes, _ = applicable(model, x, self.layer, COLUMNS)
+        notes = [n for n in notes if "no max-pool" not in n]  # (the report says it once per model, not per strip)
+        blank = torch.full_like(x01[0], 0.5)  # a method that cannot apply shows grey, not another method's map
+        strip = [x01[0]] + [render(backprop_maps(model, x, [target], m)[0], "signed")[0] if m in methods else blank
+                            for m in COLUMNS]
         gap = torch.ones(3, x01.shape[-2], 4)
-        return StripResult(torch.cat([t for img in strip for t in (img, gap)][:-1], dim=2), channel, y, xx)
+        return StripResult(torch.cat([t for img in strip for t in (img, gap)][:-1], dim=2), channel, y, xx,
+                           notes=notes)
 
     def write(self, out: Path, result: StripResult) -> list[str]:
         save_image(result.strip, out / f"{self.key}.png")
@@ -154,6 +190,8 @@ class SelectivityResult(Result):
 
     correlations: dict
     count: int
+    notes: list[str] = field(default_factory=list)
+    coverage: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -171,8 +209,9 @@ class SelectivityJob(Job):
 
     def compute(self, model: Model) -> SelectivityResult:
         images = load_images(self.images, self.limit if self.images else min(self.limit, 6))
+        methods, notes, cov = applicable(model, model.prepare(images[0]), self.layer, COLUMNS)
         return SelectivityResult(selectivity(model, images, self.layer, neurons=self.neurons, seed=self.seed,
-                                             progress=False), len(images))
+                                             methods=methods, progress=False), len(images), notes, cov)
 
     def write(self, out: Path, result: SelectivityResult) -> list[str]:
         return []
@@ -186,6 +225,8 @@ class SanityResult(Result):
     blocks: list[str]
     spearman: dict
     target: str
+    notes: list[str] = field(default_factory=list)
+    coverage: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -200,8 +241,10 @@ class SanityJob(Job):
     kind = "sanity"
 
     def compute(self, model: Model) -> SanityResult:
-        r = cascading_randomisation(model, load_image(self.image), self.target, seed=self.seed, progress=False)
-        return SanityResult(**r)
+        image = load_image(self.image)
+        methods, notes, cov = applicable(model, model.prepare(image), self.target.layer, COLUMNS)
+        r = cascading_randomisation(model, image, self.target, methods=methods, seed=self.seed, progress=False)
+        return SanityResult(**r, notes=notes, coverage=cov)
 
     def write(self, out: Path, result: SanityResult) -> list[str]:
         plot_sanity(result.to_json(), out / f"{self.key}.png")

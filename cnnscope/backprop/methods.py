@@ -11,7 +11,8 @@ from ..device import of as device_of
 from ..errors import CnnscopeError, unknown
 from ..layers import Capture, get_layer
 from ..targets import Target
-from .network import POOL_OPS, BackpropRules
+from .coverage import Coverage, graph_coverage
+from .network import BackpropRules
 from .rules import DeconvNet, Gradient, Guided, Switches
 
 METHODS = {  # composites as data: the rectifier's and the max-pool's rule
@@ -68,27 +69,64 @@ def backprop_maps(model, images: torch.Tensor, targets: Sequence[Target], method
     n, t = images.shape[0], len(targets)
     x = images.detach().to(device_of(model)).repeat_interleave(t, dim=0).requires_grad_(True)  # [n*t]: image-major
     rules = method_rules(method, pool)
+    label = getattr(model, "name", type(model).__name__)
     if not rules.rectifier.exact and (getattr(model, "torchscript", False)
                                       or isinstance(getattr(model, "net", model), torch.jit.ScriptModule)):
         # the rules replace rectifiers' backward as Python sees them; a TorchScript graph runs where they cannot
         # reach, so the map would silently be the plain gradient
-        raise CnnscopeError(f"{method} cannot apply to the TorchScript model {getattr(model, 'name', '')}: its "
+        raise CnnscopeError(f"{method} cannot apply to the TorchScript model {label}: its "
                             "rectifiers run inside the compiled graph, out of reach of the backward rules (use "
                             "salinet, or give the network as Python code: file.py:factory with --weights)")
-    with torch.enable_grad(), rules.applied(model), Capture(model, [layer]) as phi:
-        with getattr(model, "autocast", contextlib.nullcontext)():
-            feat = phi(x)[layer]
-        seeds = torch.stack([_seed_signal(targets[i % t], feat[i]) for i in range(n * t)])
-        grad, = torch.autograd.grad(feat, x, seeds)
+    stage = "forward pass"
+    try:
+        with torch.enable_grad(), rules.applied(model), Capture(model, [layer]) as phi:
+            with getattr(model, "autocast", contextlib.nullcontext)():
+                feat = phi(x)[layer]
+            if not rules.rectifier.exact:
+                refuse_blind(graph_coverage(feat, rules.rectifier), method, label, layer, rules.pool.exact)
+            seeds = torch.stack([_seed_signal(targets[i % t], feat[i]) for i in range(n * t)])
+            stage = "backward pass"
+            if not feat.requires_grad:
+                raise CnnscopeError(f"{method} on {label}: {layer} does not depend on the input through autograd "
+                                    "(the forward detaches it or runs without gradients): there is no backward "
+                                    "pass to take")
+            grad, = torch.autograd.grad(feat, x, seeds, allow_unused=True)
+    except CnnscopeError:
+        raise
+    except Exception as err:  # the user's network failed under autograd: one line, whose and where
+        first = str(err).splitlines()[0][:160] if str(err) else ""
+        raise CnnscopeError(f"{method} on {label} at {layer}: the {stage} failed ({type(err).__name__}: "
+                            f"{first})") from None
+    if grad is None:
+        grad = torch.zeros_like(x)
     return grad.view(n, t, *images.shape[1:]).cpu()
 
 
-@torch.no_grad()
-def max_pools(model, images: torch.Tensor, layer: str) -> int:
-    """How many max-pool operations run before `layer` (DeConvNet's and DeSaliNet's switches act there only)."""
-    with method_rules("deconvnet").applied(model, track=True) as log, Capture(model, [layer]) as phi:
-        phi(images[:1].to(device_of(model)))
-    return sum(op in POOL_OPS for _, op, _ in log.calls)
+def refuse_blind(cov: Coverage, method: str, label: str, layer: str, pool_exact: bool = True) -> None:
+    """DeConvNet/DeSaliNet where no rule reaches any nonlinearity would be the gradient under another name."""
+    if cov.blind and (pool_exact or not cov.max_pools):
+        raise CnnscopeError(f"{method} cannot apply to {label} at {layer}: no backward rule reaches its "
+                            f"nonlinearities ({cov.summary()}), so the map would be the plain gradient (use "
+                            "salinet, or give the activations as torch ops or modules)")
+
+
+def coverage_notes(cov: Coverage, label: str, layer: str, methods: Sequence[str], pool_rule: str | None) -> list[str]:
+    """What a reader of DeConvNet/DeSaliNet maps must know: nonlinearities the rules miss, no max-pool to switch."""
+    switched = [m for m in methods if m != "salinet"]
+    if not switched:
+        return []
+    both = " and ".join(switched)
+    s = "" if len(switched) > 1 else "s"  # (verb agreement)
+    notes = []
+    if cov.uncovered:
+        notes.append(f"{label} below {layer}: {cov.summary()}; where not covered, {both} keep{s} the "
+                     "true derivative")
+    if not cov.covered and not cov.uncovered and not (cov.max_pools and pool_rule not in (None, "switches")):
+        notes.append(f"{label} has no nonlinearity before {layer}: {both} equal{s} SaliNet there")
+    elif pool_rule in (None, "switches") and not cov.max_pools:
+        notes.append(f"{label} has no max-pool before {layer}: {both} differ{s} from SaliNet only in the "
+                     "activations' backward rule (no switches to use)")
+    return notes
 
 
 def render(maps: torch.Tensor, mode: str = "signed") -> torch.Tensor:

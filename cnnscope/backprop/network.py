@@ -5,15 +5,19 @@
         out = model(x); out.backward(...)          # x.grad is now the DeConvNet reconstruction
 
 Rules are found per call, most specific first: the layer's name (or alias), the module's type, the
-functional op ("relu", "relu6", "leaky_relu", "max_pool2d"), then the family default. The calls are
-caught with a torch function mode while the context is active, so functional calls (F.relu, x.relu()),
-in-place ReLUs, ReLU6 (hardtanh 0..6) and modules called several times are all covered, and nothing
-global is touched: outside the context every gradient is the ordinary one.
+functional op ("relu", "gelu", "silu", "max_pool2d"…), then the family default. The calls are caught with a
+torch function mode while the context is active, so every pointwise nonlinearity of `rules.ACTIVATIONS` is
+covered however it is called: modules, functional calls (F.gelu, x.relu(), torch.sigmoid), in-place
+variants, modules called several times, and SiLU written out as ``x * torch.sigmoid(x)``. Nothing global is
+touched: outside the context every gradient is the ordinary one. What the mode cannot see (a custom
+``autograd.Function``, a TorchScript or compiled graph) is found afterwards in the autograd graph and
+reported by `coverage`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -23,10 +27,11 @@ from torch.overrides import TorchFunctionMode
 
 from ..errors import CnnscopeError
 from ..layers import _CallTracker, _op_name, _unwrap, list_layers, resolve
-from .rules import Gradient, MaxPoolRule, RectifierRule, Rule, Switches, get_rule
+from .rules import ACTIVATIONS, Activation, ActivationRule, Gradient, MaxPoolRule, Rule, Switches, get_rule
 
-RECTIFIER_OPS = ("relu", "relu6", "hardtanh", "leaky_relu")
+RECTIFIER_OPS = tuple(ACTIVATIONS)  # every pointwise nonlinearity the rules replace
 POOL_OPS = ("max_pool2d",)
+_MUL = "mul"  # watched for SiLU written out: x * torch.sigmoid(x)
 
 
 @dataclass
@@ -101,28 +106,58 @@ class RuleLog:
     calls: list[tuple[str, str, str]] = field(default_factory=list)  # (layer, op, rule) of the last forward
 
 
-_OPS: dict = {}  # func -> op name if it is a rectifier or max-pool, else None (cached: every call asks)
+_OPS: dict = {}  # func -> op name if it is an activation, a max-pool or a product, else None (cached)
+
+
+def _op_of(func) -> str | None:
+    raw = _op_name(func)
+    if raw in ("mul", "rmul"):
+        return _MUL
+    name = raw.rstrip("_")
+    return name if name in ACTIVATIONS or name in POOL_OPS else None
 
 
 class _RuleMode(TorchFunctionMode):
     def __init__(self, rules: BackpropRules, tracker: _CallTracker | None, resolved: dict[str, str], log: RuleLog):
         super().__init__()
         self.rules, self.tracker, self.resolved, self.log = rules, tracker, resolved, log
+        self.sigmoids: dict[int, tuple] = {}  # id(sigmoid output) -> (weakref to it, weakref to its input)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         op = _OPS.get(func, False)
         if op is False:
-            name = _op_name(func).rstrip("_")
-            op = _OPS[func] = name if name in RECTIFIER_OPS or name in POOL_OPS else None
+            op = _OPS[func] = _op_of(func)
         kwargs = kwargs or {}
-        if op is None:
+        # without grad (torch.no_grad, or inside a custom autograd.Function's forward) a rule has no effect
+        if op is None or not torch.is_grad_enabled():
             return func(*args, **kwargs)
-        x = args[0] if args else kwargs.get("input")
-        if op == "hardtanh":
-            lo = args[1] if len(args) > 1 else kwargs.get("min_val", -1.0)
-            hi = args[2] if len(args) > 2 else kwargs.get("max_val", 1.0)
-            if lo != 0:  # not a rectifier (e.g. plain hardtanh): leave it alone
+        x, act = (args[0] if args else kwargs.get("input")), None
+        if op == _MUL:
+            x = self._swish_input(args, kwargs)
+            if x is None:
                 return func(*args, **kwargs)
+            op, act = "silu", Activation("silu", torch.nn.functional.silu)
+        rule = self._rule(op)
+        if op in POOL_OPS:
+            if rule.exact or kwargs.get("return_indices") or (len(args) > 6 and args[6]):
+                return func(*args, **kwargs)  # the true derivative: leave autograd's own
+            kernel = args[1] if len(args) > 1 else kwargs["kernel_size"]
+            stride = args[2] if len(args) > 2 else kwargs.get("stride")
+            padding = args[3] if len(args) > 3 else kwargs.get("padding", 0)
+            dilation = args[4] if len(args) > 4 else kwargs.get("dilation", 1)
+            ceil_mode = args[5] if len(args) > 5 else kwargs.get("ceil_mode", False)
+            return MaxPoolRule.apply(x, kernel, stride, padding, dilation, ceil_mode, rule)
+        if act is None:
+            act = Activation.of_call(op, args, kwargs)
+        if rule.exact:
+            out = func(*args, **kwargs)  # SaliNet is exactly autograd
+        else:
+            out = ActivationRule.apply(x, act, rule)  # (in-place requests are served out of place)
+        if op == "sigmoid" and isinstance(x, torch.Tensor):
+            self.sigmoids[id(out)] = (weakref.ref(out), weakref.ref(x))
+        return out
+
+    def _rule(self, op: str) -> Rule:
         if self.tracker is None:
             module, name = None, None
         else:
@@ -135,24 +170,18 @@ class _RuleMode(TorchFunctionMode):
         rule = self.rules.rule_for(name, module, op, self.resolved)
         if self.tracker is not None:
             self.log.calls.append((name or "?", op, rule.name))
-        if op in POOL_OPS:
-            if rule.exact or kwargs.get("return_indices") or (len(args) > 6 and args[6]):
-                return func(*args, **kwargs)  # the true derivative: leave autograd's own
-            kernel = args[1] if len(args) > 1 else kwargs["kernel_size"]
-            stride = args[2] if len(args) > 2 else kwargs.get("stride")
-            padding = args[3] if len(args) > 3 else kwargs.get("padding", 0)
-            dilation = args[4] if len(args) > 4 else kwargs.get("dilation", 1)
-            ceil_mode = args[5] if len(args) > 5 else kwargs.get("ceil_mode", False)
-            return MaxPoolRule.apply(x, kernel, stride, padding, dilation, ceil_mode, rule)
-        if rule.exact:
-            return func(*args, **kwargs)  # SaliNet is exactly autograd
-        if op == "leaky_relu":
-            slope = args[1] if len(args) > 1 else kwargs.get("negative_slope", 0.01)
-            return RectifierRule.apply(x, 0.0, None, float(slope), rule)
-        if op == "relu":
-            return RectifierRule.apply(x, 0.0, None, 0.0, rule)
-        hi = 6.0 if op == "relu6" else float(args[2] if len(args) > 2 else kwargs.get("max_val", 1.0))
-        return RectifierRule.apply(x, 0.0, hi, 0.0, rule)  # (in-place requests are served out of place)
+        return rule
+
+    def _swish_input(self, args, kwargs) -> torch.Tensor | None:
+        """x when the product is x * sigmoid(x) (either order), else None."""
+        pair = list(args[:2]) if len(args) >= 2 else [kwargs.get("input"), kwargs.get("other")]
+        if kwargs.get("out") is not None or not all(isinstance(t, torch.Tensor) for t in pair):
+            return None
+        for a, b in (pair, pair[::-1]):
+            refs = self.sigmoids.get(id(b))
+            if refs is not None and refs[0]() is b and refs[1]() is a:
+                return a
+        return None
 
 
 # --------------------------------------------------------------------------------------------- explain
@@ -176,7 +205,7 @@ def explain(model, rules: BackpropRules) -> list[dict]:
     param = next(iter(net.parameters()), None)
     x = torch.zeros(1, 3, size, size, dtype=param.dtype if param is not None else torch.float32,
                     device=param.device if param is not None else None)
-    with torch.no_grad(), rules.applied(model, track=True) as log:
+    with torch.enable_grad(), rules.applied(model, track=True) as log:  # rules act (and log) only with grad on
         net(x)
     by_layer = {name: (op, rule) for name, op, rule in log.calls}
     children = {name for name, m in net.named_modules() if any(True for _ in m.children())}

@@ -1,13 +1,29 @@
 """Backward rules of the non-linear blocks: the only thing that differs between SaliNet, DeConvNet and
 DeSaliNet (Mahendran & Vedaldi ECCV'16). Each rule is the forward op unchanged plus a chosen backward.
 
-Each rule is a small object (zennit's style): `Gradient`, `DeconvNet`, `Guided` for rectifiers,
-`Switches`, `Centre`, `Uniform`, `Passthrough` for max-pool; `get_rule` turns a name into one.
+Each rule is a small object (zennit's style): `Gradient`, `DeconvNet`, `Guided` for pointwise
+nonlinearities, `Switches`, `Centre`, `Uniform`, `Passthrough` for max-pool; `get_rule` turns a name into one.
 
-Rectifiers (ReLU, ReLU6 = hardtanh(0, 6), LeakyReLU), backward signal g, forward input x:
-    "gradient"  (SaliNet):   g * 1[x in the active range]        -- the true derivative
-    "deconvnet" (DeConvNet): relu(g)                              -- forward mask ignored, signal rectified
-    "guided"    (DeSaliNet): relu(g) * 1[x in the active range]   -- both (= guided backprop)
+Pointwise nonlinearities y = f(x) (every op of `ACTIVATIONS`: ReLU, ReLU6/hardtanh, LeakyReLU, PReLU, ELU,
+CELU, SELU, GELU (both approximations), SiLU, Mish, Softplus, Hardswish, Hardsigmoid, sigmoid, tanh), with
+backward signal g and forward input x:
+    "gradient"  (SaliNet):   g * f'(x)                       -- the true derivative
+    "deconvnet" (DeConvNet): r_f(g)                          -- the forward ignored, the signal rectified
+    "guided"    (DeSaliNet): relu(g) * max(f'(x), 0)         -- both (= guided backprop)
+For ReLU these are exactly Zeiler & Fergus's deconvnet (the reversed net rectifies the signal) and
+Springenberg et al. 2015's guided backprop (the forward mask and the rectified signal). The generalisation:
+- f'(x), the local gain, replaces ReLU's mask 1[x > 0] (computed by autograd from the call's own forward, so
+  GELU's approximation, ELU's alpha, Softplus's beta or PReLU's weights are honoured).
+- r_f is the activation's *rectifier form*, the piecewise-linear map its forward approaches away from the
+  origin: gain * relu(g) + negative * min(g, 0). ReLU, ReLU6, GELU, SiLU, Mish, Softplus, ELU, CELU and
+  Hardswish -> relu(g); SELU -> 1.0507 * relu(g) (its scale); LeakyReLU and PReLU keep their negative slope.
+  Bounded gates (sigmoid, hardsigmoid, tanh, hardtanh) have no rectifier asymptote: the gain of their
+  linear regime at the origin (1/4, 1/6, 1, 1) times relu(g). DeConvNet's map thus never depends on x.
+- Non-monotone activations (GELU, SiLU, Mish, Hardswish dip below zero for x < 0, so f'(x) < 0 there):
+  DeSaliNet clips the gain at zero. A negative gain would flip a positive signal's sign and let negative
+  evidence through, which is what guided backprop's rectification exists to stop; clipped, the rule still
+  "lets through what the forward let through" (f' > 0) and keeps the output rectified. Monotone
+  activations (f' >= 0 everywhere) are unaffected by the clip.
 Max-pool:
     "switches":    g goes to the arg-max of each window (the true derivative)
     "centre":      g goes to the centre of each window (no switches: the "bottleneck information" study)
@@ -17,6 +33,8 @@ Max-pool:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -47,72 +65,144 @@ class Rule:
         return hash(type(self))
 
 
-# ---------------------------------------------------------------------------------------------- rectifiers
+# ------------------------------------------------------------------------------- pointwise nonlinearities
+@dataclass(frozen=True)
+class ActivationOp:
+    """How to read one nonlinearity's call: its out-of-place function, its arguments after the input
+    (name, default), and its rectifier form (the `gain` of the linear regime, the `negative` slope argument)."""
+
+    fn: Callable
+    params: tuple[tuple[str, object], ...] = ()
+    gain: float = 1.0
+    negative: str | None = None  # the argument holding the slope for negative signals (LeakyReLU, PReLU)
+
+
+SELU_SCALE = 1.0507009873554804934193349852946
+ACTIVATIONS: dict[str, ActivationOp] = {
+    "relu": ActivationOp(F.relu),
+    "relu6": ActivationOp(F.relu6),
+    "hardtanh": ActivationOp(F.hardtanh, (("min_val", -1.0), ("max_val", 1.0))),
+    "leaky_relu": ActivationOp(F.leaky_relu, (("negative_slope", 0.01),), negative="negative_slope"),
+    "prelu": ActivationOp(F.prelu, (("weight", None),), negative="weight"),
+    "elu": ActivationOp(F.elu, (("alpha", 1.0),)),
+    "celu": ActivationOp(F.celu, (("alpha", 1.0),)),
+    "selu": ActivationOp(F.selu, gain=SELU_SCALE),
+    "gelu": ActivationOp(F.gelu, (("approximate", "none"),)),
+    "silu": ActivationOp(F.silu),
+    "mish": ActivationOp(F.mish),
+    "softplus": ActivationOp(F.softplus, (("beta", 1.0), ("threshold", 20.0))),
+    "hardswish": ActivationOp(F.hardswish),
+    "hardsigmoid": ActivationOp(F.hardsigmoid, gain=1 / 6),
+    "sigmoid": ActivationOp(torch.sigmoid, gain=0.25),
+    "tanh": ActivationOp(torch.tanh),
+}
+
+
+@dataclass
+class Activation:
+    """One call of a pointwise nonlinearity: `op` (a key of `ACTIVATIONS`), `fn` (x -> f(x) with the call's
+    own arguments), the `gain` and `negative` slope of its rectifier form."""
+
+    op: str
+    fn: Callable[[torch.Tensor], torch.Tensor]
+    gain: float = 1.0
+    negative: float | torch.Tensor = 0.0
+
+    @classmethod
+    def of_call(cls, op: str, args: tuple, kwargs: dict) -> Activation:
+        """The activation a call `op(x, *args[1:], **kwargs)` computes (in-place requests made out of place)."""
+        spec = ACTIVATIONS[op]
+        params = {}
+        for i, (name, default) in enumerate(spec.params, start=1):
+            params[name] = args[i] if len(args) > i else kwargs.get(name, default)
+        fn = spec.fn if not params else (lambda t, _f=spec.fn, _p=params: _f(t, **_p))
+        negative = params.get(spec.negative, 0.0) if spec.negative else 0.0
+        if isinstance(negative, torch.Tensor) and negative.numel() == 1:
+            negative = float(negative)
+        return cls(op, fn, spec.gain, negative if isinstance(negative, torch.Tensor) else float(negative))
+
+    def derivative(self, x: torch.Tensor) -> torch.Tensor:
+        """f'(x), elementwise (autograd of the call's own forward: every variant's exact derivative)."""
+        with torch.enable_grad():
+            xx = x.detach().requires_grad_(True)
+            y = self.fn(xx)
+            d, = torch.autograd.grad(y, xx, torch.ones_like(y))
+        return d
+
+    def rectified(self, g: torch.Tensor) -> torch.Tensor:
+        """r_f(g): the rectifier form applied to the signal, gain * relu(g) + negative * min(g, 0)."""
+        out = torch.relu(g) if self.gain == 1.0 else self.gain * torch.relu(g)
+        negative = self.negative
+        if isinstance(negative, torch.Tensor):  # PReLU: one slope per channel (dimension 1)
+            negative = negative.to(g).view(1, -1, *([1] * (g.dim() - 2))) if g.dim() > 1 else negative.to(g)
+            return out + negative * g.clamp(max=0)
+        return out + negative * g.clamp(max=0) if negative else out
+
+
 class RectifierBackward(Rule):
     family = "rectifier"
     needs_input: ClassVar[bool] = True  # whether the forward input is kept for the backward
 
-    def backward(self, g: torch.Tensor, x: torch.Tensor | None, lo: float, hi: float | None,
-                 slope: float) -> torch.Tensor:
+    def backward(self, g: torch.Tensor, x: torch.Tensor | None, act: Activation) -> torch.Tensor:
+        raise NotImplementedError
+
+    def from_gradient(self, g: torch.Tensor, grad: torch.Tensor, act: Activation) -> torch.Tensor:
+        """The same rule given g and the true backward's result g * f'(x) instead of x (for an activation
+        inside a custom autograd.Function, whose input the rules never see)."""
         raise NotImplementedError
 
 
-def _derivative(g, x, lo, hi, slope):
-    """g times the rectifier's true derivative at x (aten's fused backward kernels: one pass)."""
-    if slope:
-        return torch.ops.aten.leaky_relu_backward(g, x, slope, False)
-    if hi is None:
-        return torch.ops.aten.threshold_backward(g, x, lo)
-    return torch.ops.aten.hardtanh_backward(g, x, lo, hi)
-
-
 class Gradient(RectifierBackward):
-    """mask by the forward activation pattern (true gradient; SaliNet)"""
+    """multiply by the local derivative f'(x) (true gradient; SaliNet)"""
 
     name, exact = "gradient", True
 
-    def backward(self, g, x, lo, hi, slope):
-        return _derivative(g, x, lo, hi, slope)
+    def backward(self, g, x, act):
+        return g * act.derivative(x)
+
+    def from_gradient(self, g, grad, act):
+        return grad
 
 
 class DeconvNet(RectifierBackward):
-    """rectify the backward signal, ignore the forward mask (DeConvNet)"""
+    """rectify the backward signal, ignore the forward pass (DeConvNet)"""
 
     name, needs_input = "deconvnet", False
 
-    def backward(self, g, x, lo, hi, slope):
-        return F.leaky_relu(g, slope) if slope else torch.relu(g)
+    def backward(self, g, x, act):
+        return act.rectified(g)
+
+    def from_gradient(self, g, grad, act):
+        return act.rectified(g)
 
 
 class Guided(RectifierBackward):
-    """forward mask AND rectified backward signal (DeSaliNet = guided backprop)"""
+    """rectified backward signal times the forward gain max(f'(x), 0) (DeSaliNet = guided backprop)"""
 
     name = "guided"
 
-    def backward(self, g, x, lo, hi, slope):
-        return _derivative(g, x, lo, hi, slope).clamp_(min=0)
+    def backward(self, g, x, act):
+        return torch.relu(g) * act.derivative(x).clamp_(min=0)
+
+    def from_gradient(self, g, grad, act):  # relu(g) * max(f', 0) = relu(g * f') where g > 0, else 0
+        return torch.relu(grad) * (g > 0)
 
 
-class RectifierRule(torch.autograd.Function):
-    """Forward: the rectifier. Backward: `rule.backward` (a `RectifierBackward`)."""
+class ActivationRule(torch.autograd.Function):
+    """Forward: the activation `act` unchanged. Backward: `rule.backward` (a `RectifierBackward`)."""
 
     @staticmethod
-    def forward(ctx, x, lo: float, hi: float | None, slope: float, rule: RectifierBackward):
-        if slope:
-            y = F.leaky_relu(x, slope)
-        elif hi is None:
-            y = torch.relu(x)
-        else:
-            y = torch.clamp(x, lo, hi)
+    def forward(ctx, x, act: Activation, rule: RectifierBackward):
+        y = act.fn(x)
         if rule.needs_input:  # DeConvNet ignores the forward pass: nothing to keep
             ctx.save_for_backward(x)
-        ctx.lo, ctx.hi, ctx.slope, ctx.rule = lo, hi, slope, rule
+        ctx.act, ctx.rule = act, rule
         return y
 
     @staticmethod
     def backward(ctx, g):
         x = ctx.saved_tensors[0] if ctx.rule.needs_input else None
-        return ctx.rule.backward(g, x, ctx.lo, ctx.hi, ctx.slope), None, None, None, None
+        return ctx.rule.backward(g, x, ctx.act), None, None
 
 
 def _pool_geometry(kernel, stride, padding, dilation):

@@ -137,6 +137,8 @@ def cmd_selectivity(args) -> dict | list:
     run = execute([job], out)
     finish(run)
     res = run.outcomes[0].results
+    for note in res.get("notes", []):
+        print(f"note: {note}")
     print(f"# mean correlation between maps from different neurons at the same location ({layer}, "
           f"{res['count']} images); high = NOT neuron-selective")
     print(selectivity_table(res["correlations"]))
@@ -155,6 +157,8 @@ def cmd_sanity(args) -> dict | list:
     run = execute([SanityJob("sanity", model.job_spec(), args.image, Target("class", k, layer=model.profile.logits),
                              args.seed)], out)
     finish(run)
+    for note in run.outcomes[0].results.get("notes", []):
+        print(f"note: {note}")
     for method, curve in run.outcomes[0].results["spearman"].items():
         print(f"{method:<10} " + " ".join(f"{v:5.2f}" for v in curve))
     print(f"wrote {out / 'sanity.png'}")

@@ -72,8 +72,10 @@ def cmd_layers(args) -> dict:
         rows = list_layers(model)
         if args.named:
             rows = [r for r in rows if r.alias]
+    picked = getattr(type(model.net), "logits_field", "")
     print(f"# {model.name}: input 3x{model.input_size}x{model.input_size}; rf/stride/offset in input pixels "
-          "(offset = centre of unit (0,0); 'all' = whole image; ~ = approximate)")
+          "(offset = centre of unit (0,0); 'all' = whole image; ~ = approximate)"
+          + (f"; the logits are its forward's output{picked}" if picked else ""))
     print(format_table(rows))
     return {**model.settings(), "layers": [r.to_dict() for r in rows]}
 

@@ -148,6 +148,7 @@ def cmd_invert(args) -> dict | list:
                          size=args.size, restarts=args.restarts, compare_priors=args.compare_priors, window=window,
                          recipe=recipe, **engine(args))
     for u in summary["units"]:
+        print_notes(u)
         errs = ", ".join(f"{e:.4f}" for e in u["normalised_error"])
         judged = ""
         if u.get("judge_top5_overlap"):
@@ -161,6 +162,11 @@ def cmd_invert(args) -> dict | list:
     print(f"wrote {out / summary['grid']}")
     finish(summary["interrupted"], INTERRUPTED)
     return summary
+
+
+def print_notes(unit: dict) -> None:
+    for note in unit.get("notes", []):
+        print(f"note: {note}")
 
 
 def judged(unit: dict) -> str:
@@ -201,6 +207,7 @@ def cmd_maximize(args) -> dict | list:
                            size=args.size, chunk=args.chunk, recipe=recipe, batch=args.batch,
                            diversity=args.diversity, diversity_layer=args.diversity_layer, **engine(args))
     for u in summary["units"]:
+        print_notes(u)
         print(f"{u['layer']:<14} {u['target']:<16} activation {u['start_activation']:9.3f} -> "
               f"{u['final_activation']:9.3f}   ({u['activation_ratio']:.2f}x the natural-image max){judged(u)}")
     print(f"wrote {out / summary['grid']}")
@@ -217,6 +224,7 @@ def cmd_caricature(args) -> dict | list:
                              data_weight=args.data_weight, size=args.size, cosine_power=args.cosine, recipe=recipe,
                              **engine(args))
     for u in summary["units"]:
+        print_notes(u)
         print(f"{u['layer']:<14} <Phi(x0),Phi(x)>/||Phi(x0)||^2 = {u['relative_response']:.3f} "
               f"(1 at the input; {took(u['seconds'])})")
     print(f"wrote {out / summary['grid']}")

@@ -67,6 +67,8 @@ class Result:
         out = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.metadata.get("omit_empty") and not value:
+                continue  # (records written before the field existed stay byte-identical)
             if f.metadata.get("json", True) and not torch.is_tensor(value):
                 out[f.name] = value
         if self.interrupted:

@@ -27,8 +27,10 @@ from ..device import of as device_of
 from ..device import resolve as resolve_device
 from ..errors import CnnscopeError
 from ..features import HOG, DenseSIFT
+from ..layers import list_layers
 from . import classic, efficientnet_lite, small
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess, tf_preprocess
+from .structure import infer_aliases, logits_field, pick, returning_logits
 from .user import build_user_model, is_user_model
 from .weights import load_strict, read_state_dict
 
@@ -205,9 +207,13 @@ class ModelProfile:
 
 def profile_of(net: nn.Module, aliases: dict, classes: Sequence[str], handcrafted: bool) -> ModelProfile:
     """A model's profile, read from the methods zoo nets define (depth_layers, style_layers, content_layer)."""
-    depth = tuple(net.depth_layers()) if hasattr(net, "depth_layers") else \
-        tuple(n for n, _ in net.named_children()) or ("output",)
     logits = None if handcrafted or not classes else ("logits" if "logits" in aliases else "output")
+    if hasattr(net, "depth_layers"):
+        depth = tuple(net.depth_layers())
+    elif "stage1" in aliases:  # stages read from the structure (`structure.infer_aliases`)
+        depth = tuple(k for k in aliases if k.startswith("stage")) + ((logits,) if logits else ())
+    else:
+        depth = tuple(n for n, _ in net.named_children()) or ("output",)
     conv = tuple(n for n in depth if n != logits)
     return ModelProfile(depth, tuple(net.style_layers()) if hasattr(net, "style_layers") else (),
                         net.content_layer() if hasattr(net, "content_layer") else None, logits, handcrafted,
@@ -427,8 +433,7 @@ def _build_model(name: str, weights: str | None, random_weights: bool, seed: int
         return small_model(net, name)
     elif is_user_model(name):
         net, torchscript = build_user_model(name)
-        aliases, base_pp = {}, Preprocess()
-        source = "user"
+        base_pp, source = Preprocess(), "user"
         if weights is not None:
             load_strict(net, read_state_dict(weights), weights, name)
             source = weights
@@ -440,15 +445,19 @@ def _build_model(name: str, weights: str | None, random_weights: bool, seed: int
         )
     pp = _merge_preprocess(base_pp, preprocess)
     net = _freeze(net)
-    if classes is None and is_user_model(name):
-        names = _default_names(net, pp, name)  # a user's network: its own number of classes
+    if is_user_model(name):
+        outputs, aliases = _adopt(net, pp, name)
+        names = _read_classes(classes) if classes is not None else _default_names(outputs)
     else:
         names = _read_classes(classes)
     return Model(name, net, pp, names, aliases, source, torchscript)
 
 
-def _default_names(net: nn.Module, pp: Preprocess, label: str) -> Sequence[str]:
-    """As many class names as the network has outputs: ImageNet's for 1000, else "class 0" … "class K-1"."""
+def _adopt(net: nn.Module, pp: Preprocess, label: str) -> tuple[int, dict[str, str]]:
+    """A user's network (a private copy) as the methods need it, from one forward pass on a blank picture: a
+    forward returning an object or dict with ``logits`` (Hugging Face) or a tuple (logits, ...) is made to
+    return the logits; stages are named when the network does not name them (`structure.infer_aliases`).
+    Returns (its number of outputs, 0 when it has no [N, K] output; its aliases)."""
     with torch.no_grad():
         try:
             out = net(torch.zeros(1, 3, pp.input_size, pp.input_size, device=device_of(net)))
@@ -456,8 +465,20 @@ def _default_names(net: nn.Module, pp: Preprocess, label: str) -> Sequence[str]:
             raise CnnscopeError(f"model {label}: its forward pass failed on a {pp.input_size} px input "
                                 f"({type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}); "
                                 "give its input size (--input-size N, or preprocess={'input_size': N})") from None
+    field = logits_field(out)
+    scripted = isinstance(net, torch.jit.ScriptModule)
+    if field and not scripted:
+        returning_logits(net, field)
+        out = pick(out, field)
     k = out.shape[1] if isinstance(out, torch.Tensor) and out.dim() == 2 else 0
-    return imagenet_classes() if k == 1000 else [f"class {i}" for i in range(k)]
+    if scripted or hasattr(net, "layer_aliases"):
+        return k, (net.layer_aliases() if hasattr(net, "layer_aliases") else {})
+    return k, infer_aliases(net, list_layers(net, pp.input_size, cache=False))
+
+
+def _default_names(outputs: int) -> Sequence[str]:
+    """As many class names as the network has outputs: ImageNet's for 1000, else "class 0" … "class K-1"."""
+    return imagenet_classes() if outputs == 1000 else [f"class {i}" for i in range(outputs)]
 
 
 MODULE_PREFIX = "<module "  # the spec name of a model given as a Python object: it cannot travel to workers
@@ -486,10 +507,11 @@ def _from_module(net: nn.Module, preprocess: Preprocess | dict | None, classes, 
         names: Sequence[str] | None = _read_classes(classes) if classes is not None else None
     else:
         names = [str(c) for c in classes]
+    outputs, aliases = _adopt(copy_, pp, type(net).__name__)
     if names is None:
-        names = _default_names(copy_, pp, type(net).__name__)
+        names = _default_names(outputs)
     name = type(net).__name__
-    model = Model(name, copy_, pp, names, {}, "user (in memory)", torchscript)
+    model = Model(name, copy_, pp, names, aliases, "user (in memory)", torchscript)
     model.spec = ModelSpec(f"{MODULE_PREFIX}{name} at {id(net):#x}>", device=str(device))
     return model
 

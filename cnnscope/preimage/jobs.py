@@ -60,6 +60,8 @@ class PictureResult(Result):
         Steps taken.
     interrupted : bool
         Ctrl-C stopped the solver; the pictures are its best so far.
+    notes : list of str
+        What a reader must know: an all-zero code or a dead unit (nothing to show); not in the record when empty.
     """
 
     tensors: torch.Tensor = field(metadata=PICTURES)
@@ -67,13 +69,14 @@ class PictureResult(Result):
     terms: dict
     iterations: int
     interrupted: bool = False
+    notes: list[str] = field(default_factory=list, metadata={"omit_empty": True})
 
     def pictures(self) -> list[tuple[torch.Tensor, str]]:
         return [(t, f"E {e:.4g}") for t, e in zip(self.tensors, self.energy)]
 
 
 def _pictures(r: PreimageResult) -> dict:
-    return {"tensors": r.images, **_solver_fields(r), "interrupted": r.interrupted}
+    return {"tensors": r.images, **_solver_fields(r), "interrupted": r.interrupted, "notes": list(r.notes)}
 
 
 class PictureJob(Job):
@@ -161,6 +164,10 @@ def _activation_result(model: Model, r: PreimageResult, info: dict, targets, bat
     judges = judges_for(model) if judge and all(t.kind == "class" for t in targets) else []
     if judges:
         ranks = class_ranks(judges, r.images, [t.channel for t in targets for _ in range(batch)])
+    dead = sorted({t.label() for t, s, f in zip((t for t in targets for _ in range(batch)), info["start_activation"],
+                                                 info["final_activation"]) if s == f})
+    r.notes += [f"{label}: its response never changed (zero gradient for every picture tried: a dead unit), so there "
+                "is nothing to show" for label in dead]
     return ActivationResult(**_pictures(r), reference_scale=info["reference_scale"],
                             start_activation=info["start_activation"], final_activation=info["final_activation"],
                             activation_ratio=activation_ratio(info["final_activation"], info["reference_scale"]),

@@ -188,7 +188,15 @@ def invert(model: Model, image: torch.Tensor | str, layers: Sequence[str] | str,
     job = _setup(model, "invert", recipe, config, prior, restarts, size, auto_jitter(model, layers, size))
     objective = sum((data_weight * Representation(layer, phi0[layer], window) for layer in layers), 0)
     objective = objective + job.prior.objective(model.input_size / size)
-    return solve(model, objective, job.param, job.config)
+    result = solve(model, objective, job.param, job.config)
+    result.notes += silent_codes(phi0, "reconstruct")
+    return result
+
+
+def silent_codes(codes: dict[str, torch.Tensor], task: str) -> list[str]:
+    """Notes for layers whose code of the image is all zero (every unit silent): there is nothing to `task`."""
+    return [f"{layer}: the image's code is all zero (every unit silent), so there is nothing to {task}; the "
+            "error says nothing about the layer" for layer, code in codes.items() if not bool(code.any())]
 
 
 def reconstruction_error(result: PreimageResult, data_weight: float = INVERT_DATA_WEIGHT) -> list[float]:

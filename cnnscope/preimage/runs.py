@@ -19,8 +19,9 @@ import torch
 from ..errors import CnnscopeError
 from ..images import load_image, source_stem
 from ..jobs import Run, execute, provide
-from ..layers import get_layer, resolve
+from ..layers import get_layer, list_layers, resolve
 from ..models import Model
+from ..models.structure import at_depth
 from ..store import write_json
 from ..targets import Target
 from ..viz import image_grid
@@ -51,17 +52,29 @@ def _spec(model: Model):
 
 
 def expand_layers(model: Model, spec: str) -> list[str]:
-    """Comma-separated layer names; 'stages' (or 'depth') expands to the model's stem-to-logits row."""
+    """Comma-separated layer names; 'stages' (or 'depth') expands to the model's stem-to-logits row;
+    'depth:F[,F…]' picks the feature maps at those fractions of the network's depth (0 = first, 1 = last;
+    for networks with hundreds of layers: ``depth:0.25,0.5,0.75``)."""
     names: list[str] = []
+    fractions: list[float] | None = None
     for part in (p.strip() for p in spec.split(",")):
         if not part:
             continue
+        if part.startswith("depth:"):
+            fractions, part = [], part[len("depth:"):]
+        if fractions is not None and re.fullmatch(r"[0-9.]+", part):
+            value = float(part) if part.count(".") <= 1 else -1.0
+            if not 0 <= value <= 1:
+                raise CnnscopeError(f"bad depth fraction '{part}' in '{spec}' (numbers from 0 to 1: depth:0.25,0.5)")
+            names += at_depth(model.net, list_layers(model), [value]) or ["<no feature map>"]
+            continue
+        fractions = None
         if part in ("stages", "depth"):
             names += model.profile.depth
         else:
             names.append(part)
     if not names:
-        raise CnnscopeError("no layer given (--layer NAME[,NAME…] or --layer stages)")
+        raise CnnscopeError("no layer given (--layer NAME[,NAME…], --layer stages or --layer depth:0.25,0.5)")
     for n in names:
         resolve(model, n)  # fail early with suggestions, before any optimisation
     return names
@@ -136,7 +149,7 @@ def run_invert(models: Sequence[Model], image: str, layer_spec: str, out: Path, 
         units.append({"file": o.job.key, "title": title_of[o.job.key].replace("\n", " "),
                       "normalised_error": o.results["normalised_error"],
                       "judge_top5_overlap": o.results.get("judge_top5_overlap"), "seconds": o.seconds,
-                      **({"ambiguity": o.results["ambiguity"]} if o.results.get("ambiguity") else {})})
+                      **({"ambiguity": o.results["ambiguity"]} if o.results.get("ambiguity") else {}), **_notes(o)})
     original = sized_preprocess(models[0], size or models[0].input_size).geometry(img)[0]
     imgs, captions_ = [original], ["original"]
     for o, pictures in zip(run.outcomes, _pictures(out, run)):
@@ -149,6 +162,11 @@ def run_invert(models: Sequence[Model], image: str, layer_spec: str, out: Path, 
     summary = {"image": image, "units": units, "grid": grid.name, "interrupted": run.interrupted}
     _write_summary(summary, out / slug(f"invert_{_source_name(image)}_summary.json"))
     return summary
+
+
+def _notes(outcome) -> dict:
+    """A unit's notes (an all-zero code, a dead unit), only when there are some."""
+    return {"notes": outcome.results["notes"]} if outcome.results.get("notes") else {}
 
 
 def _write_summary(summary: dict, path: Path) -> None:
@@ -190,7 +208,8 @@ def run_maximize(models: Sequence[Model], layer_spec: str, targets_for: Callable
                       "spectrum_slope": res["naturalness"][i]["spectrum_slope"]}
             if res.get("judge_rank"):
                 record["judge_rank"] = res["judge_rank"][i]
-            records.append(record)
+            notes = [n for n in res.get("notes", []) if n.startswith(f"{label}:")]
+            records.append(record | ({"notes": notes} if notes else {}))
     grid = out / "maximize_grid.png"
     if imgs:
         image_grid(imgs, captions, grid, ncols=min(len(imgs), max(4, math.ceil(math.sqrt(len(imgs))))))
@@ -221,7 +240,7 @@ def run_caricature(models: Sequence[Model], image: str, layer_spec: str, out: Pa
                grid, ncols=min(len(run.outcomes) + 1, 10))
     summary = {"image": image, "units": [{"file": o.job.key, "layer": o.job.layer,
                                           "relative_response": o.results["relative_response"],
-                                          "terms": o.results["terms"], "seconds": o.seconds}
+                                          "terms": o.results["terms"], "seconds": o.seconds, **_notes(o)}
                                          for o in run.outcomes], "grid": grid.name, "interrupted": run.interrupted}
     _write_summary(summary, out / slug(f"caricature_{_source_name(image)}_summary.json"))
     return summary

@@ -121,6 +121,7 @@ class PreimageResult:
     seconds: float = 0.0
     interrupted: bool = False
     by_term: dict = field(default_factory=dict)  # the same values keyed by the term objects themselves
+    notes: list[str] = field(default_factory=list)  # what a reader must know (e.g. an all-zero code: nothing to show)
 
     def values(self, kind: type) -> list[list[float]]:
         """Per-image values of every term of type `kind` (e.g. Representation), in objective order."""

@@ -96,6 +96,8 @@ def layer_page(out: Path, report: ReportSettings, layer: str, units: list[Job], 
         else:
             parts.append("".join(_linked(_rel(u.key, page_dir) + ".png", _rel(u.key, page_dir) + ".json",
                                          Path(u.key).name, "strip") for u in done))
+        notes = dict.fromkeys(n for u in done for n in _results(out, u).get("notes", []))
+        parts += [f'<p class="note">note: {escape(n)}</p>' for n in notes]  # (an all-zero code, unseen activations)
         if missing:
             parts.append(_todo(missing))
         sections.append(html.section(title, "".join(parts), kind))
