@@ -114,7 +114,7 @@ def test_backprop_and_transform_calls_on_a_user_module(user):
     net, model = user
     before = _snapshot(net)
     sal = cnnscope.saliency(model, Image.open(io.BytesIO(_png_of("sample:chelsea"))), target=3)
-    assert set(sal.maps) == {("output class3", m) for m in ("deconvnet", "salinet", "desalinet")}
+    assert set(sal.maps) == {("logits class3", m) for m in ("deconvnet", "salinet", "desalinet")}  # fc: its logits
     grad = next(v for (t, m), v in sal.maps.items() if m == "salinet")
     deconv = next(v for (t, m), v in sal.maps.items() if m == "deconvnet")
     assert grad.shape == (3, 48, 48) and not torch.allclose(grad, deconv)  # the rules differ where ReLUs are

@@ -48,8 +48,8 @@ def files(tmp_path_factory):
     torch.save(load_model("efficientnet_lite0").net.state_dict(), d / "lite0.pth")
     (d / "afile").write_text("x")
     (d / "model.py").write_text("import torch\ndef build():\n    return torch.nn.Identity()\n")
-    (d / "tuple.py").write_text("import torch\nclass M(torch.nn.Module):\n    def forward(self, x):\n"
-                                "        return x.mean((2, 3)), x\ndef build():\n    return M()\n")
+    (d / "nologits.py").write_text("import torch\nclass M(torch.nn.Module):\n    def forward(self, x):\n"
+                                   "        return {'features': x}\ndef build():\n    return M()\n")
     (d / "fail.py").write_text("import torch\nclass M(torch.nn.Module):\n    def forward(self, x):\n"
                                "        raise ValueError('boom')\ndef build():\n    return M()\n")
     Image.fromarray((np.random.rand(8, 2000, 3) * 255).astype(np.uint8)).save(d / "thin.png")
@@ -200,7 +200,7 @@ BAD = {
     "too many workers": (["report", "--quick", "--workers", "10000", "--out", "{d}/rep"], "cores"),
     "label beyond classes": (["stitch", "--quick", "--images", "{d}/lab", "--out", "{d}/st"], "class index 5000"),
     "malformed labels": (["stitch", "--quick", "--images", "{d}/badlab", "--out", "{d}/st"], "expected a header"),
-    "model returns a tuple": (["predict", "sample:coffee", "--model", "{d}/tuple.py:build"], "outputs a tuple"),
+    "model returns no logits": (["predict", "sample:coffee", "--model", "{d}/nologits.py:build"], "outputs a dict"),
     "model forward fails": (["predict", "sample:coffee", "--model", "{d}/fail.py:build"], "forward pass failed"),
     "weights with code": (["layers", "alexnet", "--weights", "{d}/code.pth"], "contains code"),
     "neuron outside map": (["saliency", "sample:chelsea", "--layer", "stage2", "--channel", "3", "--y", "500",

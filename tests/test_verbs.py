@@ -23,7 +23,7 @@ def test_models_and_samples(capsys):
 def test_backprop_prints_the_reversed_network(capsys):
     assert main(["backprop", "--method", "desalinet"]) == 0
     out = capsys.readouterr().out
-    assert "guided: forward mask AND rectified backward signal" in out  # every ReLU6 of Lite0
+    assert "guided: forward gain max(f'(x), 0) AND rectified backward signal" in out  # every ReLU6 of Lite0
     assert "convolution transposed" in out and out.index("logits") < out.index("stem")  # backward order
 
 

@@ -177,7 +177,7 @@ class DeconvNet(RectifierBackward):
 
 
 class Guided(RectifierBackward):
-    """rectified backward signal times the forward gain max(f'(x), 0) (DeSaliNet = guided backprop)"""
+    """forward gain max(f'(x), 0) AND rectified backward signal (DeSaliNet = guided backprop)"""
 
     name = "guided"
 

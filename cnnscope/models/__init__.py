@@ -291,8 +291,9 @@ class Model:
             raise CnnscopeError(f"model {self.name}: its forward pass failed ({type(err).__name__}: "
                                 f"{str(err).splitlines()[0][:160] if str(err) else ''})") from None
         if not isinstance(logits, torch.Tensor):
-            raise CnnscopeError(f"model {self.name} outputs a {type(logits).__name__}, not a [N, classes] tensor of "
-                                "logits (wrap it so forward returns the logits)")
+            raise CnnscopeError(f"model {self.name} outputs a {type(logits).__name__}, not [N, classes] logits (a "
+                                "tensor, an object or dict with 'logits', or a tuple starting with them): wrap it so "
+                                "forward returns the logits")
         if logits.dim() != 2:
             raise CnnscopeError(f"model {self.name} outputs shape {tuple(logits.shape)}, not [N, classes] logits")
         probs = logits.float().softmax(dim=1)
