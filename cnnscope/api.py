@@ -41,16 +41,14 @@ from .layers import resolve
 from .models import DEFAULT_MODEL, Model, ModelSpec, load_model
 from .preimage.jobs import (
     ActivationResult,
-    CaricatureJob,
     CaricatureResult,
-    InvertJob,
     InvertResult,
-    MaximizeJob,
     StyleJob,
     StyleResult,
     TextureJob,
 )
-from .preimage.presets import auto_jitter, recipe_config, resolve_settings
+from .preimage.plans import Planned, plan_caricature, plan_invert, plan_maximize
+from .preimage.presets import recipe_config
 from .preimage.runs import channel_targets, expand_layers, parse_class, slug
 from .preimage.solver import check_memory
 from .preimage.style import style_settings
@@ -121,15 +119,22 @@ def _size(size, model: Model) -> int:
 
 
 def _solver(task: str, model: Model, layers: Sequence[str], size: int, recipe, iters, seed: int, n: int):
-    """(recipe, solver settings, prior) as the CLI resolves them, checked against the memory budget."""
+    """(recipe, solver settings, prior) as the CLI reads them from its options (the planner resolves the rest per
+    job, for both doors), checked against the memory budget."""
     rec, cfg = recipe_config(task, recipe, {"iters": None if iters is None else _count(iters, "iters")},
                              _count(seed, "seed", 0))
     check_memory(model, list(layers), n, size, cfg.max_memory_gb)
-    return resolve_settings(task, rec, cfg, None, auto_jitter(model, list(layers), size))
+    return rec, cfg, None
 
 
 def _run(job: Job) -> Result:
     return compute_job(job)[0]
+
+
+def _results(planned: Sequence[Planned]):
+    """The planned jobs' results: one result for one job, else a list in plan order."""
+    results = [_run(p.job) for p in planned]
+    return results[0] if len(results) == 1 else results
 
 
 def _class_target(model: Model, target) -> int:
@@ -142,8 +147,8 @@ def _class_target(model: Model, target) -> int:
 
 # -------------------------------------------------------------------------------------------- pre-images
 def invert(model, image, layer: str | Sequence[str], *, size: int | None = None, recipe: str | None = None,
-           iters: int | None = None, restarts: int = 1, data_weight: float = 20.0, seed: int = 0,
-           device: str | None = None) -> InvertResult:
+           iters: int | None = None, restarts: int = 1, data_weight: float = 20.0, joint: bool = False, seed: int = 0,
+           device: str | None = None) -> InvertResult | list[InvertResult]:
     """Reconstruct `image` from its code at `layer` (Mahendran & Vedaldi): ``cnnscope invert``.
 
     Parameters
@@ -151,7 +156,7 @@ def invert(model, image, layer: str | Sequence[str], *, size: int | None = None,
     model : str, Model or nn.Module
     image : path, ``sample:NAME``, PIL image, numpy array or tensor
     layer : str or list of str
-        A layer name (several: the joint code), or ``"stages"``.
+        A layer name, several (one inversion each, as ``cnnscope invert --layer a,b``), or ``"stages"``.
     size : int, optional
         Picture size in px (default the model's input size).
     recipe : {"mv", "lucid", "maco"}, optional
@@ -162,15 +167,18 @@ def invert(model, image, layer: str | Sequence[str], *, size: int | None = None,
         Pictures from different noise (reconstruction ambiguity).
     data_weight : float
         Weight C of the data term.
+    joint : bool
+        Several layers: one picture whose code matches at all of them (``--joint``) instead of one per layer.
     seed : int
     device : str, optional
         "auto", "cpu", "cuda", … for a model given by name or module.
 
     Returns
     -------
-    InvertResult
-        ``images`` / ``tensors`` the pictures; ``normalised_error`` ||Φ(x*) − Φ0||² / ||Φ0||² per picture;
-        ``naturalness``; ``judge_top5_overlap`` (Lite models); ``energy``, ``terms``, ``iterations``.
+    InvertResult or list of InvertResult
+        One per layer (one result for one layer or a joint inversion): ``images`` / ``tensors`` the pictures;
+        ``normalised_error`` ||Φ(x*) − Φ0||² / ||Φ0||² per picture; ``naturalness``; ``judge_top5_overlap``
+        (Lite models); ``energy``, ``terms``, ``iterations``.
     """
     model = as_model(model, device)
     source, _ = _image(image)
@@ -178,9 +186,9 @@ def invert(model, image, layer: str | Sequence[str], *, size: int | None = None,
     s = _size(size, model)
     restarts = _count(restarts, "restarts")
     rec, cfg, prior = _solver("invert", model, layers, s, recipe, iters, seed, restarts)
-    key = slug(f"invert_{model.name}_{source_stem(image)}_{'+'.join(layers)}")
-    return _run(InvertJob(key, model.job_spec(), source, layers, s, rec, cfg, prior,
-                          _number(data_weight, "data_weight"), restarts))
+    planned = plan_invert([model], source, lambda m: layers, size=s, recipe=rec, cfg=cfg, prior=prior,
+                          data_weight=_number(data_weight, "data_weight"), restarts=restarts, joint=bool(joint))
+    return _results(planned)
 
 
 def _unit_targets(model: Model, layer: str, channels, classes, where: str) -> list[Target]:
@@ -193,7 +201,7 @@ def _unit_targets(model: Model, layer: str, channels, classes, where: str) -> li
 def maximize(model, layer: str | None = None, channels: int | Sequence[int] = 0, *,
              classes: int | str | Sequence[int | str] | None = None, where: str = "neuron", batch: int = 1,
              size: int | None = None, recipe: str | None = None, iters: int | None = None, data_weight: float = 20.0,
-             seed: int = 0, device: str | None = None) -> ActivationResult:
+             chunk: int = 8, seed: int = 0, device: str | None = None) -> ActivationResult | list[ActivationResult]:
     """Pictures that excite units (activation maximisation): ``cnnscope maximize``.
 
     Parameters
@@ -202,7 +210,7 @@ def maximize(model, layer: str | None = None, channels: int | Sequence[int] = 0,
     layer : str, optional
         The units' layer (default the logits when `classes` is given).
     channels : int or list of int
-        Channels of `layer`, solved together.
+        Channels of `layer`, solved together `chunk` at a time (``--chunk``).
     classes : int, str or list, optional
         Class indices or names instead of channels.
     where : {"neuron", "channel"}
@@ -211,13 +219,16 @@ def maximize(model, layer: str | None = None, channels: int | Sequence[int] = 0,
         Pictures per unit.
     size, recipe, iters, data_weight, seed, device
         As for `invert` (default recipe: the measured best for visualisation).
+    chunk : int
+        Units optimised together in one job (default 8, as the CLI).
 
     Returns
     -------
-    ActivationResult
-        Per picture ``start_activation`` and ``final_activation`` of its unit, ``reference_scale`` (the unit's
-        largest response on natural images), ``activation_ratio`` (final / reference), ``naturalness``,
-        ``judge_rank`` (class units: the class's rank for the other Lite models).
+    ActivationResult or list of ActivationResult
+        One per chunk of units (one result when there is one chunk). Per picture ``start_activation`` and
+        ``final_activation`` of its unit, ``reference_scale`` (the unit's largest response on natural images),
+        ``activation_ratio`` (final / reference), ``naturalness``, ``judge_rank`` (class units: the class's rank
+        for the other Lite models).
     """
     model = as_model(model, device)
     if layer is None:
@@ -228,11 +239,11 @@ def maximize(model, layer: str | None = None, channels: int | Sequence[int] = 0,
     targets = tuple(_unit_targets(model, layer, channels, classes, where))
     s = _size(size, model)
     batch = _count(batch, "batch")
-    rec, cfg, prior = _solver("maximize", model, [layer], s, recipe, iters, seed, len(targets) * batch)
-    labels = [t.label() for t in targets]
-    key = slug(f"maximize_{model.name}_{layer}_{labels[0]}" + (f"-{labels[-1]}" if len(labels) > 1 else ""))
-    return _run(MaximizeJob(key, model.job_spec(), layer, targets, s, rec, cfg, prior,
-                            _number(data_weight, "data_weight"), batch))
+    chunk = _count(chunk, "chunk")
+    rec, cfg, prior = _solver("maximize", model, [layer], s, recipe, iters, seed, min(chunk, len(targets)) * batch)
+    planned = plan_maximize([model], lambda m: [layer], lambda m, lay: list(targets), size=s, recipe=rec, cfg=cfg,
+                            prior=prior, data_weight=_number(data_weight, "data_weight"), chunk=chunk, batch=batch)
+    return _results(planned)
 
 
 def caricature(model, image, layer: str, *, size: int | None = None, recipe: str | None = None,
@@ -250,9 +261,9 @@ def caricature(model, image, layer: str, *, size: int | None = None, recipe: str
     layer = _layers(model, layer)[0]
     s = _size(size, model)
     rec, cfg, prior = _solver("caricature", model, [layer], s, recipe, iters, seed, 1)
-    key = slug(f"caricature_{model.name}_{source_stem(image)}_{layer}")
-    return _run(CaricatureJob(key, model.job_spec(), source, layer, s, rec, cfg, prior,
-                              _number(data_weight, "data_weight")))
+    planned = plan_caricature([model], source, lambda m: [layer], size=s, recipe=rec, cfg=cfg, prior=prior,
+                              data_weight=_number(data_weight, "data_weight"))
+    return _results(planned)
 
 
 def _style_layers(model: Model, layers) -> tuple[str, ...] | None:

@@ -51,6 +51,8 @@ def register(sub) -> None:
                    help="N pre-images of the same code from different noise (reconstruction ambiguity)")
     p.add_argument("--compare-priors", action="store_true", help="no prior vs TV beta=1 vs TV beta=2")
     p.add_argument("--window", help="reconstruct only feature cells y0:y1,x0:x1")
+    p.add_argument("--joint", action="store_true",
+                   help="several layers: one picture whose code matches at all of them (default: one per layer)")
     preimage_options(p, data_weight=20.0)
     p.set_defaults(func=cmd_invert)
 
@@ -146,7 +148,7 @@ def cmd_invert(args) -> dict | list:
     check_budget(models, args.layer, args.restarts, args.size, cfg)
     summary = run_invert(models, args.image, args.layer, out, cfg=cfg, prior=prior, data_weight=args.data_weight,
                          size=args.size, restarts=args.restarts, compare_priors=args.compare_priors, window=window,
-                         recipe=recipe, **engine(args))
+                         recipe=recipe, joint=args.joint, **engine(args))
     for u in summary["units"]:
         print_notes(u)
         errs = ", ".join(f"{e:.4f}" for e in u["normalised_error"])

@@ -18,22 +18,17 @@ import torch
 
 from ..errors import CnnscopeError
 from ..images import load_image, source_stem
-from ..jobs import Run, execute, provide
+from ..jobs import Run, execute
 from ..layers import get_layer, list_layers, resolve
 from ..models import Model
 from ..models.structure import at_depth
-from ..store import write_json
+from ..store import slug, write_json
 from ..targets import Target
 from ..viz import image_grid
-from .jobs import AccentuateJob, CaricatureJob, InvertJob, MaximizeJob
-from .presets import Prior, auto_jitter, resolve_settings, sized_preprocess
+from .plans import PRIOR_VARIANTS, plan_accentuate, plan_caricature, plan_invert, plan_maximize
+from .presets import Prior, sized_preprocess
 from .recipes import Recipe
 from .solver import SolverConfig
-
-
-def slug(text: str) -> str:
-    """`text` made safe as a file name (runs of other characters become one underscore)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
 
 
 def _source_name(image: str) -> str:
@@ -43,12 +38,6 @@ def _source_name(image: str) -> str:
 def _pictures(out: Path, run: Run) -> list[list[torch.Tensor]]:
     """Every finished job's pictures, read back from its PNGs (so reused and computed jobs look the same)."""
     return [[load_image(out / f) for f in o.files] for o in run.outcomes]
-
-
-def _spec(model: Model):
-    spec = model.job_spec()
-    provide(spec, model)  # this process already has it: the engine need not load it again
-    return spec
 
 
 def expand_layers(model: Model, spec: str) -> list[str]:
@@ -121,27 +110,17 @@ def parse_class(model: Model, spec: str) -> int:
 # ----------------------------------------------------------------------------------------------- invert
 def run_invert(models: Sequence[Model], image: str, layer_spec: str, out: Path, *, cfg: SolverConfig | None,
                prior: Prior | None, data_weight: float, size: int | None, restarts: int = 1,
-               compare_priors: bool = False, window=None, recipe: Recipe | str | None = None, workers: int = 1,
-               ray: str | None = None) -> dict:
-    """Invert `image` at every layer of `layer_spec` in every model; a grid and a summary JSON beside the jobs."""
+               compare_priors: bool = False, window=None, recipe: Recipe | str | None = None, joint: bool = False,
+               workers: int = 1, ray: str | None = None) -> dict:
+    """Invert `image` at every layer of `layer_spec` in every model (or at all of them jointly); a grid and a
+    summary JSON beside the jobs."""
     img = load_image(image)
-    variants = [("", prior)]
-    if compare_priors:
-        variants = [("noprior", Prior.none()), ("tv1", Prior(beta=1.0)), ("tv2", Prior(beta=2.0))]
-    captions = {"noprior": "no prior", "tv1": "TV β=1", "tv2": "TV β=2"}
-    jobs, titles, columns = [], [], 1
-    for model in models:
-        layers = expand_layers(model, layer_spec)
-        columns = max(columns, len(layers))
-        s = size or model.input_size
-        for layer in layers:
-            for vname, vprior in variants:
-                key = slug(f"invert_{model.name}_{_source_name(image)}_{layer}" + (f"_{vname}" if vname else ""))
-                rec, ucfg, uprior = resolve_settings("invert", recipe, cfg, vprior, auto_jitter(model, [layer], s))
-                jobs.append(InvertJob(key, _spec(model), image, (layer,), s, rec, ucfg, uprior, data_weight,
-                                      restarts, window))
-                title = f"{model.name}\n{layer}" if len(models) > 1 else layer
-                titles.append(title + (f" ({captions[vname]})" if vname else ""))
+    planned = plan_invert(models, image, lambda m: expand_layers(m, layer_spec), size=size, recipe=recipe, cfg=cfg,
+                          prior=prior, data_weight=data_weight, restarts=restarts, window=window,
+                          compare_priors=compare_priors, joint=joint)
+    jobs, titles = [p.job for p in planned], [p.title for p in planned]
+    variants = PRIOR_VARIANTS if compare_priors else {"": None}
+    columns = 1 if joint else max(len(expand_layers(m, layer_spec)) for m in models)
     run = execute(jobs, out, workers=workers, ray=ray, desc="invert")
     title_of = dict(zip((j.key for j in jobs), titles))
     units = []
@@ -181,19 +160,10 @@ def run_maximize(models: Sequence[Model], layer_spec: str, targets_for: Callable
                  chunk: int = 8, recipe: Recipe | str | None = None, batch: int = 1, diversity: float = 0.0,
                  diversity_layer: str | None = None, workers: int = 1, ray: str | None = None) -> dict:
     """One job per `chunk` targets (solved together); `batch` pictures per target; a grid and a summary."""
-    jobs, titles = [], {}
-    for model in models:
-        s = size or model.input_size
-        for layer in expand_layers(model, layer_spec):
-            targets = targets_for(model, layer)
-            rec, ucfg, uprior = resolve_settings("maximize", recipe, cfg, prior, 4)
-            for start in range(0, len(targets), chunk):
-                part = tuple(targets[start:start + chunk])
-                labels = [t.label() for t in part]
-                key = slug(f"maximize_{model.name}_{layer}_{labels[0]}" + (f"-{labels[-1]}" if len(part) > 1 else ""))
-                jobs.append(MaximizeJob(key, _spec(model), layer, part, s, rec, ucfg, uprior, data_weight, batch,
-                                        diversity, diversity_layer))
-                titles[key] = f"{model.name} {layer}" if len(models) > 1 else layer
+    planned = plan_maximize(models, lambda m: expand_layers(m, layer_spec), targets_for, size=size, recipe=recipe,
+                            cfg=cfg, prior=prior, data_weight=data_weight, chunk=chunk, batch=batch,
+                            diversity=diversity, diversity_layer=diversity_layer)
+    jobs, titles = [p.job for p in planned], {p.job.key: p.title for p in planned}
     run = execute(jobs, out, workers=workers, ray=ray, desc="maximize")
     imgs, captions, records = [], [], []
     for o, pictures in zip(run.outcomes, _pictures(out, run)):
@@ -224,15 +194,9 @@ def run_caricature(models: Sequence[Model], image: str, layer_spec: str, out: Pa
                    recipe: Recipe | str | None = None, workers: int = 1, ray: str | None = None) -> dict:
     """A caricature of `image` per layer and model; a grid (input first) and a summary."""
     img = load_image(image)
-    jobs, titles = [], {}
-    for model in models:
-        s = size or model.input_size
-        for layer in expand_layers(model, layer_spec):
-            key = slug(f"caricature_{model.name}_{_source_name(image)}_{layer}")
-            rec, ucfg, uprior = resolve_settings("caricature", recipe, cfg, prior, auto_jitter(model, [layer], s))
-            jobs.append(CaricatureJob(key, _spec(model), image, layer, s, rec, ucfg, uprior, data_weight,
-                                      cosine_power))
-            titles[key] = f"{model.name} {layer}" if len(models) > 1 else layer
+    planned = plan_caricature(models, image, lambda m: expand_layers(m, layer_spec), size=size, recipe=recipe,
+                              cfg=cfg, prior=prior, data_weight=data_weight, cosine_power=cosine_power)
+    jobs, titles = [p.job for p in planned], {p.job.key: p.title for p in planned}
     run = execute(jobs, out, workers=workers, ray=ray, desc="caricature")
     original = sized_preprocess(models[0], size or models[0].input_size).geometry(img)[0]
     grid = out / slug(f"caricature_{_source_name(image)}_grid.png")
@@ -254,11 +218,9 @@ def run_accentuate(model: Model, image: str, layer: str, targets: Sequence[Targe
     img = load_image(image)
     s = size or model.input_size
     labels = [t.label() for t in targets]
-    rec, ucfg, uprior = resolve_settings("accentuate", recipe, cfg, prior, auto_jitter(model, [layer], s))
-    key = slug(f"accentuate_{model.name}_{_source_name(image)}_{layer}_{labels[0]}"
-               + (f"-{labels[-1]}" if len(labels) > 1 else ""))
-    job = AccentuateJob(key, _spec(model), image, layer, tuple(targets), s, rec, ucfg, uprior, data_weight,
-                        anchor_layer, anchor_weight)
+    job = plan_accentuate(model, image, layer, targets, size=size, recipe=recipe, cfg=cfg, prior=prior,
+                          data_weight=data_weight, anchor_layer=anchor_layer, anchor_weight=anchor_weight)[0].job
+    key = job.key
     run = execute([job], out, desc="accentuate")
     grid = out / slug(f"accentuate_{_source_name(image)}_grid.png")
     summary = {"image": image, "layer": layer, "units": [], "grid": grid.name, "interrupted": run.interrupted}

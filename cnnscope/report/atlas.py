@@ -23,8 +23,7 @@ from ..images import load_image, save_image, source_stem
 from ..jobs import Job, Result, Run
 from ..layers import capture, get_layer
 from ..models import Model, ModelSpec
-from ..preimage.jobs import InvertJob, MaximizeJob
-from ..preimage.presets import auto_jitter, resolve_settings
+from ..preimage.plans import invert_job, maximize_job
 from ..preimage.recipes import get_recipe
 from ..preimage.runs import expand_layers, slug
 from ..preimage.solver import SolverConfig
@@ -179,15 +178,14 @@ def plan(report: ReportSettings, model: Model) -> list[Job]:
         for src in examples:
             key = f"invert/{d}/{image_slug(src)}"
             config = SolverConfig(iters=report.iters, seed=report.seed_for(key), progress=False)
-            rec, cfg, prior = resolve_settings("invert", None, config, None, auto_jitter(model, [layer], size))
-            jobs.append(InvertJob(key, spec, src, (layer,), size, rec, cfg, prior, judge=False))
+            jobs.append(invert_job(model, key, src, (layer,), size, recipe=None, cfg=config, prior=None, judge=False,
+                                   spec=spec))
         for start in range(0, len(channels), report.atlas_batch):
             part = channels[start:start + report.atlas_batch]
             key = f"atlas/{d}/c{part[0]:04d}" + (f"-c{part[-1]:04d}" if len(part) > 1 else "")
             config = atlas.config(iters=report.iters, seed=report.seed_for(key), progress=False)
-            rec, cfg, prior = resolve_settings("maximize", atlas, config, None, 4)
-            jobs.append(MaximizeJob(key, spec, layer, tuple(Target("neuron", c) for c in part), size, rec, cfg,
-                                    prior, judge=False))
+            jobs.append(maximize_job(model, key, layer, [Target("neuron", c) for c in part], size, recipe=atlas,
+                                     cfg=config, prior=None, judge=False, spec=spec))
         jobs.append(PatchesJob(f"patches/{d}/patches", spec, layer, channels, report.images, report.patch_images,
                                report.patches))
         for src in examples:

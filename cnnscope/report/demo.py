@@ -18,8 +18,8 @@ from ..jobs import execute, provide
 from ..layers import list_layers
 from ..models import DEFAULT_MODEL, Model, ModelSpec, load_model
 from ..preimage import Prior, SolverConfig, Target
-from ..preimage.jobs import InvertJob, StyleJob, TextureJob
-from ..preimage.presets import auto_jitter, resolve_settings
+from ..preimage.jobs import StyleJob, TextureJob
+from ..preimage.plans import invert_job
 from ..preimage.recipes import get_recipe
 from ..preimage.runs import run_caricature, run_invert, run_maximize
 from ..progress import units
@@ -198,10 +198,9 @@ def section_handcrafted(ctx: DemoContext) -> str:
     source = next(iter(ctx.images))
     iters = ctx.settings.get("preimage_iters", 200)
     hogb = ModelSpec("hogb")
-    jitter = auto_jitter(load_model("hogb"), ["hog"], 160)
-    rec, cfg, prior = resolve_settings("invert", None, SolverConfig(iters=iters, progress=False), None, jitter)
     jobs = [HogJob("glyphs", source, 8, 9, True, 224, 9),
-            InvertJob("preimage", hogb, source, ("hog",), 160, rec, cfg, prior, judge=False),
+            invert_job(load_model("hogb"), "preimage", source, ("hog",), 160, recipe=None,
+                       cfg=SolverConfig(iters=iters, progress=False), prior=None, judge=False, spec=hogb),
             FeatureEquivarianceJob("equivariance_hog_rotate45", ModelSpec("hog"), "rotate:45", None,
                                    24 if iters >= 100 else 12, 0.75, 1e-4, (1, 3))]
     done = _stop_if_interrupted(execute(jobs, ctx.out / "hog", progress=False))

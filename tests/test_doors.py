@@ -1,0 +1,58 @@
+"""One front door per verb (issue 25): the Python API and the CLI plan their jobs in the same place, so the
+same arguments write the same files, byte for byte (each job's pictures and its JSON record)."""
+
+import contextlib
+import io
+from pathlib import Path
+
+import pytest
+
+import cnnscope
+from cnnscope.cli import main
+
+MODEL = "efficientnet_lite0"
+
+
+def _cli(*args) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    assert code == 0, err.getvalue()
+
+
+def _saved(results, folder: Path) -> dict[str, bytes]:
+    files = {}
+    for r in results if isinstance(results, list) else [results]:
+        for name in r.save(folder):
+            files[name] = (folder / name).read_bytes()
+        files[f"{r.job.key}.json"] = (folder / f"{r.job.key}.json").read_bytes()
+    return files
+
+
+def _same(api: dict[str, bytes], cli_folder: Path) -> None:
+    assert api, "the API wrote nothing"
+    for name, data in api.items():
+        assert (cli_folder / name).is_file(), f"the CLI did not write {name}"
+        assert (cli_folder / name).read_bytes() == data, f"{name} differs between the API and the CLI"
+
+
+@pytest.mark.parametrize("joint", [False, True])
+def test_invert_several_layers_means_the_same_in_both_doors(tmp_path, joint):
+    extra = ["--joint"] if joint else []
+    _cli("invert", "sample:chelsea", "--layer", "stage1,stage2", "--size", "64", "--iters", "3", *extra,
+         "--out", str(tmp_path / "cli"))
+    results = cnnscope.invert(MODEL, "sample:chelsea", ["stage1", "stage2"], size=64, iters=3, joint=joint)
+    assert isinstance(results, cnnscope.api.InvertResult) == joint  # one joint picture, or one per layer
+    _same(_saved(results, tmp_path / "api"), tmp_path / "cli")
+
+
+def test_maximize_and_caricature_write_the_same_files(tmp_path):
+    _cli("maximize", "--layer", "stage3", "--channel", "0-2", "--chunk", "2", "--size", "64", "--iters", "3",
+         "--out", str(tmp_path / "cli"))
+    results = cnnscope.maximize(MODEL, "stage3", [0, 1, 2], chunk=2, size=64, iters=3)
+    assert len(results) == 2  # two chunks, as the CLI's --chunk 2
+    _same(_saved(results, tmp_path / "api"), tmp_path / "cli")
+    _cli("caricature", "sample:coffee", "--layer", "stage2", "--size", "64", "--iters", "3",
+         "--out", str(tmp_path / "cli2"))
+    _same(_saved(cnnscope.caricature(MODEL, "sample:coffee", "stage2", size=64, iters=3), tmp_path / "api2"),
+          tmp_path / "cli2")
