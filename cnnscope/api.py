@@ -22,15 +22,12 @@ from torch import nn
 
 from .backprop.jobs import (
     COLUMNS,
-    SaliencyJob,
     SaliencyResult,
-    SanityJob,
     SanityResult,
-    SelectivityJob,
     SelectivityResult,
 )
 from .backprop.methods import METHODS
-from .backprop.runs import deepest_map, default_rows
+from .backprop.plans import default_rows, plan_saliency, plan_sanity, plan_selectivity
 from .data import image_sources, list_folder
 from .device import resolve as resolve_device
 from .errors import CnnscopeError, unknown
@@ -346,8 +343,7 @@ def saliency(model, image, *, target: int | str | None = None, layer: str | None
         rows = [Target("features", layer=layer) if channel is None else Target("neuron", channel, layer=layer)]
     else:
         rows = default_rows(model, picture)
-    key = slug(f"saliency_{source_stem(image)}")
-    return _run(SaliencyJob(key, model.job_spec(), source, tuple(rows), tuple(names)))
+    return _run(plan_saliency(model, [source], lambda s: rows, names)[0])
 
 
 def selectivity(model, layer: str | None = None, *, images: str | None = None, limit: int = 20, neurons: int = 4,
@@ -362,12 +358,7 @@ def selectivity(model, layer: str | None = None, *, images: str | None = None, l
     """
     model = as_model(model, device)
     image_sources(images, _count(limit, "limit"))
-    layer = layer or deepest_map(model)
-    if layer is None:
-        raise CnnscopeError(f"give a layer for {model.name}")
-    resolve(model, layer)
-    return _run(SelectivityJob("selectivity", model.job_spec(), layer, images, limit, _count(neurons, "neurons", 2),
-                               _count(seed, "seed", 0)))
+    return _run(plan_selectivity(model, layer, images, limit, _count(neurons, "neurons", 2), _count(seed, "seed", 0)))
 
 
 def sanity(model, image, *, target: int | str | None = None, seed: int = 0, device: str | None = None
@@ -382,11 +373,8 @@ def sanity(model, image, *, target: int | str | None = None, seed: int = 0, devi
     """
     model = as_model(model, device)
     source, picture = _image(image)
-    if model.profile.logits is None:
-        raise CnnscopeError(f"{model.name} has no classes: the sanity check starts from a class logit")
-    k = _class_target(model, target) if target is not None else model.predict(picture, k=1)[0][0].index
-    return _run(SanityJob("sanity", model.job_spec(), source, Target("class", k, layer=model.profile.logits),
-                          _count(seed, "seed", 0)))
+    klass = _class_target(model, target) if target is not None and model.profile.logits else None
+    return _run(plan_sanity(model, source, picture, klass, _count(seed, "seed", 0)))
 
 
 # -------------------------------------------------------------------------------------------- transforms

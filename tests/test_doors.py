@@ -56,3 +56,10 @@ def test_maximize_and_caricature_write_the_same_files(tmp_path):
          "--out", str(tmp_path / "cli2"))
     _same(_saved(cnnscope.caricature(MODEL, "sample:coffee", "stage2", size=64, iters=3), tmp_path / "api2"),
           tmp_path / "cli2")
+
+
+def test_backprop_verbs_write_the_same_files(tmp_path):
+    _cli("saliency", "sample:chelsea", "--out", str(tmp_path / "cli"))
+    _same(_saved(cnnscope.saliency(MODEL, "sample:chelsea"), tmp_path / "api"), tmp_path / "cli")
+    _cli("selectivity", "--limit", "2", "--neurons", "2", "--layer", "stage4", "--out", str(tmp_path / "cli2"))
+    _same(_saved(cnnscope.selectivity(MODEL, "stage4", limit=2, neurons=2), tmp_path / "api2"), tmp_path / "cli2")

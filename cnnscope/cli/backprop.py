@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from ..backprop import METHODS, explain, method_rules
-from ..backprop.jobs import COLUMNS, SanityJob, SelectivityJob
+from ..backprop.jobs import COLUMNS
+from ..backprop.plans import plan_sanity, plan_selectivity
 from ..backprop.rules import POOL_RULES as RULE_NAMES
-from ..backprop.runs import deepest_map, default_rows, run_saliency, selectivity_table
+from ..backprop.runs import default_rows, run_saliency, selectivity_table
 from ..data import image_sources
 from ..errors import CnnscopeError, unknown
 from ..images import load_image
-from ..jobs import execute, provide
+from ..jobs import execute
 from ..layers import get_layer, resolve
 from ..preimage.runs import parse_class
 from ..targets import Target
@@ -128,12 +129,8 @@ def cmd_selectivity(args) -> dict | list:
     image_sources(args.images, args.limit)  # the folder checked before any work
     out = out_dir(args.out)
     model = load(args)
-    layer = args.layer or deepest_map(model)
-    if layer is None:
-        raise CnnscopeError("give --layer for this model")
-    resolve(model, layer)
-    provide(model.job_spec(), model)
-    job = SelectivityJob("selectivity", model.job_spec(), layer, args.images, args.limit, args.neurons, args.seed)
+    job = plan_selectivity(model, args.layer, args.images, args.limit, args.neurons, args.seed)
+    layer = job.layer
     run = execute([job], out)
     finish(run)
     res = run.outcomes[0].results
@@ -150,12 +147,8 @@ def cmd_sanity(args) -> dict | list:
     image = load_image(args.image)
     out = out_dir(args.out)
     model = load(args)
-    if model.profile.logits is None:
-        raise CnnscopeError(f"{model.name} has no classes: the sanity check starts from a class logit")
-    k = parse_class(model, args.class_) if args.class_ is not None else model.predict(image, k=1)[0][0].index
-    provide(model.job_spec(), model)
-    run = execute([SanityJob("sanity", model.job_spec(), args.image, Target("class", k, layer=model.profile.logits),
-                             args.seed)], out)
+    klass = parse_class(model, args.class_) if args.class_ is not None and model.profile.logits else None
+    run = execute([plan_sanity(model, args.image, image, klass, args.seed)], out)
     finish(run)
     for note in run.outcomes[0].results.get("notes", []):
         print(f"note: {note}")
