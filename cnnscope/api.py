@@ -31,8 +31,9 @@ from .backprop.plans import default_rows, plan_saliency, plan_sanity, plan_selec
 from .data import image_sources, list_folder
 from .device import resolve as resolve_device
 from .errors import CnnscopeError, unknown
-from .features.jobs import HogJob, HogResult
-from .images import load_image, source_stem
+from .features.jobs import HogResult
+from .features.plans import plan_hog
+from .images import load_image
 from .jobs import Job, Result, compute_job, model_for, provide
 from .layers import resolve
 from .models import DEFAULT_MODEL, Model, ModelSpec, load_model
@@ -40,13 +41,11 @@ from .preimage.jobs import (
     ActivationResult,
     CaricatureResult,
     InvertResult,
-    StyleJob,
     StyleResult,
-    TextureJob,
 )
-from .preimage.plans import Planned, plan_caricature, plan_invert, plan_maximize
+from .preimage.plans import Planned, plan_caricature, plan_invert, plan_maximize, plan_style, plan_texture
 from .preimage.presets import recipe_config
-from .preimage.runs import channel_targets, expand_layers, parse_class, slug
+from .preimage.runs import channel_targets, expand_layers, parse_class
 from .preimage.solver import check_memory
 from .preimage.style import style_settings
 from .report.atlas import QUICK, ReportSettings, default_layers
@@ -54,7 +53,8 @@ from .report.findings import DEFAULT, FINDINGS
 from .report.findings import reproduce as reproduce_findings
 from .report.site import build_report
 from .targets import Target
-from .transforms.jobs import CkaJob, CkaResult, EquivarianceJob, EquivarianceResult, StitchJob, StitchResult
+from .transforms.jobs import CkaResult, EquivarianceResult, StitchResult
+from .transforms.plans import plan_cka, plan_equivariance, plan_stitch
 from .transforms.transform import Transform
 
 
@@ -282,8 +282,7 @@ def texture(model, image, *, size: int | None = None, layers: Sequence[str] | No
     chosen = _style_layers(model, layers)
     cfg, prior = style_settings("texture", iters=None if iters is None else _count(iters, "iters"),
                                 seed=_count(seed, "seed", 0))
-    key = slug(f"texture_{model.name}_{source_stem(image)}")
-    return _run(TextureJob(key, model.job_spec(), source, s, chosen, cfg, prior))
+    return _run(plan_texture(model, source, size=s, layers=chosen, cfg=cfg, prior=prior)[0])
 
 
 def stylize(model, content, style, *, size: int | None = None, style_layers: Sequence[str] | None = None,
@@ -304,9 +303,9 @@ def stylize(model, content, style, *, size: int | None = None, style_layers: Seq
     s = _size(size, model)
     cfg, prior = style_settings("style", iters=None if iters is None else _count(iters, "iters"),
                                 seed=_count(seed, "seed", 0))
-    key = slug(f"style_{model.name}_{source_stem(content)}_{source_stem(style)}")
-    return _run(StyleJob(key, model.job_spec(), c_source, s_source, s, content_layer,
-                         _style_layers(model, style_layers), cfg, prior, _number(style_weight, "style_weight")))
+    return _run(plan_style(model, c_source, s_source, size=s, content_layer=content_layer,
+                           style_layers=_style_layers(model, style_layers), cfg=cfg, prior=prior,
+                           style_weight=_number(style_weight, "style_weight")))
 
 
 # ----------------------------------------------------------------------------------------------- backprop
@@ -406,10 +405,10 @@ def equivariance(model, layer: str, transform: str = "vflip", *, images: str | N
     layer = _layers(model, layer)[0]
     if images is not None:
         image_sources(images)
-    key = slug(f"equivariance_{model.name}_{transform}_{layer}")
-    return _run(EquivarianceJob(key, model.job_spec(), transform, layer, images,
-                                None if limit is None else _count(limit, "limit", 4), _fraction(fit), ridge,
-                                _count(crops, "crops"), _count(epochs, "epochs", 0), _count(seed, "seed", 0)))
+    return _run(plan_equivariance(model, [layer], transform, images=images,
+                                  limit=None if limit is None else _count(limit, "limit", 4), fit=_fraction(fit),
+                                  epochs=_count(epochs, "epochs", 0), ridge=ridge, crops=_count(crops, "crops"),
+                                  seed=_count(seed, "seed", 0))[0])
 
 
 def _fraction(value) -> float:
@@ -443,10 +442,8 @@ def stitch(model_a, layer_a: str, model_b=None, layer_b: str | None = None, *, i
     lb = _layers(b, layer_b or la)[0]
     if images is not None:
         image_sources(images)
-    key = slug(f"stitch_{a.name}_{b.name}_{la}-{lb}")
-    return _run(StitchJob(key, a.job_spec(), b.job_spec(), la, lb, images,
-                          None if limit is None else _count(limit, "limit", 4), _fraction(fit),
-                          _count(epochs, "epochs", 0), seed=_count(seed, "seed", 0)))
+    return _run(plan_stitch(a, b, [(la, lb)], images=images, limit=None if limit is None else _count(limit, "limit", 4),
+                            fit=_fraction(fit), epochs=_count(epochs, "epochs", 0), seed=_count(seed, "seed", 0))[0])
 
 
 def cka(model_a, model_b=None, layers_a: str | Sequence[str] = "stages", layers_b: str | Sequence[str] | None = None,
@@ -465,8 +462,8 @@ def cka(model_a, model_b=None, layers_a: str | Sequence[str] = "stages", layers_
     lb = _layers(b, layers_b if layers_b is not None else (layers_a if model_b is None else "stages"))
     if images is not None:
         image_sources(images)
-    return _run(CkaJob(slug(f"cka_{a.name}_{b.name}"), a.job_spec(), b.job_spec(), la, lb, images,
-                       _count(limit, "limit", 4), bool(debiased), _count(seed, "seed", 0)))
+    return _run(plan_cka(a, b, la, lb, images=images, limit=_count(limit, "limit", 4), debiased=bool(debiased),
+                         seed=_count(seed, "seed", 0)))
 
 
 # ------------------------------------------------------------------------------------------------ features
@@ -480,9 +477,9 @@ def hog(image, *, cell_size: int = 8, orientations: int = 9, bilinear: bool = Fa
         ``features_shape`` [31, H/cell, W/cell]; ``image_shape``; ``images`` the glyph picture.
     """
     source, _ = _image(image)
-    return _run(HogJob(slug(f"hog_{source_stem(image)}"), source, _count(cell_size, "cell_size", 2),
-                       _count(orientations, "orientations", 2), bool(bilinear),
-                       None if size is None else _count(size, "size", 8)))
+    return _run(plan_hog(source, cell_size=_count(cell_size, "cell_size", 2),
+                         orientations=_count(orientations, "orientations", 2), bilinear=bool(bilinear),
+                         size=None if size is None else _count(size, "size", 8)))
 
 
 # -------------------------------------------------------------------------------------------- whole runs

@@ -63,3 +63,19 @@ def test_backprop_verbs_write_the_same_files(tmp_path):
     _same(_saved(cnnscope.saliency(MODEL, "sample:chelsea"), tmp_path / "api"), tmp_path / "cli")
     _cli("selectivity", "--limit", "2", "--neurons", "2", "--layer", "stage4", "--out", str(tmp_path / "cli2"))
     _same(_saved(cnnscope.selectivity(MODEL, "stage4", limit=2, neurons=2), tmp_path / "api2"), tmp_path / "cli2")
+
+
+def test_transformation_and_texture_verbs_write_the_same_files(tmp_path):
+    _cli("equivariance", "--transform", "hflip", "--layers", "stage2", "--limit", "8", "--out", str(tmp_path / "eq"))
+    _same(_saved(cnnscope.equivariance(MODEL, "stage2", "hflip", limit=8), tmp_path / "eq_api"), tmp_path / "eq")
+    _cli("stitch", "--a", MODEL, "--b", MODEL, "--layers", "stage2", "--limit", "8", "--epochs", "0",
+         "--out", str(tmp_path / "st"))
+    _same(_saved(cnnscope.stitch(MODEL, "stage2", limit=8, epochs=0), tmp_path / "st_api"), tmp_path / "st")
+    _cli("cka", "--a", MODEL, "--b", MODEL, "--layers", "stage1,stage2", "--limit", "4", "--out", str(tmp_path / "ck"))
+    _same(_saved(cnnscope.cka(MODEL, layers_a=["stage1", "stage2"], limit=4), tmp_path / "ck_api"), tmp_path / "ck")
+    _cli("texture", "sample:brick", "--size", "64", "--iters", "3", "--style-layers", "stage1",
+         "--out", str(tmp_path / "tx"))
+    _same(_saved(cnnscope.texture(MODEL, "sample:brick", size=64, iters=3, layers=["stage1"]), tmp_path / "tx_api"),
+          tmp_path / "tx")
+    _cli("hog", "sample:chelsea", "--size", "64", "--out", str(tmp_path / "hog"))
+    _same(_saved(cnnscope.hog("sample:chelsea", size=64), tmp_path / "hog_api"), tmp_path / "hog")

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from ..errors import CnnscopeError
-from ..features.jobs import HogJob
-from ..images import load_image, source_stem
+from ..features.plans import plan_hog
+from ..images import load_image
 from ..jobs import execute
-from ..preimage.runs import slug
 from .numbers import positive_int
 from .options import finish, memory_option, out_dir, output_options
 
@@ -29,8 +28,8 @@ def cmd_hog(args) -> None:
     load_image(args.image)
     if args.orientations < 2:
         raise CnnscopeError(f"--orientations must be at least 2, got {args.orientations}")
-    job = HogJob(slug(f"hog_{source_stem(args.image)}"), args.image, args.cell_size, args.orientations,
-                 args.bilinear, args.size, args.glyph)
+    job = plan_hog(args.image, cell_size=args.cell_size, orientations=args.orientations, bilinear=args.bilinear,
+                   size=args.size, glyph=args.glyph)
     run = execute([job], out)
     finish(run)
     r = run.outcomes[0].results

@@ -12,7 +12,7 @@ from ..images import load_image, save_image, source_stem
 from ..jobs import execute, provide
 from ..layers import resolve
 from ..preimage.generator import NetSettings, apply_generator, load_checkpoint, train_generator
-from ..preimage.jobs import StyleJob, TextureJob
+from ..preimage.plans import plan_style, plan_texture
 from ..preimage.presets import sized_preprocess
 from ..preimage.runs import slug
 from ..preimage.solver import check_memory
@@ -118,10 +118,9 @@ def cmd_texture(args) -> None:
     layers = _layers(model, args.style_layers)
     check_memory(model, list(layers or default_style_layers(model)), 1, args.size or model.input_size)
     variants = [args.soften] if not args.compare_soften else [None, args.soften or 1.0]
+    jobs = plan_texture(model, args.image, size=args.size, layers=layers, cfg=cfg, prior=prior, temperatures=variants,
+                        scales=args.scales, style_size=args.style_size, param=args.param)
     stem = slug(f"texture_{model.name}_{source_stem(args.image)}")
-    jobs = [TextureJob(stem if len(variants) == 1 else f"{stem}_{i}", model.job_spec(), args.image,
-                       args.size or model.input_size, layers, cfg, prior, t, args.scales, args.style_size, args.param)
-            for i, t in enumerate(variants)]
     run = execute(jobs, out, workers=args.workers, ray=args.ray, desc="texture")
     images, titles = [model.preprocess.geometry(source)[0]], ["source"]
     for o in run.outcomes:
@@ -144,10 +143,11 @@ def cmd_style(args) -> None:
         resolve(model, args.content_layer)
     size = args.size or model.input_size
     check_memory(model, list(_layers(model, args.style_layers) or default_style_layers(model)), 1, size)
-    stem = slug(f"style_{model.name}_{source_stem(args.content)}_{source_stem(args.style)}")
-    job = StyleJob(stem, model.job_spec(), args.content, args.style, size, args.content_layer,
-                   _layers(model, args.style_layers), cfg, prior, args.style_weight, args.data_weight, args.init,
-                   args.soften)
+    job = plan_style(model, args.content, args.style, size=size, content_layer=args.content_layer,
+                     style_layers=_layers(model, args.style_layers), cfg=cfg, prior=prior,
+                     style_weight=args.style_weight, content_weight=args.data_weight, init=args.init,
+                     temperature=args.soften)
+    stem = job.key
     run = execute([job], out, desc="style")
     if run.outcomes:
         o = run.outcomes[0]

@@ -9,14 +9,12 @@ from ..preimage.runs import expand_layers, slug
 from ..store import write_json
 from ..transforms.handcrafted import FeatureEquivarianceJob
 from ..transforms.jobs import (
-    CkaJob,
-    EquivarianceJob,
-    StitchJob,
     format_table,
     stitch_table,
     write_equivariance,
     write_stitch,
 )
+from ..transforms.plans import equivariance_name, plan_cka, plan_equivariance, plan_stitch, stitch_name
 from ..transforms.smallnets import save_small, seed_data_experiment, train_small
 from ..transforms.transform import Transform
 from .numbers import fraction, non_negative, non_negative_int, positive_int
@@ -49,7 +47,8 @@ def register(sub) -> None:
     p.add_argument("--layers", default=None,
                    help="layers present in both (or a:b pairs), comma-separated (default: stem, stage1..stage6)")
     _data_options(p)
-    p.add_argument("--epochs", type=positive_int, default=8, help="task-loss epochs (default 8)")
+    p.add_argument("--epochs", type=non_negative_int, default=8,
+                   help="task-loss epochs (default 8; 0: the closed-form regression stitch only)")
     p.add_argument("--no-resample", action="store_true", help="refuse grids that differ instead of resampling")
     p.add_argument("--kernel", type=positive_int, default=1, help="task-loss stitch kernel m (m x m; default 1)")
     p.add_argument("--batchnorm", action="store_true", help="task-loss stitch: batch norm before the map")
@@ -122,10 +121,9 @@ def cmd_equivariance(args) -> dict | list:
     layers = list(dict.fromkeys(expand_layers(model, args.layers or default)))
     limit = args.limit or (24 if args.quick else None)
     epochs, ridge = args.epochs, args.ridge
-    name = slug(f"equivariance_{model.name}_{transform.label}")
-    (spec,) = _provided(model)
-    jobs = [EquivarianceJob(f"{name}/{slug(layer)}", spec, args.transform, layer, args.images, limit, args.fit,
-                            epochs, ridge, args.crops, args.seed) for layer in layers]
+    name = equivariance_name(model, args.transform)
+    jobs = plan_equivariance(model, layers, args.transform, images=args.images, limit=limit, fit=args.fit,
+                             epochs=epochs, ridge=ridge, crops=args.crops, seed=args.seed)
     run = execute(jobs, out, desc="equivariance", **engine(args))
     finish(run)
     settings = {"model": model.name, "transform": transform.label, "layers": layers, "images": args.images
@@ -180,10 +178,9 @@ def cmd_stitch(args) -> dict | list:
     default = ",".join(conv[0:3:2] if args.quick else conv[:7])
     pairs = _layer_pairs(a, b, args.layers or default)
     limit, epochs = args.limit or (24 if args.quick else None), 2 if args.quick else args.epochs
-    name = slug(f"stitch_{a.name}_{b.name}")
-    spec_a, spec_b = _provided(a, b)
-    jobs = [StitchJob(f"{name}/{slug(la)}-{slug(lb)}", spec_a, spec_b, la, lb, args.images, limit, args.fit, epochs,
-                      not args.no_resample, args.kernel, args.batchnorm, args.seed) for la, lb in pairs]
+    name = stitch_name(a, b)
+    jobs = plan_stitch(a, b, pairs, images=args.images, limit=limit, fit=args.fit, epochs=epochs,
+                       resample=not args.no_resample, kernel=args.kernel, batchnorm=args.batchnorm, seed=args.seed)
     run = execute(jobs, out, desc="stitch", **engine(args))
     finish(run)
     metric = "top1_error" if "top1_error" in run.outcomes[0].results["baseline"]["A"] else "disagreement_with_b"
@@ -201,10 +198,9 @@ def cmd_cka(args) -> dict | list:
     out = out_dir(args.out)
     a, b = load(args, "a"), load(args, "b")
     la, lb = expand_layers(a, args.layers), expand_layers(b, args.layers)
-    name = slug(f"cka_{a.name}_{b.name}")
-    spec_a, spec_b = _provided(a, b)
-    run = execute([CkaJob(name, spec_a, spec_b, tuple(la), tuple(lb), args.images, args.limit, args.debiased,
-                          args.seed)], out)
+    job = plan_cka(a, b, la, lb, images=args.images, limit=args.limit, debiased=args.debiased, seed=args.seed)
+    name = job.key
+    run = execute([job], out)
     finish(run)
     matrix = run.outcomes[0].results["cka"]
     width = max(len(x) for x in la)

@@ -1,6 +1,6 @@
-"""The pre-image verbs' jobs, planned in one place: the CLI (`runs`), the Python API and the report build
-their InvertJob, MaximizeJob, CaricatureJob and AccentuateJob here and nowhere else, so a job's key and
-settings cannot differ between the doors.
+"""The pre-image verbs' jobs, planned in one place: the CLI (`runs`, `cli.style`), the Python API, the report
+and the demo build their InvertJob, MaximizeJob, CaricatureJob, AccentuateJob, TextureJob and StyleJob here and
+nowhere else, so a job's key and settings cannot differ between the doors.
 
 What several layers mean is decided here too: ``invert`` at ``stage2,stage4`` is one inversion per layer (the
 seed's inversion-across-depth figure), in the CLI and in the API alike; the joint code of several layers (one
@@ -18,7 +18,7 @@ from ..jobs import provide
 from ..models import Model, ModelSpec
 from ..store import slug
 from ..targets import Target
-from .jobs import AccentuateJob, CaricatureJob, InvertJob, MaximizeJob
+from .jobs import AccentuateJob, CaricatureJob, InvertJob, MaximizeJob, StyleJob, TextureJob
 from .presets import Prior, auto_jitter, resolve_settings
 from .recipes import Recipe
 from .solver import SolverConfig
@@ -135,3 +135,24 @@ def plan_accentuate(model: Model, image, layer: str, targets: Sequence[Target], 
                + (f"-{labels[-1]}" if len(labels) > 1 else ""))
     return [Planned(AccentuateJob(key, spec_of(model), image, layer, tuple(targets), s, rec, ucfg, uprior,
                                   data_weight, anchor_layer, anchor_weight), layer)]
+
+
+def plan_texture(model: Model, image, *, size: int | None, layers: Sequence[str] | None, cfg: SolverConfig,
+                 prior: Prior, temperatures: Sequence[float | None] = (None,), scales: int = 1,
+                 style_size: int | None = None, param: str = "fourier", key: str | None = None) -> list[TextureJob]:
+    """One TextureJob per Gram temperature (None: plain Gram); keys ``texture_MODEL_IMAGE`` (``_i`` when several)."""
+    stem = key or slug(f"texture_{model.name}_{source_stem(image)}")
+    return [TextureJob(stem if len(temperatures) == 1 else f"{stem}_{i}", spec_of(model), image,
+                       size or model.input_size, None if layers is None else tuple(layers), cfg, prior, t, scales,
+                       style_size, param) for i, t in enumerate(temperatures)]
+
+
+def plan_style(model: Model, content, style, *, size: int | None, content_layer: str | None,
+               style_layers: Sequence[str] | None, cfg: SolverConfig, prior: Prior, style_weight: float = 10.0,
+               content_weight: float = 1.0, init: str = "content", temperature: float | None = None,
+               key: str | None = None) -> StyleJob:
+    """Style transfer: `content`'s layout with `style`'s Gram statistics; key ``style_MODEL_CONTENT_STYLE``."""
+    stem = key or slug(f"style_{model.name}_{source_stem(content)}_{source_stem(style)}")
+    return StyleJob(stem, spec_of(model), content, style, size or model.input_size, content_layer,
+                    None if style_layers is None else tuple(style_layers), cfg, prior, style_weight, content_weight,
+                    init, temperature)

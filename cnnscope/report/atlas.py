@@ -30,6 +30,7 @@ from ..preimage.solver import SolverConfig
 from ..store import finished
 from ..targets import Target
 from ..transforms.jobs import EquivarianceJob, StitchJob, write_equivariance, write_stitch
+from ..transforms.plans import plan_equivariance, plan_stitch
 
 QUICK = {"layers": "stage2,stage4", "channels": 4, "iters": 40, "size": 96, "examples": 2, "patch_images": 8}
 
@@ -192,13 +193,12 @@ def plan(report: ReportSettings, model: Model) -> list[Job]:
             jobs.append(StripJob(f"backprop/{d}/{image_slug(src)}", spec, src, layer))
     common = {"images": report.images, "limit": 40, "fit": 0.8, "epochs": 2, "seed": report.seed}
     if report.equivariance:
-        name = analysis_name("equivariance", report)
-        jobs += [EquivarianceJob(f"{name}/{slug(layer)}", spec, report.equivariance, layer, **common)
-                 for layer in report.layers]
+        jobs += plan_equivariance(model, report.layers, report.equivariance, name=analysis_name("equivariance", report),
+                                  spec=spec, **common)
     if report.stitch_with:
-        name = analysis_name("stitch", report)
-        jobs += [StitchJob(f"{name}/{slug(layer)}", spec, ModelSpec(report.stitch_with), layer, layer, **common)
-                 for layer in report.layers]
+        jobs += plan_stitch(model, model, [(layer, layer) for layer in report.layers],
+                            name=analysis_name("stitch", report), spec_a=spec, spec_b=ModelSpec(report.stitch_with),
+                            by_layer=True, **common)
     return jobs
 
 

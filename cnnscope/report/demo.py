@@ -12,20 +12,19 @@ from pathlib import Path
 
 from ..backprop.runs import COLUMNS, default_rows, run_saliency
 from ..errors import CnnscopeError
-from ..features.jobs import HogJob
+from ..features.plans import plan_hog
 from ..images import load_image, save_image
 from ..jobs import execute, provide
 from ..layers import list_layers
 from ..models import DEFAULT_MODEL, Model, ModelSpec, load_model
 from ..preimage import Prior, SolverConfig, Target
-from ..preimage.jobs import StyleJob, TextureJob
-from ..preimage.plans import invert_job
+from ..preimage.plans import invert_job, plan_style, plan_texture
 from ..preimage.recipes import get_recipe
 from ..preimage.runs import run_caricature, run_invert, run_maximize
 from ..progress import units
 from ..store import write_json, write_text
 from ..transforms.handcrafted import FeatureEquivarianceJob
-from ..transforms.jobs import CkaJob
+from ..transforms.plans import plan_cka
 from ..viz import bar_chart
 from . import html
 
@@ -150,11 +149,12 @@ def section_style(ctx: DemoContext) -> str:
     out = ctx.out / "style"
     iters = ctx.settings.get("preimage_iters", 200)
     cfg = SolverConfig(optimizer="adam", iters=iters, progress=False)
-    spec, source = _spec(ctx.model), next(iter(ctx.images))
-    textures = [TextureJob(f"texture_{n}", spec, f"sample:{n}", ctx.model.input_size, None, cfg, Prior.none(),
-                           param="pixel") for n in ("brick", "gravel")]
-    style = StyleJob("style_gravel", spec, source, "sample:gravel", ctx.model.input_size, None, None, cfg,
-                     Prior(tv_weight=0.1, alpha_weight=0.0))
+    source = next(iter(ctx.images))
+    textures = [job for n in ("brick", "gravel") for job in plan_texture(
+        ctx.model, f"sample:{n}", size=None, layers=None, cfg=cfg, prior=Prior.none(), param="pixel",
+        key=f"texture_{n}")]
+    style = plan_style(ctx.model, source, "sample:gravel", size=None, content_layer=None, style_layers=None, cfg=cfg,
+                       prior=Prior(tv_weight=0.1, alpha_weight=0.0), key="style_gravel")
     run = execute([*textures, style], out, progress=False)
     _stop_if_interrupted(run)
     record = {o.job.key: {k: o.results[k] for k in ("gram_total_before", "gram_total_after")}
@@ -179,8 +179,8 @@ def section_equivalence(ctx: DemoContext) -> str:
     except Exception as err:  # the optional weights package is missing: say so instead of failing the demo
         return html.section("Equivalence", f"<p>skipped: {html.escape(str(err))}</p>", "equivalence")
     layers = tuple(ctx.model.profile.depth)
-    job = CkaJob("cka", _spec(ctx.model), ModelSpec("efficientnet_lite1"), layers, layers,
-                 limit=16 if ctx.settings.get("preimage_iters", 200) < 100 else 40)
+    job = plan_cka(ctx.model, load_model("efficientnet_lite1"), layers, layers,
+                   limit=16 if ctx.settings.get("preimage_iters", 200) < 100 else 40, key="cka")
     run = execute([job], ctx.out / "equivalence", progress=False)
     _stop_if_interrupted(run)
     ctx.settings["cka"] = run.outcomes[0].results["cka"]
@@ -198,7 +198,7 @@ def section_handcrafted(ctx: DemoContext) -> str:
     source = next(iter(ctx.images))
     iters = ctx.settings.get("preimage_iters", 200)
     hogb = ModelSpec("hogb")
-    jobs = [HogJob("glyphs", source, 8, 9, True, 224, 9),
+    jobs = [plan_hog(source, cell_size=8, orientations=9, bilinear=True, size=224, glyph=9, key="glyphs"),
             invert_job(load_model("hogb"), "preimage", source, ("hog",), 160, recipe=None,
                        cfg=SolverConfig(iters=iters, progress=False), prior=None, judge=False, spec=hogb),
             FeatureEquivarianceJob("equivariance_hog_rotate45", ModelSpec("hog"), "rotate:45", None,

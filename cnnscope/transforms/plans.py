@@ -1,0 +1,57 @@
+"""The transformation-analysis verbs' jobs, planned in one place for the CLI, the Python API and the report:
+one EquivarianceJob per layer and one StitchJob per layer pair, filed under one folder per analysis
+(``equivariance_MODEL_TRANSFORM/LAYER``, ``stitch_A_B/LA-LB``), and one CkaJob per pair of models."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..jobs import provide
+from ..models import Model, ModelSpec
+from ..store import slug
+from .jobs import CkaJob, EquivarianceJob, StitchJob
+from .transform import Transform
+
+
+def _spec(model: Model) -> ModelSpec:
+    spec = model.job_spec()
+    provide(spec, model)  # this process already has it: the engine need not load it again
+    return spec
+
+
+def equivariance_name(model: Model, transform: str) -> str:
+    return slug(f"equivariance_{model.name}_{Transform.parse(transform).label}")
+
+
+def plan_equivariance(model: Model, layers: Sequence[str], transform: str, *, images: str | None = None,
+                      limit: int | None = None, fit: float = 0.8, epochs: int = 0, ridge: float | None = None,
+                      crops: int = 1, seed: int = 0, name: str | None = None,
+                      spec: ModelSpec | None = None) -> list[EquivarianceJob]:
+    """One job per layer, filed under `name` (default ``equivariance_MODEL_TRANSFORM``)."""
+    name = name or equivariance_name(model, transform)
+    spec = spec or _spec(model)
+    return [EquivarianceJob(f"{name}/{slug(layer)}", spec, transform, layer, images, limit, fit, epochs, ridge, crops,
+                            seed) for layer in dict.fromkeys(layers)]
+
+
+def stitch_name(a: Model, b: Model) -> str:
+    return slug(f"stitch_{a.name}_{b.name}")
+
+
+def plan_stitch(a: Model, b: Model, pairs: Sequence[tuple[str, str]], *, images: str | None = None,
+                limit: int | None = None, fit: float = 0.8, epochs: int = 8, resample: bool = True, kernel: int = 1,
+                batchnorm: bool = False, seed: int = 0, name: str | None = None, spec_a: ModelSpec | None = None,
+                spec_b: ModelSpec | None = None, by_layer: bool = False) -> list[StitchJob]:
+    """One job per (layer of A, layer of B), filed under `name` (default ``stitch_A_B``) as ``LA-LB`` (or ``LA``
+    alone with `by_layer`, the report's one-layer-per-page layout)."""
+    name = name or stitch_name(a, b)
+    spec_a, spec_b = spec_a or _spec(a), spec_b or _spec(b)
+    return [StitchJob(f"{name}/{slug(la)}" if by_layer else f"{name}/{slug(la)}-{slug(lb)}", spec_a, spec_b, la, lb,
+                      images, limit, fit, epochs, resample, kernel, batchnorm, seed) for la, lb in pairs]
+
+
+def plan_cka(a: Model, b: Model, layers_a: Sequence[str], layers_b: Sequence[str], *, images: str | None = None,
+             limit: int = 50, debiased: bool = False, seed: int = 0, key: str | None = None) -> CkaJob:
+    """Linear CKA between every layer of A's row and every layer of B's."""
+    return CkaJob(key or slug(f"cka_{a.name}_{b.name}"), _spec(a), _spec(b), tuple(layers_a), tuple(layers_b), images,
+                  limit, debiased, seed)
