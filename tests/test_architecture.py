@@ -13,8 +13,6 @@ ROOT = Path(__file__).resolve().parents[1] / "cnnscope"
 # optional heavy extras imported only when asked for, and two heavy libraries that would otherwise add 0.65 s
 # to every CLI start (scipy.optimize for permutation stitches, matplotlib when a figure is drawn)
 LAZY_EXTRAS = {"ray", "playwright", "scipy", "matplotlib"}
-LOW = {"cnnscope.errors", "cnnscope.store", "cnnscope.images", "cnnscope.data", "cnnscope.viz",
-       "cnnscope.viz.figures"}
 FAMILIES = ("cnnscope.preimage", "cnnscope.backprop", "cnnscope.transforms", "cnnscope.features")
 TOP = ("cnnscope.report", "cnnscope.cli")
 
@@ -29,6 +27,11 @@ def _modules() -> dict[str, Path]:
 
 
 MODULES = _modules()
+# the low layers: no family, the report or the CLI may be imported from them
+LOW = {"cnnscope.errors", "cnnscope.store", "cnnscope.images", "cnnscope.data", "cnnscope.viz",
+       "cnnscope.viz.figures", "cnnscope.device", "cnnscope.memory", "cnnscope.progress", "cnnscope.targets",
+       "cnnscope.layers", "cnnscope.jobs", "cnnscope.jobs.engine", "cnnscope.models"} | {
+    m for m in MODULES if m.startswith(("cnnscope.models.", "cnnscope.jobs.", "cnnscope.viz."))}
 
 
 def _package(name: str) -> str:

@@ -13,7 +13,6 @@ import copy
 import dataclasses
 import difflib
 import io
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -26,7 +25,6 @@ from torch import nn
 from ..device import of as device_of
 from ..device import resolve as resolve_device
 from ..errors import CnnscopeError
-from ..features import HOG, DenseSIFT
 from ..layers import list_layers
 from . import classic, efficientnet_lite, small
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess, tf_preprocess
@@ -67,6 +65,11 @@ class ZooEntry:
     handcrafted: bool = False  # no weights, no classes; NAME:N sets its cell / bin size
 
 
+# kind -> build(cell or bin size) of a hand-crafted representation as a one-layer net. The modules are the
+# features family's science; `cnnscope.features` registers them here on import (imports point down).
+HANDCRAFTED: dict[str, Callable[[int], nn.Module]] = {}
+
+
 def _handcrafted(kind: str, arg: str = "") -> nn.Module:
     """HOG (hard orientation binning, as vl_hog), HOGb (bilinear, M&V's variant) or DSIFT, as a one-layer net."""
     size = 8
@@ -77,9 +80,9 @@ def _handcrafted(kind: str, arg: str = "") -> nn.Module:
             raise CnnscopeError(f"model '{kind}:{arg}': the cell size after ':' must be a whole number") from None
         if not 2 <= size <= 64:
             raise CnnscopeError(f"model '{kind}:{arg}': cell size must be between 2 and 64 px")
-    if kind == "dsift":
-        return nn.Sequential(OrderedDict(dsift=DenseSIFT(bin_size=size, step=max(1, size // 2))))
-    return nn.Sequential(OrderedDict(hog=HOG(cell_size=size, bilinear=kind == "hogb")))
+    if kind not in HANDCRAFTED:  # (only when cnnscope.features was never imported: `import cnnscope` does)
+        raise CnnscopeError(f"model '{kind}': import cnnscope.features to use the hand-crafted representations")
+    return HANDCRAFTED[kind](size)
 
 
 # Hand-crafted features see [0,1] pixels (offset-free: gradients ignore it); VLFeat's HOG is defined on that scale.
