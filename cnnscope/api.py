@@ -53,6 +53,7 @@ from .report.findings import DEFAULT, FINDINGS
 from .report.findings import reproduce as reproduce_findings
 from .report.site import build_report
 from .targets import Target
+from .transforms.equivariance import NEIGHBOURHOODS
 from .transforms.jobs import CkaResult, EquivarianceResult, StitchResult
 from .transforms.plans import plan_cka, plan_equivariance, plan_stitch
 from .transforms.transform import Transform
@@ -379,7 +380,8 @@ def sanity(model, image, *, target: int | str | None = None, seed: int = 0, devi
 # -------------------------------------------------------------------------------------------- transforms
 def equivariance(model, layer: str, transform: str = "vflip", *, images: str | None = None,
                  limit: int | None = None, fit: float = 0.8, ridge: float | None = None, crops: int = 1,
-                 epochs: int = 0, seed: int = 0, device: str | None = None) -> EquivarianceResult:
+                 epochs: int = 0, neighbourhood: Sequence[int] = NEIGHBOURHOODS, seed: int = 0,
+                 device: str | None = None) -> EquivarianceResult:
     """Is Φ(gx) ≈ M_g Φ(x) at `layer`? (Lenc & Vedaldi): ``cnnscope equivariance`` for one layer.
 
     Parameters
@@ -390,6 +392,8 @@ def equivariance(model, layer: str, transform: str = "vflip", *, images: str | N
         A folder (with labels.csv for top-1 error); default the bundled samples' crops.
     limit, fit, ridge, crops, epochs, seed
         As the CLI options of the same names.
+    neighbourhood : sequence of int
+        Candidate supports m of the m x m map M_g (``--neighbourhood``), chosen by the task with the ridge.
 
     Returns
     -------
@@ -408,7 +412,8 @@ def equivariance(model, layer: str, transform: str = "vflip", *, images: str | N
     return _run(plan_equivariance(model, [layer], transform, images=images,
                                   limit=None if limit is None else _count(limit, "limit", 4), fit=_fraction(fit),
                                   epochs=_count(epochs, "epochs", 0), ridge=ridge, crops=_count(crops, "crops"),
-                                  seed=_count(seed, "seed", 0))[0])
+                                  seed=_count(seed, "seed", 0),
+                                  neighbourhoods=[_count(m, "neighbourhood") for m in neighbourhood])[0])
 
 
 def _fraction(value) -> float:

@@ -67,7 +67,12 @@ def test_cli_equivariance(tmp_path):
 
     maps, meta = load_tensors(tmp_path / "equivariance_efficientnet_lite0_hflip_maps.safetensors",
                               "cnnscope-equivariance-maps-1", "maps")
-    assert maps["stem|conv.weight"].shape == (32, 32, 1, 1) and maps["stage2|conv.weight"].shape == (24, 24, 1, 1)
+    for row, c in zip(data["rows"], (32, 24)):  # the m x m map the task chose (identity: the spatial inverse)
+        m = row["kernel"]
+        assert maps[f"{row['layer']}|conv.weight"].shape == (c, c, m, m) and m in (1, 3)
+        chosen = "identity" if row["ridge"] is None else f"{m}x{m} ridge {row['ridge']:g}"
+        assert row["validation"][chosen] == min(row["validation"].values())  # never worse than the identity there
+        assert row["validation"][chosen] <= row["validation"]["identity"]
     assert json.loads(meta["settings"])["transform"] == "hflip"
     assert main(["equivariance", "--transform", "shear", "--out", str(tmp_path)]) == 2
 
@@ -125,6 +130,7 @@ def test_fitted_map_recovers_a_planted_permutation_and_scores_invariance():
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(60, 3, 17, 17, generator=gen)
     fit = fit_layer(model, "0", Transform.parse("vflip"), x[:40], x[40:], (None, None), crops=0, seed=0)
+    assert fit.kernel == 1  # a planted channel map: 3x3 explains nothing more, and the simpler map wins the tie
     w = fit.learned.conv.weight[:, :, 0, 0].detach()
     planted = torch.tensor([[1.0, 0, 0], [0, 0, 1], [0, 1, 0]])
     assert torch.allclose(w, planted, atol=0.02), w
@@ -136,3 +142,55 @@ def test_fitted_map_recovers_a_planted_permutation_and_scores_invariance():
     wide = invariance_scores(random_orthogonal(64, 0), torch.ones(64), torch.ones(64))
     assert wide.mean() < 0.05 and (wide >= 0.5).sum() == 0
     assert fit.permutation.conv.weight[:, :, 0, 0].equal(planted)
+
+
+# ------------------------------------------------------------------ M_g with spatial support (issue 28)
+def test_streamed_m_by_m_ridge_equals_a_direct_least_squares_reference():
+    from cnnscope.transforms.equivalence import Moments
+
+    gen = torch.Generator().manual_seed(0)
+    h, f = torch.randn(6, 4, 7, 7, generator=gen), torch.randn(6, 3, 7, 7, generator=gen)
+    m = Moments(4, 3, kernel=3)
+    for i in range(0, 6, 2):  # streamed in chunks
+        m.add(h[i:i + 2], f[i:i + 2])
+    weight, bias = m.solve(0.0)
+    design = F.unfold(h.double(), 3, padding=1).transpose(1, 2).reshape(-1, 36)
+    design = torch.cat([design, torch.ones(len(design), 1, dtype=torch.float64)], 1)
+    target = f.double().permute(0, 2, 3, 1).reshape(-1, 3)
+    ref = torch.linalg.lstsq(design, target).solution
+    assert torch.allclose(weight, ref[:-1].T, atol=1e-8) and torch.allclose(bias, ref[-1], atol=1e-8)
+    conv = F.conv2d(h.double(), m.as_conv(weight), bias, padding=1)  # the layout is a conv weight's
+    assert torch.allclose(conv.permute(0, 2, 3, 1).reshape(-1, 3), design @ ref, atol=1e-8)
+    from cnnscope.transforms.equivariance import GRAM_BUDGET, supports
+
+    assert Moments.nbytes(1280, 1280, 5) > 7 * 1024 ** 3  # 5x5 at a 1280-channel head: 7.6 GB of sums
+    assert supports(1280, (1, 3, 5))[0] == [1, 3] and "5x5 left out" in supports(1280, (1, 3, 5))[1][0]
+    assert Moments.nbytes(1280, 1280, 3) < GRAM_BUDGET
+
+
+def test_a_sub_cell_shift_is_recovered_by_3x3_and_not_by_1x1():
+    from cnnscope.transforms.equivalence import Moments
+
+    gen = torch.Generator().manual_seed(1)
+    h = torch.randn(20, 6, 12, 12, generator=gen)
+    mix = torch.randn(6, 6, generator=gen, dtype=torch.float64)
+    # the target sits half a cell to the right and mixes channels: a 3x3 map holds it exactly, a 1x1 map cannot
+    shifted = 0.5 * h + 0.5 * torch.roll(h, -1, dims=-1)
+    f = torch.einsum("oc,nchw->nohw", mix, shifted.double()).float()
+    inside = torch.ones(12, 12, dtype=torch.bool)
+    inside[:, -1] = False  # (the roll wraps around at the border)
+    r2 = {}
+    for k in (1, 3):
+        m = Moments(6, 6, kernel=k).add(h, f, inside)
+        r2[k] = m.pooled_r2(*m.solve(1e-6))
+    assert r2[3] > 0.9999 and r2[1] < 0.9
+
+
+def test_neighbourhood_changes_the_map_of_a_cnn_layer():
+    import cnnscope
+
+    one = cnnscope.equivariance("efficientnet_lite0", "stage3", "vflip", limit=15, neighbourhood=[1])
+    both = cnnscope.equivariance("efficientnet_lite0", "stage3", "vflip", limit=15, neighbourhood=[1, 3])
+    assert set(one.row["validation"]) == {"identity", "1x1 ridge 0.01", "1x1 ridge 0.1", "1x1 ridge 1"}
+    assert {k for k in both.row["validation"] if k.startswith("3x3")} and one.row["kernel"] == 1
+    assert both.row["validation"] != one.row["validation"]

@@ -34,7 +34,9 @@ def register(sub) -> None:
     p.add_argument("--crops", type=non_negative_int, default=1,
                    help="random rescaled crops per fit image added to the regression (default 1)")
     p.add_argument("--neighbourhood", default="1,3",
-                   help="hand-crafted features: m x m cells each output cell may read (default 1,3)")
+                   help="the m x m cells each compensated cell may read: candidate supports of M_g, the best chosen "
+                   "by the task on held-back fit images (CNN layers; the spatial inverse alone is always a "
+                   "candidate) or each reported (hand-crafted features); default 1,3")
     p.add_argument("--quick", action="store_true", help="few images, two layers, 2 epochs (for CI)")
     model_options(p)
     output_options(p)
@@ -123,7 +125,8 @@ def cmd_equivariance(args) -> dict | list:
     epochs, ridge = args.epochs, args.ridge
     name = equivariance_name(model, args.transform)
     jobs = plan_equivariance(model, layers, args.transform, images=args.images, limit=limit, fit=args.fit,
-                             epochs=epochs, ridge=ridge, crops=args.crops, seed=args.seed)
+                             epochs=epochs, ridge=ridge, crops=args.crops, seed=args.seed,
+                             neighbourhoods=_neighbourhoods(args.neighbourhood))
     run = execute(jobs, out, desc="equivariance", **engine(args))
     finish(run)
     settings = {"model": model.name, "transform": transform.label, "layers": layers, "images": args.images
@@ -135,24 +138,30 @@ def cmd_equivariance(args) -> dict | list:
           f"{result['baseline']['no_transform']:.3f}, transformed uncompensated "
           f"{result['baseline']['uncompensated']:.3f}")
     print(f"{'layer':<12}" + "".join(f"{c:>14}" for c in cols) + f"{'map R2':>9}{'invariant ch.':>16}"
-          + f"{'null':>6}{'ridge':>9}")
+          + f"{'null':>6}{'map (chosen by the task)':>26}")
     for r in result["rows"]:
+        form = r["map"] if r["ridge"] is None else f"{r['map']}, ridge {r['ridge']:.0e}"
         print(f"{r['layer']:<12}" + "".join(f"{r[c]:14.3f}" for c in cols)
               + f"{r['learned_r2']:9.3f}{r['invariant_channels']:>9}/{r['channels']:<6}"
-              + f"{r['null_invariant_channels']:>6}{r['ridge']:9.0e}")
+              + f"{r['null_invariant_channels']:>6}  {form}")
     print(f"wrote {out / (name + '.csv')}, {name}.png, {name}.json, {name}_maps.safetensors")
     return result
+
+
+def _neighbourhoods(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise CnnscopeError(f"--neighbourhood {text}: expected odd sizes like 1,3,5") from None
+    if not sizes or any(m < 1 or m % 2 == 0 or m > 9 for m in sizes):
+        raise CnnscopeError(f"--neighbourhood {text}: sizes must be odd, between 1 and 9")
+    return sizes
 
 
 def _feature_equivariance(args, model, transform, out) -> None:
     if args.layers:
         raise CnnscopeError(f"--layers does not apply to {model.name}: a hand-crafted representation has one layer")
-    try:
-        sizes = tuple(int(v) for v in args.neighbourhood.split(","))
-    except ValueError:
-        raise CnnscopeError(f"--neighbourhood {args.neighbourhood}: expected odd sizes like 1,3,5") from None
-    if not sizes or any(m < 1 or m % 2 == 0 or m > 9 for m in sizes):
-        raise CnnscopeError(f"--neighbourhood {args.neighbourhood}: sizes must be odd, between 1 and 9")
+    sizes = _neighbourhoods(args.neighbourhood)
     (spec,) = _provided(model)
     job = FeatureEquivarianceJob(slug(f"equivariance_{model.name}_{transform.label}"), spec, args.transform,
                                  args.images, args.limit or (12 if args.quick else None), args.fit,

@@ -1,17 +1,24 @@
 """Equivariance and invariance of CNN layers (Lenc & Vedaldi CVPR'15 / IJCV'18): does Phi(g x) = M_g Phi(x)?
 
 For a layer L and a transformation g, a map is inserted after L: the spatial inverse of g (on the layer's own
-grid), then (a) nothing, (b) a channel permutation found by matching, or (c) a learned linear channel map.
-The network then finishes on the compensated code, and its error on transformed images says how well M_g
-exists.
+grid), then (a) nothing, (b) a channel permutation found by matching, or (c) a learned linear map M_g. The
+network then finishes on the compensated code, and its error on transformed images says how well M_g exists.
 
-The learned map is fitted in closed form — ridge regression of Phi(x) on the spatially inverted Phi(gx) over
-all valid positions of the fit images and random rescaled crops of them (tens of thousands of samples even
-on a 7x7 grid), pulled towards M = I, with the ridge strength chosen on a held-back fifth — and then, if
-asked, refined by the network's own loss (kept only if that lowers the held-back loss). Invariance is read
-off the learned map: a channel is invariant when its row of M_g is the identity row, scored per channel as
-the share of its (variance-weighted) row on its own channel times the fraction of its variance the map
-explains on held-out images; a random orthogonal map gives the null.
+M_g is an m x m convolution from the layer's D channels to D: each compensated cell reads the m x m
+neighbourhood of its back-projected place. Spatial support matters: with TF-"SAME" (asymmetric) padding and
+stride-2 convolutions, the features of a flipped image land a fraction of a cell away from the flipped grid,
+which a 1 x 1 channel map cannot undo. Each candidate is fitted in closed form — streaming ridge regression of
+Phi(x) on the unfolded neighbourhoods of the spatially inverted Phi(gx) (`Moments`: only the Gram matrix is
+kept, estimated and refused beyond `GRAM_BUDGET`) over valid positions of the fit images and random rescaled
+crops of them, pulled towards the identity at the centre tap. The support m (of `neighbourhoods`) and the ridge
+are then **chosen by the task**: the top-1 error (with labels; else disagreement with the untransformed
+prediction, cross-entropy breaking ties) of the network finishing on the compensated code of a held-back fifth
+of the fit images, with the spatial inverse alone among the candidates — so the reported map is never worse
+than it on that split, and where nothing beats it the row says so. Optionally the map is then refined by the
+network's own loss (kept only if that lowers the held-back loss). Invariance is read off M_g: a channel is
+invariant when its row is the identity at the centre tap and zero elsewhere, scored per channel as the share of
+its (variance-weighted) row on its own centre tap times the fraction of its variance the map explains on
+held-out images; a random orthogonal 1 x 1 map gives the null.
 """
 
 from __future__ import annotations
@@ -26,10 +33,10 @@ from ..errors import CnnscopeError
 from ..layers import get_layer
 from ..models import Model
 from .equivalence import (
+    RIDGES,
     Moments,
     RestOfNetwork,
     Stitch,
-    choose_ridge,
     error_rates,
     features,
     fit_task,
@@ -39,6 +46,10 @@ from .transform import Transform
 
 INVARIANCE_THRESHOLD = 0.5  # a channel is called invariant when its score reaches this
 POSITIONS = 60_000  # positions per layer used to fit (sampled evenly over images): plenty for C <= 1280
+NEIGHBOURHOODS = (1, 3)  # the candidate supports m of M_g (the spatial inverse alone is always a candidate; 5x5 did
+# not beat 3x3 on Lite0 at any stage, so it is asked for with --neighbourhood 1,3,5)
+TASK_RIDGES = (1e-2, 1e-1, 1.0)  # ridge strengths tried by the task, per support
+GRAM_BUDGET = 2 * 1024 ** 3  # bytes for one candidate's sums: (D m^2 + 1)^2 float64 (5x5 at 1280 channels: 8 GB)
 
 
 def _metric(logits, labels, ref_pred) -> float:
@@ -54,12 +65,15 @@ def channel_correlation(f: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-12)
 
 
-def invariance_scores(weight: torch.Tensor, input_variance: torch.Tensor, r2: torch.Tensor) -> torch.Tensor:
-    """Per output channel c of a map f ~ W h: W_cc^2 var(h_c) / sum_d W_cd^2 var(h_d) (how much of the row
-    is its own channel), times max(R^2_c, 0) (how well the map explains the channel). 1 for an identity row of
-    a map that explains the channel; about 1/C for a random orthogonal row; 0 where nothing is explained."""
+def invariance_scores(weight: torch.Tensor, input_variance: torch.Tensor, r2: torch.Tensor,
+                      centre: torch.Tensor | None = None) -> torch.Tensor:
+    """Per output channel c of a map f ~ W h (W [C, C m^2], inputs = channels x taps): W_{c,centre(c)}^2
+    var(h_{centre(c)}) / sum_d W_cd^2 var(h_d) (how much of the row is its own channel at the centre tap), times
+    max(R^2_c, 0) (how well the map explains the channel). 1 for an identity row of a map that explains the
+    channel; about 1/(C m^2) for a random row; 0 where nothing is explained."""
     energy = weight.double() ** 2 * input_variance.double()[None]
-    share = torch.diagonal(energy) / energy.sum(1).clamp_min(1e-30)
+    centre = torch.arange(len(weight)) if centre is None else centre
+    share = energy[torch.arange(len(weight)), centre.to(energy.device)] / energy.sum(1).clamp_min(1e-30)
     return share * r2.double().clamp_min(0)
 
 
@@ -71,25 +85,39 @@ def random_orthogonal(c: int, seed: int) -> torch.Tensor:
 
 @dataclass
 class LayerFit:
-    """What one layer's fit leaves: the learned map, the permutation, and the statistics for the table."""
+    """What one layer's fit leaves: the chosen map (an m x m conv; the spatial inverse's identity when nothing
+    beat it), the permutation, and the statistics for the table."""
 
     learned: Stitch
     permutation: Stitch
-    ridge: float
+    ridge: float | None
     refined: bool
     fit_moments: Moments
     test_moments: Moments
+    kernel: int = 1
+    validation: dict | None = None  # candidate label -> its task metric on the held-back fit images
+    skipped: list | None = None  # supports left out, and why (memory)
+
+    def weight(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(W [C, C m^2], b) of the map in the sums' layout."""
+        w = self.learned.conv.weight.detach().double()
+        return w.reshape(w.shape[0], -1), self.learned.conv.bias.detach().double()
 
     def invariance(self, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per channel invariance scores of the learned map, and of a random orthogonal null map (its bias
-        fitted, so only the mixing differs) — see `invariance_scores`."""
-        weight = self.learned.conv.weight[:, :, 0, 0].detach().double()
-        bias = self.learned.conv.bias.detach().double()
+        """Per channel invariance scores of the learned map, and of a random orthogonal null map at the centre
+        tap (its bias fitted, so only the mixing differs) — see `invariance_scores`."""
+        weight, bias = self.weight()
         var = self.fit_moments.input_variance()
-        scores = invariance_scores(weight, var, self.test_moments.r2(weight, bias))
-        q = random_orthogonal(len(weight), seed).to(var.device)
-        q_bias = (self.fit_moments.xy[-1] - q @ self.fit_moments.xx[-1, :-1]) / self.fit_moments.count
-        return scores, invariance_scores(q, var, self.test_moments.r2(q, q_bias))
+        centre = self.fit_moments.centre()
+        scores = invariance_scores(weight, var, self.test_moments.r2(weight, bias), centre)
+        c = len(weight)
+        q = random_orthogonal(c, seed).to(var.device)
+        q_full = torch.zeros_like(weight)
+        q_full[:, centre] = q
+        mean_x, mean_y = self.fit_moments.xx[-1, :-1] / self.fit_moments.count, self.fit_moments.xy[-1] / \
+            self.fit_moments.count
+        q_bias = mean_y - q_full @ mean_x
+        return scores, invariance_scores(q_full, var, self.test_moments.r2(q_full, q_bias), centre)
 
 
 class _Pairs:
@@ -116,21 +144,54 @@ def _chunks(x: torch.Tensor, size: int = 16):
         yield x[i:i + size]
 
 
-def _moments(pairs: _Pairs, images: torch.Tensor, positions: int | None, gen: torch.Generator) -> Moments:
+def _moments(pairs: _Pairs, images: torch.Tensor, positions: int | None, gen: torch.Generator,
+             kernels: Sequence[int] = (1,)) -> dict[int, Moments]:
+    """Sums for each support m, from one pass over the images (the same sampled positions for every m)."""
     c = pairs.shape[0]
-    m = Moments(c, c)
+    out = {m: Moments(c, c, m) for m in kernels}
     for chunk in _chunks(images):
         f, h = pairs(chunk)
-        m.add(h, f, pairs.mask, positions, gen)
-    return m
+        state = gen.get_state()
+        for m in kernels:
+            gen.set_state(state)
+            out[m].add(h, f, pairs.mask, positions, gen)
+    return out
+
+
+def supports(channels: int, neighbourhoods: Sequence[int], budget: int = GRAM_BUDGET) -> tuple[list[int], list[str]]:
+    """The supports whose sums fit the memory budget, and a line for each one left out."""
+    kept, skipped = [], []
+    for m in dict.fromkeys(neighbourhoods):
+        need = Moments.nbytes(channels, channels, m)
+        if need <= budget:
+            kept.append(m)
+        else:
+            skipped.append(f"{m}x{m} left out: its Gram matrix needs {need / 1024 ** 3:.1f} GB at {channels} channels "
+                           f"(budget {budget / 1024 ** 3:.1f} GB)")
+    return kept, skipped
+
+
+def _task_score(stitch: Stitch, rest: RestOfNetwork, h: torch.Tensor, labels, ref_logits) -> tuple[float, float]:
+    """(top-1 error or disagreement, cross-entropy) of the network finishing on stitch(h)."""
+    with torch.no_grad():
+        logits = torch.cat([rest(stitch.to(chunk.device)(chunk)).cpu() for chunk in _chunks(h)]).float()
+    target = labels if labels is not None else ref_logits.argmax(1)
+    metric = _metric(logits, labels, ref_logits.argmax(1))
+    return metric, float(torch.nn.functional.cross_entropy(logits, target))
 
 
 def fit_layer(model: Model, layer: str, transform: Transform, fit_images: torch.Tensor,
               test_images: torch.Tensor | None, fit_targets: tuple, *, crops: int = 1, ridge: float | None = None,
-              task_epochs: int = 0, seed: int = 0, progress: bool = False) -> LayerFit:
+              task_epochs: int = 0, seed: int = 0, progress: bool = False,
+              neighbourhoods: Sequence[int] = NEIGHBOURHOODS) -> LayerFit:
     """The learned M_g at one layer (see the module docstring). fit_targets = (labels, reference logits);
-    test_images None leaves `test_moments` empty for the caller to fill."""
+    test_images None leaves `test_moments` empty for the caller to fill. `ridge` fixes the ridge strength
+    (else chosen by the task with the support)."""
     pairs = _Pairs(model, layer, transform)
+    c = pairs.shape[0]
+    kernels, skipped = supports(c, neighbourhoods)
+    if not kernels:
+        raise CnnscopeError(f"no map fits the memory budget at {layer}: " + "; ".join(skipped))
     gen = torch.Generator().manual_seed(seed)
     # held-back fifth by source image (a crop never validates the image it was cut from)
     order = torch.randperm(len(fit_images), generator=gen)
@@ -140,19 +201,52 @@ def fit_layer(model: Model, layer: str, transform: Transform, fit_images: torch.
         sets = [torch.cat([s, random_crops(list(s), crops * len(s), model.input_size, gen)]) if len(s) else s
                 for s in sets]
     per_image = max(1, POSITIONS // (len(fit_images) * (1 + crops)))
-    train = _moments(pairs, sets[0], per_image, gen)
-    held = _moments(pairs, sets[1], per_image, gen) if n_val else None
-    if ridge is None:
-        ridge = choose_ridge(train, held, towards_identity=True) if held is not None else 0.1
-    fit = train + held if held is not None else train
-    weight, bias = fit.solve(ridge, towards_identity=True)
-    c = pairs.shape[0]
-    learned = Stitch(c, c).to(weight.device).set_linear(weight.float(), bias.float())
+    train = _moments(pairs, sets[0], per_image, gen, kernels)
+    held = _moments(pairs, sets[1], per_image, gen, kernels) if n_val else None
+    labels, ref = fit_targets
+    validation, choice = None, (kernels[0], ridge if ridge is not None else 0.1)
+    if n_val and ref is not None:  # by the task: the network finishing on the compensated held-back code
+        val_images = fit_images[order[:n_val]]
+        h_val = torch.cat([pairs(chunk)[1] for chunk in _chunks(val_images)])
+        val_labels = labels[order[:n_val]] if labels is not None else None
+        val_ref = ref[order[:n_val]]
+        rest = RestOfNetwork(model, layer)
+        scores = {"identity": (*_task_score(Stitch(c, c).set_linear(torch.eye(c), torch.zeros(c)), rest, h_val,
+                                            val_labels, val_ref), 0, 0.0)}
+        for m in kernels:
+            for r in (TASK_RIDGES if ridge is None else (ridge,)):
+                weight, bias = train[m].solve(r, towards_identity=True)
+                stitch = Stitch(c, c, kernel=m).set_conv(train[m].as_conv(weight).float(), bias.float())
+                # ties: the lower cross-entropy, then the simpler map (smaller support, stronger ridge)
+                scores[f"{m}x{m} ridge {r:g}"] = (*_task_score(stitch, rest, h_val, val_labels, val_ref), m, -r)
+        best = min(scores, key=scores.__getitem__)
+        validation = {k: round(v[0], 4) for k, v in scores.items()}
+        choice = None if best == "identity" else (scores[best][2], -scores[best][3])
+    elif n_val:  # no network output to judge by (a representation without a classifier): the feature error
+        base = float(held[kernels[0]].squared_error(*held[kernels[0]].identity()).sum())
+        scores = {"identity": (1.0, 0, 0.0)}
+        for m in kernels:
+            for r in (RIDGES if ridge is None else (ridge,)):
+                err = float(held[m].squared_error(*train[m].solve(r, towards_identity=True)).sum())
+                scores[f"{m}x{m} ridge {r:g}"] = (round(err / max(base, 1e-30), 6), m, -r)
+        best = min(scores, key=scores.__getitem__)
+        validation = {k: v[0] for k, v in scores.items()}
+        choice = None if best == "identity" else (scores[best][1], -scores[best][2])
+    if choice is None:  # nothing beat the spatial inverse on the held-back images: it is the map
+        m, chosen_ridge = (1 if 1 in kernels else kernels[0]), None
+        fit = train[m] + held[m]
+        learned = Stitch(c, c, kernel=m).set_linear(torch.eye(c), torch.zeros(c))  # identity at the centre tap
+    else:
+        m, chosen_ridge = choice
+        fit = train[m] + held[m] if held is not None else train[m]
+        weight, bias = fit.solve(chosen_ridge, towards_identity=True)
+        learned = Stitch(c, c, kernel=m).set_conv(fit.as_conv(weight).float(), bias.float())
     refined = False
     if task_epochs:
         refined = _refine(learned, pairs, fit_images, fit_targets, task_epochs, seed, progress)
-    test = _moments(pairs, test_images, None, gen) if test_images is not None else Moments(c, c)
-    return LayerFit(learned, permutation_stitch(fit.correlation()), ridge, refined, fit, test)
+    test = _moments(pairs, test_images, None, gen, (m,))[m] if test_images is not None else Moments(c, c, m)
+    permutation = permutation_stitch(fit.correlation())
+    return LayerFit(learned, permutation, chosen_ridge, refined, fit, test, m, validation, skipped)
 
 
 def _refine(learned: Stitch, pairs: _Pairs, images: torch.Tensor, targets: tuple, epochs: int, seed: int,
@@ -179,7 +273,8 @@ def _refine(learned: Stitch, pairs: _Pairs, images: torch.Tensor, targets: tuple
 def equivariance_experiment(model: Model, layers: Sequence[str], transform: Transform, fit_images: torch.Tensor,
                             test_images: torch.Tensor, fit_labels: torch.Tensor | None = None,
                             test_labels: torch.Tensor | None = None, *, task_epochs: int = 0, seed: int = 0,
-                            ridge: float | None = None, crops: int = 1, progress: bool = True) -> dict:
+                            ridge: float | None = None, crops: int = 1, progress: bool = True,
+                            neighbourhoods: Sequence[int] = NEIGHBOURHOODS) -> dict:
     """Is Phi(gx) = M_g Phi(x)? Compensate g inside the network after each layer and measure its error.
 
     Parameters
@@ -198,10 +293,12 @@ def equivariance_experiment(model: Model, layers: Sequence[str], transform: Tran
     seed : int
         Seeds the crops, the position sampling, the refinement and the null map.
     ridge : float, optional
-        Ridge strength towards M = I (None: chosen on a held-back fifth of the fit set).
+        Ridge strength towards M = I (None: chosen with the support by the task on a held-back fifth).
     crops : int
         Random rescaled crops per fit image added to the regression's samples.
     progress : bool
+    neighbourhoods : sequence of int
+        Candidate supports m of the m x m map (the spatial inverse alone is always a candidate).
 
     Returns
     -------
@@ -228,7 +325,8 @@ def equivariance_experiment(model: Model, layers: Sequence[str], transform: Tran
     for layer in layers:
         # test images: their features give both the errors below and the map's held-out R^2 (one pass)
         fit = fit_layer(model, layer, transform, fit_images, None, (fit_labels, ref_fit), crops=crops,
-                        ridge=ridge, task_epochs=task_epochs, seed=seed, progress=progress)
+                        ridge=ridge, task_epochs=task_epochs, seed=seed, progress=progress,
+                        neighbourhoods=neighbourhoods)
         pairs = _Pairs(model, layer, transform)
         rest = RestOfNetwork(model, layer)
         c = pairs.shape[0]
@@ -241,14 +339,15 @@ def equivariance_experiment(model: Model, layers: Sequence[str], transform: Tran
                 for name, stitch in (("spatial_only", spatial), ("permutation", fit.permutation),
                                      ("learned", fit.learned)):
                     logits[name].append(rest(stitch.to(h.device)(h)).cpu())
-        weight = fit.learned.conv.weight[:, :, 0, 0].detach().double()
-        bias = fit.learned.conv.bias.detach().double()
+        weight, bias = fit.weight()
         scores, null = fit.invariance(seed)
-        eye = torch.eye(c, dtype=torch.float64)
         row = {"layer": layer, "channels": c, "stride": pairs.stride,
                **{k: _metric(torch.cat(v), test_labels, ref_pred) for k, v in logits.items()},
                "learned_r2": round(fit.test_moments.pooled_r2(weight, bias), 4),
-               "spatial_r2": round(fit.test_moments.pooled_r2(eye, torch.zeros(c, dtype=torch.float64)), 4),
+               "spatial_r2": round(fit.test_moments.pooled_r2(*fit.test_moments.identity()), 4),
+               "map": "spatial inverse only" if fit.ridge is None else f"{fit.kernel}x{fit.kernel} conv",
+               "kernel": fit.kernel, "fit_positions": fit.fit_moments.count,
+               "validation": fit.validation, "skipped": fit.skipped or [],
                "ridge": fit.ridge, "refined": fit.refined,
                "invariant_channels": int((scores >= INVARIANCE_THRESHOLD).sum()),
                "null_invariant_channels": int((null >= INVARIANCE_THRESHOLD).sum()),

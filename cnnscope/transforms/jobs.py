@@ -21,7 +21,7 @@ from ..store import load_tensors, save_tensors, write_csv, write_json
 from ..viz import cka_heatmap, plot_equivariance, plot_stitch
 from .cka import linear_cka
 from .equivalence import features, stitch_experiment
-from .equivariance import equivariance_experiment
+from .equivariance import NEIGHBOURHOODS, equivariance_experiment
 from .transform import Transform
 
 MODULES = {"json": False}  # field metadata: fitted maps go to safetensors, not to the record
@@ -69,13 +69,14 @@ class EquivarianceJob(Job):
     ridge: float | None = None
     crops: int = 1
     seed: int = 0
+    neighbourhoods: tuple[int, ...] = NEIGHBOURHOODS  # candidate supports m of the m x m map
     kind = "equivariance"
 
     def compute(self, model: Model) -> EquivarianceResult:
         data = fit_test(model, self.images, self.limit, self.fit, self.seed)
         r = equivariance_experiment(model, [self.layer], Transform.parse(self.transform), *data,
                                     task_epochs=self.epochs, seed=self.seed, ridge=self.ridge, crops=self.crops,
-                                    progress=False)
+                                    progress=False, neighbourhoods=self.neighbourhoods)
         return EquivarianceResult(r["metric"], r["baseline"], r["rows"][0], _state(r["maps"][self.layer]))
 
     def write(self, out: Path, result: EquivarianceResult) -> list[str]:
@@ -90,7 +91,7 @@ def write_equivariance(out: Path, name: str, outcomes: Sequence[Outcome], transf
     rows = [o.results["row"] for o in outcomes]
     result = {"transform": transform, "metric": first["metric"], "baseline": first["baseline"], "rows": rows}
     cols = ("spatial_only", "permutation", "learned")
-    extra = ("learned_r2", "spatial_r2", "ridge", "refined", "invariant_channels", "null_invariant_channels",
+    extra = ("map", "learned_r2", "spatial_r2", "ridge", "refined", "invariant_channels", "null_invariant_channels",
              "channels")
     write_csv(["layer", "no_transform", "uncompensated", *cols, *extra],
               [[r["layer"], first["baseline"]["no_transform"], first["baseline"]["uncompensated"],

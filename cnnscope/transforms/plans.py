@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from ..jobs import provide
 from ..models import Model, ModelSpec
 from ..store import slug
+from .equivariance import NEIGHBOURHOODS
 from .jobs import CkaJob, EquivarianceJob, StitchJob
 from .transform import Transform
 
@@ -25,13 +26,14 @@ def equivariance_name(model: Model, transform: str) -> str:
 
 def plan_equivariance(model: Model, layers: Sequence[str], transform: str, *, images: str | None = None,
                       limit: int | None = None, fit: float = 0.8, epochs: int = 0, ridge: float | None = None,
-                      crops: int = 1, seed: int = 0, name: str | None = None,
-                      spec: ModelSpec | None = None) -> list[EquivarianceJob]:
-    """One job per layer, filed under `name` (default ``equivariance_MODEL_TRANSFORM``)."""
+                      crops: int = 1, seed: int = 0, name: str | None = None, spec: ModelSpec | None = None,
+                      neighbourhoods: Sequence[int] = NEIGHBOURHOODS) -> list[EquivarianceJob]:
+    """One job per layer, filed under `name` (default ``equivariance_MODEL_TRANSFORM``); M_g's support chosen
+    among `neighbourhoods` by the task."""
     name = name or equivariance_name(model, transform)
     spec = spec or _spec(model)
     return [EquivarianceJob(f"{name}/{slug(layer)}", spec, transform, layer, images, limit, fit, epochs, ridge, crops,
-                            seed) for layer in dict.fromkeys(layers)]
+                            seed, tuple(neighbourhoods)) for layer in dict.fromkeys(layers)]
 
 
 def stitch_name(a: Model, b: Model) -> str:
