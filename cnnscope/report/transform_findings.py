@@ -90,8 +90,11 @@ class EquivarianceFinding(FindingJob):
             verdict = "does not hold"
             note = ("learned compensation does not beat the uncompensated network at " +
                     ", ".join(f"{row['layer']} ({row['learned']:.3f} vs {row['uncompensated']:.3f} with "
-                              f"{row['map']} fitted on {row['fit_positions']} positions; it explains R2 = "
-                              f"{row['learned_r2']:.2f} of the features on held-out images)" for row in failing)
+                              + (f"{row['map']} fitted on {row['fit_positions']} positions" if row["ridge"] is not
+                                 None else "the spatial inverse alone: no map fitted on "
+                                 f"{row['fit_positions']} positions beat it on the held-back fifth")
+                              + f"; R2 = {row['learned_r2']:.2f} of the features on held-out images)"
+                              for row in failing)
                     + f". This bounds what the estimator finds — a linear map of that support, chosen by the task on "
                     f"a held-back fifth of {len(fit_x)} fit images — not what the network represents: a wider "
                     "support or more fit images may still compensate (Lenc & Vedaldi's AlexNet, maps learned on "
