@@ -79,7 +79,7 @@ def test_cli_equivariance(tmp_path):
 
 # ------------------------------------------------------------------- closed-form M_g: planted maps
 def test_moments_ridge_recovers_a_planted_linear_map():
-    from cnnscope.transforms.equivalence import Moments, choose_ridge
+    from cnnscope.transforms.ridge import Moments, choose_ridge
 
     gen = torch.Generator().manual_seed(0)
     w = torch.randn(6, 5, generator=gen, dtype=torch.float64)
@@ -146,7 +146,7 @@ def test_fitted_map_recovers_a_planted_permutation_and_scores_invariance():
 
 # ------------------------------------------------------------------ M_g with spatial support (issue 28)
 def test_streamed_m_by_m_ridge_equals_a_direct_least_squares_reference():
-    from cnnscope.transforms.equivalence import Moments
+    from cnnscope.transforms.ridge import Moments
 
     gen = torch.Generator().manual_seed(0)
     h, f = torch.randn(6, 4, 7, 7, generator=gen), torch.randn(6, 3, 7, 7, generator=gen)
@@ -169,7 +169,7 @@ def test_streamed_m_by_m_ridge_equals_a_direct_least_squares_reference():
 
 
 def test_a_sub_cell_shift_is_recovered_by_3x3_and_not_by_1x1():
-    from cnnscope.transforms.equivalence import Moments
+    from cnnscope.transforms.ridge import Moments
 
     gen = torch.Generator().manual_seed(1)
     h = torch.randn(20, 6, 12, 12, generator=gen)

@@ -52,7 +52,8 @@ def register(sub) -> None:
     p.add_argument("--epochs", type=non_negative_int, default=8,
                    help="task-loss epochs (default 8; 0: the closed-form regression stitch only)")
     p.add_argument("--no-resample", action="store_true", help="refuse grids that differ instead of resampling")
-    p.add_argument("--kernel", type=positive_int, default=1, help="task-loss stitch kernel m (m x m; default 1)")
+    p.add_argument("--kernel", type=positive_int, default=1,
+                   help="the regression and task stitches' m x m support (odd; default 1)")
     p.add_argument("--batchnorm", action="store_true", help="task-loss stitch: batch norm before the map")
     p.add_argument("--quick", action="store_true", help="few images, two layers, 2 epochs (for CI)")
     output_options(p)

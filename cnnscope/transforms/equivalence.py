@@ -24,6 +24,7 @@ from ..errors import CnnscopeError
 from ..layers import Capture, resolve
 from ..models import Model
 from ..progress import iterate
+from .ridge import Moments, choose_ridge
 
 
 class Stitch(nn.Module):
@@ -78,167 +79,27 @@ def check_grids(fa: torch.Tensor, fb: torch.Tensor, resample: bool) -> tuple[int
     return None
 
 
-class Moments:
-    """Sums over positions that a linear map Phi_B(u) ~ W Phi_A(N_m(u)) + b needs, where N_m(u) is the m x m
-    neighbourhood of position u in A (m = 1: the position alone; zero outside the map): sum of [a;1][a;1]^T, of
-    [a;1] b^T and of b^2 per channel. Ridge solutions at any strength, per-channel R^2 and channel correlations
-    follow in closed form, and features never have to be kept: chunks are added as they come. The map is an
-    m x m convolution from C_in to C_out channels; its Gram matrix has (C_in m^2 + 1)^2 entries (`nbytes`).
-
-    Parameters
-    ----------
-    c_in, c_out : int
-        Channels of A and B.
-    kernel : int
-        m, odd: the spatial support of the map.
-    """
-
-    def __init__(self, c_in: int, c_out: int, kernel: int = 1):
-        if kernel < 1 or kernel % 2 == 0:
-            raise CnnscopeError(f"a map's spatial support must be odd (1, 3, 5…), got {kernel}")
-        self.kernel, self.c_in = kernel, c_in
-        d = c_in * kernel * kernel
-        self.xx = torch.zeros(d + 1, d + 1, dtype=torch.float64)
-        self.xy = torch.zeros(d + 1, c_out, dtype=torch.float64)
-        self.yy = torch.zeros(c_out, dtype=torch.float64)
-
-    @staticmethod
-    def nbytes(c_in: int, c_out: int, kernel: int = 1) -> int:
-        """Memory of the sums (float64), before any is allocated."""
-        d = c_in * kernel * kernel + 1
-        return 8 * (d * d + d * c_out + c_out)
-
-    def centre(self) -> torch.Tensor:
-        """Indices, among the C_in m^2 inputs, of each input channel's centre tap (F.unfold's channel-major order)."""
-        m = self.kernel
-        return torch.arange(self.c_in) * m * m + (m // 2) * m + m // 2
-
-    def add(self, fa: torch.Tensor, fb: torch.Tensor, mask: torch.Tensor | None = None, positions: int | None = None,
-            gen: torch.Generator | None = None) -> Moments:
-        """Add [N,C,H,W] pairs; `mask` [H,W] keeps valid cells; `positions` samples that many cells per image."""
-        n, c, h, w = fa.shape
-        if self.xx.device != fa.device:  # the sums live where the features are
-            self.xx, self.xy, self.yy = self.xx.to(fa.device), self.xy.to(fa.device), self.yy.to(fa.device)
-        d = self.xx.shape[0] - 1
-        if self.kernel == 1:
-            x = fa.permute(0, 2, 3, 1).reshape(n, h * w, c)
-        else:  # each position's m x m neighbourhood, channel-major (as conv weights are laid out)
-            x = F.unfold(fa, self.kernel, padding=self.kernel // 2).transpose(1, 2)
-        y = fb.permute(0, 2, 3, 1).reshape(n, h * w, fb.shape[1])
-        # which positions: decided on the CPU from the seeded generator, so every device samples the same ones
-        valid = torch.ones(h * w, dtype=torch.bool) if mask is None else mask.reshape(-1).cpu()
-        keep = valid.nonzero().flatten()
-        if positions is not None and positions < len(keep):
-            score = torch.rand(n, h * w, generator=gen).masked_fill(~valid, -1.0)
-            idx = score.topk(positions, dim=1).indices.to(fa.device)
-            x = x.gather(1, idx[..., None].expand(-1, -1, d))
-            y = y.gather(1, idx[..., None].expand(-1, -1, fb.shape[1]))
-        elif len(keep) < h * w:
-            x, y = x[:, keep.to(fa.device)], y[:, keep.to(fa.device)]
-        x = x.reshape(-1, d).double()
-        y = y.reshape(-1, fb.shape[1]).double()
-        x1 = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype, device=x.device)], 1)
-        self.xx += x1.T @ x1
-        self.xy += x1.T @ y
-        self.yy += (y * y).sum(0)
-        return self
-
-    def __add__(self, other: Moments) -> Moments:
-        out = Moments(self.c_in, self.xy.shape[1], self.kernel)
-        out.xx, out.xy, out.yy = self.xx + other.xx, self.xy + other.xy, self.yy + other.yy
-        return out
-
-    @property
-    def count(self) -> int:
-        return int(self.xx[-1, -1])
-
-    def solve(self, ridge: float, towards_identity: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Ridge least squares: (W [C_out, C_in m^2], b [C_out]; `as_conv` makes W a conv weight). The penalty,
-        ridge x the mean input energy, pulls W to 0 or (equal widths, `towards_identity`) to the identity at
-        the centre tap and zero elsewhere — the right prior for M_g; b is not shrunk."""
-        d = self.xx.shape[0] - 1
-        scale = float(torch.diagonal(self.xx)[:-1].mean()) if d else 1.0
-        reg = ridge * scale * torch.eye(d + 1, dtype=torch.float64, device=self.xx.device)
-        reg[-1, -1] = 0
-        rhs = self.xy.clone()
-        if towards_identity:
-            if self.c_in != self.xy.shape[1]:
-                raise CnnscopeError("a ridge towards the identity needs equal widths")
-            rhs[self.centre().to(rhs.device), torch.arange(self.c_in, device=rhs.device)] += ridge * scale
-        sol = torch.linalg.solve(self.xx + reg, rhs)
-        return sol[:-1].T, sol[-1]
-
-    def identity(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(W, b) of the identity map (centre tap), in `solve`'s layout: the spatial inverse alone."""
-        w = torch.zeros(self.xy.shape[1], self.xx.shape[0] - 1, dtype=torch.float64)
-        w[torch.arange(self.c_in), self.centre()] = 1.0
-        return w, torch.zeros(self.xy.shape[1], dtype=torch.float64)
-
-    def as_conv(self, weight: torch.Tensor) -> torch.Tensor:
-        """W [C_out, C_in m^2] as a conv weight [C_out, C_in, m, m]."""
-        return weight.reshape(weight.shape[0], self.c_in, self.kernel, self.kernel)
-
-    def squared_error(self, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """Per output channel, the sum of squared residuals of y ~ W x + b over the added positions."""
-        w1 = torch.cat([weight.T, bias[None]], 0).double().to(self.xx.device)  # [C_in + 1, C_out]
-        return ((w1 * (self.xx @ w1)).sum(0) - 2 * (w1 * self.xy).sum(0) + self.yy).clamp_min(0)
-
-    def output_variance(self) -> torch.Tensor:
-        mean = self.xy[-1] / self.count
-        return (self.yy / self.count - mean ** 2).clamp_min(1e-12)
-
-    def input_variance(self) -> torch.Tensor:
-        """Per input (channel x tap) variance."""
-        mean = self.xx[-1, :-1] / self.count
-        return (torch.diagonal(self.xx)[:-1] / self.count - mean ** 2).clamp_min(1e-12)
-
-    def r2(self, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """Per output channel, the fraction of its variance the map explains (1 - SSE / SST)."""
-        return 1 - self.squared_error(weight, bias) / self.count / self.output_variance()
-
-    def pooled_r2(self, weight: torch.Tensor, bias: torch.Tensor) -> float:
-        """The fraction of the total variance (all channels together) the map explains: unlike a mean of
-        per-channel R^2, not thrown by nearly constant channels."""
-        return float(1 - self.squared_error(weight, bias).sum() / (self.count * self.output_variance().sum()))
-
-    def correlation(self) -> torch.Tensor:
-        """[C_out, C_in] Pearson correlation of every output channel with every input channel (centre taps)."""
-        n = self.count
-        centre = self.centre().to(self.xx.device)
-        mx, my = self.xx[-1, centre] / n, self.xy[-1] / n
-        cov = self.xy[centre] / n - mx[:, None] * my[None]  # [C_in, C_out]
-        return (cov / (self.input_variance()[centre].sqrt()[:, None] * self.output_variance().sqrt()[None])).T
-
-
-RIDGES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
-
-
-def choose_ridge(fit: Moments, held_out: Moments, towards_identity: bool = False,
-                 ridges: Sequence[float] = RIDGES) -> float:
-    """The ridge strength whose map, fitted on `fit`, leaves the least squared error on `held_out`."""
-    errors = [float(held_out.squared_error(*fit.solve(r, towards_identity)).sum()) for r in ridges]
-    return ridges[min(range(len(ridges)), key=errors.__getitem__)]
-
-
 def fit_regression(fa: torch.Tensor, fb: torch.Tensor, ridge: float | None = None, resample: bool = False,
-                   towards_identity: bool = False) -> Stitch:
-    """Closed-form least squares Phi_B(u) ~ W Phi_A(u) + b over all images and positions u (see `Moments`).
-    ridge None: the strength (of RIDGES) that predicts the first fifth of the images best from the rest (wide
-    layers with few images overfit otherwise), then refitted on all."""
+                   towards_identity: bool = False, kernel: int = 1) -> Stitch:
+    """Closed-form least squares Phi_B(u) ~ W Phi_A(N_m(u)) + b over all images and positions u, N_m the m x m
+    neighbourhood (`kernel`; see `ridge.Moments`). ridge None: the strength (of RIDGES) that predicts the first
+    fifth of the images best from the rest (wide layers with few images overfit otherwise), then refitted on
+    all."""
     out_hw = check_grids(fa, fb, resample)
     if out_hw is not None:
         fa = F.interpolate(fa, size=out_hw, mode="bilinear", align_corners=False)
     n_val = len(fa) // 5
+    c_a, c_b = fa.shape[1], fb.shape[1]
     if ridge is None and n_val:
-        held = Moments(fa.shape[1], fb.shape[1]).add(fa[:n_val], fb[:n_val])
-        rest = Moments(fa.shape[1], fb.shape[1]).add(fa[n_val:], fb[n_val:])
+        held = Moments(c_a, c_b, kernel).add(fa[:n_val], fb[:n_val])
+        rest = Moments(c_a, c_b, kernel).add(fa[n_val:], fb[n_val:])
         ridge = choose_ridge(rest, held, towards_identity)
         moments = rest + held
     else:
         ridge = 1e-4 if ridge is None else ridge
-        moments = Moments(fa.shape[1], fb.shape[1]).add(fa, fb)
+        moments = Moments(c_a, c_b, kernel).add(fa, fb)
     weight, bias = moments.solve(ridge, towards_identity)
-    stitch = Stitch(fa.shape[1], fb.shape[1], out_hw).to(fa.device).set_linear(weight.float(), bias.float())
+    stitch = Stitch(c_a, c_b, out_hw, kernel).to(fa.device).set_conv(moments.as_conv(weight).float(), bias.float())
     stitch.ridge = ridge
     return stitch
 
@@ -404,7 +265,7 @@ def stitch_experiment(model_a: Model, model_b: Model, layers: Sequence[str | tup
     seed : int
     progress : bool
     kernel : int
-        The task stitch's m x m kernel.
+        The stitches' m x m support (regression and task; default 1, Lenc & Vedaldi's 1 x 1 map).
     batchnorm : bool
         Batch norm before the task stitch's map.
 
@@ -435,12 +296,12 @@ def stitch_experiment(model_a: Model, model_b: Model, layers: Sequence[str | tup
         stitches["random"] = random_stitch(fa_fit, fb_fit, seed, resample)
         if fa_fit.shape[1] == fb_fit.shape[1]:
             stitches["permutation"] = fit_permutation(fa_fit, fb_fit, resample)
-        stitches["regression"] = fit_regression(fa_fit, fb_fit, resample=resample)
+        stitches["regression"] = fit_regression(fa_fit, fb_fit, resample=resample, kernel=kernel)
         reg = stitches["regression"]
         if task_epochs:
             task = Stitch(fa_fit.shape[1], fb_fit.shape[1], reg.out_hw, kernel, batchnorm)
             # start from the regression solution (with --batchnorm, behind a fresh BN that training adapts)
-            task.set_linear(reg.conv.weight[:, :, 0, 0], reg.conv.bias)
+            task.set_conv(reg.conv.weight, reg.conv.bias)
             stitches["task"] = fit_task(task, rest, fa_fit, fit_labels,
                                         None if fit_labels is not None else b_fit_logits, epochs=task_epochs,
                                         seed=seed, progress=progress)

@@ -33,8 +33,6 @@ from ..errors import CnnscopeError
 from ..layers import get_layer
 from ..models import Model
 from .equivalence import (
-    RIDGES,
-    Moments,
     RestOfNetwork,
     Stitch,
     error_rates,
@@ -42,6 +40,7 @@ from .equivalence import (
     fit_task,
     permutation_stitch,
 )
+from .ridge import RIDGES, Moments
 from .transform import Transform
 
 INVARIANCE_THRESHOLD = 0.5  # a channel is called invariant when its score reaches this

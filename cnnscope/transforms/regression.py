@@ -4,7 +4,8 @@ regularised linear regression so that M_g Phi(x) ≈ Phi(g x) (Lenc & Vedaldi CV
 M_g first moves Phi(x)'s cells where g sends them (the spatial part, `Transform.features`), then mixes
 channels with a linear map. With structured sparsity each output cell depends only on the m×m
 neighbourhood of its back-projected location, and the map is the same at every cell: an m×m convolution
-from D to D channels (m = 1: a pure channel map). It is fitted in closed form (ridge regression) on pairs
+from D to D channels (m = 1: a pure channel map). It is fitted in closed form (ridge regression, by the same
+streaming solver as the CNN layers' maps: `ridge.Moments`) on pairs
 (Phi(x), Phi(g x)) at the cells whose support lies inside g x's valid region, and judged on held-out images by
 the relative error ||M_g Phi(x) − Phi(g x)|| / ||Phi(g x)|| over those cells.
 """
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..layers import Geometry
+from .ridge import Moments
 from .transform import Transform
 
 
@@ -66,31 +68,16 @@ def feature_pairs(extractor: Callable[[torch.Tensor], torch.Tensor], images: tor
     return plain_t, moved_t, target_t, valid_cells(transform, geometry, size, tuple(target_t.shape[-2:]))
 
 
-def _design(moved: torch.Tensor, m: int) -> torch.Tensor:
-    """[N·h·w, D·m·m] neighbourhoods of every cell (zero outside the map)."""
-    cols = F.unfold(moved.double(), m, padding=m // 2)  # [N, D·m·m, h·w]
-    return cols.transpose(1, 2).reshape(-1, cols.shape[1])
-
-
 def fit_map(moved: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, neighbourhood: int = 3,
             ridge: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ridge regression for the m×m map: returns (weight [D, D, m, m], bias [D]).
-    `ridge` is relative to the mean diagonal of XᵀX, so it means the same for any feature scale."""
-    m = neighbourhood
-    if m < 1 or m % 2 == 0:
-        raise ValueError(f"neighbourhood must be odd and positive, got {m}")
-    d_in, d_out = moved.shape[1], target.shape[1]
-    keep = mask.flatten().repeat(moved.shape[0])
-    x = _design(moved, m)[keep]
-    y = target.double().permute(0, 2, 3, 1).reshape(-1, d_out)[keep]
-    x_mean, y_mean = x.mean(0), y.mean(0)  # the bias absorbs the means: regularise only the map
-    xc, yc = x - x_mean, y - y_mean
-    gram = xc.T @ xc
-    lam = ridge * gram.diagonal().mean().clamp_min(1e-12)
-    w = torch.linalg.solve(gram + lam * torch.eye(gram.shape[0], dtype=gram.dtype), xc.T @ yc)  # [D·m·m, D]
-    bias = y_mean - x_mean @ w
-    weight = w.T.reshape(d_out, d_in, m, m)
-    return weight.float(), bias.float()
+    """Ridge regression for the m×m map (the shared streaming solver, `ridge.Moments`): returns (weight
+    [D, D, m, m], bias [D]). `ridge` is relative to the mean input energy, so it means the same for any feature
+    scale; the bias is not shrunk."""
+    if neighbourhood < 1 or neighbourhood % 2 == 0:
+        raise ValueError(f"neighbourhood must be odd and positive, got {neighbourhood}")
+    sums = Moments(moved.shape[1], target.shape[1], neighbourhood).add(moved, target, mask)
+    weight, bias = sums.solve(ridge)
+    return sums.as_conv(weight).float(), bias.float()
 
 
 def apply_map(weight: torch.Tensor, bias: torch.Tensor, moved: torch.Tensor) -> torch.Tensor:
