@@ -82,6 +82,9 @@ def test_reproduce_quick_gives_findings_with_verdicts(tmp_path, capsys):
     # the transformation findings measure what they say (bundled samples: no labels, so agreement)
     assert by_id["vflip"]["measured"]["metric"] == "disagreement_with_reference"
     assert [r["layer"] for r in by_id["vflip"]["measured"]["rows"]] == ["stem", "stage4", "stage6"]
+    for row in by_id["vflip"]["measured"]["rows"]:  # three fit/test splits, the map's form and fit size said
+        assert len(row["splits"]) == 3 and row["learned_spread"][0] <= row["learned"] <= row["learned_spread"][1]
+        assert row["map"] in ("spatial inverse only", "1x1 conv", "3x3 conv") and row["fit_positions"] > 0
     for row in by_id["invariance"]["measured"]["rows"]:
         assert row["hflip_null_invariant"] == 0 and row["vflip_null_invariant"] == 0
     stitching = by_id["stitching"]["measured"]
