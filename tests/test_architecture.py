@@ -31,7 +31,7 @@ MODULES = _modules()
 LOW = {"cnnscope.errors", "cnnscope.store", "cnnscope.images", "cnnscope.data", "cnnscope.viz",
        "cnnscope.viz.figures", "cnnscope.device", "cnnscope.memory", "cnnscope.progress", "cnnscope.targets",
        "cnnscope.layers", "cnnscope.jobs", "cnnscope.jobs.engine", "cnnscope.models"} | {
-    m for m in MODULES if m.startswith(("cnnscope.models.", "cnnscope.jobs.", "cnnscope.viz."))}
+    m for m in MODULES if m.startswith(("cnnscope.models.", "cnnscope.jobs.", "cnnscope.viz.", "cnnscope.layers."))}
 
 
 def _package(name: str) -> str:

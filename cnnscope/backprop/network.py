@@ -26,7 +26,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..errors import CnnscopeError
-from ..layers import _CallTracker, _op_name, _unwrap, list_layers, resolve
+from ..layers import CallTracker, list_layers, op_name, resolve, unwrap
 from .rules import ACTIVATIONS, Activation, ActivationRule, Gradient, MaxPoolRule, Rule, Switches, get_rule
 
 RECTIFIER_OPS = tuple(ACTIVATIONS)  # every pointwise nonlinearity the rules replace
@@ -76,12 +76,12 @@ class BackpropRules:
     def applied(self, model, track: bool | None = None) -> Iterator[RuleLog]:
         """Apply the rules while the block runs. `track` names every call (needed for rules keyed by
         layer name or module type, and for the log); a map of family defaults and op names skips it."""
-        net, _, _ = _unwrap(model)
+        net, _, _ = unwrap(model)
         resolved = {resolve(model, k): v for k, v in self.layers.items() if isinstance(k, str)
                     and k not in RECTIFIER_OPS + POOL_OPS}
         if track is None:
             track = any(not (isinstance(k, str) and k in RECTIFIER_OPS + POOL_OPS) for k in self.layers)
-        tracker = _CallTracker(net) if track else None
+        tracker = CallTracker(net) if track else None
         log = RuleLog()
         handles = []
         if tracker is not None:
@@ -110,7 +110,7 @@ _OPS: dict = {}  # func -> op name if it is an activation, a max-pool or a produ
 
 
 def _op_of(func) -> str | None:
-    raw = _op_name(func)
+    raw = op_name(func)
     if raw in ("mul", "rmul"):
         return _MUL
     name = raw.rstrip("_")
@@ -118,7 +118,7 @@ def _op_of(func) -> str | None:
 
 
 class _RuleMode(TorchFunctionMode):
-    def __init__(self, rules: BackpropRules, tracker: _CallTracker | None, resolved: dict[str, str], log: RuleLog):
+    def __init__(self, rules: BackpropRules, tracker: CallTracker | None, resolved: dict[str, str], log: RuleLog):
         super().__init__()
         self.rules, self.tracker, self.resolved, self.log = rules, tracker, resolved, log
         self.sigmoids: dict[int, tuple] = {}  # id(sigmoid output) -> (weakref to it, weakref to its input)
@@ -200,7 +200,7 @@ _TRANSPOSED = {
 
 def explain(model, rules: BackpropRules) -> list[dict]:
     """Forward blocks in reverse order, each with its transposed block and the rule it uses."""
-    net, _, size = _unwrap(model)
+    net, _, size = unwrap(model)
     table = {r.name: r for r in list_layers(model)}
     param = next(iter(net.parameters()), None)
     x = torch.zeros(1, 3, size, size, dtype=param.dtype if param is not None else torch.float32,
