@@ -5,16 +5,22 @@ from __future__ import annotations
 from ..errors import CnnscopeError
 from ..jobs import execute, provide
 from ..layers import resolve
-from ..preimage.runs import expand_layers, slug
+from ..preimage.runs import expand_layers
 from ..store import write_json
-from ..transforms.handcrafted import FeatureEquivarianceJob
 from ..transforms.jobs import (
     format_table,
     stitch_table,
     write_equivariance,
     write_stitch,
 )
-from ..transforms.plans import equivariance_name, plan_cka, plan_equivariance, plan_stitch, stitch_name
+from ..transforms.plans import (
+    equivariance_name,
+    plan_cka,
+    plan_equivariance,
+    plan_feature_equivariance,
+    plan_stitch,
+    stitch_name,
+)
 from ..transforms.smallnets import save_small, seed_data_experiment, train_small
 from ..transforms.transform import Transform
 from .numbers import fraction, non_negative, non_negative_int, positive_int
@@ -164,9 +170,10 @@ def _feature_equivariance(args, model, transform, out) -> None:
         raise CnnscopeError(f"--layers does not apply to {model.name}: a hand-crafted representation has one layer")
     sizes = _neighbourhoods(args.neighbourhood)
     (spec,) = _provided(model)
-    job = FeatureEquivarianceJob(slug(f"equivariance_{model.name}_{transform.label}"), spec, args.transform,
-                                 args.images, args.limit or (12 if args.quick else None), args.fit,
-                                 1e-4 if args.ridge is None else args.ridge, sizes, args.seed)
+    job = plan_feature_equivariance(model, args.transform, images=args.images,
+                                    limit=args.limit or (12 if args.quick else None), fit=args.fit,
+                                    ridge=1e-4 if args.ridge is None else args.ridge, neighbourhoods=sizes,
+                                    seed=args.seed)
     run = execute([job], out)
     finish(run)
     r = run.outcomes[0].results

@@ -23,8 +23,7 @@ from ..preimage.recipes import get_recipe
 from ..preimage.runs import run_caricature, run_invert, run_maximize
 from ..progress import units
 from ..store import write_json, write_text
-from ..transforms.handcrafted import FeatureEquivarianceJob
-from ..transforms.plans import plan_cka
+from ..transforms.plans import plan_cka, plan_feature_equivariance
 from ..viz import bar_chart
 from . import html
 
@@ -201,8 +200,8 @@ def section_handcrafted(ctx: DemoContext) -> str:
     jobs = [plan_hog(source, cell_size=8, orientations=9, bilinear=True, size=224, glyph=9, key="glyphs"),
             invert_job(load_model("hogb"), "preimage", source, ("hog",), 160, recipe=None,
                        cfg=SolverConfig(iters=iters, progress=False), prior=None, judge=False, spec=hogb),
-            FeatureEquivarianceJob("equivariance_hog_rotate45", ModelSpec("hog"), "rotate:45", None,
-                                   24 if iters >= 100 else 12, 0.75, 1e-4, (1, 3))]
+            plan_feature_equivariance(ModelSpec("hog"), "rotate:45", limit=24 if iters >= 100 else 12, fit=0.75,
+                                      ridge=1e-4, neighbourhoods=(1, 3), key="equivariance_hog_rotate45")]
     done = _stop_if_interrupted(execute(jobs, ctx.out / "hog", progress=False))
     run = {o.job.key: o.results for o in done.outcomes}
     errors = run["equivariance_hog_rotate45"]["relative_error"]

@@ -28,7 +28,7 @@ from ..preimage.presets import Prior, ambiguity, invert, reconstruction_error, s
 from ..preimage.solver import SolverConfig
 from ..store import write_csv, write_json, write_text
 from ..targets import Target
-from ..transforms.handcrafted import FeatureEquivarianceJob
+from ..transforms.plans import plan_feature_equivariance
 from ..transforms.smallnets import train_small
 from . import html
 from .finding import VERDICTS, FindingJob, FindingResult
@@ -189,8 +189,8 @@ class HogRotationFinding(FindingJob):
     kind = "finding-hog-rotation"
 
     def compute(self, model: Model) -> FindingResult:
-        inner = FeatureEquivarianceJob(self.key, self.model, "rotate:45", self.images, self.limit, 0.75, 1e-4,
-                                       (1, 3), self.seed)
+        inner = plan_feature_equivariance(self.model, "rotate:45", images=self.images, limit=self.limit, fit=0.75,
+                                          ridge=1e-4, neighbourhoods=(1, 3), seed=self.seed, key=self.key)
         r = inner.compute(model)
         e = {k: round(v, 4) for k, v in r.relative_error.items() if not k.endswith("_fit")}
         holds = e["learned_3x3"] < e["spatial_only"] < e["uncompensated"]

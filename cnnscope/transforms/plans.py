@@ -1,6 +1,7 @@
-"""The transformation-analysis verbs' jobs, planned in one place for the CLI, the Python API and the report:
-one EquivarianceJob per layer and one StitchJob per layer pair, filed under one folder per analysis
-(``equivariance_MODEL_TRANSFORM/LAYER``, ``stitch_A_B/LA-LB``), and one CkaJob per pair of models."""
+"""The transformation-analysis verbs' jobs, planned in one place for the CLI, the Python API, the report, the
+demo and `reproduce`: one EquivarianceJob per layer and one StitchJob per layer pair, filed under one folder per
+analysis (``equivariance_MODEL_TRANSFORM/LAYER``, ``stitch_A_B/LA-LB``), one FeatureEquivarianceJob for a
+hand-crafted representation, and one CkaJob per pair of models."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from ..jobs import provide
 from ..models import Model, ModelSpec
 from ..store import slug
 from .equivariance import NEIGHBOURHOODS
+from .handcrafted import FeatureEquivarianceJob
 from .jobs import CkaJob, EquivarianceJob, StitchJob
 from .transform import Transform
 
@@ -57,3 +59,14 @@ def plan_cka(a: Model, b: Model, layers_a: Sequence[str], layers_b: Sequence[str
     """Linear CKA between every layer of A's row and every layer of B's."""
     return CkaJob(key or slug(f"cka_{a.name}_{b.name}"), _spec(a), _spec(b), tuple(layers_a), tuple(layers_b), images,
                   limit, debiased, seed)
+
+
+def plan_feature_equivariance(model: Model | ModelSpec, transform: str, *, images: str | None = None,
+                              limit: int | None = None, fit: float = 0.8, ridge: float = 1e-4,
+                              neighbourhoods: Sequence[int] = (1, 3), seed: int = 0,
+                              key: str | None = None) -> FeatureEquivarianceJob:
+    """M_g for a hand-crafted representation's one layer (HOG, DSIFT), each support in `neighbourhoods` reported;
+    key ``equivariance_MODEL_TRANSFORM``."""
+    spec = model if isinstance(model, ModelSpec) else _spec(model)
+    key = key or slug(f"equivariance_{spec.name}_{Transform.parse(transform).label}")
+    return FeatureEquivarianceJob(key, spec, transform, images, limit, fit, ridge, tuple(neighbourhoods), seed)
