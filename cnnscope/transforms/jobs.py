@@ -45,8 +45,8 @@ def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 @dataclass
 class EquivarianceResult(Result):
     """One layer's row: errors with the transform compensated by the spatial inverse only, plus a channel
-    permutation, plus a learned channel map; invariant channels; and the network's `baseline` errors without
-    the transform and with it uncompensated. `map` is the learned map's weights."""
+    permutation, plus the learned m x m map M_g chosen by the task; invariant channels; and the network's
+    `baseline` errors without the transform and with it uncompensated. `map` is the learned map's weights."""
 
     metric: str
     baseline: dict

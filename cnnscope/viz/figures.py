@@ -101,7 +101,7 @@ def plot_equivariance(result: dict, path: str | os.PathLike, model_name: str) ->
     xs = list(range(len(rows)))
     fig, ax = subplots(figsize=(6.5, 3.6))
     for key, label in (("spatial_only", "compensated: spatial inverse"), ("permutation", "+ channel permutation"),
-                       ("learned", "+ learned channel map")):
+                       ("learned", "+ learned map M_g (m x m, chosen by the task)")):
         ax.plot(xs, [r[key] for r in rows], marker="o", label=label)
     ax.axhline(result["baseline"]["no_transform"], color="#555", ls=":", lw=1, label="no transform")
     ax.axhline(result["baseline"]["uncompensated"], color="#a33", ls="--", lw=1, label="transformed, uncompensated")
