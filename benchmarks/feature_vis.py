@@ -37,10 +37,10 @@ from cnnscope.data import list_folder
 from cnnscope.images import save_image
 from cnnscope.layers import Capture, capture
 from cnnscope.preimage import InnerProduct, SolverConfig, Target, invert, maximize, reconstruction_error, solve
-from cnnscope.preimage.presets import sized_preprocess
 from cnnscope.preimage.quality import class_ranks, gram_distance, judges_for, spectrum_slope, topk_overlap
 from cnnscope.preimage.recipes import get_recipe
 from cnnscope.preimage.style import texture
+from cnnscope.preimage.tasks import sized_preprocess
 from cnnscope.viz import image_grid
 
 HERE = Path(__file__).resolve().parent

@@ -17,8 +17,8 @@ from cnnscope.device import available
 from cnnscope.images import load_image
 from cnnscope.jobs import execute
 from cnnscope.models import load_model
-from cnnscope.preimage.presets import maximize
 from cnnscope.preimage.solver import SolverConfig
+from cnnscope.preimage.tasks import maximize
 from cnnscope.report.atlas import ReportSettings, plan
 from cnnscope.targets import Target
 from cnnscope.transforms.equivalence import stitch_experiment

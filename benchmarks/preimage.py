@@ -49,7 +49,7 @@ def step_ratio(model, layer, steps=20, rounds=7):
     """Median per-step times of the optimiser and of a bare truncated forward+backward, measured in
     alternating blocks so that both see the same machine state."""
     from cnnscope.preimage import TV, AlphaNorm, Representation, solve
-    from cnnscope.preimage.presets import noise
+    from cnnscope.preimage.tasks import noise
 
     x0 = torch.randn(1, 3, 224, 224)
     with torch.no_grad():

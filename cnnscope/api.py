@@ -44,10 +44,10 @@ from .preimage.jobs import (
     StyleResult,
 )
 from .preimage.plans import Planned, plan_caricature, plan_invert, plan_maximize, plan_style, plan_texture
-from .preimage.presets import recipe_config
 from .preimage.runs import channel_targets, expand_layers, parse_class
 from .preimage.solver import check_memory
 from .preimage.style import style_settings
+from .preimage.tasks import recipe_config
 from .report.atlas import QUICK, ReportSettings, default_layers
 from .report.findings import DEFAULT, FINDINGS
 from .report.findings import reproduce as reproduce_findings

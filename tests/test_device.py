@@ -16,8 +16,8 @@ from cnnscope.backprop.methods import backprop_maps, render
 from cnnscope.cli import main
 from cnnscope.device import available, resolve
 from cnnscope.images import load_image
-from cnnscope.preimage.presets import invert, maximize
 from cnnscope.preimage.solver import SolverConfig
+from cnnscope.preimage.tasks import invert, maximize
 from cnnscope.targets import Target
 
 READ_BACK = ("Cannot copy out of meta tensor", "cannot be called on meta tensors",  # moving values home

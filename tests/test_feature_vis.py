@@ -19,10 +19,10 @@ from cnnscope.preimage.param import (
     rgb_to_decorrelated,
 )
 from cnnscope.preimage.param.base import logit
-from cnnscope.preimage.presets import resolve_settings
 from cnnscope.preimage.quality import class_ranks, judges_for, spectrum_slope, topk_overlap
 from cnnscope.preimage.recipes import RECIPES, get_recipe
 from cnnscope.preimage.robustness import Jitter, Pad, Rotate, Scale, Shift, parse_transforms
+from cnnscope.preimage.tasks import resolve_settings
 from cnnscope.transforms.smallnets import train_small
 
 QUICK = dict(progress=False)

@@ -153,7 +153,7 @@ def test_ctrl_c_keeps_best_so_far(lite0):
 
 def test_prior_none_and_auto_jitter(lite0):
     assert Prior.none().objective() == 0
-    from cnnscope.preimage.presets import auto_jitter
+    from cnnscope.preimage.tasks import auto_jitter
 
     assert auto_jitter(lite0, ["stage2"], 224) == 0 and auto_jitter(lite0, ["stage6"], 224) == 4
 

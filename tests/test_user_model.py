@@ -19,8 +19,8 @@ from cnnscope.images import load_image
 from cnnscope.jobs import execute, provide
 from cnnscope.jobs.engine import model_for
 from cnnscope.preimage.jobs import InvertJob
-from cnnscope.preimage.presets import Prior, invert
 from cnnscope.preimage.solver import SolverConfig
+from cnnscope.preimage.tasks import Prior, invert
 from cnnscope.targets import Target
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from ..errors import CnnscopeError
 from ..images import load_image
 from ..layers import get_layer
-from ..preimage.presets import recipe_config
 from ..preimage.robustness import parse_transforms
 from ..preimage.runs import (
     channel_targets,
@@ -18,6 +17,7 @@ from ..preimage.runs import (
     run_maximize,
 )
 from ..preimage.solver import check_memory
+from ..preimage.tasks import recipe_config
 from ..targets import Target
 from .numbers import non_negative, positive_int
 from .options import (

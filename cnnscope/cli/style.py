@@ -13,10 +13,10 @@ from ..jobs import execute, provide
 from ..layers import resolve
 from ..preimage.generator import NetSettings, apply_generator, load_checkpoint, train_generator
 from ..preimage.plans import plan_style, plan_texture
-from ..preimage.presets import sized_preprocess
 from ..preimage.runs import slug
 from ..preimage.solver import check_memory
 from ..preimage.style import default_style_layers, style_settings
+from ..preimage.tasks import sized_preprocess
 from ..store import write_json
 from ..viz import image_grid
 from .numbers import non_negative, positive, positive_int

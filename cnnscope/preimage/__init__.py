@@ -4,7 +4,7 @@
 
 x(theta) is an image parametrisation (`param/`), T a random robustness transform (`robustness`); a
 `recipes.Recipe` picks them with the optimiser and prior. Inversion, activation maximisation, caricatures
-and accentuation differ only in the data term; see `presets`. `quality` scores the pictures.
+and accentuation differ only in the data term; see `tasks`. `quality` scores the pictures.
 """
 
 from .objectives import (
@@ -23,7 +23,9 @@ from .objectives import (
     unit_direction,
 )
 from .param import ColourParam, FourierParam, MacoParam, Parametrization, PixelParam
-from .presets import (
+from .recipes import RECIPES, Recipe, get_recipe
+from .solver import ImageSpace, PreimageResult, SolverConfig, solve
+from .tasks import (
     Prior,
     Target,
     accentuate,
@@ -34,8 +36,6 @@ from .presets import (
     reconstruction_error,
     response,
 )
-from .recipes import RECIPES, Recipe, get_recipe
-from .solver import ImageSpace, PreimageResult, SolverConfig, solve
 
 __all__ = [
     "B", "B_PLUS", "RECIPES", "V", "AlphaNorm", "Caricature", "ColourParam", "Context", "Diversity", "FourierParam",

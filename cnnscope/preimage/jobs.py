@@ -15,7 +15,11 @@ from ..images import load_image, save_image
 from ..jobs import Job, Result
 from ..models import Model, ModelSpec
 from ..targets import Target
-from .presets import (
+from .quality import activation_ratio, class_ranks, judges_for, naturalness, topk_overlap
+from .recipes import Recipe
+from .solver import PreimageResult, SolverConfig
+from .style import stylize, texture
+from .tasks import (
     Prior,
     accentuate,
     ambiguity,
@@ -26,10 +30,6 @@ from .presets import (
     reconstruction_error,
     sized_preprocess,
 )
-from .quality import activation_ratio, class_ranks, judges_for, naturalness, topk_overlap
-from .recipes import Recipe
-from .solver import PreimageResult, SolverConfig
-from .style import stylize, texture
 
 PICTURES = {"json": False}  # field metadata: kept out of the JSON record (the pictures are the PNGs)
 

@@ -19,9 +19,9 @@ from ..models import Model, ModelSpec
 from ..store import slug
 from ..targets import Target
 from .jobs import AccentuateJob, CaricatureJob, InvertJob, MaximizeJob, StyleJob, TextureJob
-from .presets import Prior, auto_jitter, resolve_settings
 from .recipes import Recipe
 from .solver import SolverConfig
+from .tasks import Prior, auto_jitter, resolve_settings
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """How good is a picture? Scores written beside every pre-image, so quality is measured, not asserted.
 
 - achieved activation: the unit's response to the picture over its largest response to natural images
-  (in `presets.maximize`'s results);
+  (in `tasks.maximize`'s results);
 - judges: other zoo networks that never saw the optimisation. A class visualisation is good when they
   rank its class high; an inversion when their top-5 for it overlaps their top-5 for the original;
   a texture when its Gram matrices, measured by a judge, are close to the source's;

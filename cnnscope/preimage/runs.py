@@ -26,9 +26,9 @@ from ..store import slug, write_json
 from ..targets import Target
 from ..viz import image_grid
 from .plans import PRIOR_VARIANTS, plan_accentuate, plan_caricature, plan_invert, plan_maximize
-from .presets import Prior, sized_preprocess
 from .recipes import Recipe
 from .solver import SolverConfig
+from .tasks import Prior, sized_preprocess
 
 
 def _source_name(image: str) -> str:

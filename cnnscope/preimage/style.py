@@ -20,8 +20,8 @@ from ..layers import capture, get_layer, list_layers
 from ..models import Model
 from .objectives import Context, Representation, Term, gram
 from .param import make_param
-from .presets import Prior, noise, sized_preprocess
 from .solver import ImageSpace, PreimageResult, SolverConfig, solve
+from .tasks import Prior, noise, sized_preprocess
 
 
 def style_settings(task: str, *, iters: int | None = None, optimizer: str | None = None, lr: float | None = None,

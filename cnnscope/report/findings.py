@@ -24,8 +24,8 @@ from ..images import load_image
 from ..jobs import Job, Run, execute
 from ..layers import get_layer
 from ..models import Model, ModelSpec, small_model
-from ..preimage.presets import Prior, ambiguity, invert, reconstruction_error, sized_preprocess
 from ..preimage.solver import SolverConfig
+from ..preimage.tasks import Prior, ambiguity, invert, reconstruction_error, sized_preprocess
 from ..store import write_csv, write_json, write_text
 from ..targets import Target
 from ..transforms.plans import plan_feature_equivariance

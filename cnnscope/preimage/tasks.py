@@ -1,4 +1,6 @@
-"""Inversion, activation maximisation and caricatures: the same solver with different objective terms."""
+"""The pre-image tasks — inversion, activation maximisation, caricature, accentuation: the same solver with
+different objective terms — with how their settings resolve (`recipe_config`, `resolve_settings`), M&V's prior
+and jitter, and the task metrics (reconstruction error, ambiguity, caricature gain)."""
 
 from __future__ import annotations
 
@@ -185,10 +187,10 @@ def invert(model: Model, image: torch.Tensor | str, layers: Sequence[str] | str,
     target_in = _target_batch(model, img, size)
     with torch.no_grad():
         phi0 = capture(model, target_in, layers)
-    job = _setup(model, "invert", recipe, config, prior, restarts, size, auto_jitter(model, layers, size))
+    setup = _setup(model, "invert", recipe, config, prior, restarts, size, auto_jitter(model, layers, size))
     objective = sum((data_weight * Representation(layer, phi0[layer], window) for layer in layers), 0)
-    objective = objective + job.prior.objective(model.input_size / size)
-    result = solve(model, objective, job.param, job.config)
+    objective = objective + setup.prior.objective(model.input_size / size)
+    result = solve(model, objective, setup.param, setup.config)
     result.notes += silent_codes(phi0, "reconstruct")
     return result
 
@@ -309,16 +311,16 @@ def maximize(model: Model, layer: str, targets: Sequence[Target], *, size: int |
     """
     size = size or model.input_size
     objective, directions, z = _activation_objective(model, layer, targets, size, data_weight, batch)
-    job = _setup(model, "maximize", recipe, config, prior, len(directions), size, auto=4)
-    objective = objective + job.prior.objective(model.input_size / size)
+    setup = _setup(model, "maximize", recipe, config, prior, len(directions), size, auto=4)
+    objective = objective + setup.prior.objective(model.input_size / size)
     if diversity:
         if batch < 2:
             raise CnnscopeError("diversity needs at least 2 images per unit (batch >= 2)")
         where = diversity_layer or default_diversity_layer(model, layer, size)
         objective = objective + diversity * data_weight * Diversity(where, batch)
     with torch.no_grad():
-        start = ImageSpace(model).from_pixels(job.param())
-    result = solve(model, objective, job.param, job.config)
+        start = ImageSpace(model).from_pixels(setup.param())
+    result = solve(model, objective, setup.param, setup.config)
     info = {
         "reference_scale": [float(v) for v in z],
         "start_activation": response(model, layer, directions, start),
@@ -348,10 +350,10 @@ def caricature(model: Model, image: torch.Tensor | str, layer: str, *, size: int
     x0_in = _target_batch(model, img, size)
     with torch.no_grad():
         phi0 = capture(model, x0_in, [layer])[layer]
-    job = _setup(model, "caricature", recipe, config, prior, 1, size, auto_jitter(model, [layer], size))
-    objective = data_weight * Caricature(layer, phi0, cosine_power) + job.prior.objective(model.input_size / size)
-    job.param.encode(sized_preprocess(model, size).geometry(img))
-    return solve(model, objective, job.param, job.config)
+    setup = _setup(model, "caricature", recipe, config, prior, 1, size, auto_jitter(model, [layer], size))
+    objective = data_weight * Caricature(layer, phi0, cosine_power) + setup.prior.objective(model.input_size / size)
+    setup.param.encode(sized_preprocess(model, size).geometry(img))
+    return solve(model, objective, setup.param, setup.config)
 
 
 def caricature_gain(result: PreimageResult, data_weight: float = CARICATURE_DATA_WEIGHT) -> list[float]:
@@ -387,12 +389,12 @@ def accentuate(model: Model, image: torch.Tensor | str, layer: str, targets: Seq
     x0 = sized_preprocess(model, size).geometry(img)
     with torch.no_grad():
         phi0 = capture(model, ImageSpace(model).pixels_to_net(x0), [anchor])[anchor]
-    job = _setup(model, "accentuate", recipe, config, prior, len(targets), size, auto_jitter(model, [layer], size))
+    setup = _setup(model, "accentuate", recipe, config, prior, len(targets), size, auto_jitter(model, [layer], size))
     objective = (objective + anchor_weight * data_weight * Representation(anchor, phi0)
-                 + job.prior.objective(model.input_size / size))
-    job.param.encode(x0)
+                 + setup.prior.objective(model.input_size / size))
+    setup.param.encode(x0)
     start = ImageSpace(model).from_pixels(x0).expand(len(targets), -1, -1, -1)
-    result = solve(model, objective, job.param, job.config)
+    result = solve(model, objective, setup.param, setup.config)
     info = {"anchor_layer": anchor, "reference_scale": [float(v) for v in z],
             "start_activation": response(model, layer, directions, start),
             "final_activation": response(model, layer, directions, result.x)}
