@@ -10,18 +10,12 @@ import torch
 
 from ..errors import CnnscopeError
 from ..images import source_stem
-from ..jobs import provide
+from ..jobs import spec_of
 from ..layers import get_layer, resolve
-from ..models import Model, ModelSpec
+from ..models import Model
 from ..store import slug
 from ..targets import Target
 from .jobs import COLUMNS, SaliencyJob, SanityJob, SelectivityJob
-
-
-def _spec(model: Model) -> ModelSpec:
-    spec = model.job_spec()
-    provide(spec, model)  # this process already has it: the engine need not load it again
-    return spec
 
 
 def deepest_map(model: Model) -> str | None:
@@ -42,7 +36,7 @@ def plan_saliency(model: Model, sources: Sequence, rows_for: Callable[[object], 
                   methods: Sequence[str] = COLUMNS, pool: str | None = None,
                   render: str = "signed") -> list[SaliencyJob]:
     """One SaliencyJob per image (`rows_for(source)` gives its targets)."""
-    spec = _spec(model)
+    spec = spec_of(model)
     return [SaliencyJob(slug(f"saliency_{source_stem(s)}"), spec, s, tuple(rows_for(s)), tuple(methods), pool, render)
             for s in sources]
 
@@ -54,7 +48,7 @@ def plan_selectivity(model: Model, layer: str | None, images: str | None, limit:
     if layer is None:
         raise CnnscopeError(f"give a layer for {model.name}")
     resolve(model, layer)
-    return SelectivityJob("selectivity", _spec(model), layer, images, limit, neurons, seed)
+    return SelectivityJob("selectivity", spec_of(model), layer, images, limit, neurons, seed)
 
 
 def plan_sanity(model: Model, image, picture: torch.Tensor, klass: int | None, seed: int) -> SanityJob:
@@ -62,4 +56,4 @@ def plan_sanity(model: Model, image, picture: torch.Tensor, klass: int | None, s
     if model.profile.logits is None:
         raise CnnscopeError(f"{model.name} has no classes: the sanity check starts from a class logit")
     k = klass if klass is not None else model.predict(picture, k=1)[0][0].index
-    return SanityJob("sanity", _spec(model), image, Target("class", k, layer=model.profile.logits), seed)
+    return SanityJob("sanity", spec_of(model), image, Target("class", k, layer=model.profile.logits), seed)

@@ -47,6 +47,14 @@ def _integer_at_least(low: int, what: str):
 
 
 positive_int = _integer_at_least(1, "a positive integer")
+
+
+def odd_positive(text: str) -> int:
+    """A map's m x m support: 1, 3, 5…"""
+    v = positive_int(text)
+    if v % 2 == 0:
+        raise argparse.ArgumentTypeError(f"expected an odd size (1, 3, 5…), got {v}")
+    return v
 at_least_two = _integer_at_least(2, "an integer >= 2")
 non_negative_int = _integer_at_least(0, "an integer >= 0")
 

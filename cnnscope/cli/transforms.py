@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import CnnscopeError
-from ..jobs import execute, provide
+from ..jobs import execute
 from ..layers import resolve
 from ..preimage.runs import expand_layers
 from ..store import write_json
@@ -23,7 +23,7 @@ from ..transforms.plans import (
 )
 from ..transforms.smallnets import save_small, seed_data_experiment, train_small
 from ..transforms.transform import Transform
-from .numbers import fraction, non_negative, non_negative_int, positive_int
+from .numbers import fraction, non_negative, non_negative_int, odd_positive, positive_int
 from .options import engine, finish, load, model_options, out_dir, out_file, output_options, run_options
 
 
@@ -58,7 +58,7 @@ def register(sub) -> None:
     p.add_argument("--epochs", type=non_negative_int, default=8,
                    help="task-loss epochs (default 8; 0: the closed-form regression stitch only)")
     p.add_argument("--no-resample", action="store_true", help="refuse grids that differ instead of resampling")
-    p.add_argument("--kernel", type=positive_int, default=1,
+    p.add_argument("--kernel", type=odd_positive, default=1,
                    help="the regression and task stitches' m x m support (odd; default 1)")
     p.add_argument("--batchnorm", action="store_true", help="task-loss stitch: batch norm before the map")
     p.add_argument("--quick", action="store_true", help="few images, two layers, 2 epochs (for CI)")
@@ -109,12 +109,6 @@ def _layer_pairs(model_a, model_b, spec: str) -> list[tuple[str, str]]:
     if not pairs:
         raise CnnscopeError("no layers given (--layers)")
     return pairs
-
-
-def _provided(*models):
-    for m in models:
-        provide(m.job_spec(), m)
-    return [m.job_spec() for m in models]
 
 
 def cmd_equivariance(args) -> dict | list:
@@ -169,7 +163,6 @@ def _feature_equivariance(args, model, transform, out) -> None:
     if args.layers:
         raise CnnscopeError(f"--layers does not apply to {model.name}: a hand-crafted representation has one layer")
     sizes = _neighbourhoods(args.neighbourhood)
-    (spec,) = _provided(model)
     job = plan_feature_equivariance(model, args.transform, images=args.images,
                                     limit=args.limit or (12 if args.quick else None), fit=args.fit,
                                     ridge=1e-4 if args.ridge is None else args.ridge, neighbourhoods=sizes,

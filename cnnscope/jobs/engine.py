@@ -189,6 +189,13 @@ def provide(spec: ModelSpec, model: Model) -> None:
     _MODELS[spec] = model
 
 
+def spec_of(model: Model) -> ModelSpec:
+    """The spec a job records for `model`, with the model handed to the engine (it need not load it again)."""
+    spec = model.job_spec()
+    provide(spec, model)
+    return spec
+
+
 def gpus_for(job: Job) -> int:
     """1 if any of the job's models runs on CUDA (what it asks a Ray cluster for), else 0."""
     return int(any(spec.device.startswith("cuda") for spec in job.models()))

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..images import source_stem
-from ..jobs import provide
+from ..jobs import spec_of
 from ..models import Model, ModelSpec
 from ..store import slug
 from ..targets import Target
@@ -30,13 +30,6 @@ class Planned:
 
     job: object
     title: str
-
-
-def spec_of(model: Model) -> ModelSpec:
-    """The spec a job records; this process already has the model, so the engine need not load it again."""
-    spec = model.job_spec()
-    provide(spec, model)
-    return spec
 
 
 PRIOR_VARIANTS = {"noprior": ("no prior", Prior.none()), "tv1": ("TV β=1", Prior(beta=1.0)),

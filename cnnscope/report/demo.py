@@ -14,7 +14,7 @@ from ..backprop.runs import COLUMNS, default_rows, run_saliency
 from ..errors import CnnscopeError
 from ..features.plans import plan_hog
 from ..images import load_image, save_image
-from ..jobs import execute, provide
+from ..jobs import execute
 from ..layers import list_layers
 from ..models import DEFAULT_MODEL, Model, ModelSpec, load_model
 from ..preimage import Prior, SolverConfig, Target
@@ -225,11 +225,6 @@ def _stop_if_interrupted(run):
     if run.interrupted if hasattr(run, "interrupted") else run.get("interrupted"):
         raise KeyboardInterrupt
     return run
-
-
-def _spec(model: Model) -> ModelSpec:
-    provide(model.job_spec(), model)  # the engine need not load it again in this process
-    return model.job_spec()
 
 
 SECTIONS: list[tuple[str, Callable[[DemoContext], str]]] = [

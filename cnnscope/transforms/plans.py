@@ -7,19 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..jobs import provide
+from ..jobs import spec_of
 from ..models import Model, ModelSpec
 from ..store import slug
 from .equivariance import NEIGHBOURHOODS
 from .handcrafted import FeatureEquivarianceJob
 from .jobs import CkaJob, EquivarianceJob, StitchJob
 from .transform import Transform
-
-
-def _spec(model: Model) -> ModelSpec:
-    spec = model.job_spec()
-    provide(spec, model)  # this process already has it: the engine need not load it again
-    return spec
 
 
 def equivariance_name(model: Model, transform: str) -> str:
@@ -33,7 +27,7 @@ def plan_equivariance(model: Model, layers: Sequence[str], transform: str, *, im
     """One job per layer, filed under `name` (default ``equivariance_MODEL_TRANSFORM``); M_g's support chosen
     among `neighbourhoods` by the task."""
     name = name or equivariance_name(model, transform)
-    spec = spec or _spec(model)
+    spec = spec or spec_of(model)
     return [EquivarianceJob(f"{name}/{slug(layer)}", spec, transform, layer, images, limit, fit, epochs, ridge, crops,
                             seed, tuple(neighbourhoods)) for layer in dict.fromkeys(layers)]
 
@@ -49,7 +43,7 @@ def plan_stitch(a: Model, b: Model, pairs: Sequence[tuple[str, str]], *, images:
     """One job per (layer of A, layer of B), filed under `name` (default ``stitch_A_B``) as ``LA-LB`` (or ``LA``
     alone with `by_layer`, the report's one-layer-per-page layout)."""
     name = name or stitch_name(a, b)
-    spec_a, spec_b = spec_a or _spec(a), spec_b or _spec(b)
+    spec_a, spec_b = spec_a or spec_of(a), spec_b or spec_of(b)
     return [StitchJob(f"{name}/{slug(la)}" if by_layer else f"{name}/{slug(la)}-{slug(lb)}", spec_a, spec_b, la, lb,
                       images, limit, fit, epochs, resample, kernel, batchnorm, seed) for la, lb in pairs]
 
@@ -57,8 +51,8 @@ def plan_stitch(a: Model, b: Model, pairs: Sequence[tuple[str, str]], *, images:
 def plan_cka(a: Model, b: Model, layers_a: Sequence[str], layers_b: Sequence[str], *, images: str | None = None,
              limit: int = 50, debiased: bool = False, seed: int = 0, key: str | None = None) -> CkaJob:
     """Linear CKA between every layer of A's row and every layer of B's."""
-    return CkaJob(key or slug(f"cka_{a.name}_{b.name}"), _spec(a), _spec(b), tuple(layers_a), tuple(layers_b), images,
-                  limit, debiased, seed)
+    return CkaJob(key or slug(f"cka_{a.name}_{b.name}"), spec_of(a), spec_of(b), tuple(layers_a), tuple(layers_b),
+                  images, limit, debiased, seed)
 
 
 def plan_feature_equivariance(model: Model | ModelSpec, transform: str, *, images: str | None = None,
@@ -67,6 +61,6 @@ def plan_feature_equivariance(model: Model | ModelSpec, transform: str, *, image
                               key: str | None = None) -> FeatureEquivarianceJob:
     """M_g for a hand-crafted representation's one layer (HOG, DSIFT), each support in `neighbourhoods` reported;
     key ``equivariance_MODEL_TRANSFORM``."""
-    spec = model if isinstance(model, ModelSpec) else _spec(model)
+    spec = model if isinstance(model, ModelSpec) else spec_of(model)
     key = key or slug(f"equivariance_{spec.name}_{Transform.parse(transform).label}")
     return FeatureEquivarianceJob(key, spec, transform, images, limit, fit, ridge, tuple(neighbourhoods), seed)
