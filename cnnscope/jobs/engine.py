@@ -28,7 +28,7 @@ from PIL import Image
 from ..device import follow_environment
 from ..errors import CnnscopeError
 from ..images import tensor_to_uint8
-from ..models import MODULE_PREFIX, Model, ModelSpec
+from ..models import MODULE_PREFIX, Model, ModelSpec, load_spec
 from ..progress import Progress, units
 from ..store import finished, json_safe, write_json
 from ..viz.notebook import contact_sheet, png_bytes, result_html
@@ -180,7 +180,7 @@ def model_for(spec: ModelSpec) -> Model:
         if spec.name.startswith(MODULE_PREFIX):
             raise CnnscopeError(f"{spec.name} was given as a Python object: it cannot be sent to worker processes "
                                 "or Ray (run without workers, or give it as path/to/file.py:factory)")
-        _MODELS[spec] = spec.load()
+        _MODELS[spec] = load_spec(spec)
     return _MODELS[spec]
 
 
