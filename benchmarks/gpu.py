@@ -21,7 +21,7 @@ from cnnscope.preimage.solver import SolverConfig
 from cnnscope.preimage.tasks import maximize
 from cnnscope.report.atlas import ReportSettings, plan
 from cnnscope.targets import Target
-from cnnscope.transforms.equivalence import stitch_experiment
+from cnnscope.transforms.equivalence import StitchFit, stitch_experiment
 
 
 def _sync(device: str) -> None:
@@ -67,8 +67,8 @@ def measure(device: str, iters: int, channels: int) -> dict[str, float]:
     imgs, _ = image_set(a, None, 300, 0)
     i_fit, i_test = split(len(imgs), 2 / 3, 0)
     out["stitch one stage, 200 fit images (s)"] = timed(
-        device, lambda: stitch_experiment(a, b, ["stage4"], imgs[i_fit], imgs[i_test], task_epochs=0,
-                                          progress=False))
+        device, lambda: stitch_experiment(a, b, ["stage4"], imgs[i_fit], imgs[i_test],
+                                          how=StitchFit(task_epochs=0, progress=False)))
     for batch in (1, channels):  # one channel per job, then all of them solved together (report --atlas-batch)
         settings = ReportSettings("efficientnet_lite0", layers=("stage6",), channels=channels, atlas_batch=batch)
         with tempfile.TemporaryDirectory() as tmp:

@@ -15,7 +15,7 @@ from cnnscope.data import image_set, split
 from cnnscope.jobs import run_job
 from cnnscope.models import load_model
 from cnnscope.report.findings import DEFAULT, plan
-from cnnscope.transforms.equivalence import stitch_experiment
+from cnnscope.transforms.equivalence import StitchFit, stitch_experiment
 
 
 def finding_times(model, images, quick: bool, ids) -> list[tuple[str, float, str]]:
@@ -33,7 +33,7 @@ def stitch_one_stage(layer: str, n_fit: int, n_test: int, epochs: int) -> float:
     x, _ = image_set(a, None, n_fit + n_test, 0)
     i_fit, i_test = split(len(x), n_fit / (n_fit + n_test), 0)
     start = time.perf_counter()
-    stitch_experiment(a, b, [layer], x[i_fit], x[i_test], task_epochs=epochs, progress=False)
+    stitch_experiment(a, b, [layer], x[i_fit], x[i_test], how=StitchFit(task_epochs=epochs, progress=False))
     return time.perf_counter() - start
 
 

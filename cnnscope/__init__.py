@@ -20,6 +20,7 @@ import torch
 from .api import (
     FindingsResult,
     ReportResult,
+    accentuate,
     as_model,
     caricature,
     cka,
@@ -68,7 +69,7 @@ def predict(model, image, k: int = 5, device: str | None = None) -> list[Predict
 
 __all__ = [
     "Capture", "CnnscopeError", "FindingsResult", "Model", "Prediction", "Preprocess", "ReportResult", "Result",
-    "Target", "Truncated", "as_model", "capture", "caricature", "cka", "equivariance", "get_layer", "hog",
+    "Target", "Truncated", "accentuate", "as_model", "capture", "caricature", "cka", "equivariance", "get_layer", "hog",
     "image_batch", "invert", "list_layers", "list_models", "load_image", "load_model", "maximize", "predict",
     "report", "reproduce", "resolve", "saliency", "sample_names", "sanity", "save_image", "selectivity", "stitch",
     "stylize", "texture",

@@ -11,7 +11,6 @@ with the CLI's one-line message.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import checks
 from .backprop.jobs import (
     COLUMNS,
     SaliencyResult,
@@ -43,11 +43,18 @@ from .preimage.jobs import (
     InvertResult,
     StyleResult,
 )
-from .preimage.plans import Planned, plan_caricature, plan_invert, plan_maximize, plan_style, plan_texture
+from .preimage.plans import (
+    Planned,
+    plan_accentuate,
+    plan_caricature,
+    plan_invert,
+    plan_maximize,
+    plan_style,
+    plan_texture,
+)
 from .preimage.runs import channel_targets, expand_layers, parse_class
 from .preimage.solver import check_memory
-from .preimage.style import style_settings
-from .preimage.tasks import recipe_config
+from .preimage.tasks import settings_for
 from .report.atlas import QUICK, ReportSettings, default_layers
 from .report.findings import DEFAULT, FINDINGS
 from .report.findings import reproduce as reproduce_findings
@@ -98,29 +105,15 @@ def _layers(model: Model, layer: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(expand_layers(model, ",".join(layer)))
 
 
-def _count(value, name: str, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise CnnscopeError(f"{name} must be an integer >= {low}, got {value!r}")
-    return value
-
-
-def _number(value, name: str, low: float | None = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or (low is not None and value < low):
-        bound = f" >= {low:g}" if low is not None else ""
-        raise CnnscopeError(f"{name} must be a finite number{bound}, got {value!r}")
-    return float(value)
-
-
 def _size(size, model: Model) -> int:
-    return model.input_size if size is None else _count(size, "size", 8)
+    return model.input_size if size is None else checks.integer(size, "size", 8)
 
 
 def _solver(task: str, model: Model, layers: Sequence[str], size: int, recipe, iters, seed: int, n: int):
     """(recipe, solver settings, prior) as the CLI reads them from its options (the planner resolves the rest per
     job, for both doors), checked against the memory budget."""
-    rec, cfg = recipe_config(task, recipe, {"iters": None if iters is None else _count(iters, "iters")},
-                             _count(seed, "seed", 0))
+    rec, cfg, _ = settings_for(task, recipe, {"iters": checks.optional_integer(iters, "iters")},
+                               seed=checks.integer(seed, "seed", 0))
     check_memory(model, list(layers), n, size, cfg.max_memory_gb)
     return rec, cfg, None
 
@@ -182,10 +175,10 @@ def invert(model, image, layer: str | Sequence[str], *, size: int | None = None,
     source, _ = _image(image)
     layers = _layers(model, layer)
     s = _size(size, model)
-    restarts = _count(restarts, "restarts")
+    restarts = checks.integer(restarts, "restarts")
     rec, cfg, prior = _solver("invert", model, layers, s, recipe, iters, seed, restarts)
     planned = plan_invert([model], source, lambda m: layers, size=s, recipe=rec, cfg=cfg, prior=prior,
-                          data_weight=_number(data_weight, "data_weight"), restarts=restarts, joint=bool(joint))
+                          data_weight=data_weight, restarts=restarts, joint=bool(joint))
     return _results(planned)
 
 
@@ -236,11 +229,11 @@ def maximize(model, layer: str | None = None, channels: int | Sequence[int] = 0,
     layer = _layers(model, layer)[0]
     targets = tuple(_unit_targets(model, layer, channels, classes, where))
     s = _size(size, model)
-    batch = _count(batch, "batch")
-    chunk = _count(chunk, "chunk")
+    batch = checks.integer(batch, "batch")
+    chunk = checks.integer(chunk, "chunk")
     rec, cfg, prior = _solver("maximize", model, [layer], s, recipe, iters, seed, min(chunk, len(targets)) * batch)
     planned = plan_maximize([model], lambda m: [layer], lambda m, lay: list(targets), size=s, recipe=rec, cfg=cfg,
-                            prior=prior, data_weight=_number(data_weight, "data_weight"), chunk=chunk, batch=batch)
+                            prior=prior, data_weight=data_weight, chunk=chunk, batch=batch)
     return _results(planned)
 
 
@@ -260,8 +253,49 @@ def caricature(model, image, layer: str, *, size: int | None = None, recipe: str
     s = _size(size, model)
     rec, cfg, prior = _solver("caricature", model, [layer], s, recipe, iters, seed, 1)
     planned = plan_caricature([model], source, lambda m: [layer], size=s, recipe=rec, cfg=cfg, prior=prior,
-                              data_weight=_number(data_weight, "data_weight"))
+                              data_weight=data_weight)
     return _results(planned)
+
+
+def accentuate(model, image, layer: str | None = None, channels: int | Sequence[int] = 0, *,
+               classes: int | str | Sequence[int | str] | None = None, where: str = "channel",
+               anchor_layer: str | None = None, anchor_weight: float = 1.0, size: int | None = None,
+               recipe: str | None = None, iters: int | None = None, data_weight: float = 20.0, seed: int = 0,
+               device: str | None = None) -> ActivationResult:
+    """Feature accentuation (Hamblin et al. 2024): push units up from `image`, staying close to its code at
+    `anchor_layer`: ``cnnscope accentuate``.
+
+    Parameters
+    ----------
+    layer : str, optional
+        The units' layer (default the logits when `classes` is given).
+    channels, classes, where
+        As for `maximize` (default: the channel's spatial mean).
+    anchor_layer : str, optional
+        Where the picture must stay close to the image's code (default: two rows below `layer`).
+    anchor_weight : float
+        Weight of staying close, relative to the data term.
+
+    Returns
+    -------
+    ActivationResult
+        One picture per unit; ``start_activation`` (on the image) and ``final_activation``; ``anchor_layer``.
+    """
+    model = as_model(model, device)
+    source, _ = _image(image)
+    if layer is None:
+        if classes is None or model.profile.logits is None:
+            raise CnnscopeError("give a layer (or classes, for a model with a classifier)")
+        layer = model.profile.logits
+    layer = _layers(model, layer)[0]
+    if anchor_layer is not None:
+        anchor_layer = _layers(model, anchor_layer)[0]
+    targets = _unit_targets(model, layer, channels, classes, where)
+    s = _size(size, model)
+    rec, cfg, prior = _solver("accentuate", model, [layer], s, recipe, iters, seed, len(targets))
+    return _run(plan_accentuate(model, source, layer, targets, size=s, recipe=rec, cfg=cfg, prior=prior,
+                                data_weight=data_weight, anchor_layer=anchor_layer,
+                                anchor_weight=anchor_weight)[0].job)
 
 
 def _style_layers(model: Model, layers) -> tuple[str, ...] | None:
@@ -281,8 +315,8 @@ def texture(model, image, *, size: int | None = None, layers: Sequence[str] | No
     source, _ = _image(image)
     s = _size(size, model)
     chosen = _style_layers(model, layers)
-    cfg, prior = style_settings("texture", iters=None if iters is None else _count(iters, "iters"),
-                                seed=_count(seed, "seed", 0))
+    _, cfg, prior = settings_for("texture", None, {"iters": checks.optional_integer(iters, "iters")},
+                                 seed=checks.integer(seed, "seed", 0))
     return _run(plan_texture(model, source, size=s, layers=chosen, cfg=cfg, prior=prior)[0])
 
 
@@ -302,11 +336,11 @@ def stylize(model, content, style, *, size: int | None = None, style_layers: Seq
     if content_layer is not None:
         content_layer = _layers(model, content_layer)[0]
     s = _size(size, model)
-    cfg, prior = style_settings("style", iters=None if iters is None else _count(iters, "iters"),
-                                seed=_count(seed, "seed", 0))
+    _, cfg, prior = settings_for("style", None, {"iters": checks.optional_integer(iters, "iters")},
+                                 seed=checks.integer(seed, "seed", 0))
     return _run(plan_style(model, c_source, s_source, size=s, content_layer=content_layer,
                            style_layers=_style_layers(model, style_layers), cfg=cfg, prior=prior,
-                           style_weight=_number(style_weight, "style_weight")))
+                           style_weight=style_weight))
 
 
 # ----------------------------------------------------------------------------------------------- backprop
@@ -357,8 +391,9 @@ def selectivity(model, layer: str | None = None, *, images: str | None = None, l
         direction, and between random neurons (high = not neuron-selective); ``count`` images used.
     """
     model = as_model(model, device)
-    image_sources(images, _count(limit, "limit"))
-    return _run(plan_selectivity(model, layer, images, limit, _count(neurons, "neurons", 2), _count(seed, "seed", 0)))
+    job = plan_selectivity(model, layer, images, limit, neurons, seed)  # (the job checks its numbers)
+    image_sources(images, limit)
+    return _run(job)
 
 
 def sanity(model, image, *, target: int | str | None = None, seed: int = 0, device: str | None = None
@@ -374,7 +409,7 @@ def sanity(model, image, *, target: int | str | None = None, seed: int = 0, devi
     model = as_model(model, device)
     source, picture = _image(image)
     klass = _class_target(model, target) if target is not None and model.profile.logits else None
-    return _run(plan_sanity(model, source, picture, klass, _count(seed, "seed", 0)))
+    return _run(plan_sanity(model, source, picture, klass, seed))
 
 
 # -------------------------------------------------------------------------------------------- transforms
@@ -407,20 +442,11 @@ def equivariance(model, layer: str, transform: str = "vflip", *, images: str | N
     if model.profile.logits is None:
         raise CnnscopeError(f"{model.name} has no classifier: the equivariance test judges maps by its output")
     layer = _layers(model, layer)[0]
+    job = plan_equivariance(model, [layer], transform, images=images, limit=limit, fit=fit, epochs=epochs, ridge=ridge,
+                            crops=crops, seed=seed, neighbourhoods=neighbourhood)[0]  # (it checks its numbers)
     if images is not None:
         image_sources(images)
-    return _run(plan_equivariance(model, [layer], transform, images=images,
-                                  limit=None if limit is None else _count(limit, "limit", 4), fit=_fraction(fit),
-                                  epochs=_count(epochs, "epochs", 0), ridge=ridge, crops=_count(crops, "crops"),
-                                  seed=_count(seed, "seed", 0),
-                                  neighbourhoods=[_count(m, "neighbourhood") for m in neighbourhood])[0])
-
-
-def _fraction(value) -> float:
-    v = _number(value, "fit")
-    if not 0 < v < 1:
-        raise CnnscopeError(f"fit must be a fraction between 0 and 1, got {value!r}")
-    return v
+    return _run(job)
 
 
 def stitch(model_a, layer_a: str, model_b=None, layer_b: str | None = None, *, images: str | None = None,
@@ -445,10 +471,10 @@ def stitch(model_a, layer_a: str, model_b=None, layer_b: str | None = None, *, i
     b = a if model_b is None else as_model(model_b, device)
     la = _layers(a, layer_a)[0]
     lb = _layers(b, layer_b or la)[0]
+    job = plan_stitch(a, b, [(la, lb)], images=images, limit=limit, fit=fit, epochs=epochs, seed=seed)[0]
     if images is not None:
         image_sources(images)
-    return _run(plan_stitch(a, b, [(la, lb)], images=images, limit=None if limit is None else _count(limit, "limit", 4),
-                            fit=_fraction(fit), epochs=_count(epochs, "epochs", 0), seed=_count(seed, "seed", 0))[0])
+    return _run(job)
 
 
 def cka(model_a, model_b=None, layers_a: str | Sequence[str] = "stages", layers_b: str | Sequence[str] | None = None,
@@ -465,10 +491,10 @@ def cka(model_a, model_b=None, layers_a: str | Sequence[str] = "stages", layers_
     b = a if model_b is None else as_model(model_b, device)
     la = _layers(a, layers_a)
     lb = _layers(b, layers_b if layers_b is not None else (layers_a if model_b is None else "stages"))
+    job = plan_cka(a, b, la, lb, images=images, limit=limit, debiased=bool(debiased), seed=seed)
     if images is not None:
         image_sources(images)
-    return _run(plan_cka(a, b, la, lb, images=images, limit=_count(limit, "limit", 4), debiased=bool(debiased),
-                         seed=_count(seed, "seed", 0)))
+    return _run(job)
 
 
 # ------------------------------------------------------------------------------------------------ features
@@ -482,9 +508,7 @@ def hog(image, *, cell_size: int = 8, orientations: int = 9, bilinear: bool = Fa
         ``features_shape`` [31, H/cell, W/cell]; ``image_shape``; ``images`` the glyph picture.
     """
     source, _ = _image(image)
-    return _run(plan_hog(source, cell_size=_count(cell_size, "cell_size", 2),
-                         orientations=_count(orientations, "orientations", 2), bilinear=bool(bilinear),
-                         size=None if size is None else _count(size, "size", 8)))
+    return _run(plan_hog(source, cell_size=cell_size, orientations=orientations, bilinear=bool(bilinear), size=size))
 
 
 # -------------------------------------------------------------------------------------------- whole runs
@@ -533,8 +557,8 @@ def reproduce(model=DEFAULT_MODEL, out: str | Path = "cnnscope-findings", *, ima
         image_sources(images)
         list_folder(images, None)
     loaded = as_model(model, device)
-    run, records = reproduce_findings(Path(out), loaded, images, quick, _count(seed, "seed", 0), ids,
-                                      workers=_count(workers, "workers"))
+    run, records = reproduce_findings(Path(out), loaded, images, quick, checks.integer(seed, "seed", 0), ids,
+                                      workers=checks.integer(workers, "workers"))
     result = FindingsResult(records, str(out))
     result.interrupted = run.interrupted
     return result
@@ -559,16 +583,17 @@ def report(model=DEFAULT_MODEL, out: str | Path = "cnnscope-report", *, layers: 
     chosen = _layers(loaded, layers) if layers is not None else tuple(default_layers(loaded, quick))
     q = QUICK if quick else {}
     settings = ReportSettings(model=loaded.job_spec().name, layers=chosen, channels=q.get("channels"),
-                              iters=q.get("iters", 200), size=q.get("size"), seed=_count(seed, "seed", 0),
+                              iters=q.get("iters", 200), size=q.get("size"), seed=checks.integer(seed, "seed", 0),
                               images=images, examples=q.get("examples", 4), patch_images=q.get("patch_images", 100),
-                              atlas_batch=_count(atlas_batch, "atlas_batch"))
+                              atlas_batch=checks.integer(atlas_batch, "atlas_batch"))
     for layer in chosen:
         check_memory(loaded, [layer], settings.atlas_batch, settings.size or loaded.input_size)
-    _, run = build_report(Path(out), settings, loaded, workers=_count(workers, "workers"), progress=True)
+    _, run = build_report(Path(out), settings, loaded, workers=checks.integer(workers, "workers"), progress=True)
     result = ReportResult(str(Path(out) / "index.html"), list(chosen), run.computed, run.reused)
     result.interrupted = run.interrupted
     return result
 
 
-__all__ = ["FindingsResult", "ReportResult", "as_model", "caricature", "cka", "equivariance", "hog", "invert",
-           "maximize", "reproduce", "report", "saliency", "sanity", "selectivity", "stitch", "stylize", "texture"]
+__all__ = ["FindingsResult", "ReportResult", "accentuate", "as_model", "caricature", "cka", "equivariance", "hog",
+           "invert", "maximize", "reproduce", "report", "saliency", "sanity", "selectivity", "stitch", "stylize",
+           "texture"]

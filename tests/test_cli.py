@@ -143,7 +143,7 @@ BAD = {
     "hog cell size not a number": (["layers", "hog:big"], "must be a whole number"),
     "hog has no weights": (["layers", "hog", "--weights", "{d}/lite0.pth"], "no weights to load"),
     "hog even neighbourhood": (["equivariance", "--model", "hog", "--neighbourhood", "2", "--out", "{d}/eq"],
-                               "must be odd"),
+                               "expected an odd size"),
     "hog with layers": (["equivariance", "--model", "hog", "--layers", "stem", "--out", "{d}/eq"],
                         "has one layer"),
     "hog glyphs unknown sample": (["hog", "sample:doge", "--out", "{d}/hog"], "unknown sample"),

@@ -79,3 +79,38 @@ def test_transformation_and_texture_verbs_write_the_same_files(tmp_path):
           tmp_path / "tx")
     _cli("hog", "sample:chelsea", "--size", "64", "--out", str(tmp_path / "hog"))
     _same(_saved(cnnscope.hog("sample:chelsea", size=64), tmp_path / "hog_api"), tmp_path / "hog")
+
+
+def test_accentuate_style_and_sanity_write_the_same_files(tmp_path):
+    _cli("accentuate", "sample:chelsea", "--layer", "stage3", "--channel", "0-1", "--size", "64", "--iters", "3",
+         "--out", str(tmp_path / "ac"))
+    _same(_saved(cnnscope.accentuate(MODEL, "sample:chelsea", "stage3", [0, 1], size=64, iters=3), tmp_path / "ac_api"),
+          tmp_path / "ac")
+    _cli("style", "sample:chelsea", "sample:brick", "--size", "64", "--iters", "3", "--style-layers", "stage1",
+         "--out", str(tmp_path / "sy"))
+    result = cnnscope.stylize(MODEL, "sample:chelsea", "sample:brick", size=64, iters=3, style_layers=["stage1"])
+    _same(_saved(result, tmp_path / "sy_api"), tmp_path / "sy")
+    _cli("sanity", "sample:coffee", "--out", str(tmp_path / "sa"))
+    _same(_saved(cnnscope.sanity(MODEL, "sample:coffee"), tmp_path / "sa_api"), tmp_path / "sa")
+
+
+@pytest.mark.parametrize("argv, call", [
+    (["equivariance", "--fit", "1.5"], lambda: cnnscope.equivariance(MODEL, "stage2", fit=1.5)),
+    (["equivariance", "--neighbourhood", "2"], lambda: cnnscope.equivariance(MODEL, "stage2", neighbourhood=[2])),
+    (["stitch", "--epochs", "-1"], lambda: cnnscope.stitch(MODEL, "stage2", epochs=-1)),
+    (["selectivity", "--neurons", "1"], lambda: cnnscope.selectivity(MODEL, "stage4", neurons=1)),
+    (["hog", "sample:chelsea", "--cell-size", "1"], lambda: cnnscope.hog("sample:chelsea", cell_size=1)),
+    (["invert", "sample:chelsea", "--layer", "stage2", "--data-weight", "-1"],
+     lambda: cnnscope.invert(MODEL, "sample:chelsea", "stage2", data_weight=-1)),
+])
+def test_both_doors_refuse_a_bad_number_with_the_same_words(argv, call, tmp_path, capsys):
+    with pytest.raises(cnnscope.CnnscopeError) as err:
+        call()
+    words = str(err.value).partition(": ")[2].partition(", got")[0]  # "expected …" after the keyword's name
+    assert words.startswith("expected ")
+    try:
+        code = main([*argv, "--out", str(tmp_path / "out")])
+    except SystemExit as exit_:  # (refused by argparse, before any work)
+        code = exit_.code
+    assert code == 2 and words in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from cnnscope import CnnscopeError
 from cnnscope.data import image_set
-from cnnscope.transforms.equivariance import channel_correlation, equivariance_experiment
+from cnnscope.transforms.equivariance import EquivarianceFit, channel_correlation, equivariance_experiment
 from cnnscope.transforms.transform import Transform
 
 
@@ -51,8 +51,8 @@ def test_transform_algebra():
 
 def test_identity_transform_needs_no_compensation(lite0):
     images, _ = image_set(lite0, None, 6)
-    r = equivariance_experiment(lite0, ["stage2"], Transform("identity"), images[:4], images[4:], task_epochs=1,
-                                progress=False)
+    r = equivariance_experiment(lite0, ["stage2"], Transform("identity"), images[:4], images[4:],
+                                how=EquivarianceFit(task_epochs=1, progress=False))
     assert r["baseline"]["uncompensated"] == r["baseline"]["no_transform"] == 0.0
     assert r["rows"][0]["spatial_only"] == 0.0 and r["rows"][0]["invariant_channels"] == 24
 

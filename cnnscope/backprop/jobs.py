@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from .. import checks
 from ..data import load_images
 from ..images import load_image, save_image
 from ..jobs import Job, Result
@@ -207,6 +208,12 @@ class SelectivityJob(Job):
     seed: int = 0
     kind = "selectivity"
 
+    def __post_init__(self):  # the one check of these settings, whichever door built them
+        checks.integer(self.limit, "limit")
+        checks.integer(self.neurons, "neurons", 2)
+        checks.integer(self.seed, "seed", 0)
+
+
     def compute(self, model: Model) -> SelectivityResult:
         images = load_images(self.images, self.limit if self.images else min(self.limit, 6))
         methods, notes, cov = applicable(model, model.prepare(images[0]), self.layer, COLUMNS)
@@ -239,6 +246,10 @@ class SanityJob(Job):
     target: Target
     seed: int = 0
     kind = "sanity"
+
+    def __post_init__(self):  # the one check of these settings, whichever door built them
+        checks.integer(self.seed, "seed", 0)
+
 
     def compute(self, model: Model) -> SanityResult:
         image = load_image(self.image)

@@ -1,4 +1,4 @@
-"""Number types for the CLI's options: each validates once (finite, in range) and refuses in one line."""
+"""argparse type adapters: text -> a number, checked by `cnnscope.checks` (the API's and the jobs' wording)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,36 @@ import argparse
 import math
 import os
 import re
+from collections.abc import Callable
+
+from .. import checks
+from ..errors import CnnscopeError
+
+
+def _adapter(parse: Callable[[str], object], check: Callable, what: str, **bounds):
+    """An argparse type: `parse` the text (refused as "expected WHAT") and `check` the value."""
+    def adapt(text: str):
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got '{text}'") from None
+        try:
+            return check(value, "", **bounds)
+        except CnnscopeError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    adapt.__name__ = check.__name__
+    return adapt
+
+
+positive_int = _adapter(int, checks.integer, "a positive integer")
+at_least_two = _adapter(int, checks.integer, "an integer >= 2", low=2)
+non_negative_int = _adapter(int, checks.integer, "an integer >= 0", low=0)
+odd_positive = _adapter(int, checks.odd, "an odd size (1, 3, 5…)")
+finite = _adapter(float, checks.number, "a number")
+non_negative = _adapter(float, checks.number, "a number", low=0.0)
+positive = _adapter(float, checks.number, "a number", low=0.0, strict=True)
+fraction = _adapter(float, checks.fraction, "a number")
 
 
 def floats3(text: str) -> tuple[float, float, float]:
@@ -30,61 +60,3 @@ def ray_address(text: str) -> str:
     if text in ("local", "auto") or re.fullmatch(r"(ray://)?[\w.-]+:\d{1,5}", text):
         return text
     raise argparse.ArgumentTypeError(f"expected 'local', 'auto', HOST:PORT or ray://HOST:PORT, got '{text}'")
-
-
-def _integer_at_least(low: int, what: str):
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got '{text}'") from None
-        if v < low:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {v}")
-        return v
-
-    parse.__name__ = what.replace(" ", "_")
-    return parse
-
-
-positive_int = _integer_at_least(1, "a positive integer")
-
-
-def odd_positive(text: str) -> int:
-    """A map's m x m support: 1, 3, 5…"""
-    v = positive_int(text)
-    if v % 2 == 0:
-        raise argparse.ArgumentTypeError(f"expected an odd size (1, 3, 5…), got {v}")
-    return v
-at_least_two = _integer_at_least(2, "an integer >= 2")
-non_negative_int = _integer_at_least(0, "an integer >= 0")
-
-
-def finite(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
-    if not math.isfinite(v):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got '{text}'")
-    return v
-
-
-def non_negative(text: str) -> float:
-    v = finite(text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
-    return v
-
-
-def positive(text: str) -> float:
-    v = finite(text)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
-    return v
-
-
-def fraction(text: str) -> float:
-    v = finite(text)
-    if not 0 < v < 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text}")
-    return v

@@ -16,7 +16,7 @@ from ..models import DEFAULT_MODEL, Model, load_model
 from ..models.card import read_profile
 from ..preimage import Prior
 from ..preimage.param import PARAMS
-from ..preimage.recipes import RECIPES
+from ..preimage.recipes import GRAM_RECIPES, RECIPES
 from .numbers import floats3, non_negative, positive, positive_int, ray_address, workers_count
 
 
@@ -98,7 +98,7 @@ def optimiser_options(p, data_weight: float, recipes: bool = True) -> None:
     """The solver's options, shared by every pre-image verb (texture and style take no recipe)."""
     g = p.add_argument_group("optimiser")
     if recipes:
-        g.add_argument("--recipe", choices=list(RECIPES), default=None,
+        g.add_argument("--recipe", choices=[n for n in RECIPES if n not in GRAM_RECIPES], default=None,
                        help="mv (Mahendran & Vedaldi: pixels + TV/alpha prior), lucid (Fourier + decorrelated "
                             "colour + transforms), maco (phase only); default: the verb's measured best")
         g.add_argument("--param", choices=list(PARAMS), default=None,

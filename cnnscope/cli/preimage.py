@@ -17,7 +17,7 @@ from ..preimage.runs import (
     run_maximize,
 )
 from ..preimage.solver import check_memory
-from ..preimage.tasks import recipe_config
+from ..preimage.tasks import settings_for
 from ..targets import Target
 from .numbers import non_negative, positive_int
 from .options import (
@@ -107,7 +107,7 @@ def setup(args, task: str):
     out = out_dir(args.out)
     overrides = {"param": args.param, "iters": args.iters, "lr": args.lr, "optimizer": args.optimizer,
                  "transforms": args.transforms}
-    recipe, cfg = recipe_config(task, args.recipe, overrides, args.seed, box=not args.no_box, jitter=args.jitter)
+    recipe, cfg, _ = settings_for(task, args.recipe, overrides, seed=args.seed, box=not args.no_box, jitter=args.jitter)
     parse_transforms(None if recipe.transforms == "auto" else recipe.transforms)  # one line on a bad spec
     return load_several(args), explicit_prior(args), cfg, out, recipe
 

@@ -15,8 +15,8 @@ from ..preimage.generator import NetSettings, apply_generator, load_checkpoint, 
 from ..preimage.plans import plan_style, plan_texture
 from ..preimage.runs import slug
 from ..preimage.solver import check_memory
-from ..preimage.style import default_style_layers, style_settings
-from ..preimage.tasks import sized_preprocess
+from ..preimage.style import default_style_layers
+from ..preimage.tasks import settings_for, sized_preprocess
 from ..store import write_json
 from ..viz import image_grid
 from .numbers import non_negative, positive, positive_int
@@ -96,8 +96,8 @@ def _setup(args, task: str):
     if args.jitter is not None and args.jitter < 0:
         raise CnnscopeError(f"--jitter must be >= 0 pixels, got {args.jitter}")
     out = out_dir(args.out)
-    cfg, prior = style_settings(task, iters=args.iters, optimizer=args.optimizer, lr=args.lr, seed=args.seed,
-                                box=not args.no_box, jitter=args.jitter, prior=explicit_prior(args))
+    _, cfg, prior = settings_for(task, None, {"iters": args.iters, "optimizer": args.optimizer, "lr": args.lr},
+                                 seed=args.seed, box=not args.no_box, jitter=args.jitter, prior=explicit_prior(args))
     model = load(args)
     provide(model.job_spec(), model)
     return model, prior, cfg, out

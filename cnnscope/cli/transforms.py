@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from .. import checks
 from ..errors import CnnscopeError
 from ..jobs import execute
 from ..layers import resolve
 from ..preimage.runs import expand_layers
 from ..store import write_json
+from ..transforms.equivariance import MAX_NEIGHBOURHOOD
 from ..transforms.jobs import (
     format_table,
     stitch_table,
@@ -154,9 +156,7 @@ def _neighbourhoods(text: str) -> tuple[int, ...]:
         sizes = tuple(int(v) for v in text.split(","))
     except ValueError:
         raise CnnscopeError(f"--neighbourhood {text}: expected odd sizes like 1,3,5") from None
-    if not sizes or any(m < 1 or m % 2 == 0 or m > 9 for m in sizes):
-        raise CnnscopeError(f"--neighbourhood {text}: sizes must be odd, between 1 and 9")
-    return sizes
+    return tuple(checks.odd(m, "--neighbourhood", MAX_NEIGHBOURHOOD) for m in sizes)
 
 
 def _feature_equivariance(args, model, transform, out) -> None:

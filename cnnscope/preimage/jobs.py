@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from .. import checks
 from ..images import load_image, save_image
 from ..jobs import Job, Result
 from ..models import Model, ModelSpec
@@ -123,6 +124,12 @@ class InvertJob(PictureJob):
     judge: bool = True
     kind = "invert"
 
+    def __post_init__(self):  # the one check of these settings, whichever door built them
+        checks.integer(self.size, "size", 8)
+        checks.number(self.data_weight, "data_weight", 0.0)
+        checks.integer(self.restarts, "restarts")
+
+
     @property
     def layer(self) -> str:
         """The first (usually the only) inverted layer."""
@@ -194,6 +201,13 @@ class MaximizeJob(PictureJob):
     judge: bool = True
     kind = "maximize"
 
+    def __post_init__(self):  # the one check of these settings, whichever door built them
+        checks.integer(self.size, "size", 8)
+        checks.number(self.data_weight, "data_weight", 0.0)
+        checks.integer(self.batch, "batch")
+        checks.number(self.diversity, "diversity", 0.0)
+
+
     def compute(self, model: Model) -> ActivationResult:
         r, info = maximize(model, self.layer, list(self.targets), size=self.size, prior=self.prior,
                            data_weight=self.data_weight, config=self.solver, recipe=self.recipe, batch=self.batch,
@@ -219,6 +233,12 @@ class AccentuateJob(PictureJob):
     anchor_layer: str | None = None
     anchor_weight: float = 1.0
     kind = "accentuate"
+
+    def __post_init__(self):  # the one check of these settings, whichever door built them
+        checks.integer(self.size, "size", 8)
+        checks.number(self.data_weight, "data_weight", 0.0)
+        checks.number(self.anchor_weight, "anchor_weight", 0.0)
+
 
     def compute(self, model: Model) -> ActivationResult:
         r, info = accentuate(model, load_image(self.image), self.layer, list(self.targets),
@@ -254,6 +274,12 @@ class CaricatureJob(PictureJob):
     data_weight: float = 20.0
     cosine_power: float = 0.0
     kind = "caricature"
+
+    def __post_init__(self):  # the one check of these settings, whichever door built them
+        checks.integer(self.size, "size", 8)
+        checks.number(self.data_weight, "data_weight", 0.0)
+        checks.number(self.cosine_power, "cosine_power", 0.0)
+
 
     def compute(self, model: Model) -> CaricatureResult:
         r = caricature(model, load_image(self.image), self.layer, size=self.size, prior=self.prior,
@@ -301,6 +327,11 @@ class TextureJob(PictureJob):
     param: str = "fourier"
     kind = "texture"
 
+    def __post_init__(self):  # the one check of these settings, whichever door built them
+        checks.integer(self.size, "size", 8)
+        checks.integer(self.scales, "scales")
+
+
     def compute(self, model: Model) -> StyleResult:
         r, info = texture(model, load_image(self.image), size=self.size, layers=self.layers,
                           temperature=self.temperature, prior=self.prior, scales=self.scales, config=self.solver,
@@ -326,6 +357,12 @@ class StyleJob(PictureJob):
     init: str = "content"
     temperature: float | None = None
     kind = "style"
+
+    def __post_init__(self):  # the one check of these settings, whichever door built them
+        checks.integer(self.size, "size", 8)
+        checks.number(self.style_weight, "style_weight", 0.0)
+        checks.number(self.content_weight, "content_weight", 0.0)
+
 
     def compute(self, model: Model) -> StyleResult:
         r, info = stylize(model, load_image(self.content), load_image(self.style), content_layer=self.content_layer,

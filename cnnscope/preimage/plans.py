@@ -21,7 +21,7 @@ from ..targets import Target
 from .jobs import AccentuateJob, CaricatureJob, InvertJob, MaximizeJob, StyleJob, TextureJob
 from .recipes import Recipe
 from .solver import SolverConfig
-from .tasks import Prior, auto_jitter, resolve_settings
+from .tasks import Prior, auto_jitter, settings_for
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,8 @@ def invert_job(model: Model, key: str, image, layers: Sequence[str], size: int, 
                cfg: SolverConfig | None, prior: Prior | None, data_weight: float = 20.0, restarts: int = 1,
                window=None, judge: bool = True, spec: ModelSpec | None = None) -> InvertJob:
     """The one place an InvertJob is made: unset settings resolved from the recipe, M&V's jitter for its layers."""
-    rec, ucfg, uprior = resolve_settings("invert", recipe, cfg, prior, auto_jitter(model, list(layers), size))
+    rec, ucfg, uprior = settings_for("invert", recipe, config=cfg, prior=prior,
+                                     auto=auto_jitter(model, list(layers), size))
     return InvertJob(key, spec or spec_of(model), image, tuple(layers), size, rec, ucfg, uprior, data_weight, restarts,
                      window, judge=judge)
 
@@ -50,7 +51,7 @@ def maximize_job(model: Model, key: str, layer: str, targets: Sequence[Target], 
                  batch: int = 1, diversity: float = 0.0, diversity_layer: str | None = None,
                  judge: bool = True, spec: ModelSpec | None = None) -> MaximizeJob:
     """The one place a MaximizeJob is made (unset settings resolved from the recipe)."""
-    rec, ucfg, uprior = resolve_settings("maximize", recipe, cfg, prior, 4)
+    rec, ucfg, uprior = settings_for("maximize", recipe, config=cfg, prior=prior, auto=4)
     return MaximizeJob(key, spec or spec_of(model), layer, tuple(targets), size, rec, ucfg, uprior, data_weight, batch,
                        diversity, diversity_layer, judge=judge)
 
@@ -110,7 +111,8 @@ def plan_caricature(models: Sequence[Model], image, layers_of, *, size: int | No
         s = size or model.input_size
         for layer in layers_of(model):
             key = slug(f"caricature_{model.name}_{source_stem(image)}_{layer}")
-            rec, ucfg, uprior = resolve_settings("caricature", recipe, cfg, prior, auto_jitter(model, [layer], s))
+            rec, ucfg, uprior = settings_for("caricature", recipe, config=cfg, prior=prior,
+                                             auto=auto_jitter(model, [layer], s))
             planned.append(Planned(CaricatureJob(key, spec_of(model), image, layer, s, rec, ucfg, uprior,
                                                  data_weight, cosine_power),
                                    f"{model.name} {layer}" if len(models) > 1 else layer))
@@ -123,7 +125,7 @@ def plan_accentuate(model: Model, image, layer: str, targets: Sequence[Target], 
     """One AccentuateJob: the image pushed towards each target, anchored below."""
     s = size or model.input_size
     labels = [t.label() for t in targets]
-    rec, ucfg, uprior = resolve_settings("accentuate", recipe, cfg, prior, auto_jitter(model, [layer], s))
+    rec, ucfg, uprior = settings_for("accentuate", recipe, config=cfg, prior=prior, auto=auto_jitter(model, [layer], s))
     key = slug(f"accentuate_{model.name}_{source_stem(image)}_{layer}_{labels[0]}"
                + (f"-{labels[-1]}" if len(labels) > 1 else ""))
     return [Planned(AccentuateJob(key, spec_of(model), image, layer, tuple(targets), s, rec, ucfg, uprior,

@@ -36,7 +36,7 @@ class Recipe:
     def config(self, **overrides) -> SolverConfig:
         """The solver settings of this recipe; keyword arguments that are not None replace them."""
         cfg = SolverConfig(iters=self.iters, optimizer=self.optimizer, lr=self.lr, slow_fraction=self.slow_fraction,
-                           transforms=None if self.transforms == "auto" else self.transforms)
+                           transforms=None if self.transforms in ("auto", "none") else self.transforms)
         return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
 
     def make_param(self, n: int, size, *, seed: int, mean, config: SolverConfig | None = None) -> Parametrization:
@@ -53,10 +53,15 @@ RECIPES = {
     "mv": Recipe("mv", "pixel", "auto", "sgd", 0.05, 300, prior=True),
     "lucid": Recipe("lucid", "fourier", "standard", "adam", 0.05, 256, prior=False, slow_fraction=0.0),
     "maco": Recipe("maco", "maco", "standard", "adam", 0.05, 256, prior=False, slow_fraction=0.0),
+    # texture and style (Gatys et al.): Adam on the picture's Gram statistics, no robustness transforms (the
+    # statistics do not depend on position); their priors are the tasks' own (`tasks.settings_for`)
+    "gatys": Recipe("gatys", "fourier", "none", "adam", 0.05, 300, prior=False),
 }
+GRAM_RECIPES = ("gatys",)  # for texture and style only: not a choice of the visualisation verbs' --recipe
 
 # Each verb's default, chosen by measurement (benchmarks/feature_vis.py).
-DEFAULT_RECIPE = {"maximize": "lucid", "invert": "mv", "caricature": "mv", "accentuate": "lucid", "atlas": "lucid"}
+DEFAULT_RECIPE = {"maximize": "lucid", "invert": "mv", "caricature": "mv", "accentuate": "lucid", "atlas": "lucid",
+                  "texture": "gatys", "style": "gatys"}
 
 
 def get_recipe(recipe: str | Recipe | None, task: str) -> Recipe:

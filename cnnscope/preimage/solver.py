@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -164,6 +165,69 @@ def pixel_start(model, init: torch.Tensor, config: SolverConfig) -> PixelParam:
     return param
 
 
+class NormalisedMomentum:
+    """M&V's SGD: momentum on the gradient normalised per image, so a step is ~lr units whatever the layer's
+    scale, and stiff terms (TV on noise) cannot make it diverge."""
+
+    def __init__(self, thetas: list[torch.Tensor], lr: float, cfg: SolverConfig):
+        self.thetas, self.lr, self.momentum = thetas, lr, cfg.momentum
+        self.velocity = [torch.zeros_like(t) for t in thetas]
+
+    def step(self, grads: Sequence[torch.Tensor], slow: float) -> None:
+        """One update in place (under no_grad); `slow` multiplies the step (0.1 in the run's slow end)."""
+        for t, g, v in zip(self.thetas, grads, self.velocity):
+            mean_abs = g.abs().flatten(1).mean(1).clamp_min(1e-20)
+            coef = ((1 - self.momentum) * self.lr) / mean_abs.view(-1, *[1] * (g.dim() - 1))
+            v.mul_(self.momentum).addcmul_(g, coef)
+            t.sub_(v, alpha=slow)
+
+
+class AdamSteps:
+    """Adam (its step is ~lr by construction), the learning rate scaled by `slow`."""
+
+    def __init__(self, thetas: list[torch.Tensor], lr: float, cfg: SolverConfig):
+        self.thetas, self.lr = thetas, lr
+        self.adam = torch.optim.Adam(thetas, lr=lr)
+
+    def step(self, grads: Sequence[torch.Tensor], slow: float) -> None:
+        for t, g in zip(self.thetas, grads):
+            t.grad = g
+        for group in self.adam.param_groups:
+            group["lr"] = self.lr * slow
+        self.adam.step()
+
+
+FIRST_ORDER = {"sgd": NormalisedMomentum, "adam": AdamSteps}
+
+
+class LbfgsSteps:
+    """L-BFGS with a strong-Wolfe line search on the deterministic energy (no transforms), one iteration a step.
+
+    No tolerance stops: normalised energies have tiny gradients in 0-255 units; `iters` decides. L-BFGS is
+    scale-invariant except for its curvature test (s.y > 1e-10): the energy is rescaled (`boost`) so the first
+    gradient is O(1) per variable, or every curvature pair would be dropped.
+    """
+
+    def __init__(self, thetas: list[torch.Tensor], energy: Callable, remember: Callable):
+        self.opt = torch.optim.LBFGS(thetas, lr=1.0, max_iter=1, history_size=20, line_search_fn="strong_wolfe",
+                                     tolerance_grad=0.0, tolerance_change=0.0)
+        self.energy, self.remember = energy, remember
+        g0 = torch.autograd.grad(energy()[0].sum(), thetas)
+        self.boost = 1.0 / float(torch.cat([g.abs().flatten() for g in g0]).mean().clamp_min(1e-30))
+
+    def _closure(self) -> torch.Tensor:
+        self.opt.zero_grad(set_to_none=True)
+        e, pixels = self.energy()
+        self.remember(e, pixels)
+        total = e.sum() * self.boost
+        total.backward()
+        return total
+
+    def step(self) -> torch.Tensor:
+        """One iteration; returns the boosted total energy."""
+        return self.opt.step(self._closure)
+
+
 def solve(model, objective: Objective, start: Parametrization | torch.Tensor,
           config: SolverConfig | None = None) -> PreimageResult:
     """The one optimiser of every pre-image task: minimise `objective` over a batch of images.
@@ -233,53 +297,22 @@ def solve(model, objective: Objective, start: Parametrization | torch.Tensor,
     bar = steps(cfg.iters, cfg.desc, show=cfg.progress)
     try:
         if cfg.optimizer == "lbfgs":
-            # no tolerance stops: normalised energies have tiny gradients in 0-255 units; `iters` decides
-            opt = torch.optim.LBFGS(thetas, lr=1.0, max_iter=1, history_size=20, line_search_fn="strong_wolfe",
-                                    tolerance_grad=0.0, tolerance_change=0.0)
-            # L-BFGS is scale-invariant except for its curvature test (s.y > 1e-10): rescale the energy so the
-            # first gradient is O(1) per variable, or every curvature pair would be dropped
-            g0 = torch.autograd.grad(energy(False)[0].sum(), thetas)
-            boost = 1.0 / float(torch.cat([g.abs().flatten() for g in g0]).mean().clamp_min(1e-30))
-
-            def closure():
-                opt.zero_grad(set_to_none=True)
-                e, pixels = energy(False)
-                remember(e, pixels)
-                total = e.sum()
-                (total * boost).backward()
-                return total * boost
-
+            stepper = LbfgsSteps(thetas, lambda: energy(False), remember)
             for step in range(1, cfg.iters + 1):  # noqa: B007 (step is reported after the loop)
-                loss = opt.step(closure)
+                loss = stepper.step()
                 _check_finite(loss, step)
                 param.project()
-                history.append(float(loss.detach()) / boost / n)
+                history.append(float(loss.detach()) / stepper.boost / n)
                 bar.update(1)
         else:
-            lr = cfg.lr * param.lr_scale
-            adam = torch.optim.Adam(thetas, lr=lr) if cfg.optimizer == "adam" else None
-            velocity = [torch.zeros_like(t) for t in thetas]
+            update = FIRST_ORDER[cfg.optimizer](thetas, cfg.lr * param.lr_scale, cfg)
             for step in range(1, cfg.iters + 1):
                 e, pixels = energy(True)
                 grads = torch.autograd.grad(e.sum(), thetas)
                 if not pipeline:  # (with random transforms the last iterate is kept: taken after the loop)
                     remember(e, pixels)
-                slow = 0.1 if step > slow_from else 1.0
                 with torch.no_grad():
-                    if adam is not None:
-                        for t, g in zip(thetas, grads):
-                            t.grad = g
-                        for group in adam.param_groups:
-                            group["lr"] = lr * slow
-                        adam.step()
-                    else:
-                        for t, g, v in zip(thetas, grads, velocity):
-                            # momentum on the gradient normalised per image: the step is ~lr units whatever
-                            # the layer's scale, and stiff terms (TV on noise) cannot make it diverge
-                            mean_abs = g.abs().flatten(1).mean(1).clamp_min(1e-20)
-                            coef = ((1 - cfg.momentum) * lr) / mean_abs.view(-1, *[1] * (g.dim() - 1))
-                            v.mul_(cfg.momentum).addcmul_(g, coef)
-                            t.sub_(v, alpha=slow)
+                    update.step(grads, 0.1 if step > slow_from else 1.0)
                     param.project()
                 _check_finite(e, step)  # after the step: values are read back once per step, here
                 history.append(float(e.detach().mean()))

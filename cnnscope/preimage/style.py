@@ -24,17 +24,6 @@ from .solver import ImageSpace, PreimageResult, SolverConfig, solve
 from .tasks import Prior, noise, sized_preprocess
 
 
-def style_settings(task: str, *, iters: int | None = None, optimizer: str | None = None, lr: float | None = None,
-                   seed: int = 0, box: bool = True, jitter: int | None = None,
-                   prior: Prior | None = None) -> tuple[SolverConfig, Prior]:
-    """Texture's and style's defaults for what is left unset: Adam at 0.05 for 300 steps, no jitter, and no
-    prior (texture, as Gatys) or a light TV term against high-frequency noise (style)."""
-    if prior is None:
-        prior = Prior.none() if task == "texture" else Prior(tv_weight=0.1, alpha_weight=0)
-    return SolverConfig(iters=iters or 300, optimizer=optimizer or "adam", lr=lr or 0.05, seed=seed, box=box,
-                        jitter=jitter or 0), prior
-
-
 def soften(features: torch.Tensor, temperature: float) -> torch.Tensor:
     """Softmax over all activations of the layer (per image), scaled back to unit mean: flattens the
     few huge activations that otherwise dominate the Gram matrix."""

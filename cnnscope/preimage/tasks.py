@@ -1,5 +1,5 @@
 """The pre-image tasks — inversion, activation maximisation, caricature, accentuation: the same solver with
-different objective terms — with how their settings resolve (`recipe_config`, `resolve_settings`), M&V's prior
+different objective terms — with how their settings resolve (`settings_for`), M&V's prior
 and jitter, and the task metrics (reconstruction error, ambiguity, caricature gain)."""
 
 from __future__ import annotations
@@ -105,38 +105,61 @@ class Setup:
     prior: Prior
 
 
-def recipe_config(task: str, recipe: str | Recipe | None, overrides: dict, seed: int, box: bool = True,
-                  jitter: int | None = None) -> tuple[Recipe, SolverConfig]:
-    """A task's recipe with the options the user set (`overrides`: param, iters, lr, optimizer, transforms;
-    None = the recipe's) and its solver settings. Inversion and caricature keep M&V's circular shift unless
-    transforms are given (their target feature map must stay aligned)."""
-    r = replace(get_recipe(recipe, task), **{k: v for k, v in overrides.items() if v is not None})
-    if task in ALIGNED_TASKS and overrides.get("transforms") is None:
+GRAM_PRIORS = {  # texture as Gatys (no prior); style with a light TV term against high-frequency noise
+    "texture": lambda: Prior.none(),
+    "style": lambda: Prior(tv_weight=0.1, alpha_weight=0),
+}
+
+
+def settings_for(task: str, recipe: str | Recipe | None = None, overrides: dict | None = None, *, seed: int = 0,
+                 box: bool = True, jitter: int | None = None, prior: Prior | None = None,
+                 config: SolverConfig | None = None, auto: int | None = None
+                 ) -> tuple[Recipe, SolverConfig, Prior | None]:
+    """The one path from a task, a recipe and the user's options to (recipe, solver settings, prior).
+
+    Parameters
+    ----------
+    task : str
+        invert, maximize, caricature, accentuate, atlas, texture or style (its default recipe: `DEFAULT_RECIPE`).
+    recipe : str or Recipe, optional
+        A recipe or its name; None = the task's default.
+    overrides : dict, optional
+        The options the user set (param, iters, lr, optimizer, transforms); None values keep the recipe's.
+    seed, box, jitter, prior
+        As the user gave them (None: unset).
+    config : SolverConfig, optional
+        Solver settings made earlier (by a door, from the same recipe): only what they leave unset is filled.
+    auto : int, optional
+        M&V's jitter for this task and layer; given by whoever knows the layer (planners, the solver's tasks),
+        which also fills the prior from the recipe. Texture and style need neither.
+
+    Returns
+    -------
+    (Recipe, SolverConfig, Prior or None)
+        The prior stays None only when neither `prior`, a texture/style task nor `auto` decides it.
+    """
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    r = replace(get_recipe(recipe, task), **given)
+    # an inversion's or caricature's target is a feature map at fixed positions: transforms that move the picture
+    # (pad, crop, scale, rotate) would misalign it, so those tasks keep M&V's small circular shift unless the
+    # user gives transforms
+    if task in ALIGNED_TASKS and "transforms" not in given:
         r = replace(r, transforms="auto")
-    return r, r.config(seed=seed, box=box, jitter=jitter)
-
-
-def resolve_settings(task: str, recipe: str | Recipe | None, config: SolverConfig | None, prior: Prior | None,
-            auto: int) -> tuple[Recipe, SolverConfig, Prior]:
-    """The settings a preset will use: those left unset (None) take the recipe's; `auto` is M&V's jitter
-    for this task and layer (used by recipes whose transforms are 'auto')."""
-    r = get_recipe(recipe, task)
-    # an inversion's or caricature's target is a feature map at fixed positions: transforms that move the
-    # picture (pad, crop, scale, rotate) would misalign it, so those tasks keep M&V's small circular shift
-    transforms = "auto" if task in ALIGNED_TASKS else r.transforms
-    cfg = config or replace(r.config(), transforms=None if transforms == "auto" else transforms)
-    if cfg.transforms is None and transforms != "auto":
-        cfg = replace(cfg, transforms=transforms)
-    if cfg.jitter is None:
-        cfg = replace(cfg, jitter=auto if transforms == "auto" else 0)
-    if prior is None:
+    cfg = config or r.config(seed=seed, box=box, jitter=jitter)
+    if cfg.transforms is None and r.transforms not in ("auto", "none"):
+        cfg = replace(cfg, transforms=r.transforms)
+    if cfg.jitter is None and (task in GRAM_PRIORS or auto is not None):
+        cfg = replace(cfg, jitter=auto if r.transforms == "auto" and auto is not None else 0)
+    if prior is None and task in GRAM_PRIORS:
+        prior = GRAM_PRIORS[task]()
+    elif prior is None and auto is not None:
         prior = Prior() if r.prior else Prior.none()
     return r, cfg, prior
 
 
 def _setup(model: Model, task: str, recipe: str | Recipe | None, config: SolverConfig | None,
            prior: Prior | None, n: int, size: int, auto: int) -> Setup:
-    r, cfg, prior = resolve_settings(task, recipe, config, prior, auto)
+    r, cfg, prior = settings_for(task, recipe, config=config, prior=prior, auto=auto)
     picture = max(8, round(size * r.resolution))
     if picture != size:
         cfg = replace(cfg, net_size=size)

@@ -17,8 +17,8 @@ from ..backprop.analysis import spearman
 from ..data import image_set, split
 from ..models import Model, ModelSpec, small_model
 from ..transforms.cka import cka_permutation_test
-from ..transforms.equivalence import features, stitch_experiment
-from ..transforms.equivariance import INVARIANCE_THRESHOLD, equivariance_experiment, fit_layer
+from ..transforms.equivalence import StitchFit, features, stitch_experiment
+from ..transforms.equivariance import INVARIANCE_THRESHOLD, EquivarianceFit, equivariance_experiment, fit_layer
 from ..transforms.smallnets import make_dataset, train_small, untrained
 from ..transforms.transform import Transform
 from ..viz import plot_equivariance, plot_stitch
@@ -70,8 +70,9 @@ class EquivarianceFinding(FindingJob):
         for k in range(self.splits):
             fit_x, test_x, fit_y, test_y = _split(model, self.images, self.limit, self.seed + k)
             runs.append(equivariance_experiment(model, self.layers, Transform.parse(self.transform), fit_x, test_x,
-                                                fit_y, test_y, task_epochs=self.epochs, seed=self.seed + k,
-                                                crops=_crops(self.crops, len(fit_x)), progress=False))
+                                                fit_y, test_y,
+                                                EquivarianceFit(self.epochs, self.seed + k,
+                                                                crops=_crops(self.crops, len(fit_x)), progress=False)))
         r = runs[0]
         base = r["baseline"]
         gap = base["uncompensated"] - base["no_transform"]
@@ -207,10 +208,8 @@ class StitchingFinding(FindingJob):
 
     def compute(self, a: Model, b: Model, random_a: Model) -> FindingResult:
         data = _split(a, self.images, self.limit, self.seed)
-        r = stitch_experiment(a, b, list(self.layers), *data, task_epochs=self.epochs, seed=self.seed,
-                              progress=False)
-        null = stitch_experiment(random_a, b, list(self.layers), *data, task_epochs=0, seed=self.seed,
-                                 progress=False)
+        r = stitch_experiment(a, b, list(self.layers), *data, StitchFit(self.epochs, seed=self.seed, progress=False))
+        null = stitch_experiment(random_a, b, list(self.layers), *data, StitchFit(0, seed=self.seed, progress=False))
         key = "top1_error" if data[3] is not None else "disagreement_with_b"
         b_error = r["baseline"]["B"][key]
         rows = []
@@ -256,8 +255,8 @@ def _small_pairs(n_images: int):
 
 
 def _stitch_small(a: Model, b: Model, data, epochs: int, seed: int) -> tuple[float, list[dict]]:
-    r = stitch_experiment(a, b, ["block1", "block2", "block3", "block4"], *data, task_epochs=epochs, seed=seed,
-                          progress=False)
+    r = stitch_experiment(a, b, ["block1", "block2", "block3", "block4"], *data,
+                          StitchFit(epochs, seed=seed, progress=False))
     accuracy = 1 - r["baseline"]["B"]["top1_error"]
     rows = [{"block": row["layer_a"], "regression_accuracy": _r(1 - row["regression"]["top1_error"]),
              "task_accuracy": _r(1 - row["task"]["top1_error"]) if "task" in row else None} for row in r["rows"]]

@@ -15,6 +15,7 @@ block boundaries of sequential networks such as Lite's stages; checked by the A-
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -242,10 +243,37 @@ def error_rates(logits: torch.Tensor, labels: torch.Tensor | None, b_pred: torch
     return out
 
 
+@dataclass(frozen=True)
+class StitchFit:
+    """How `stitch_experiment` fits its stitches.
+
+    Attributes
+    ----------
+    task_epochs : int
+        Epochs of B's task loss for the "task" stitch (started from the regression one; 0: no task stitch).
+    resample : bool
+        Resample A's grid to B's when they differ (else refuse).
+    kernel : int
+        The stitches' m x m support (regression and task; default 1, Lenc & Vedaldi's 1 x 1 map).
+    batchnorm : bool
+        Batch norm before the task stitch's map.
+    seed : int
+        Seeds the random stitch and the task training.
+    progress : bool
+        Show progress bars.
+    """
+
+    task_epochs: int = 8
+    resample: bool = True
+    kernel: int = 1
+    batchnorm: bool = False
+    seed: int = 0
+    progress: bool = True
+
+
 def stitch_experiment(model_a: Model, model_b: Model, layers: Sequence[str | tuple[str, str]],
                       fit_images: torch.Tensor, test_images: torch.Tensor, fit_labels: torch.Tensor | None = None,
-                      test_labels: torch.Tensor | None = None, *, task_epochs: int = 8, resample: bool = True,
-                      seed: int = 0, progress: bool = True, kernel: int = 1, batchnorm: bool = False) -> dict:
+                      test_labels: torch.Tensor | None = None, how: StitchFit = StitchFit()) -> dict:
     """Equivalence by stitching (Lenc & Vedaldi): A's front, a learned map E, B's rest, per layer pair.
 
     Parameters
@@ -258,16 +286,8 @@ def stitch_experiment(model_a: Model, model_b: Model, layers: Sequence[str | tup
     fit_labels, test_labels : Tensor, optional
         Class labels; without them the task loss is KL to B's predictions and the error is disagreement
         with B.
-    task_epochs : int
-        Epochs of B's task loss for the "task" stitch (started from the regression one; 0: no task stitch).
-    resample : bool
-        Resample A's grid to B's when they differ (else refuse).
-    seed : int
-    progress : bool
-    kernel : int
-        The stitches' m x m support (regression and task; default 1, Lenc & Vedaldi's 1 x 1 map).
-    batchnorm : bool
-        Batch norm before the task stitch's map.
+    how : StitchFit
+        Task epochs, resampling, the maps' support, batch norm, seed.
 
     Returns
     -------
@@ -284,7 +304,7 @@ def stitch_experiment(model_a: Model, model_b: Model, layers: Sequence[str | tup
     b_pred = b_logits.argmax(1)
     rows = []
     baseline = {"A": error_rates(a_logits, test_labels, b_pred), "B": error_rates(b_logits, test_labels, b_pred)}
-    for item in iterate(layers, "stitch layers", "layer", show=progress):
+    for item in iterate(layers, "stitch layers", "layer", show=how.progress):
         la, lb = item if isinstance(item, tuple) else (item, item)
         fa_fit, fa_test = features(model_a, la, xa_fit), features(model_a, la, xa_test)
         fb_fit = features(model_b, lb, xb_fit)
@@ -293,18 +313,18 @@ def stitch_experiment(model_a: Model, model_b: Model, layers: Sequence[str | tup
         stitches: dict[str, nn.Module] = {}
         if fa_fit.shape[1:] == fb_fit.shape[1:]:
             stitches["naive"] = identity_stitch(fa_fit, fb_fit)
-        stitches["random"] = random_stitch(fa_fit, fb_fit, seed, resample)
+        stitches["random"] = random_stitch(fa_fit, fb_fit, how.seed, how.resample)
         if fa_fit.shape[1] == fb_fit.shape[1]:
-            stitches["permutation"] = fit_permutation(fa_fit, fb_fit, resample)
-        stitches["regression"] = fit_regression(fa_fit, fb_fit, resample=resample, kernel=kernel)
+            stitches["permutation"] = fit_permutation(fa_fit, fb_fit, how.resample)
+        stitches["regression"] = fit_regression(fa_fit, fb_fit, resample=how.resample, kernel=how.kernel)
         reg = stitches["regression"]
-        if task_epochs:
-            task = Stitch(fa_fit.shape[1], fb_fit.shape[1], reg.out_hw, kernel, batchnorm)
+        if how.task_epochs:
+            task = Stitch(fa_fit.shape[1], fb_fit.shape[1], reg.out_hw, how.kernel, how.batchnorm)
             # start from the regression solution (with --batchnorm, behind a fresh BN that training adapts)
             task.set_conv(reg.conv.weight, reg.conv.bias)
             stitches["task"] = fit_task(task, rest, fa_fit, fit_labels,
-                                        None if fit_labels is not None else b_fit_logits, epochs=task_epochs,
-                                        seed=seed, progress=progress)
+                                        None if fit_labels is not None else b_fit_logits, epochs=how.task_epochs,
+                                        seed=how.seed, progress=how.progress)
         for name, s in stitches.items():
             row[name] = error_rates(predict_through(rest, s, fa_test), test_labels, b_pred)
         row["regression_ridge"] = stitches["regression"].ridge

@@ -47,6 +47,7 @@ INVARIANCE_THRESHOLD = 0.5  # a channel is called invariant when its score reach
 POSITIONS = 60_000  # positions per layer used to fit (sampled evenly over images): plenty for C <= 1280
 NEIGHBOURHOODS = (1, 3)  # the candidate supports m of M_g (the spatial inverse alone is always a candidate; 5x5 did
 # not beat 3x3 on Lite0 at any stage, so it is asked for with --neighbourhood 1,3,5)
+MAX_NEIGHBOURHOOD = 9  # the largest support one may ask for: its sums grow as m^4 (GRAM_BUDGET skips what is over)
 TASK_RIDGES = (1e-2, 1e-1, 1.0)  # ridge strengths tried by the task, per support
 GRAM_BUDGET = 2 * 1024 ** 3  # bytes for one candidate's sums: (D m^2 + 1)^2 float64 (5x5 at 1280 channels: 8 GB)
 
@@ -269,11 +270,38 @@ def _refine(learned: Stitch, pairs: _Pairs, images: torch.Tensor, targets: tuple
     return learned.best_epoch > 0
 
 
+@dataclass(frozen=True)
+class EquivarianceFit:
+    """How `equivariance_experiment` fits M_g.
+
+    Attributes
+    ----------
+    task_epochs : int
+        Epochs of the network's own loss refining the closed-form map (0: closed form only).
+    seed : int
+        Seeds the crops, the position sampling, the refinement and the null map.
+    ridge : float, optional
+        Ridge strength towards M = I (None: chosen with the support by the task on a held-back fifth).
+    crops : int
+        Random rescaled crops per fit image added to the regression's samples.
+    neighbourhoods : tuple of int
+        Candidate supports m of the m x m map (the spatial inverse alone is always a candidate).
+    progress : bool
+        Show progress bars.
+    """
+
+    task_epochs: int = 0
+    seed: int = 0
+    ridge: float | None = None
+    crops: int = 1
+    neighbourhoods: tuple[int, ...] = NEIGHBOURHOODS
+    progress: bool = True
+
+
 def equivariance_experiment(model: Model, layers: Sequence[str], transform: Transform, fit_images: torch.Tensor,
                             test_images: torch.Tensor, fit_labels: torch.Tensor | None = None,
-                            test_labels: torch.Tensor | None = None, *, task_epochs: int = 0, seed: int = 0,
-                            ridge: float | None = None, crops: int = 1, progress: bool = True,
-                            neighbourhoods: Sequence[int] = NEIGHBOURHOODS) -> dict:
+                            test_labels: torch.Tensor | None = None, how: EquivarianceFit = EquivarianceFit()
+                            ) -> dict:
     """Is Phi(gx) = M_g Phi(x)? Compensate g inside the network after each layer and measure its error.
 
     Parameters
@@ -287,17 +315,8 @@ def equivariance_experiment(model: Model, layers: Sequence[str], transform: Tran
         [N,3,S,S] in [0,1] at the model's input size.
     fit_labels, test_labels : Tensor, optional
         Class labels; without them the error is disagreement with the untransformed prediction.
-    task_epochs : int
-        Epochs of the network's own loss refining the closed-form map (0: closed form only).
-    seed : int
-        Seeds the crops, the position sampling, the refinement and the null map.
-    ridge : float, optional
-        Ridge strength towards M = I (None: chosen with the support by the task on a held-back fifth).
-    crops : int
-        Random rescaled crops per fit image added to the regression's samples.
-    progress : bool
-    neighbourhoods : sequence of int
-        Candidate supports m of the m x m map (the spatial inverse alone is always a candidate).
+    how : EquivarianceFit
+        Support candidates, ridge, crops, refinement epochs, seed.
 
     Returns
     -------
@@ -323,9 +342,9 @@ def equivariance_experiment(model: Model, layers: Sequence[str], transform: Tran
     rows, maps = [], {}
     for layer in layers:
         # test images: their features give both the errors below and the map's held-out R^2 (one pass)
-        fit = fit_layer(model, layer, transform, fit_images, None, (fit_labels, ref_fit), crops=crops,
-                        ridge=ridge, task_epochs=task_epochs, seed=seed, progress=progress,
-                        neighbourhoods=neighbourhoods)
+        fit = fit_layer(model, layer, transform, fit_images, None, (fit_labels, ref_fit), crops=how.crops,
+                        ridge=how.ridge, task_epochs=how.task_epochs, seed=how.seed, progress=how.progress,
+                        neighbourhoods=how.neighbourhoods)
         pairs = _Pairs(model, layer, transform)
         rest = RestOfNetwork(model, layer)
         c = pairs.shape[0]
@@ -339,7 +358,7 @@ def equivariance_experiment(model: Model, layers: Sequence[str], transform: Tran
                                      ("learned", fit.learned)):
                     logits[name].append(rest(stitch.to(h.device)(h)).cpu())
         weight, bias = fit.weight()
-        scores, null = fit.invariance(seed)
+        scores, null = fit.invariance(how.seed)
         row = {"layer": layer, "channels": c, "stride": pairs.stride,
                **{k: _metric(torch.cat(v), test_labels, ref_pred) for k, v in logits.items()},
                "learned_r2": round(fit.test_moments.pooled_r2(weight, bias), 4),

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .. import checks
 from ..data import image_set, split
 from ..errors import CnnscopeError
 from ..jobs import Job, Outcome, Result
@@ -20,8 +21,8 @@ from ..models import Model, ModelSpec
 from ..store import load_tensors, save_tensors, write_csv, write_json
 from ..viz import cka_heatmap, plot_equivariance, plot_stitch
 from .cka import linear_cka
-from .equivalence import features, stitch_experiment
-from .equivariance import NEIGHBOURHOODS, equivariance_experiment
+from .equivalence import StitchFit, features, stitch_experiment
+from .equivariance import MAX_NEIGHBOURHOOD, NEIGHBOURHOODS, EquivarianceFit, equivariance_experiment
 from .transform import Transform
 
 MODULES = {"json": False}  # field metadata: fitted maps go to safetensors, not to the record
@@ -72,11 +73,22 @@ class EquivarianceJob(Job):
     neighbourhoods: tuple[int, ...] = NEIGHBOURHOODS  # candidate supports m of the m x m map
     kind = "equivariance"
 
+    def __post_init__(self):  # the one check of these settings, whichever door built them
+        checks.optional_integer(self.limit, "limit", 4)
+        checks.fraction(self.fit, "fit")
+        checks.integer(self.epochs, "epochs", 0)
+        if self.ridge is not None:
+            checks.number(self.ridge, "ridge", 0.0)
+        checks.integer(self.crops, "crops")
+        checks.integer(self.seed, "seed", 0)
+        for m in self.neighbourhoods:
+            checks.odd(m, "neighbourhood", MAX_NEIGHBOURHOOD)
+
+
     def compute(self, model: Model) -> EquivarianceResult:
         data = fit_test(model, self.images, self.limit, self.fit, self.seed)
-        r = equivariance_experiment(model, [self.layer], Transform.parse(self.transform), *data,
-                                    task_epochs=self.epochs, seed=self.seed, ridge=self.ridge, crops=self.crops,
-                                    progress=False, neighbourhoods=self.neighbourhoods)
+        how = EquivarianceFit(self.epochs, self.seed, self.ridge, self.crops, self.neighbourhoods, progress=False)
+        r = equivariance_experiment(model, [self.layer], Transform.parse(self.transform), *data, how)
         return EquivarianceResult(r["metric"], r["baseline"], r["rows"][0], _state(r["maps"][self.layer]))
 
     def write(self, out: Path, result: EquivarianceResult) -> list[str]:
@@ -136,14 +148,21 @@ class StitchJob(Job):
     seed: int = 0
     kind = "stitch"
 
+    def __post_init__(self):  # the one check of these settings, whichever door built them
+        checks.optional_integer(self.limit, "limit", 4)
+        checks.fraction(self.fit, "fit")
+        checks.integer(self.epochs, "epochs", 0)
+        checks.odd(self.kernel, "kernel")
+        checks.integer(self.seed, "seed", 0)
+
+
     def models(self) -> tuple[ModelSpec, ...]:
         return (self.model, self.other)
 
     def compute(self, a: Model, b: Model) -> StitchResult:
         data = fit_test(a, self.images, self.limit, self.fit, self.seed)
-        r = stitch_experiment(a, b, [(self.layer_a, self.layer_b)], *data, task_epochs=self.epochs,
-                              resample=self.resample, seed=self.seed, progress=False, kernel=self.kernel,
-                              batchnorm=self.batchnorm)
+        how = StitchFit(self.epochs, self.resample, self.kernel, self.batchnorm, self.seed, progress=False)
+        r = stitch_experiment(a, b, [(self.layer_a, self.layer_b)], *data, how)
         row = dict(r["rows"][0])
         stitches = row.pop("_stitches")
         return StitchResult(r["baseline"], row, {f"{m}|{k}": v for m, s in stitches.items()
@@ -218,6 +237,11 @@ class CkaJob(Job):
     debiased: bool = False
     seed: int = 0
     kind = "cka"
+
+    def __post_init__(self):  # the one check of these settings, whichever door built them
+        checks.integer(self.limit, "limit", 4)
+        checks.integer(self.seed, "seed", 0)
+
 
     def models(self) -> tuple[ModelSpec, ...]:
         return (self.model, self.other)

@@ -21,7 +21,7 @@ from ..models import Model, small_model
 from ..models.small import PREPROCESS, SIZE, SMALL_FORMAT, SmallCNN, load_small
 from ..progress import iterate
 from ..store import save_tensors
-from .equivalence import stitch_experiment
+from .equivalence import StitchFit, stitch_experiment
 
 DATASETS = ("shapes", "textures")
 
@@ -129,7 +129,7 @@ def seed_data_experiment(folder: Path, epochs: int = 8, n_images: int = 600, tas
     for case, (a, b, lab) in cases.items():
         res = stitch_experiment(a, b, layers, images[:n_fit], images[n_fit:],
                                 lab[:n_fit] if lab is not None else None, lab[n_fit:] if lab is not None else None,
-                                task_epochs=task_epochs, progress=progress)
+                                StitchFit(task_epochs, progress=progress))
         out[case] = {"a": a.name, "b": b.name, "result": res,
                      "metric": "top1_error" if lab is not None else "disagreement_with_b"}
     return out
