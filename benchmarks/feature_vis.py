@@ -37,6 +37,7 @@ from cnnscope.data import list_folder
 from cnnscope.images import save_image
 from cnnscope.layers import Capture, capture
 from cnnscope.preimage import InnerProduct, SolverConfig, Target, invert, maximize, reconstruction_error, solve
+from cnnscope.preimage.objectives import unit_direction
 from cnnscope.preimage.quality import class_ranks, gram_distance, judges_for, spectrum_slope, topk_overlap
 from cnnscope.preimage.recipes import get_recipe
 from cnnscope.preimage.style import texture
@@ -228,7 +229,8 @@ print(int(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1)) / 2**20)
 
 
 def part_step(model, args, out: Path) -> None:
-    """Step cost of the default recipe against a bare truncated forward+backward to the same layer, one thread
+    """Step cost of the default recipe (one unit: a channel's centre neuron, a class) against a bare truncated
+    forward+backward to the same layer, one thread
     (as a job runs), rounds interleaved, the minimum of three; and the peak RSS of one 224 px class
     visualisation in a fresh process."""
     recipe = get_recipe(None, "maximize")
@@ -237,7 +239,7 @@ def part_step(model, args, out: Path) -> None:
     print("\n== step cost (224 px, batch 1, Lite0, one thread; goal: <= 1.6x at the stem, <= 1.10x from stage2)")
     for layer in ("stem", "stage2", "stage4", "stage6", "logits"):
         shape = capture(model, torch.zeros(1, 3, 224, 224), [layer])[layer].shape[1:]
-        obj = InnerProduct(layer, torch.randn(1, *shape))
+        obj = InnerProduct(layer, unit_direction(shape, [3], "neuron"))  # what maximize asks: one unit
         param = recipe.make_param(1, 224, seed=0, mean=model.preprocess.mean)
         x = torch.zeros(1, 3, 224, 224, requires_grad=True)
         phi = Capture(model, [layer])

@@ -23,7 +23,7 @@ from cnnscope.preimage import (
     reconstruction_error,
     solve,
 )
-from cnnscope.preimage.objectives import Term
+from cnnscope.preimage.objectives import Term, unit_direction
 
 QUICK = dict(progress=False)
 
@@ -204,3 +204,17 @@ def test_restart_figure_reports_ambiguity(tmp_path):
     meta = json.loads((tmp_path / "invert_efficientnet_lite0_coffee_stage2.json").read_text())
     assert len(meta["files"]) == 2 and len(meta["results"]["ambiguity"]["rms_distance_to_original"]) == 2
     assert math.isfinite(meta["results"]["ambiguity"]["mean_mutual_rms_distance"])
+
+
+def test_a_units_inner_product_reads_only_its_channels_and_equals_the_dense_one():
+
+    feats = torch.randn(2, 6, 5, 5, requires_grad=True)
+    direction = unit_direction((6, 5, 5), [1, 4], "channel")
+    term = InnerProduct("l", direction)
+    assert term.channels.tolist() == [1, 4]
+    value = term.value(Context(None, {"l": feats}))
+    dense = -(feats.flatten(1) * direction.flatten(1)).sum(1)
+    assert torch.allclose(value, dense, atol=1e-6)
+    g, g_dense = (torch.autograd.grad(v.sum(), feats)[0] for v in (value, dense))
+    assert torch.allclose(g, g_dense)
+    assert InnerProduct("l", torch.randn(1, 6, 5, 5)).channels is None  # a dense direction stays dense

@@ -12,8 +12,7 @@ Vedaldi (IJCV'16); their normalisations make every term O(1) on a natural image.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,10 +25,19 @@ BETA = 2.0
 V = B / 6.5  # typical variation between neighbouring pixels
 
 
-@dataclass
 class Context:
-    x: torch.Tensor  # [N,3,H,W] image in centred 0-255 units (not jittered)
-    features: dict[str, torch.Tensor]  # layer -> activation of the (jittered) image
+    """What terms read: ``x`` [N,3,H,W] the image in centred 0-255 units (not jittered) and ``features``,
+    layer -> activation of the (jittered) image. ``x`` may be given as a function, computed on first use
+    (most visualisation objectives have no image prior: the solver's step then skips it)."""
+
+    def __init__(self, x: torch.Tensor | Callable[[], torch.Tensor], features: dict[str, torch.Tensor]):
+        self._x, self.features = x, features
+
+    @property
+    def x(self) -> torch.Tensor:
+        if callable(self._x):
+            self._x = self._x()
+        return self._x
 
 
 class Objective:
@@ -167,12 +175,20 @@ class InnerProduct(Term):
                  label: str | None = None):
         super().__init__()
         self.layer, self.layers = layer, (layer,)
-        self.direction = _flat(direction.detach())
+        direction = direction.detach()
+        # a unit's direction (one neuron, one channel) lives on a few channels: read only those, so a step at a
+        # wide early layer does not stream the whole feature map through the product and its backward
+        used = direction.reshape(*direction.shape[:2], -1).ne(0).any(2).any(0) if direction.dim() >= 3 else None
+        self.channels = None if used is None or bool(used.all()) else torch.nonzero(used).flatten()
+        self.direction = _flat(direction if self.channels is None else direction[:, self.channels])
         self.scale = scale
         self.label = label or f"inner[{layer}]"
 
     def value(self, ctx: Context) -> torch.Tensor:
-        return -(_flat(ctx.features[self.layer]) * self.direction).sum(1) / self.scale
+        f = ctx.features[self.layer]
+        if self.channels is not None:
+            f = f.index_select(1, self.channels.to(f.device))
+        return -(_flat(f) * self.direction).sum(1) / self.scale
 
 
 def unit_direction(shape: Sequence[int], channels: Sequence[int], where: str = "neuron",

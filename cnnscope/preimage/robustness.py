@@ -59,9 +59,13 @@ def affine_sample(x: torch.Tensor, matrix: torch.Tensor, size: tuple[int, int]) 
     # grid_sample's [-1, 1] coordinates (align_corners=False): u_norm = 2u/w - 1, for input and output alike
     to_norm = torch.tensor([[2.0 / w, 0.0, -1.0], [0.0, 2.0 / h, -1.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
     from_norm = torch.tensor([[W / 2, 0.0, W / 2], [0.0, H / 2, H / 2], [0.0, 0.0, 1.0]], dtype=torch.float64)
-    theta = (to_norm @ matrix @ from_norm)[:2].to(device=x.device, dtype=x.dtype)
-    grid = F.affine_grid(theta.expand(n, 2, 3), [n, x.shape[1], H, W], align_corners=False)
-    return F.grid_sample(x - GREY, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + GREY
+    (a, b, c), (d, e, f) = (to_norm @ matrix @ from_norm)[:2].tolist()
+    # the sampling grid at output pixel centres (what affine_grid gives, without its batched matmul)
+    xs = torch.linspace(-1 + 1 / W, 1 - 1 / W, W, device=x.device, dtype=x.dtype)
+    ys = torch.linspace(-1 + 1 / H, 1 - 1 / H, H, device=x.device, dtype=x.dtype)[:, None]
+    grid = torch.stack([xs * a + (ys * b + c), xs * d + (ys * e + f)], dim=-1)
+    return F.grid_sample(x - GREY, grid.expand(n, H, W, 2), mode="bilinear", padding_mode="zeros",
+                         align_corners=False) + GREY
 
 
 class _Affine:

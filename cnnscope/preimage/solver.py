@@ -187,7 +187,8 @@ class AdamSteps:
 
     def __init__(self, thetas: list[torch.Tensor], lr: float, cfg: SolverConfig):
         self.thetas, self.lr = thetas, lr
-        self.adam = torch.optim.Adam(thetas, lr=lr)
+        # the fused kernel: one pass over the parameters instead of a dozen (CPU and CUDA have it)
+        self.adam = torch.optim.Adam(thetas, lr=lr, fused=thetas[0].device.type in ("cpu", "cuda"))
 
     def step(self, grads: Sequence[torch.Tensor], slow: float) -> None:
         for t, g in zip(self.thetas, grads):
@@ -277,7 +278,7 @@ def solve(model, objective: Objective, start: Parametrization | torch.Tensor,
         with model.autocast():
             feats = phi(space.pixels_to_net(seen)) if phi is not None else {}
         feats = {k: v.float() for k, v in feats.items()}  # objectives in float32 whatever the forward's precision
-        return objective(Context(space.from_pixels(pixels), feats)), pixels
+        return objective(Context(lambda: space.from_pixels(pixels), feats)), pixels
 
     def upsample(pixels: torch.Tensor) -> torch.Tensor:
         return pixels if seen_size == size else F.interpolate(pixels, size=seen_size, mode="bilinear",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from .base import Parametrization, logit
-from .colour import decorrelated_to_rgb, rgb_to_decorrelated
+from .colour import COLOUR_SQRT, rgb_to_decorrelated
 
 AMPLITUDE = 4.0  # the signal is divided by this before the sigmoid: a unit-sd spectrum is not saturated
 
@@ -40,6 +40,8 @@ class FourierParam(Parametrization):
         super().__init__(n, size)
         self.decay, self.decorrelate = decay, decorrelate
         self.register_buffer("scale", spectrum_scale(self.height, self.width, decay))
+        self.register_buffer("scale_ri", self.scale[..., None].expand(*self.scale.shape, 2).contiguous())  # re, im
+        self.register_buffer("mixing", (COLOUR_SQRT if decorrelate else torch.eye(3)) / AMPLITUDE)
         gen = torch.Generator().manual_seed(seed)
         coeffs = (self.n, 3, self.height, self.width // 2 + 1, 2)  # real and imaginary parts
         self.z = torch.nn.Parameter(torch.randn(coeffs, generator=gen) * sd)
@@ -50,8 +52,10 @@ class FourierParam(Parametrization):
         return torch.fft.irfft2(spectrum, s=(self.height, self.width), norm="ortho") / AMPLITUDE
 
     def forward(self) -> torch.Tensor:
-        t = self.signal()
-        return torch.sigmoid(decorrelated_to_rgb(t) if self.decorrelate else t)
+        # colour mixing, 1/f and 1/AMPLITUDE are linear: applied to the half spectrum (h (w/2+1) coefficients,
+        # not h w pixels) as one channel matmul and one product, before a single inverse FFT per step
+        z = (self.mixing @ self.z.reshape(self.n, 3, -1)).view_as(self.z) * self.scale_ri
+        return torch.sigmoid(torch.fft.irfft2(torch.view_as_complex(z), s=(self.height, self.width), norm="ortho"))
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> None:
