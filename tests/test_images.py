@@ -5,6 +5,7 @@ from PIL import Image
 
 from cnnscope import CnnscopeError, load_image, sample_names, save_image
 from cnnscope.models import Preprocess
+from cnnscope.models.preprocess import tf_preprocess
 from cnnscope.store import atomic_path
 from tests.conftest import png_with_header_size
 
@@ -103,3 +104,18 @@ def test_save_is_atomic(tmp_path):
             tmp.write_bytes(b"half")
             raise RuntimeError("interrupted")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
+
+
+@pytest.mark.parametrize("shape", [(8, 2000), (2000, 8), (30, 1000), (100, 3001), (1234, 200)])
+def test_the_crop_in_source_coordinates_gives_the_whole_resizes_pixels(shape):
+    """Preprocess.geometry resizes only the crop's region of a long picture: the same pixels as resizing the
+    whole picture and then cropping (the independent reference below), in less memory."""
+
+    x = torch.rand(3, *shape, generator=torch.Generator().manual_seed(0))
+    for pp in (Preprocess(), tf_preprocess(224), Preprocess(input_size=64, resize=64)):
+        short, s = pp.resize or pp.input_size, pp.input_size
+        scale = short / min(shape)
+        size = (max(short, round(shape[0] * scale)), max(short, round(shape[1] * scale)))
+        whole = torch.nn.functional.interpolate(x[None], size=size, mode="bilinear", antialias=True)
+        top, left = int(round((size[0] - s) / 2.0)), int(round((size[1] - s) / 2.0))
+        assert torch.allclose(pp.geometry(x), whole[..., top:top + s, left:left + s].clamp(0, 1), atol=1e-6)

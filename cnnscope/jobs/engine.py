@@ -140,14 +140,14 @@ class Job:
 
 @dataclass
 class Outcome:
-    """A finished job: its record's results and files, and, when computed in this process, the typed result."""
+    """A finished job: its record's results (numbers) and files. Never its tensors: a run of thousands of
+    jobs keeps only what its summary needs (pictures are read back from the files)."""
 
     job: Job
     results: dict
     files: list[str]
     reused: bool
     seconds: float | None = None
-    result: Result | None = None
 
 
 @dataclass
@@ -228,11 +228,12 @@ def record_job(out: Path, job: Job, result: Result) -> tuple[dict, list[str]]:
     return results, files
 
 
-def run_job(out: str, job: Job) -> tuple[dict, list[str], float, Result | None]:
-    """Compute one job and write its files, then its record. Top level so worker processes can run it."""
+def run_job(out: str, job: Job) -> tuple[dict, list[str], float]:
+    """Compute one job and write its files, then its record. Top level so worker processes can run it (what
+    it returns crosses processes: the record's numbers, not the result's tensors)."""
     result, seconds = compute_job(job)
     results, files = record_job(Path(out), job, result)
-    return results, files, seconds, result
+    return results, files, seconds
 
 
 # ------------------------------------------------------------------------------------------ executor
@@ -290,8 +291,8 @@ def _execute(pending: list[Job], out: Path, workers: int, ray: str | None, outco
     interrupted = False
 
     def done(job: Job, value: tuple) -> bool:
-        results, files, seconds, result = value
-        outcomes[job.key] = Outcome(job, results, files, reused=False, seconds=seconds, result=result)
+        results, files, seconds = value
+        outcomes[job.key] = Outcome(job, results, files, reused=False, seconds=seconds)
         bar.update(1, note=f"{job.key} ({seconds:.1f} s)")
         return bool(results.get("interrupted"))
 
