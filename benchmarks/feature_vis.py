@@ -6,8 +6,8 @@ classes   20 classes spread over the 1000 (25, 75, ..., 975): judges Lite1 and L
           optimisation) rank the class; top-1 / top-5 rate over (picture, judge) pairs; seconds per unit.
 channels  20 channels of stages 4-7 (spatial mean): activation over the channel's maximum on natural images
           (the ImageNet sample when present), and the power-spectrum slope against natural images'.
-invert    stage1 normalised error, and at stage6 / stage7 / logits whether the judges' top-5 for the
-          pre-image overlaps their top-5 for the original, per recipe.
+invert    per recipe and layer, on held-back images: normalised error, whether the judges' top-5 for the
+          pre-image overlaps their top-5 for the original, seconds (what chose invert's default recipe).
 texture   judge (Lite1) Gram distance to the source for sample:brick and sample:gravel, pixels vs Fourier.
 step      a step of the default recipe against a bare truncated forward+backward; peak RSS of one picture.
 
@@ -178,24 +178,34 @@ def part_channels(model, args, out: Path) -> None:
 
 
 def part_invert(model, args, out: Path) -> None:
+    """Which recipe should `invert` use by default? Per recipe and layer, on held-back images (the LAST
+    --invert-images of the ImageNet sample, never looked at while the recipes were made): normalised error
+    ||Phi(x*) - Phi(x0)||^2 / ||Phi(x0)||^2, how often the judges' top-5 for the pre-image overlaps theirs for the
+    original, seconds per inversion; grids of the pictures to look at."""
     judges = judges_for(model)
-    images = natural_images(args.invert_images)
-    print(f"\n== inversion ({len(images)} images; judges {', '.join(j.name for j in judges)})")
-    for recipe in ("mv", "lucid"):
-        r = get_recipe(recipe, "invert")
-        errs = [reconstruction_error(invert(model, im, "stage1", recipe=r))[0] for im in images[:3]]
-        print(f"{recipe:<6} stage1 normalised error (3 images) {statistics.mean(errs):.3f}")
-        for layer in ("stage6", "stage7", "logits"):
-            hits, secs, pics = 0, [], []
+    images = held_back_images(args.invert_images)
+    print(f"\n== inversion ({len(images)} held-back images; judges {', '.join(j.name for j in judges)})")
+    print(f"{'recipe':<7}{'layer':<8}{'error':>8}{'judge top-5 overlap':>21}{'s/picture':>11}")
+    for layer in args.invert_layers.split(","):
+        for recipe in ("mv", "lucid"):
+            r = get_recipe(recipe, "invert")
+            errs, hits, secs, pics = [], 0, [], []
             for im in images:
                 res = invert(model, im, layer, recipe=r)
+                errs.append(reconstruction_error(res)[0])
                 ov = topk_overlap(judges, res.images, sized_preprocess(model, 224).geometry(im))[0]
                 hits += sum(v > 0 for v in ov.values())
                 secs.append(res.seconds)
                 pics.append(res.images[0])
             image_grid(pics, [f"{layer} {recipe}"] * len(pics), out / f"invert_{recipe}_{layer}.png", ncols=5)
-            print(f"{recipe:<6} {layer:<7} judges' top-5 overlaps the original's: "
-                  f"{hits / (len(images) * len(judges)):.2f}   {statistics.mean(secs):.1f} s/unit")
+            print(f"{recipe:<7}{layer:<8}{statistics.mean(errs):8.3f}{hits / (len(images) * len(judges)):21.2f}"
+                  f"{statistics.mean(secs):11.1f}")
+
+
+def held_back_images(n: int) -> list[torch.Tensor]:
+    if SAMPLE.is_dir():
+        return [load_image(p) for p, _ in list_folder(SAMPLE)[-n:]]
+    return [load_image(f"sample:{s}") for s in ("chelsea", "coffee", "astronaut", "rocket")][:n]
 
 
 def part_texture(model, args, out: Path) -> None:
@@ -267,6 +277,7 @@ def main() -> None:
     ap.add_argument("--parts", default="classes,channels,invert,texture,step")
     ap.add_argument("--skip-lucent", action="store_true")
     ap.add_argument("--invert-images", type=int, default=10)
+    ap.add_argument("--invert-layers", default="stage2,stage4,stage6,stage7")
     ap.add_argument("--out", default="feature-vis-out")
     args = ap.parse_args()
     torch.set_num_threads(2)
