@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..errors import CnnscopeError
 from ..images import load_image
 from ..layers import get_layer
+from ..preimage.plans import plan_maximize
 from ..preimage.robustness import parse_transforms
 from ..preimage.runs import (
     channel_targets,
@@ -205,9 +206,10 @@ def cmd_maximize(args) -> dict | list:
         for layer in expand_layers(model, layer_spec):
             targets_for(model, layer)
     check_budget(models, layer_spec, args.chunk * args.batch if args.class_ is None else args.batch, args.size, cfg)
-    summary = run_maximize(models, layer_spec, targets_for, out, cfg=cfg, prior=prior, data_weight=args.data_weight,
-                           size=args.size, chunk=args.chunk, recipe=recipe, batch=args.batch,
-                           diversity=args.diversity, diversity_layer=args.diversity_layer, **engine(args))
+    planned = plan_maximize(models, lambda m: expand_layers(m, layer_spec), targets_for, size=args.size,
+                            recipe=recipe, cfg=cfg, prior=prior, data_weight=args.data_weight, chunk=args.chunk,
+                            batch=args.batch, diversity=args.diversity, diversity_layer=args.diversity_layer)
+    summary = run_maximize(planned, out, **engine(args))
     for u in summary["units"]:
         print_notes(u)
         print(f"{u['layer']:<14} {u['target']:<16} activation {u['start_activation']:9.3f} -> "

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -25,7 +25,7 @@ from ..models.structure import at_depth
 from ..store import slug, write_json
 from ..targets import Target
 from ..viz import image_grid
-from .plans import PRIOR_VARIANTS, plan_accentuate, plan_caricature, plan_invert, plan_maximize
+from .plans import PRIOR_VARIANTS, Planned, plan_accentuate, plan_caricature, plan_invert
 from .recipes import Recipe
 from .solver import SolverConfig
 from .tasks import Prior, sized_preprocess
@@ -155,14 +155,9 @@ def _write_summary(summary: dict, path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------- maximize
-def run_maximize(models: Sequence[Model], layer_spec: str, targets_for: Callable[[Model, str], list[Target]],
-                 out: Path, *, cfg: SolverConfig | None, prior: Prior | None, data_weight: float, size: int | None,
-                 chunk: int = 8, recipe: Recipe | str | None = None, batch: int = 1, diversity: float = 0.0,
-                 diversity_layer: str | None = None, workers: int = 1, ray: str | None = None) -> dict:
-    """One job per `chunk` targets (solved together); `batch` pictures per target; a grid and a summary."""
-    planned = plan_maximize(models, lambda m: expand_layers(m, layer_spec), targets_for, size=size, recipe=recipe,
-                            cfg=cfg, prior=prior, data_weight=data_weight, chunk=chunk, batch=batch,
-                            diversity=diversity, diversity_layer=diversity_layer)
+def run_maximize(planned: Sequence[Planned], out: Path, *, workers: int = 1, ray: str | None = None) -> dict:
+    """The maximize jobs `plan_maximize` made (one per chunk of targets solved together, `batch` pictures per
+    target), run; a grid and a summary."""
     jobs, titles = [p.job for p in planned], {p.job.key: p.title for p in planned}
     run = execute(jobs, out, workers=workers, ray=ray, desc="maximize")
     imgs, captions, records = [], [], []

@@ -18,7 +18,7 @@ from ..jobs import execute
 from ..layers import list_layers
 from ..models import DEFAULT_MODEL, Model, ModelSpec, load_model
 from ..preimage import Prior, SolverConfig, Target
-from ..preimage.plans import invert_job, plan_style, plan_texture
+from ..preimage.plans import invert_job, plan_maximize, plan_style, plan_texture
 from ..preimage.recipes import get_recipe
 from ..preimage.runs import run_caricature, run_invert, run_maximize
 from ..progress import units
@@ -92,16 +92,20 @@ def section_preimages(ctx: DemoContext) -> str:
     inv = run_invert([ctx.model], source, ",".join(depth), out, cfg=mv.config(iters=iters, seed=0), prior=None,
                      data_weight=20.0, size=None, recipe=mv)
     _stop_if_interrupted(inv)
-    mx = run_maximize([ctx.model], "stage3" if "stage3" in ctx.model.aliases else depth[len(depth) // 2],
-                      lambda m, layer: [Target("channel", k) for k in range(8)], out,
-                      cfg=vis.config(iters=iters, seed=0), prior=None, data_weight=20.0, size=size, recipe=vis)
+    middle = "stage3" if "stage3" in ctx.model.aliases else depth[len(depth) // 2]
+    mx = run_maximize(plan_maximize([ctx.model], lambda m: [middle], lambda m, layer: [Target("channel", k)
+                                                                                       for k in range(8)],
+                                    size=size, recipe=vis, cfg=vis.config(iters=iters, seed=0), prior=None,
+                                    data_weight=20.0), out)
     _stop_if_interrupted(mx)
     class_grids = {}
     if ctx.model.profile.logits is not None and len(ctx.model.classes) == 1000:
         for recipe in (mv, vis):
-            cls = run_maximize([ctx.model], "logits", lambda m, layer: [Target("class", k) for k in DEMO_CLASSES],
-                               out / f"classes_{recipe.name}", cfg=recipe.config(iters=iters, seed=0), prior=None,
-                               data_weight=20.0, size=size, recipe=recipe)
+            planned = plan_maximize([ctx.model], lambda m: ["logits"],
+                                    lambda m, layer: [Target("class", k) for k in DEMO_CLASSES], size=size,
+                                    recipe=recipe, cfg=recipe.config(iters=iters, seed=0), prior=None,
+                                    data_weight=20.0)
+            cls = run_maximize(planned, out / f"classes_{recipe.name}")
             _stop_if_interrupted(cls)
             class_grids[recipe.name] = f"preimage/classes_{recipe.name}/{cls['grid']}"
     car = run_caricature([ctx.model], source, ",".join(depth[2:-1:2]), out, cfg=mv.config(iters=iters, seed=0),
