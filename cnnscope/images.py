@@ -250,6 +250,15 @@ def tensor_to_uint8(image: torch.Tensor) -> np.ndarray:
     return (t.clamp(0, 1).permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
 
 
+def load_thumbnail(path: str | os.PathLike, side: int = 200) -> np.ndarray:
+    """A saved picture as an HxWx3 uint8 array no larger than `side` px: what a grid cell shows (2 in at 100 dpi),
+    in a quarter of the memory of the float picture, so a run's figure does not grow with its pictures' size."""
+    with Image.open(path) as img:
+        img = img.convert("RGB")
+        img.thumbnail((side, side), Image.Resampling.LANCZOS)
+        return np.asarray(img).copy()
+
+
 def save_image(image: torch.Tensor | np.ndarray, path: str | os.PathLike) -> Path:
     """Save a [3,H,W] float tensor in [0,1] (or an HxWx3 uint8 array) as PNG, atomically."""
     array = image if isinstance(image, np.ndarray) else tensor_to_uint8(image)

@@ -1,8 +1,10 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from cnnscope import CnnscopeError, capture, load_image, load_model
 from cnnscope.preimage import (
@@ -218,3 +220,19 @@ def test_a_units_inner_product_reads_only_its_channels_and_equals_the_dense_one(
     g, g_dense = (torch.autograd.grad(v.sum(), feats)[0] for v in (value, dense))
     assert torch.allclose(g, g_dense)
     assert InnerProduct("l", torch.randn(1, 6, 5, 5)).channels is None  # a dense direction stays dense
+
+
+def test_run_grids_hold_thumbnails_not_pictures(tmp_path, monkeypatch):
+    # a run of thousands of pictures keeps only what its grid cell shows (issue 26: memory flat with the work)
+    import cnnscope.preimage.runs as runs
+    from cnnscope.cli import main
+
+    seen = []
+    monkeypatch.setattr(runs, "image_grid", lambda images, *a, **k: seen.extend(images))
+    assert main(["maximize", "--layer", "stage2", "--channel", "0-1", "--size", "256", "--iters", "2",
+                 "--out", str(tmp_path)]) == 0
+    assert len(seen) == 2
+    for thumb in seen:
+        assert isinstance(thumb, np.ndarray) and thumb.dtype == np.uint8 and max(thumb.shape[:2]) == 200
+    full = np.asarray(Image.open(sorted(tmp_path.glob("maximize_*stage2*.png"))[0]))
+    assert abs(full.astype(float).mean() - seen[0].astype(float).mean()) < 3  # the same picture, smaller

@@ -14,10 +14,10 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
+import numpy as np
 
 from ..errors import CnnscopeError
-from ..images import load_image, source_stem
+from ..images import load_image, load_thumbnail, source_stem
 from ..jobs import Run, execute
 from ..layers import get_layer, list_layers, resolve
 from ..models import Model
@@ -35,9 +35,10 @@ def _source_name(image: str) -> str:
     return source_stem(image)
 
 
-def _pictures(out: Path, run: Run) -> list[list[torch.Tensor]]:
-    """Every finished job's pictures, read back from its PNGs (so reused and computed jobs look the same)."""
-    return [[load_image(out / f) for f in o.files] for o in run.outcomes]
+def _pictures(out: Path, run: Run) -> list[list[np.ndarray]]:
+    """Every finished job's pictures as grid thumbnails, read back from its PNGs (so reused and computed jobs look
+    the same, and a run of thousands of pictures holds thumbnails, not the pictures)."""
+    return [[load_thumbnail(out / f) for f in o.files] for o in run.outcomes]
 
 
 def expand_layers(model: Model, spec: str) -> list[str]:

@@ -6,6 +6,8 @@ import math
 import os
 from collections.abc import Sequence
 
+import numpy as np
+
 from ..images import tensor_to_uint8
 from ..store import atomic_path
 
@@ -40,7 +42,8 @@ def bar_chart(labels: Sequence[str], values: Sequence[float], title: str, path: 
 
 def image_grid(images: Sequence, titles: Sequence[str], path: str | os.PathLike, ncols: int | None = None,
                row_labels: Sequence[str] | None = None, title: str | None = None, cell: float = 2.0) -> None:
-    """A grid of [3,H,W] tensors in [0,1] (None leaves a cell empty), each with a small title."""
+    """A grid of pictures, [3,H,W] tensors in [0,1] or HxWx3 uint8 arrays (None leaves a cell empty), each with a
+    small title."""
     n = len(images)
     ncols = ncols or n
     nrows = math.ceil(n / ncols)
@@ -52,7 +55,7 @@ def image_grid(images: Sequence, titles: Sequence[str], path: str | os.PathLike,
         for spine in ax.spines.values():
             spine.set_visible(False)
         if i < n and images[i] is not None:
-            ax.imshow(tensor_to_uint8(images[i]))
+            ax.imshow(images[i] if isinstance(images[i], np.ndarray) else tensor_to_uint8(images[i]))
             ax.set_title(titles[i], fontsize=8)
     if row_labels:
         for r, label in enumerate(row_labels[:nrows]):
