@@ -1,11 +1,13 @@
 """Feature visualisation quality and speed, side by side with Lucent on the same Lite0 (issue 11).
 
-    python benchmarks/feature_vis.py [--parts classes,channels,invert,texture,step] [--skip-lucent] [--out DIR]
+    python benchmarks/feature_vis.py [--parts classes,channels,invert,caricature,texture,step] [--skip-lucent]
+                                      [--out DIR]
 
 classes   20 classes spread over the 1000 (25, 75, ..., 975): judges Lite1 and Lite2 (which never saw the
           optimisation) rank the class; top-1 / top-5 rate over (picture, judge) pairs; seconds per unit.
 channels  20 channels of stages 4-7 (spatial mean): activation over the channel's maximum on natural images
           (the ImageNet sample when present), and the power-spectrum slope against natural images'.
+caricature  per recipe and layer, on held-back images: gain over the start, judges' top-5 overlap, seconds.
 invert    per recipe and layer, on held-back images: normalised error, whether the judges' top-5 for the
           pre-image overlaps their top-5 for the original, seconds (what chose invert's default recipe).
 texture   judge (Lite1) Gram distance to the source for sample:brick and sample:gravel, pixels vs Fourier.
@@ -25,7 +27,7 @@ import os
 import statistics
 import subprocess
 import sys
-import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -35,13 +37,23 @@ from timing import median_time
 from cnnscope import load_image, load_model
 from cnnscope.data import list_folder
 from cnnscope.images import save_image
+from cnnscope.jobs import compute_job
 from cnnscope.layers import Capture, capture
-from cnnscope.preimage import InnerProduct, SolverConfig, Target, invert, maximize, reconstruction_error, solve
+from cnnscope.preimage import (
+    InnerProduct,
+    SolverConfig,
+    Target,
+    caricature,
+    invert,
+    reconstruction_error,
+    solve,
+)
 from cnnscope.preimage.objectives import unit_direction
+from cnnscope.preimage.plans import maximize_job
 from cnnscope.preimage.quality import class_ranks, gram_distance, judges_for, spectrum_slope, topk_overlap
 from cnnscope.preimage.recipes import get_recipe
 from cnnscope.preimage.style import texture
-from cnnscope.preimage.tasks import sized_preprocess
+from cnnscope.preimage.tasks import caricature_gain, sized_preprocess
 from cnnscope.viz import image_grid
 
 HERE = Path(__file__).resolve().parent
@@ -98,19 +110,33 @@ def natural_max(model, units, natural) -> list[float]:
     return [float(feats[l][:, c].mean((1, 2)).max()) for l, c in units]
 
 
-def ours_maximize(model, layer_targets: list[tuple[str, Target]]) -> tuple[torch.Tensor, float]:
-    """Our default recipe, CHUNK targets of one layer per optimisation; returns pictures and seconds/unit."""
-    recipe = get_recipe(None, "maximize")
+VARIANTS = {  # changes to the default recipe compared by --variants (what chose the current default)
+    "default": {},
+    "full224": {"resolution": 1.0},
+    "res128": {"resolution": 128 / 224},
+    "res128-i192": {"resolution": 128 / 224, "iters": 192},
+    "res128-i128": {"resolution": 128 / 224, "iters": 128},
+}
+
+
+def ours_maximize(model, layer_targets: list[tuple[str, Target]], variant: str = "default",
+                  per_call: int = CHUNK) -> tuple[torch.Tensor, float]:
+    """Our default recipe (changed by `variant`), `per_call` targets of one layer per optimisation, each run as
+    the CLI runs it (a job: one thread, seeded); returns pictures and seconds/unit."""
+    recipe = replace(get_recipe(None, "maximize"), **VARIANTS[variant])
     cfg = recipe.config(progress=False)
-    images, start = [], time.perf_counter()
+    images, seconds = [], 0.0
     by_layer: dict[str, list[Target]] = {}
     for layer, t in layer_targets:
         by_layer.setdefault(layer, []).append(t)
     for layer, targets in by_layer.items():
-        for i in range(0, len(targets), CHUNK):
-            r, _ = maximize(model, layer, targets[i:i + CHUNK], config=cfg, recipe=recipe)
-            images.append(r.images)
-    return torch.cat(images), (time.perf_counter() - start) / len(layer_targets)
+        for i in range(0, len(targets), per_call):
+            job = maximize_job(model, f"{layer}-{i}", layer, targets[i:i + per_call], 224, recipe=recipe, cfg=cfg,
+                               prior=None, judge=False)
+            result, sec = compute_job(job)
+            images.append(result.tensors)
+            seconds += sec
+    return torch.cat(images), seconds / len(layer_targets)
 
 
 def load_png(path: Path) -> torch.Tensor:
@@ -127,9 +153,11 @@ def side_by_side(ours: torch.Tensor, theirs: torch.Tensor, titles: list[str], pa
 
 def part_classes(model, args, out: Path) -> None:
     judges = judges_for(model)
-    ours, secs = ours_maximize(model, [("logits", Target("class", k)) for k in CLASSES])
-    ranks = class_ranks(judges, ours, CLASSES)
-    rows = {"ours": (ranks, secs)}
+    rows = {}
+    for variant in args.variants.split(","):
+        ours, secs = ours_maximize(model, [("logits", Target("class", k)) for k in CLASSES], variant, args.per_call)
+        rows[f"ours {variant}" if args.variants != "default" else "ours"] = (class_ranks(judges, ours, CLASSES), secs)
+        image_grid(list(ours), [model.classes[k][:18] for k in CLASSES], out / f"classes_{variant}.png", ncols=10)
     lucent = None
     if not args.skip_lucent:
         units = [{"key": f"class{k}", "layer": "_fc", "channel": k} for k in CLASSES]
@@ -146,7 +174,9 @@ def part_classes(model, args, out: Path) -> None:
         print(f"{name:<8} judge top-1 {sum(v < 1 for v in flat) / len(flat):.2f}  top-5 "
               f"{sum(v < 5 for v in flat) / len(flat):.2f}  {s:.1f} s/unit")
     if lucent is not None:
-        print(f"seconds per unit, ours / Lucent: {rows['ours'][1] / rows['lucent'][1]:.2f}")
+        for name in rows:
+            if name != "lucent":
+                print(f"seconds per unit, {name} / Lucent: {rows[name][1] / rows['lucent'][1]:.2f}")
 
 
 def part_channels(model, args, out: Path) -> None:
@@ -155,7 +185,7 @@ def part_channels(model, args, out: Path) -> None:
     nat_max = natural_max(model, units, natural)
     nat_slope = statistics.mean(spectrum_slope(torch.cat([sized_preprocess(model, 224).geometry(im)
                                                           for im in natural])))
-    ours, secs = ours_maximize(model, [(layer, Target("channel", c)) for layer, c in units])
+    ours, secs = ours_maximize(model, [(layer, Target("channel", c)) for layer, c in units], per_call=args.per_call)
     rows = {"ours": (ours, secs)}
     if not args.skip_lucent:
         lu = [{"key": f"{layer}_{c}", "layer": model.aliases[layer].replace(".", "_"), "channel": c}
@@ -202,6 +232,30 @@ def part_invert(model, args, out: Path) -> None:
                   f"{statistics.mean(secs):11.1f}")
 
 
+def part_caricature(model, args, out: Path) -> None:
+    """Which recipe should `caricature` use by default? Per recipe and layer, on the held-back images: the gain
+    <Phi(x0), Phi(x)> / ||Phi(x0)||^2 (1 at the start), whether the judges' top-5 still overlaps theirs for the
+    original (the caricature is still of this picture), seconds; grids to look at."""
+    judges = judges_for(model)
+    images = held_back_images(args.invert_images)
+    print(f"\n== caricature ({len(images)} held-back images; judges {', '.join(j.name for j in judges)})")
+    print(f"{'recipe':<7}{'layer':<8}{'gain':>8}{'judge top-5 overlap':>21}{'s/picture':>11}")
+    for layer in args.invert_layers.split(","):
+        for recipe in ("mv", "lucid"):
+            r = get_recipe(recipe, "caricature")
+            gains, hits, secs, pics = [], 0, [], []
+            for im in images:
+                res = caricature(model, im, layer, recipe=r)
+                gains.append(caricature_gain(res)[0])
+                ov = topk_overlap(judges, res.images, sized_preprocess(model, 224).geometry(im))[0]
+                hits += sum(v > 0 for v in ov.values())
+                secs.append(res.seconds)
+                pics.append(res.images[0])
+            image_grid(pics, [f"{layer} {recipe}"] * len(pics), out / f"caricature_{recipe}_{layer}.png", ncols=5)
+            print(f"{recipe:<7}{layer:<8}{statistics.mean(gains):8.2f}{hits / (len(images) * len(judges)):21.2f}"
+                  f"{statistics.mean(secs):11.1f}", flush=True)
+
+
 def held_back_images(n: int) -> list[torch.Tensor]:
     if SAMPLE.is_dir():
         return [load_image(p) for p, _ in list_folder(SAMPLE)[-n:]]
@@ -239,34 +293,35 @@ print(int(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1)) / 2**20)
 
 
 def part_step(model, args, out: Path) -> None:
-    """Step cost of the default recipe (one unit: a channel's centre neuron, a class) against a bare truncated
-    forward+backward to the same layer, one thread
-    (as a job runs), rounds interleaved, the minimum of three; and the peak RSS of one 224 px class
-    visualisation in a fresh process."""
-    recipe = get_recipe(None, "maximize")
+    """Step cost of the default recipe (and --variants; one unit: a channel's centre neuron, a class) against a
+    bare truncated forward+backward to the same layer at 224 px, one thread (as a job runs), rounds interleaved,
+    the minimum of three; and the peak RSS of one 224 px class visualisation in a fresh process."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     print("\n== step cost (224 px, batch 1, Lite0, one thread; goal: <= 1.6x at the stem, <= 1.10x from stage2)")
     for layer in ("stem", "stage2", "stage4", "stage6", "logits"):
         shape = capture(model, torch.zeros(1, 3, 224, 224), [layer])[layer].shape[1:]
         obj = InnerProduct(layer, unit_direction(shape, [3], "neuron"))  # what maximize asks: one unit
-        param = recipe.make_param(1, 224, seed=0, mean=model.preprocess.mean)
         x = torch.zeros(1, 3, 224, 224, requires_grad=True)
         phi = Capture(model, [layer])
 
         def bare(phi=phi, x=x, layer=layer):
             phi(x)[layer].sum().backward()
 
-        def steps(obj=obj, param=param, k=20):
-            solve(model, obj, param, recipe.config(iters=k, progress=False))
+        def steps(recipe, obj=obj, k=20):
+            picture = round(224 * recipe.resolution)  # as `maximize` sets it up: the network sees 224 px
+            param = recipe.make_param(1, picture, seed=0, mean=model.preprocess.mean)
+            solve(model, obj, param, recipe.config(iters=k, progress=False, net_size=224 if picture != 224 else None))
 
-        t_bare, t_step = [], []
+        recipes = {v: replace(get_recipe(None, "maximize"), **VARIANTS[v]) for v in args.variants.split(",")}
+        t_bare, t_step = [], {v: [] for v in recipes}
         for _ in range(3):
             t_bare.append(median_time(bare, 10, warmup=2))
-            t_step.append(median_time(steps, 3, warmup=1) / 20)
-        b, st = min(t_bare), min(t_step)
-        print(f"{layer:<7} step / bare forward+backward: {st / b:.2f} "
-              f"(bare {b * 1000:.1f} ms, step {st * 1000:.1f} ms)")
+            for v, recipe in recipes.items():
+                t_step[v].append(median_time(lambda recipe=recipe: steps(recipe), 3, warmup=1) / 20)
+        b = min(t_bare)
+        print(f"{layer:<7} bare forward+backward {b * 1000:.1f} ms; step / bare: "
+              + ", ".join(f"{v} {min(t) / b:.2f} ({min(t) * 1000:.1f} ms)" for v, t in t_step.items()), flush=True)
     torch.set_num_threads(threads)
     rss = subprocess.run([sys.executable, "-c", PEAK_RSS_CHILD], capture_output=True, text=True, check=True)
     print(f"peak RSS of one 224 px class visualisation: {float(rss.stdout.strip().splitlines()[-1]):.2f} GB")
@@ -274,8 +329,11 @@ def part_step(model, args, out: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--parts", default="classes,channels,invert,texture,step")
+    ap.add_argument("--parts", default="classes,channels,invert,caricature,texture,step")
     ap.add_argument("--skip-lucent", action="store_true")
+    ap.add_argument("--variants", default="default", help=f"classes: recipe variants ({', '.join(VARIANTS)})")
+    ap.add_argument("--per-call", type=int, default=CHUNK, help="classes/channels: units per optimisation (1: as a "
+                    "user runs `cnnscope maximize --class K`)")
     ap.add_argument("--invert-images", type=int, default=10)
     ap.add_argument("--invert-layers", default="stage2,stage4,stage6,stage7")
     ap.add_argument("--out", default="feature-vis-out")
@@ -284,7 +342,8 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model = load_model("efficientnet_lite0")
-    parts = {"classes": part_classes, "channels": part_channels, "invert": part_invert, "texture": part_texture,
+    parts = {"classes": part_classes, "channels": part_channels, "invert": part_invert, "caricature": part_caricature,
+             "texture": part_texture,
              "step": part_step}
     for name in args.parts.split(","):
         parts[name](model, args, out)

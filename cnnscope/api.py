@@ -113,7 +113,7 @@ def _solver(task: str, model: Model, layers: Sequence[str], size: int, recipe, i
     """(recipe, solver settings, prior) as the CLI reads them from its options (the planner resolves the rest per
     job, for both doors), checked against the memory budget."""
     rec, cfg, _ = settings_for(task, recipe, {"iters": checks.optional_integer(iters, "iters")},
-                               seed=checks.integer(seed, "seed", 0))
+                               seed=checks.integer(seed, "seed", 0), handcrafted=model.profile.handcrafted)
     check_memory(model, list(layers), n, size, cfg.max_memory_gb)
     return rec, cfg, None
 

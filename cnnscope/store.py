@@ -121,6 +121,28 @@ def finished(folder: str | os.PathLike, key: str, settings: dict) -> dict | None
     return data
 
 
+def changed_settings(folder: str | os.PathLike, key: str, settings: dict) -> list[str]:
+    """What differs between the settings a job's existing record was made with and `settings` (top-level names;
+    a recipe's or model's name as old -> new): empty when there is no record or they are the same."""
+    try:
+        old = json.loads((Path(folder) / f"{key}.json").read_text()).get("settings")
+    except (OSError, ValueError, AttributeError):
+        return []
+    new = json_safe(settings)
+    if not isinstance(old, dict) or old == new:
+        return []
+    changes = []
+    for name in sorted(set(old) | set(new)):
+        before, after = old.get(name), new.get(name)
+        if before == after:
+            continue
+        if isinstance(before, dict) and isinstance(after, dict) and before.get("name") != after.get("name"):
+            changes.append(f"{name} {before.get('name')} -> {after.get('name')}")
+        else:
+            changes.append(name)
+    return changes
+
+
 def save_tensors(tensors: dict, path: str | os.PathLike, fmt: str, **metadata: str) -> Path:
     """Save tensors as safetensors atomically, tagged with a format name and string metadata (JSON for
     anything structured). The same tensors and metadata give the same bytes in every process."""

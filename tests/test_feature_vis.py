@@ -167,7 +167,7 @@ def test_cli_jitter_zero_recorded(tmp_path):
     assert main(["invert", "sample:chelsea", "--layer", "stage6", "--jitter", "0", "--iters", "1", "--size", "64",
                  "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "invert_efficientnet_lite0_chelsea_stage6.json").read_text())
-    assert data["settings"]["solver"]["jitter"] == 0 and data["settings"]["recipe"]["name"] == "mv"
+    assert data["settings"]["solver"]["jitter"] == 0 and data["settings"]["recipe"]["name"] == "lucid"
 
 
 # ------------------------------------------------------------------------------------------- objectives
@@ -204,7 +204,8 @@ def test_accentuation_raises_the_unit_and_stays_close(lite0):
 
 # ----------------------------------------------------------------------------------------------- recipes
 def test_recipes_and_defaults():
-    assert get_recipe(None, "maximize").name == "lucid" and get_recipe(None, "invert").name == "mv"
+    assert get_recipe(None, "maximize").name == "lucid" and get_recipe(None, "invert").name == "lucid"
+    assert get_recipe(None, "invert", handcrafted=True).name == "mv"  # HOGb pre-images stay M&V's
     assert get_recipe("lucid", "maximize").config().slow_fraction == 0.0
     assert RECIPES["maco"].param == "maco" and RECIPES["mv"].prior
     from cnnscope.errors import CnnscopeError

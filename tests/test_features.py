@@ -143,6 +143,7 @@ def test_cli_hog_inversion_and_glyphs(tmp_path):
     assert res.returncode == 0, res.stderr
     meta = json.loads((tmp_path / "invert_hogb_chelsea_hog.json").read_text())
     assert meta["results"]["normalised_error"][0] < 0.05  # noise starts at ~0.4: the optimisation converged
+    assert meta["settings"]["recipe"]["name"] == "mv"  # HOGb: M&V's recipe stays the hand-crafted default
     res = run("hog", "sample:coffee", "--out", str(tmp_path))
     assert res.returncode == 0, res.stderr
     record = json.loads((tmp_path / "hog_coffee.json").read_text())

@@ -143,13 +143,15 @@ class NoiseJob(Job):
         return [f"{self.key}.txt"]
 
 
-def test_engine_seeds_by_key_and_reuses_by_settings(tmp_path):
+def test_engine_seeds_by_key_and_reuses_by_settings(tmp_path, capsys):
     first = execute([NoiseJob("a"), NoiseJob("b")], tmp_path, progress=False)
     assert first.computed == 2 and first.outcomes[0].results["value"] != first.outcomes[1].results["value"]
     again = execute([NoiseJob("b"), NoiseJob("a")], tmp_path / "other", progress=False)  # order does not matter
     assert {o.job.key: o.results for o in again.outcomes} == {o.job.key: o.results for o in first.outcomes}
     reused = execute([NoiseJob("a"), NoiseJob("b", scale=2.0)], tmp_path, progress=False)
     assert [o.reused for o in reused.outcomes] == [True, False]  # changed settings: computed again
+    said = capsys.readouterr().out  # and the user is told which setting changed, and that files are replaced
+    assert f"jobs: redoing jobs in {tmp_path} made with other settings (scale: 1 job); their files are replaced" in said
     assert reused.outcomes[1].results["value"] == pytest.approx(2 * first.outcomes[1].results["value"])
 
 

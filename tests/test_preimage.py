@@ -80,13 +80,14 @@ def test_data_terms():
 
 def test_inverting_random_conv_layer_at_stem_depth():
     model = load_model("efficientnet_lite0", random_weights=True, seed=1)
-    r = invert(model, "sample:chelsea", "stem", size=96, config=SolverConfig(iters=200, **QUICK))
+    r = invert(model, "sample:chelsea", "stem", size=96, config=SolverConfig(iters=200, **QUICK), recipe="mv")
     assert reconstruction_error(r)[0] < 0.05
     assert r.iterations == 200 and not r.interrupted
 
 
 def test_inversion_real_model_and_restarts(lite0):
-    r = invert(lite0, "sample:coffee", "stage1", size=128, restarts=2, config=SolverConfig(iters=150, **QUICK))
+    r = invert(lite0, "sample:coffee", "stage1", size=128, restarts=2, config=SolverConfig(iters=150, **QUICK),
+               recipe="mv")
     errors = reconstruction_error(r)
     assert len(errors) == 2 and max(errors) < 0.25  # short budget at 128 px; coffee has hard edges
     amb = ambiguity(r)
@@ -109,16 +110,17 @@ def test_maximize_class_and_bad_channel(lite0):
 
 
 def test_caricature_increases_response(lite0):
-    r = caricature(lite0, "sample:chelsea", "stage3", size=128, config=SolverConfig(iters=80, **QUICK))
+    r = caricature(lite0, "sample:chelsea", "stage3", size=128, config=SolverConfig(iters=80, **QUICK), recipe="mv")
     gain = -r.terms["caricature[stage3]"][0] / 20.0
     assert gain > 1.2  # <Phi(x0), Phi(x)> grew past its value at x0 (= ||Phi(x0)||^2)
 
 
 def test_seed_reproducible_and_bounds(lite0):
     cfg = SolverConfig(iters=20, box=False, **QUICK)
-    a = invert(lite0, "sample:chelsea", "stage1", size=64, config=cfg)
-    b = invert(lite0, "sample:chelsea", "stage1", size=64, config=cfg)
-    c = invert(lite0, "sample:chelsea", "stage1", size=64, config=SolverConfig(iters=20, box=False, seed=5, **QUICK))
+    a = invert(lite0, "sample:chelsea", "stage1", size=64, config=cfg, recipe="mv")  # M&V: pixels, bound B+
+    b = invert(lite0, "sample:chelsea", "stage1", size=64, config=cfg, recipe="mv")
+    c = invert(lite0, "sample:chelsea", "stage1", size=64, config=SolverConfig(iters=20, box=False, seed=5, **QUICK),
+               recipe="mv")
     assert torch.equal(a.x, b.x) and not torch.equal(a.x, c.x)
     assert a.x.square().sum(1).sqrt().max() <= B_PLUS + 1e-3
 

@@ -5,7 +5,7 @@ import sys
 
 import torch
 
-from cnnscope.store import load_tensors, save_tensors
+from cnnscope.store import changed_settings, load_tensors, save_tensors, write_json
 
 WRITE = ("import torch, sys\nfrom cnnscope.store import save_tensors\n"
          "save_tensors({'w': torch.arange(6.0).view(2, 3), 'b': torch.ones(2)}, sys.argv[1], 'cnnscope-test-1', "
@@ -28,3 +28,12 @@ def test_safetensors_file_is_readable_by_the_library(tmp_path):
 
     save_tensors({"x": torch.randn(3, 5)}, tmp_path / "x.safetensors", "f")
     assert load_file(str(tmp_path / "x.safetensors"))["x"].shape == (3, 5)
+
+
+def test_changed_settings_names_what_differs(tmp_path):
+    old = {"layer": "stage2", "recipe": {"name": "mv", "iters": 300}, "size": 224}
+    write_json({"settings": old}, tmp_path / "k.json")
+    new = {"layer": "stage2", "recipe": {"name": "lucid", "iters": 256}, "size": 128}
+    assert changed_settings(tmp_path, "k", new) == ["recipe mv -> lucid", "size"]
+    assert changed_settings(tmp_path, "k", old) == []
+    assert changed_settings(tmp_path, "missing", new) == []  # no record: nothing to say

@@ -108,9 +108,11 @@ def setup(args, task: str):
     out = out_dir(args.out)
     overrides = {"param": args.param, "iters": args.iters, "lr": args.lr, "optimizer": args.optimizer,
                  "transforms": args.transforms}
-    recipe, cfg, _ = settings_for(task, args.recipe, overrides, seed=args.seed, box=not args.no_box, jitter=args.jitter)
+    models = load_several(args)
+    recipe, cfg, _ = settings_for(task, args.recipe, overrides, seed=args.seed, box=not args.no_box, jitter=args.jitter,
+                                  handcrafted=any(m.profile.handcrafted for m in models))
     parse_transforms(None if recipe.transforms == "auto" else recipe.transforms)  # one line on a bad spec
-    return load_several(args), explicit_prior(args), cfg, out, recipe
+    return models, explicit_prior(args), cfg, out, recipe
 
 
 def default_layer(args, models) -> None:

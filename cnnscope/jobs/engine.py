@@ -29,8 +29,8 @@ from ..device import follow_environment
 from ..errors import CnnscopeError
 from ..images import tensor_to_uint8
 from ..models import MODULE_PREFIX, Model, ModelSpec, load_spec
-from ..progress import Progress, units
-from ..store import finished, json_safe, write_json
+from ..progress import Progress, say, units
+from ..store import changed_settings, finished, json_safe, write_json
 from ..viz.notebook import contact_sheet, png_bytes, result_html
 
 
@@ -271,13 +271,19 @@ def execute(jobs: Sequence[Job], out: str | Path, *, workers: int = 1, ray: str 
     for stale in out.rglob(".*.part") if out.is_dir() else ():  # temp files of jobs a killed run had in flight
         stale.unlink(missing_ok=True)
     outcomes: dict[str, Outcome] = {}
-    pending = []
+    pending, changed = [], {}
     for job in jobs:
         record = finished(out, job.key, job.settings())
         if record is None:
             pending.append(job)
+            for change in changed_settings(out, job.key, job.settings()):
+                changed[change] = changed.get(change, 0) + 1
         else:
             outcomes[job.key] = Outcome(job, record["results"], record["files"], reused=True)
+    if changed:  # a resumed folder whose jobs were made otherwise (other options, a newer default): say so
+        say(f"{desc}: redoing jobs in {out} made with other settings ("
+            + "; ".join(f"{change}: {n} job{'s' if n > 1 else ''}" for change, n in changed.items())
+            + "); their files are replaced")
     start, interrupted = time.perf_counter(), False
     with units(len(jobs), desc, "job", done=len(jobs) - len(pending), show=progress) as bar:
         interrupted = _execute(pending, out, workers, ray, outcomes, bar)

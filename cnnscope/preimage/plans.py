@@ -41,7 +41,7 @@ def invert_job(model: Model, key: str, image, layers: Sequence[str], size: int, 
                window=None, judge: bool = True, spec: ModelSpec | None = None) -> InvertJob:
     """The one place an InvertJob is made: unset settings resolved from the recipe, M&V's jitter for its layers."""
     rec, ucfg, uprior = settings_for("invert", recipe, config=cfg, prior=prior,
-                                     auto=auto_jitter(model, list(layers), size))
+                                     auto=auto_jitter(model, list(layers), size), handcrafted=model.profile.handcrafted)
     return InvertJob(key, spec or spec_of(model), image, tuple(layers), size, rec, ucfg, uprior, data_weight, restarts,
                      window, judge=judge)
 
@@ -112,7 +112,7 @@ def plan_caricature(models: Sequence[Model], image, layers_of, *, size: int | No
         for layer in layers_of(model):
             key = slug(f"caricature_{model.name}_{source_stem(image)}_{layer}")
             rec, ucfg, uprior = settings_for("caricature", recipe, config=cfg, prior=prior,
-                                             auto=auto_jitter(model, [layer], s))
+                                             auto=auto_jitter(model, [layer], s), handcrafted=model.profile.handcrafted)
             planned.append(Planned(CaricatureJob(key, spec_of(model), image, layer, s, rec, ucfg, uprior,
                                                  data_weight, cosine_power),
                                    f"{model.name} {layer}" if len(models) > 1 else layer))

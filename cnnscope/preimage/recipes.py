@@ -2,8 +2,8 @@
 
 - `mv`    Mahendran & Vedaldi IJCV'16 as published: pixels, TV^beta + alpha-norm prior, momentum SGD,
           jitter of 1/8 of the layer's stride at deep layers. Kept for fidelity to the seed (and it suits
-          AlexNet/VGG), but on modern networks (depthwise convolutions, stride 2 everywhere) deep pictures
-          drift to high-frequency colour noise.
+          AlexNet/VGG; hand-crafted features' default), but on modern networks (depthwise convolutions, stride 2
+          everywhere) deep pictures drift to high-frequency colour noise.
 - `lucid` Olah et al. (Distill 2017) / Lucid's defaults: 1/f Fourier + decorrelated colour through a
           sigmoid, Lucid's standard transforms (pad, jitter, scale, rotate), Adam, no explicit prior.
 - `maco`  Fel et al. (NeurIPS 2023): the Fourier phase only, magnitude fixed to natural images', same
@@ -60,15 +60,22 @@ RECIPES = {
 GRAM_RECIPES = ("gatys",)  # for texture and style only: not a choice of the visualisation verbs' --recipe
 
 # Each verb's default, chosen by measurement (benchmarks/feature_vis.py).
-DEFAULT_RECIPE = {"maximize": "lucid", "invert": "mv", "caricature": "mv", "accentuate": "lucid", "atlas": "lucid",
-                  "texture": "gatys", "style": "gatys"}
+# invert and caricature: lower error / higher gain, equal or better judge overlap and faster than mv at stages 2-7
+# on held-back images, and pictures in the objects' colours instead of mv's colour noise (see the README).
+DEFAULT_RECIPE = {"maximize": "lucid", "invert": "lucid", "caricature": "lucid", "accentuate": "lucid",
+                  "atlas": "lucid", "texture": "gatys", "style": "gatys"}
 
 
-def get_recipe(recipe: str | Recipe | None, task: str) -> Recipe:
-    """A recipe by name (or the task's default when None)."""
+# Hand-crafted representations (HOG, DSIFT) keep M&V's recipe: their pre-images (HOGb) are the seed's figure,
+# and a feature with no colour channels gives a Fourier colour parametrisation nothing to decorrelate.
+HANDCRAFTED_DEFAULT = {"invert": "mv", "caricature": "mv"}
+
+
+def get_recipe(recipe: str | Recipe | None, task: str, handcrafted: bool = False) -> Recipe:
+    """A recipe by name (or the task's default when None; `handcrafted`: the default for a hand-crafted model)."""
     if isinstance(recipe, Recipe):
         return recipe
-    name = recipe or DEFAULT_RECIPE.get(task, "mv")
+    name = recipe or (HANDCRAFTED_DEFAULT.get(task) if handcrafted else None) or DEFAULT_RECIPE.get(task, "mv")
     if name not in RECIPES:
         raise CnnscopeError(f"unknown recipe '{name}' (choose from {', '.join(RECIPES)})")
     return RECIPES[name]

@@ -113,7 +113,7 @@ GRAM_PRIORS = {  # texture as Gatys (no prior); style with a light TV term again
 
 def settings_for(task: str, recipe: str | Recipe | None = None, overrides: dict | None = None, *, seed: int = 0,
                  box: bool = True, jitter: int | None = None, prior: Prior | None = None,
-                 config: SolverConfig | None = None, auto: int | None = None
+                 config: SolverConfig | None = None, auto: int | None = None, handcrafted: bool = False
                  ) -> tuple[Recipe, SolverConfig, Prior | None]:
     """The one path from a task, a recipe and the user's options to (recipe, solver settings, prior).
 
@@ -132,6 +132,8 @@ def settings_for(task: str, recipe: str | Recipe | None = None, overrides: dict 
     auto : int, optional
         M&V's jitter for this task and layer; given by whoever knows the layer (planners, the solver's tasks),
         which also fills the prior from the recipe. Texture and style need neither.
+    handcrafted : bool
+        The model is a hand-crafted representation (HOG, DSIFT): its default recipe is M&V's.
 
     Returns
     -------
@@ -139,7 +141,7 @@ def settings_for(task: str, recipe: str | Recipe | None = None, overrides: dict 
         The prior stays None only when neither `prior`, a texture/style task nor `auto` decides it.
     """
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
-    r = replace(get_recipe(recipe, task), **given)
+    r = replace(get_recipe(recipe, task, handcrafted), **given)
     # an inversion's or caricature's target is a feature map at fixed positions: transforms that move the picture
     # (pad, crop, scale, rotate) would misalign it, so those tasks keep M&V's small circular shift unless the
     # user gives transforms
@@ -159,7 +161,8 @@ def settings_for(task: str, recipe: str | Recipe | None = None, overrides: dict 
 
 def _setup(model: Model, task: str, recipe: str | Recipe | None, config: SolverConfig | None,
            prior: Prior | None, n: int, size: int, auto: int) -> Setup:
-    r, cfg, prior = settings_for(task, recipe, config=config, prior=prior, auto=auto)
+    r, cfg, prior = settings_for(task, recipe, config=config, prior=prior, auto=auto,
+                                 handcrafted=model.profile.handcrafted)
     picture = max(8, round(size * r.resolution))
     if picture != size:
         cfg = replace(cfg, net_size=size)

@@ -26,7 +26,6 @@ from ..models import Model, ModelSpec
 from ..preimage.plans import invert_job, maximize_job
 from ..preimage.recipes import get_recipe
 from ..preimage.runs import expand_layers, slug
-from ..preimage.solver import SolverConfig
 from ..store import finished
 from ..targets import Target
 from ..transforms.jobs import EquivarianceJob, StitchJob, write_equivariance, write_stitch
@@ -171,6 +170,7 @@ def plan(report: ReportSettings, model: Model) -> list[Job]:
     jobs: list[Job] = []
     examples = image_sources(report.images, report.examples)
     atlas = get_recipe(report.recipe, "atlas")
+    inversion = get_recipe(None, "invert", model.profile.handcrafted)  # the verb's default (chosen by measurement)
     for layer in report.layers:
         d = slug(layer)  # layer names may hold '#' or '()': not for paths and links
         size = report.size or model.input_size
@@ -178,9 +178,9 @@ def plan(report: ReportSettings, model: Model) -> list[Job]:
         channels = tuple(range(n_channels if report.channels is None else min(report.channels, n_channels)))
         for src in examples:
             key = f"invert/{d}/{image_slug(src)}"
-            config = SolverConfig(iters=report.iters, seed=report.seed_for(key), progress=False)
-            jobs.append(invert_job(model, key, src, (layer,), size, recipe=None, cfg=config, prior=None, judge=False,
-                                   spec=spec))
+            config = inversion.config(iters=report.iters, seed=report.seed_for(key), progress=False)
+            jobs.append(invert_job(model, key, src, (layer,), size, recipe=inversion, cfg=config, prior=None,
+                                   judge=False, spec=spec))
         for start in range(0, len(channels), report.atlas_batch):
             part = channels[start:start + report.atlas_batch]
             key = f"atlas/{d}/c{part[0]:04d}" + (f"-c{part[-1]:04d}" if len(part) > 1 else "")

@@ -119,13 +119,14 @@ def section_preimages(ctx: DemoContext) -> str:
             "increasingly abstract parts. Commands: <code>cnnscope invert IMAGE --layer stages</code>, "
             "<code>cnnscope maximize --layer stage3 --channel 0-7 --where channel</code>, "
             "<code>cnnscope caricature IMAGE --layer L</code>.</p>")
-    body += html.figure(f"preimage/{inv['grid']}", "inversion across depth (recipe mv)")
+    body += html.figure(f"preimage/{inv['grid']}", "inversion across depth (recipe mv, the seed's; the invert verb "
+                        f"defaults to {get_recipe(None, 'invert').name})")
     body += html.figure(f"preimage/{mx['grid']}", f"activation maximisation: channels 0-7 (recipe {vis.name})")
     for name, grid in class_grids.items():
         body += html.figure(grid, f"class visualisations, recipe {name}"
                             + (" (Mahendran & Vedaldi: pixels + TV prior)" if name == "mv" else
                                " (Fourier + decorrelated colour + transformation robustness)"))
-    body += html.figure(f"preimage/{car['grid']}", "caricatures across layers")
+    body += html.figure(f"preimage/{car['grid']}", "caricatures across layers (recipe mv, the seed's)")
     return html.section("Pre-images", body, "preimages")
 
 

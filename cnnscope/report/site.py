@@ -56,7 +56,8 @@ def layer_page(out: Path, report: ReportSettings, layer: str, units: list[Job], 
     mine = _layer_jobs(units, layer)
     sections = []
     for kind, title, blurb in (
-        ("invert", "Inversions", "Pre-images from noise of each image's code at this layer (Mahendran & Vedaldi)."),
+        ("invert", "Inversions", "Pre-images from noise of each image's code at this layer (Mahendran & Vedaldi's "
+         "objective with the invert verb's default recipe: lucid, or mv for hand-crafted features)."),
         ("maximize", "Activation maximisation atlas",
          "One image per channel that maximally excites the channel's centre neuron (recipe lucid: Fourier + "
          "decorrelated colour + transformation robustness); captions: activation over the natural-image maximum."),
