@@ -1,5 +1,6 @@
 """Feature visualisation: parametrisations, robustness transforms, recipes, diversity, accentuation, scores."""
 
+import dataclasses
 import json
 import math
 
@@ -194,7 +195,8 @@ def test_accentuation_raises_the_unit_and_stays_close(lite0):
     r, info = accentuate(lite0, "sample:chelsea", "logits", [Target("class", 980)], size=128, config=cfg)
     assert info["final_activation"][0] > info["start_activation"][0] + 5
     assert info["anchor_layer"] == "stage6"
-    free, _ = maximize(lite0, "logits", [Target("class", 980)], size=128, config=cfg)
+    same_param = dataclasses.replace(get_recipe("lucid", "maximize"), resolution=1.0)  # as accentuate draws it
+    free, _ = maximize(lite0, "logits", [Target("class", 980)], size=128, config=cfg, recipe=same_param)
     cat = lite0.preprocess.geometry(load_image("sample:chelsea"))
     cat = torch.nn.functional.interpolate(cat, size=(128, 128), mode="bilinear", antialias=True)
     def rms(x):
@@ -206,6 +208,9 @@ def test_accentuation_raises_the_unit_and_stays_close(lite0):
 def test_recipes_and_defaults():
     assert get_recipe(None, "maximize").name == "lucid" and get_recipe(None, "invert").name == "lucid"
     assert get_recipe(None, "invert", handcrafted=True).name == "mv"  # HOGb pre-images stay M&V's
+    # maximize draws at 128/224 of the network's size (as Lucid does); tasks that start from a picture keep it whole
+    assert settings_for("maximize")[0].resolution == pytest.approx(128 / 224)
+    assert all(settings_for(task)[0].resolution == 1.0 for task in ("invert", "caricature", "accentuate"))
     assert get_recipe("lucid", "maximize").config().slow_fraction == 0.0
     assert RECIPES["maco"].param == "maco" and RECIPES["mv"].prior
     from cnnscope.errors import CnnscopeError
@@ -314,3 +319,14 @@ def test_ctrl_c_mid_visualisation_exits_130_and_is_not_done(tmp_path):
     unit = json.loads((tmp_path / "maximize_efficientnet_lite0_logits_class980.json").read_text())
     assert unit["results"]["interrupted"] and 100 <= unit["results"]["iterations"] < 1000
     assert not list(tmp_path.glob(".*.part"))  # no half-written file
+
+
+def test_a_picture_drawn_smaller_is_seen_and_scored_at_the_networks_size(lite0):
+    r, info = maximize(lite0, "stage2", [Target("channel", 0)], size=112,
+                       config=get_recipe("lucid", "maximize").config(iters=3, **QUICK))
+    assert r.images.shape[-2:] == (112, 112)  # drawn at 64 px, saved as the network saw it
+    # the upsampled picture is smooth: no more detail than 64 px carry (its 64 px version resized back equals it)
+    small = torch.nn.functional.interpolate(r.images, size=(64, 64), mode="bilinear", antialias=True)
+    back = torch.nn.functional.interpolate(small, size=(112, 112), mode="bilinear", align_corners=False)
+    assert float((back - r.images).abs().mean()) < 0.006  # 0.004 here; 0.009 when drawn at 112 px
+    assert info["start_activation"][0] != info["final_activation"][0]

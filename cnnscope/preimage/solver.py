@@ -229,6 +229,13 @@ class LbfgsSteps:
         return self.opt.step(self._closure)
 
 
+def resized_for_network(pixels: torch.Tensor, net_size: int | None) -> torch.Tensor:
+    """A picture drawn smaller than the network's input (a recipe's `resolution`) as the network sees it."""
+    if net_size is None or tuple(pixels.shape[-2:]) == (net_size, net_size):
+        return pixels
+    return F.interpolate(pixels, size=(net_size, net_size), mode="bilinear", align_corners=False)
+
+
 def solve(model, objective: Objective, start: Parametrization | torch.Tensor,
           config: SolverConfig | None = None) -> PreimageResult:
     """The one optimiser of every pre-image task: minimise `objective` over a batch of images.
@@ -281,8 +288,7 @@ def solve(model, objective: Objective, start: Parametrization | torch.Tensor,
         return objective(Context(lambda: space.from_pixels(pixels), feats)), pixels
 
     def upsample(pixels: torch.Tensor) -> torch.Tensor:
-        return pixels if seen_size == size else F.interpolate(pixels, size=seen_size, mode="bilinear",
-                                                              align_corners=False)
+        return resized_for_network(pixels, cfg.net_size)
 
     def remember(e: torch.Tensor, pixels: torch.Tensor) -> None:
         if pipeline:  # energies under random transforms are not comparable between steps: keep the last

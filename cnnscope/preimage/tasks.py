@@ -31,7 +31,7 @@ from .objectives import (
 )
 from .param import Parametrization
 from .recipes import Recipe, get_recipe
-from .solver import ImageSpace, PreimageResult, SolverConfig, solve
+from .solver import ImageSpace, PreimageResult, SolverConfig, resized_for_network, solve
 
 # Natural images used to put activation maximisation on the scale of real activations.
 REFERENCE_IMAGES = ("sample:chelsea", "sample:coffee", "sample:astronaut", "sample:rocket")
@@ -93,6 +93,8 @@ def _target_batch(model: Model, image: torch.Tensor, size: int) -> torch.Tensor:
 
 
 ALIGNED_TASKS = ("invert", "caricature")
+# tasks that start from or match a picture keep its full resolution (a coarser picture would lose its detail)
+PICTURE_TASKS = (*ALIGNED_TASKS, "accentuate")
 
 
 @dataclass
@@ -147,6 +149,8 @@ def settings_for(task: str, recipe: str | Recipe | None = None, overrides: dict 
     # user gives transforms
     if task in ALIGNED_TASKS and "transforms" not in given:
         r = replace(r, transforms="auto")
+    if task in PICTURE_TASKS and "resolution" not in given:
+        r = replace(r, resolution=1.0)
     cfg = config or r.config(seed=seed, box=box, jitter=jitter)
     if cfg.transforms is None and r.transforms not in ("auto", "none"):
         cfg = replace(cfg, transforms=r.transforms)
@@ -345,7 +349,7 @@ def maximize(model: Model, layer: str, targets: Sequence[Target], *, size: int |
         where = diversity_layer or default_diversity_layer(model, layer, size)
         objective = objective + diversity * data_weight * Diversity(where, batch)
     with torch.no_grad():
-        start = ImageSpace(model).from_pixels(setup.param())
+        start = ImageSpace(model).from_pixels(resized_for_network(setup.param(), setup.config.net_size))
     result = solve(model, objective, setup.param, setup.config)
     info = {
         "reference_scale": [float(v) for v in z],
