@@ -1,0 +1,80 @@
+"""Atlas throughput (issue 26, item 6): channels per minute of `cnnscope report`'s atlas jobs, and the quality
+score shown beside each channel (activation over the natural-image maximum), for a few ways of running them.
+
+    python benchmarks/atlas.py [--layer stage6] [--channels 8] [--configs base,iters100,batch4,...] [--workers]
+
+Each configuration runs the report's own atlas jobs (`report.atlas.plan`, one thread per job, in this process)
+on the first --channels channels of --layer; channels/min and the median / minimum activation ratio are printed
+side by side with the first configuration's. --workers also times the same jobs in 1 and 2 worker processes.
+"""
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import torch
+
+from cnnscope.jobs import execute, run_job
+from cnnscope.models import load_model
+from cnnscope.report.atlas import ReportSettings, plan
+
+CONFIGS = {  # name: ReportSettings fields
+    "base": {},
+    "iters100": {"iters": 100},
+    "iters120": {"iters": 120},
+    "batch4": {"atlas_batch": 4},
+    "batch4-iters100": {"atlas_batch": 4, "iters": 100},
+    "batch8-iters100": {"atlas_batch": 8, "iters": 100},
+}
+
+
+def atlas_jobs(settings: ReportSettings):
+    model = load_model(settings.model)
+    return model, [j for j in plan(settings, model) if j.kind == "maximize"]
+
+
+def run_config(settings: ReportSettings) -> tuple[float, list[float]]:
+    """Channels per minute (one job after another, one thread) and each channel's activation ratio."""
+    model, jobs = atlas_jobs(settings)
+    ratios, seconds = [], 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        for job in jobs:
+            t = time.perf_counter()
+            results, _, _ = run_job(tmp, job)
+            seconds += time.perf_counter() - t
+            ratios += results["activation_ratio"]
+    return 60 * len(ratios) / seconds, ratios
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--layer", default="stage6")
+    ap.add_argument("--channels", type=int, default=8)
+    ap.add_argument("--configs", default="base,iters100,batch4,batch4-iters100")
+    ap.add_argument("--workers", action="store_true", help="also time 1 vs 2 worker processes (base settings)")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    base = {"model": "efficientnet_lite0", "layers": (args.layer,), "channels": args.channels, "examples": 0,
+            "patch_images": 1}
+    print(f"# atlas of Lite0 {args.layer}, first {args.channels} channels; one thread per job")
+    print(f"{'config':<18}{'channels/min':>13}{'x base':>8}{'median ratio':>14}{'min ratio':>11}")
+    first = None
+    for name in args.configs.split(","):
+        rate, ratios = run_config(ReportSettings(**base, **CONFIGS[name]))
+        first = first or rate
+        print(f"{name:<18}{rate:13.2f}{rate / first:8.2f}{statistics.median(ratios):14.2f}{min(ratios):11.2f}",
+              flush=True)
+    if args.workers:
+        model, jobs = atlas_jobs(ReportSettings(**base))
+        rates = {}
+        for workers in (1, 2):
+            with tempfile.TemporaryDirectory() as tmp:
+                run = execute(jobs, tmp, workers=workers, progress=False)
+            rates[workers] = 60 * run.computed / run.seconds
+            print(f"workers={workers}: {rates[workers]:.2f} channels/min")
+        print(f"ratio 2 workers / 1 worker: {rates[2] / rates[1]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
