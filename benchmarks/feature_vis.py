@@ -208,51 +208,39 @@ def part_channels(model, args, out: Path) -> None:
 
 
 def part_invert(model, args, out: Path) -> None:
-    """Which recipe should `invert` use by default? Per recipe and layer, on held-back images (the LAST
-    --invert-images of the ImageNet sample, never looked at while the recipes were made): normalised error
-    ||Phi(x*) - Phi(x0)||^2 / ||Phi(x0)||^2, how often the judges' top-5 for the pre-image overlaps theirs for the
-    original, seconds per inversion; grids of the pictures to look at."""
-    judges = judges_for(model)
-    images = held_back_images(args.invert_images)
-    print(f"\n== inversion ({len(images)} held-back images; judges {', '.join(j.name for j in judges)})")
-    print(f"{'recipe':<7}{'layer':<8}{'error':>8}{'judge top-5 overlap':>21}{'s/picture':>11}")
-    for layer in args.invert_layers.split(","):
-        for recipe in ("mv", "lucid"):
-            r = get_recipe(recipe, "invert")
-            errs, hits, secs, pics = [], 0, [], []
-            for im in images:
-                res = invert(model, im, layer, recipe=r)
-                errs.append(reconstruction_error(res)[0])
-                ov = topk_overlap(judges, res.images, sized_preprocess(model, 224).geometry(im))[0]
-                hits += sum(v > 0 for v in ov.values())
-                secs.append(res.seconds)
-                pics.append(res.images[0])
-            image_grid(pics, [f"{layer} {recipe}"] * len(pics), out / f"invert_{recipe}_{layer}.png", ncols=5)
-            print(f"{recipe:<7}{layer:<8}{statistics.mean(errs):8.3f}{hits / (len(images) * len(judges)):21.2f}"
-                  f"{statistics.mean(secs):11.1f}")
+    """Which recipe should `invert` use by default? Normalised error ||Phi(x*) - Phi(x0)||^2 / ||Phi(x0)||^2."""
+    compare_recipes(model, args, out, "invert", "error", lambda im, layer, r: invert(model, im, layer, recipe=r),
+                    lambda res: reconstruction_error(res)[0])
 
 
 def part_caricature(model, args, out: Path) -> None:
-    """Which recipe should `caricature` use by default? Per recipe and layer, on the held-back images: the gain
-    <Phi(x0), Phi(x)> / ||Phi(x0)||^2 (1 at the start), whether the judges' top-5 still overlaps theirs for the
-    original (the caricature is still of this picture), seconds; grids to look at."""
+    """Which recipe should `caricature` use by default? The gain <Phi(x0), Phi(x)> / ||Phi(x0)||^2 (1 at the
+    start); the judges' overlap says whether the caricature is still of this picture."""
+    compare_recipes(model, args, out, "caricature", "gain",
+                    lambda im, layer, r: caricature(model, im, layer, recipe=r), lambda res: caricature_gain(res)[0])
+
+
+def compare_recipes(model, args, out: Path, task: str, score: str, run, measure) -> None:
+    """Per recipe (mv, lucid) and layer, on held-back images (the LAST --invert-images of the ImageNet sample,
+    never looked at while the recipes were made): the task's score, how often the judges' top-5 for the picture
+    overlaps theirs for the original, seconds per picture; grids of the pictures to look at."""
     judges = judges_for(model)
     images = held_back_images(args.invert_images)
-    print(f"\n== caricature ({len(images)} held-back images; judges {', '.join(j.name for j in judges)})")
-    print(f"{'recipe':<7}{'layer':<8}{'gain':>8}{'judge top-5 overlap':>21}{'s/picture':>11}")
+    print(f"\n== {task} ({len(images)} held-back images; judges {', '.join(j.name for j in judges)})")
+    print(f"{'recipe':<7}{'layer':<8}{score:>8}{'judge top-5 overlap':>21}{'s/picture':>11}")
     for layer in args.invert_layers.split(","):
         for recipe in ("mv", "lucid"):
-            r = get_recipe(recipe, "caricature")
-            gains, hits, secs, pics = [], 0, [], []
+            r = get_recipe(recipe, task)
+            scores, hits, secs, pics = [], 0, [], []
             for im in images:
-                res = caricature(model, im, layer, recipe=r)
-                gains.append(caricature_gain(res)[0])
+                res = run(im, layer, r)
+                scores.append(measure(res))
                 ov = topk_overlap(judges, res.images, sized_preprocess(model, 224).geometry(im))[0]
                 hits += sum(v > 0 for v in ov.values())
                 secs.append(res.seconds)
                 pics.append(res.images[0])
-            image_grid(pics, [f"{layer} {recipe}"] * len(pics), out / f"caricature_{recipe}_{layer}.png", ncols=5)
-            print(f"{recipe:<7}{layer:<8}{statistics.mean(gains):8.2f}{hits / (len(images) * len(judges)):21.2f}"
+            image_grid(pics, [f"{layer} {recipe}"] * len(pics), out / f"{task}_{recipe}_{layer}.png", ncols=5)
+            print(f"{recipe:<7}{layer:<8}{statistics.mean(scores):8.3f}{hits / (len(images) * len(judges)):21.2f}"
                   f"{statistics.mean(secs):11.1f}", flush=True)
 
 
