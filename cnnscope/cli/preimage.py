@@ -108,10 +108,10 @@ def setup(args, task: str):
     out = out_dir(args.out)
     overrides = {"param": args.param, "iters": args.iters, "lr": args.lr, "optimizer": args.optimizer,
                  "transforms": args.transforms}
-    models = load_several(args)
+    parse_transforms(args.transforms)  # a bad spec: one line before any model is loaded
+    models = load_several(args)  # (their kind decides the default recipe: M&V's for hand-crafted features)
     recipe, cfg, _ = settings_for(task, args.recipe, overrides, seed=args.seed, box=not args.no_box, jitter=args.jitter,
                                   handcrafted=any(m.profile.handcrafted for m in models))
-    parse_transforms(None if recipe.transforms == "auto" else recipe.transforms)  # one line on a bad spec
     return models, explicit_prior(args), cfg, out, recipe
 
 

@@ -281,14 +281,14 @@ def solve(model, objective: Objective, start: Parametrization | torch.Tensor,
 
     def energy(transformed: bool) -> tuple[torch.Tensor, torch.Tensor]:
         pixels = param()
-        seen = pipeline(pixels, gen, seen_size) if transformed and pipeline else upsample(pixels)
+        if transformed and pipeline:
+            seen = pipeline(pixels, gen, seen_size)
+        else:
+            seen = resized_for_network(pixels, cfg.net_size)
         with model.autocast():
             feats = phi(space.pixels_to_net(seen)) if phi is not None else {}
         feats = {k: v.float() for k, v in feats.items()}  # objectives in float32 whatever the forward's precision
         return objective(Context(lambda: space.from_pixels(pixels), feats)), pixels
-
-    def upsample(pixels: torch.Tensor) -> torch.Tensor:
-        return resized_for_network(pixels, cfg.net_size)
 
     def remember(e: torch.Tensor, pixels: torch.Tensor) -> None:
         if pipeline:  # energies under random transforms are not comparable between steps: keep the last
@@ -334,7 +334,7 @@ def solve(model, objective: Objective, start: Parametrization | torch.Tensor,
     with torch.no_grad():
         e, pixels = energy(False)  # the final iterate may be the best one
         remember(e, pixels)
-        best_p = upsample(best_p)  # what the network saw, without the random transforms
+        best_p = resized_for_network(best_p, cfg.net_size)  # what the network saw, without the random transforms
         ctx = Context(space.from_pixels(best_p), phi(space.pixels_to_net(best_p)) if phi is not None else {})
         by_term = {t: [float(v) for v in vals] for t, vals in objective.by_term(ctx).items()}
         terms = {k: [float(v) for v in vals] for k, vals in objective.breakdown(ctx).items()}
