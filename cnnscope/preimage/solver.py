@@ -331,16 +331,25 @@ def solve(model, objective: Objective, start: Parametrization | torch.Tensor,
     finally:
         bar.close()
         seconds = time.perf_counter() - start_time
+    def seen_without_transforms(pixels: torch.Tensor) -> tuple[torch.Tensor, Context]:
+        seen = resized_for_network(pixels, cfg.net_size)  # what the network saw, without the random transforms
+        return seen, Context(space.from_pixels(seen), phi(space.pixels_to_net(seen)) if phi is not None else {})
+
     with torch.no_grad():
-        e, pixels = energy(False)  # the final iterate may be the best one
-        remember(e, pixels)
-        best_p = resized_for_network(best_p, cfg.net_size)  # what the network saw, without the random transforms
-        ctx = Context(space.from_pixels(best_p), phi(space.pixels_to_net(best_p)) if phi is not None else {})
+        # one forward of the final iterate serves as the result's evaluation unless an earlier iterate was better
+        # (deterministic objectives only: under random transforms the last iterate is kept)
+        pixels = param()
+        shown, ctx = seen_without_transforms(pixels)
+        energies = objective(ctx)
+        if not pipeline and not bool((energies < best_e).all()):
+            remember(energies, pixels)
+            shown, ctx = seen_without_transforms(best_p)
+            energies = objective(ctx)
         by_term = {t: [float(v) for v in vals] for t, vals in objective.by_term(ctx).items()}
         terms = {k: [float(v) for v in vals] for k, vals in objective.breakdown(ctx).items()}
-        total = [float(v) for v in objective(ctx)]
+        total = [float(v) for v in energies]
     if phi is not None:
         phi.close()
-    images = best_p.clamp(0, 1).cpu()  # results leave the device once, here
-    return PreimageResult(space.from_pixels(best_p).cpu(), images, terms, total, history,
+    images = shown.clamp(0, 1).cpu()  # results leave the device once, here
+    return PreimageResult(space.from_pixels(shown).cpu(), images, terms, total, history,
                           step if not interrupted else max(step - 1, 0), seconds, interrupted, by_term)
