@@ -27,12 +27,12 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from timing import median_time
 
 from cnnscope import load_image, load_model
 from cnnscope.data import list_folder
@@ -53,7 +53,7 @@ from cnnscope.preimage.plans import maximize_job
 from cnnscope.preimage.quality import class_ranks, gram_distance, judges_for, spectrum_slope, topk_overlap
 from cnnscope.preimage.recipes import get_recipe
 from cnnscope.preimage.style import texture
-from cnnscope.preimage.tasks import caricature_gain, sized_preprocess
+from cnnscope.preimage.tasks import caricature_gain, settings_for, sized_preprocess
 from cnnscope.viz import image_grid
 
 HERE = Path(__file__).resolve().parent
@@ -110,12 +110,12 @@ def natural_max(model, units, natural) -> list[float]:
     return [float(feats[l][:, c].mean((1, 2)).max()) for l, c in units]
 
 
-VARIANTS = {  # changes to the default recipe compared by --variants (what chose the current default)
+VARIANTS = {  # changes to maximize's default settings compared by --variants (what chose the current default)
     "default": {},
-    "full224": {"resolution": 1.0},
-    "res128": {"resolution": 128 / 224},
-    "res128-i192": {"resolution": 128 / 224, "iters": 192},
-    "res128-i128": {"resolution": 128 / 224, "iters": 128},
+    "full224": {"resolution": 1.0},  # drawn at the network's size
+    "i256": {"iters": 256},
+    "i192": {"iters": 192},
+    "i128": {"iters": 128},
 }
 
 
@@ -123,8 +123,8 @@ def ours_maximize(model, layer_targets: list[tuple[str, Target]], variant: str =
                   per_call: int = CHUNK) -> tuple[torch.Tensor, float]:
     """Our default recipe (changed by `variant`), `per_call` targets of one layer per optimisation, each run as
     the CLI runs it (a job: one thread, seeded); returns pictures and seconds/unit."""
-    recipe = replace(get_recipe(None, "maximize"), **VARIANTS[variant])
-    cfg = recipe.config(progress=False)
+    recipe, cfg, _ = settings_for("maximize", None, VARIANTS[variant])  # as the CLI and the API set it up
+    cfg = replace(cfg, progress=False)
     images, seconds = [], 0.0
     by_layer: dict[str, list[Target]] = {}
     for layer, t in layer_targets:
@@ -280,10 +280,16 @@ print(int(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1)) / 2**20)
 """
 
 
+STEPS, ROUNDS = 20, 5  # steps per timed solve; rounds of (bare block, each variant's solve), interleaved
+
+
 def part_step(model, args, out: Path) -> None:
     """Step cost of the default recipe (and --variants; one unit: a channel's centre neuron, a class) against a
-    bare truncated forward+backward to the same layer at 224 px, one thread (as a job runs), rounds interleaved,
-    the minimum of three; and the peak RSS of one 224 px class visualisation in a fresh process."""
+    bare truncated forward+backward to the same layer at 224 px, one thread (as a job runs). This machine's speed
+    drifts by 10-30% over minutes, so rounds interleave a block of bare passes with each variant's solve and the
+    medians are compared; a step is a solve's loop time over its steps, and what a solve costs besides its
+    steps (setup, the memory probe, the final evaluation) is printed apart, as "per solve". Then the peak RSS of
+    one 224 px class visualisation in a fresh process."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     print("\n== step cost (224 px, batch 1, Lite0, one thread; goal: <= 1.6x at the stem, <= 1.10x from stage2)")
@@ -293,23 +299,36 @@ def part_step(model, args, out: Path) -> None:
         x = torch.zeros(1, 3, 224, 224, requires_grad=True)
         phi = Capture(model, [layer])
 
-        def bare(phi=phi, x=x, layer=layer):
-            phi(x)[layer].sum().backward()
+        def bare_block(phi=phi, x=x, layer=layer) -> float:
+            start = time.perf_counter()
+            for _ in range(STEPS):
+                phi(x)[layer].sum().backward()
+            return (time.perf_counter() - start) / STEPS
 
-        def steps(recipe, obj=obj, k=20):
+        def solve_for(recipe, obj=obj) -> tuple[float, float]:
+            """(seconds per step, seconds per solve besides its steps)."""
+            start = time.perf_counter()
             picture = round(224 * recipe.resolution)  # as `maximize` sets it up: the network sees 224 px
             param = recipe.make_param(1, picture, seed=0, mean=model.preprocess.mean)
-            solve(model, obj, param, recipe.config(iters=k, progress=False, net_size=224 if picture != 224 else None))
+            r = solve(model, obj, param,
+                      recipe.config(iters=STEPS, progress=False, net_size=224 if picture != 224 else None))
+            return r.seconds / STEPS, time.perf_counter() - start - r.seconds
 
         recipes = {v: replace(get_recipe(None, "maximize"), **VARIANTS[v]) for v in args.variants.split(",")}
-        t_bare, t_step = [], {v: [] for v in recipes}
-        for _ in range(3):
-            t_bare.append(median_time(bare, 10, warmup=2))
+        bare_block()
+        for recipe in recipes.values():
+            solve_for(recipe)  # warm-up
+        t_bare, t_solve = [], {v: [] for v in recipes}
+        for _ in range(ROUNDS):
+            t_bare.append(bare_block())
             for v, recipe in recipes.items():
-                t_step[v].append(median_time(lambda recipe=recipe: steps(recipe), 3, warmup=1) / 20)
-        b = min(t_bare)
-        print(f"{layer:<7} bare forward+backward {b * 1000:.1f} ms; step / bare: "
-              + ", ".join(f"{v} {min(t) / b:.2f} ({min(t) * 1000:.1f} ms)" for v, t in t_step.items()), flush=True)
+                t_solve[v].append(solve_for(recipe))
+        b = statistics.median(t_bare)
+        cells = []
+        for v, times in t_solve.items():
+            step, fixed = statistics.median(t for t, _ in times), statistics.median(f for _, f in times)
+            cells.append(f"{v} {step / b:.2f} ({step * 1000:.1f} ms; per solve {fixed * 1000:.0f} ms)")
+        print(f"{layer:<7} bare forward+backward {b * 1000:.1f} ms; step / bare: " + ", ".join(cells), flush=True)
     torch.set_num_threads(threads)
     rss = subprocess.run([sys.executable, "-c", PEAK_RSS_CHILD], capture_output=True, text=True, check=True)
     print(f"peak RSS of one 224 px class visualisation: {float(rss.stdout.strip().splitlines()[-1]):.2f} GB")

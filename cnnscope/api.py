@@ -153,7 +153,7 @@ def invert(model, image, layer: str | Sequence[str], *, size: int | None = None,
     recipe : {"mv", "lucid", "maco"}, optional
         Default: the measured best for inversion.
     iters : int, optional
-        Solver steps (default the recipe's).
+        Solver steps (default the recipe's for the task: `lucid` 256, 192 for `maximize`; `mv` 300).
     restarts : int
         Pictures from different noise (reconstruction ambiguity).
     data_weight : float

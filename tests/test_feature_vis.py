@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnscope import load_image
+from cnnscope.errors import CnnscopeError
 from cnnscope.layers import capture
 from cnnscope.models import small_model as as_model
 from cnnscope.preimage import SolverConfig, Target, accentuate, invert, maximize, reconstruction_error, solve
@@ -212,9 +213,11 @@ def test_recipes_and_defaults():
     assert settings_for("maximize")[0].resolution == pytest.approx(128 / 224)
     assert all(settings_for(task)[0].resolution == 1.0 for task in ("invert", "caricature", "accentuate"))
     assert get_recipe("lucid", "maximize").config().slow_fraction == 0.0
+    # a class or channel picture settles in fewer steps than an inversion (measured); the user's count wins
+    assert settings_for("maximize")[1].iters == 192 and settings_for("invert")[1].iters == 256
+    assert settings_for("maximize", None, {"iters": 50})[1].iters == 50
+    assert settings_for("maximize", "mv")[1].iters == 300  # other recipes keep their own count
     assert RECIPES["maco"].param == "maco" and RECIPES["mv"].prior
-    from cnnscope.errors import CnnscopeError
-
     with pytest.raises(CnnscopeError, match="unknown recipe"):
         get_recipe("deepdream", "maximize")
     with pytest.raises(CnnscopeError, match="unknown parametrisation"):

@@ -107,7 +107,8 @@ def optimiser_options(p, data_weight: float, recipes: bool = True) -> None:
                        help="robustness transforms each step: 'standard', 'none' or e.g. "
                             "'pad:12,jitter:8,scale:0.9-1.1,rotate:10,jitter:4' (default: the recipe's)")
     g.add_argument("--size", type=positive_int, help="image size in px (default: the model's input size)")
-    g.add_argument("--iters", type=positive_int, default=None, help="iterations (default: the recipe's; 300)")
+    g.add_argument("--iters", type=positive_int, default=None,
+                   help="iterations (default: the recipe's for the verb: lucid 256, 192 for maximize; mv 300)")
     g.add_argument("--optimizer", choices=["sgd", "adam", "lbfgs"], default=None,
                    help="sgd = momentum 0.9 (M&V IJCV'16), adam (lucid, maco, texture, style), lbfgs")
     g.add_argument("--lr", type=positive, default=None,

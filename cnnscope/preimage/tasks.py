@@ -143,7 +143,8 @@ def settings_for(task: str, recipe: str | Recipe | None = None, overrides: dict 
         The prior stays None only when neither `prior`, a texture/style task nor `auto` decides it.
     """
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
-    r = replace(get_recipe(recipe, task, handcrafted), **given)
+    r = get_recipe(recipe, task, handcrafted)
+    r = replace(r, **{"iters": r.iters_for(task), **given})
     # an inversion's or caricature's target is a feature map at fixed positions: transforms that move the picture
     # (pad, crop, scale, rotate) would misalign it, so those tasks keep M&V's small circular shift unless the
     # user gives transforms
