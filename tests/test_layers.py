@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -107,6 +109,28 @@ def test_capture_matches_plain_forward_and_keeps_gradients(lite0):
     xg = x.clone().requires_grad_(True)
     Truncated(lite0, "stage3")(xg)[0, 3].sum().backward()
     assert xg.grad is not None and xg.grad.abs().sum() > 0
+
+
+def test_zoo_networks_run_channels_last_with_the_same_numbers(lite0):
+    """The zoo's convolutions are laid out channels-last (faster on the CPU); the numbers are a contiguous
+    copy's, and a captured map's gradient arrives channels-last whatever the objective's own layout (the
+    network's backward would take slow mixed-layout paths otherwise)."""
+    conv = lite0.net._conv_stem.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    reference = copy.deepcopy(lite0.net).to(memory_format=torch.contiguous_format)
+    assert reference._conv_stem.weight.is_contiguous()
+    x = lite0.prepare(load_image("sample:coffee"))
+    assert torch.allclose(lite0(x), reference(x), atol=1e-4)
+    xg = x.clone().requires_grad_(True)
+    feats = capture(lite0, xg, ["stem"])["stem"]
+    layouts = []
+    feats.register_hook(lambda g: layouts.append(g.is_contiguous(memory_format=torch.channels_last)))
+    feats[:, 3, 50, 50].sum().backward()  # an index's gradient is laid out contiguously
+    assert layouts == [True]
+    xr = x.clone().requires_grad_(True)
+    reference_stem = reference._stem_act(reference._bn0(reference._conv_stem(xr)))
+    reference_stem[:, 3, 50, 50].sum().backward()
+    assert torch.allclose(xg.grad, xr.grad, atol=1e-5)
 
 
 def test_forward_stops_at_deepest_requested_layer(lite0):
