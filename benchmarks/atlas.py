@@ -1,7 +1,8 @@
 """Atlas throughput (issue 26, item 6): channels per minute of `cnnscope report`'s atlas jobs, and the quality
 score shown beside each channel (activation over the natural-image maximum), for a few ways of running them.
 
-    python benchmarks/atlas.py [--layer stage6] [--channels 8] [--configs base,iters100,batch4,...] [--workers]
+    python benchmarks/atlas.py [--layer stage6] [--channels 8] [--configs base,iters100,batch4-iters100,...]
+                               [--workers]
 
 Each configuration runs the report's own atlas jobs (`report.atlas.plan`, one thread per job, in this process)
 on the first --channels channels of --layer; channels/min and the median / minimum activation ratio are printed
@@ -9,6 +10,7 @@ side by side with the first configuration's. --workers also times the same jobs 
 """
 
 import argparse
+import re
 import statistics
 import tempfile
 import time
@@ -19,14 +21,17 @@ from cnnscope.jobs import execute, run_job
 from cnnscope.models import load_model
 from cnnscope.report.atlas import ReportSettings, plan
 
-CONFIGS = {  # name: ReportSettings fields
-    "base": {},
-    "iters100": {"iters": 100},
-    "iters120": {"iters": 120},
-    "batch4": {"atlas_batch": 4},
-    "batch4-iters100": {"atlas_batch": 4, "iters": 100},
-    "batch8-iters100": {"atlas_batch": 8, "iters": 100},
-}
+
+def config_fields(name: str) -> dict:
+    """ReportSettings fields of a configuration name: 'base', or '-'-joined itersN / batchN (e.g. batch4-iters100)."""
+    fields = {}
+    for part in name.split("-"):
+        m = re.fullmatch(r"(iters|batch)(\d+)", part)
+        if part != "base" and not m:
+            raise SystemExit(f"unknown configuration part '{part}' (base, itersN, batchN)")
+        if m:
+            fields["iters" if m.group(1) == "iters" else "atlas_batch"] = int(m.group(2))
+    return fields
 
 
 def atlas_jobs(settings: ReportSettings):
@@ -41,7 +46,7 @@ def run_config(settings: ReportSettings) -> tuple[float, list[float]]:
     with tempfile.TemporaryDirectory() as tmp:
         for job in jobs:
             t = time.perf_counter()
-            results, _, _ = run_job(tmp, job)
+            results = run_job(tmp, job)[0]
             seconds += time.perf_counter() - t
             ratios += results["activation_ratio"]
     return 60 * len(ratios) / seconds, ratios
@@ -61,7 +66,7 @@ def main() -> None:
     print(f"{'config':<18}{'channels/min':>13}{'x base':>8}{'median ratio':>14}{'min ratio':>11}")
     first = None
     for name in args.configs.split(","):
-        rate, ratios = run_config(ReportSettings(**base, **CONFIGS[name]))
+        rate, ratios = run_config(ReportSettings(**{**base, **config_fields(name)}))
         first = first or rate
         print(f"{name:<18}{rate:13.2f}{rate / first:8.2f}{statistics.median(ratios):14.2f}{min(ratios):11.2f}",
               flush=True)
