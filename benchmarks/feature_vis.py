@@ -185,8 +185,11 @@ def part_channels(model, args, out: Path) -> None:
     nat_max = natural_max(model, units, natural)
     nat_slope = statistics.mean(spectrum_slope(torch.cat([sized_preprocess(model, 224).geometry(im)
                                                           for im in natural])))
-    ours, secs = ours_maximize(model, [(layer, Target("channel", c)) for layer, c in units], per_call=args.per_call)
-    rows = {"ours": (ours, secs)}
+    rows = {}
+    for variant in args.variants.split(","):
+        rows[f"ours {variant}" if args.variants != "default" else "ours"] = ours_maximize(
+            model, [(layer, Target("channel", c)) for layer, c in units], variant, per_call=args.per_call)
+    ours = next(iter(rows.values()))[0]
     if not args.skip_lucent:
         lu = [{"key": f"{layer}_{c}", "layer": model.aliases[layer].replace(".", "_"), "channel": c}
               for layer, c in units]
@@ -338,7 +341,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--parts", default="classes,channels,invert,caricature,texture,step")
     ap.add_argument("--skip-lucent", action="store_true")
-    ap.add_argument("--variants", default="default", help=f"classes: recipe variants ({', '.join(VARIANTS)})")
+    ap.add_argument("--variants", default="default", help=f"classes, channels, step: variants ({', '.join(VARIANTS)})")
     ap.add_argument("--per-call", type=int, default=CHUNK, help="classes/channels: units per optimisation (1: as a "
                     "user runs `cnnscope maximize --class K`)")
     ap.add_argument("--invert-images", type=int, default=10)
