@@ -1,5 +1,3 @@
-import copy
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -117,7 +115,7 @@ def test_zoo_networks_run_channels_last_with_the_same_numbers(lite0):
     network's backward would take slow mixed-layout paths otherwise)."""
     conv = lite0.net._conv_stem.weight
     assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
-    reference = copy.deepcopy(lite0.net).to(memory_format=torch.contiguous_format)
+    reference = load_model("efficientnet_lite0").net.to(memory_format=torch.contiguous_format)
     assert reference._conv_stem.weight.is_contiguous()
     x = lite0.prepare(load_image("sample:coffee"))
     assert torch.allclose(lite0(x), reference(x), atol=1e-4)
@@ -131,6 +129,15 @@ def test_zoo_networks_run_channels_last_with_the_same_numbers(lite0):
     reference_stem = reference._stem_act(reference._bn0(reference._conv_stem(xr)))
     reference_stem[:, 3, 50, 50].sum().backward()
     assert torch.allclose(xg.grad, xr.grad, atol=1e-5)
+
+
+def test_a_capture_kept_between_calls_holds_no_activations(lite0):
+    x = lite0.prepare(load_image("sample:coffee"))
+    cut = Truncated(lite0, "stage2")
+    with Capture(lite0, ["stage1", "stage2"]) as phi:
+        feats = phi(x)
+        assert phi.store == {} and cut._capture.store == {}
+    assert cut(x).shape == feats["stage2"].shape and cut._capture.store == {}
 
 
 def test_forward_stops_at_deepest_requested_layer(lite0):

@@ -238,3 +238,23 @@ def test_run_grids_hold_thumbnails_not_pictures(tmp_path, monkeypatch):
         assert isinstance(thumb, np.ndarray) and thumb.dtype == np.uint8 and max(thumb.shape[:2]) == 200
     full = np.asarray(Image.open(sorted(tmp_path.glob("maximize_*stage2*.png"))[0]))
     assert abs(full.astype(float).mean() - seen[0].astype(float).mean()) < 3  # the same picture, smaller
+
+
+class _Diverges(Term):
+    """A data term that turns non-finite: the solver must refuse it in one line."""
+
+    label = "diverges"
+    layers = ("stage1",)
+
+    def value(self, ctx: Context) -> torch.Tensor:
+        return ctx.features["stage1"].mean((1, 2, 3)) * float("nan")
+
+
+def test_a_failed_solve_leaves_no_hooks_on_the_model(lite0):
+    def hooks() -> int:
+        return sum(len(m._forward_hooks) for m in lite0.net.modules())
+
+    before = hooks()
+    with pytest.raises(CnnscopeError, match="diverged at step 1"):
+        solve(lite0, _Diverges(), torch.zeros(1, 3, 64, 64), SolverConfig(iters=3, **QUICK))
+    assert hooks() == before

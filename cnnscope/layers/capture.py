@@ -81,8 +81,10 @@ class Capture:
         missing = [n for n in self.targets if n not in self.store]
         if missing:
             raise CnnscopeError(f"layers not reached in this forward: {', '.join(missing)}")
-        return {requested: _gradient_in_its_layout(self.store[canonical])
-                for canonical, requested in self.targets.items()}
+        found = {requested: _gradient_in_its_layout(self.store[canonical])
+                 for canonical, requested in self.targets.items()}
+        self.store = {}  # a capture kept between calls (a loop's, a Truncated's) holds no activations
+        return found
 
     def close(self) -> None:
         for h in self.handles:

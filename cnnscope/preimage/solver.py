@@ -274,82 +274,85 @@ def solve(model, objective: Objective, start: Parametrization | torch.Tensor,
     thetas = [p for p in param.parameters() if p.requires_grad]
     check_memory(model, objective.layers, n, size, cfg.max_memory_gb)
     phi = Capture(model, objective.layers) if objective.layers else None
-    best_p = param().detach().clone()
-    best_e = torch.full((n,), float("inf"), device=model.device)
-    history: list[float] = []
-    slow_from = cfg.iters - int(round(cfg.iters * cfg.slow_fraction))
+    try:  # a failed or interrupted solve leaves no hooks on the model
+        best_p = param().detach().clone()
+        best_e = torch.full((n,), float("inf"), device=model.device)
+        history: list[float] = []
+        slow_from = cfg.iters - int(round(cfg.iters * cfg.slow_fraction))
 
-    def energy(transformed: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        pixels = param()
-        if transformed and pipeline:
-            seen = pipeline(pixels, gen, seen_size)
-        else:
-            seen = resized_for_network(pixels, cfg.net_size)
-        with model.autocast():
-            feats = phi(space.pixels_to_net(seen)) if phi is not None else {}
-        feats = {k: v.float() for k, v in feats.items()}  # objectives in float32 whatever the forward's precision
-        return objective(Context(lambda: space.from_pixels(pixels), feats)), pixels
+        def energy(transformed: bool) -> tuple[torch.Tensor, torch.Tensor]:
+            pixels = param()
+            if transformed and pipeline:
+                seen = pipeline(pixels, gen, seen_size)
+            else:
+                seen = resized_for_network(pixels, cfg.net_size)
+            with model.autocast():
+                feats = phi(space.pixels_to_net(seen)) if phi is not None else {}
+            feats = {k: v.float() for k, v in feats.items()}  # objectives in float32 whatever the forward's precision
+            return objective(Context(lambda: space.from_pixels(pixels), feats)), pixels
 
-    def remember(e: torch.Tensor, pixels: torch.Tensor) -> None:
-        if pipeline:  # energies under random transforms are not comparable between steps: keep the last
-            best_p.copy_(pixels.detach())
-            return
-        for i in torch.nonzero(e.detach() < best_e).flatten().tolist():
-            best_e[i] = e[i].detach()
-            best_p[i].copy_(pixels.detach()[i])
+        def remember(e: torch.Tensor, pixels: torch.Tensor) -> None:
+            if pipeline:  # energies under random transforms are not comparable between steps: keep the last
+                best_p.copy_(pixels.detach())
+                return
+            for i in torch.nonzero(e.detach() < best_e).flatten().tolist():
+                best_e[i] = e[i].detach()
+                best_p[i].copy_(pixels.detach()[i])
 
-    start_time = time.perf_counter()
-    step = 0
-    interrupted = False
-    bar = steps(cfg.iters, cfg.desc, show=cfg.progress)
-    try:
-        if cfg.optimizer == "lbfgs":
-            stepper = LbfgsSteps(thetas, lambda: energy(False), remember)
-            for step in range(1, cfg.iters + 1):  # noqa: B007 (step is reported after the loop)
-                loss = stepper.step()
-                _check_finite(loss, step)
-                param.project()
-                history.append(float(loss.detach()) / stepper.boost / n)
-                bar.update(1)
-        else:
-            update = FIRST_ORDER[cfg.optimizer](thetas, cfg.lr * param.lr_scale, cfg)
-            for step in range(1, cfg.iters + 1):
-                e, pixels = energy(True)
-                grads = torch.autograd.grad(e.sum(), thetas)
-                if not pipeline:  # (with random transforms the last iterate is kept: taken after the loop)
-                    remember(e, pixels)
-                with torch.no_grad():
-                    update.step(grads, 0.1 if step > slow_from else 1.0)
+        start_time = time.perf_counter()
+        step = 0
+        interrupted = False
+        bar = steps(cfg.iters, cfg.desc, show=cfg.progress)
+        try:
+            if cfg.optimizer == "lbfgs":
+                stepper = LbfgsSteps(thetas, lambda: energy(False), remember)
+                for step in range(1, cfg.iters + 1):  # noqa: B007 (step is reported after the loop)
+                    loss = stepper.step()
+                    _check_finite(loss, step)
                     param.project()
-                _check_finite(e, step)  # after the step: values are read back once per step, here
-                history.append(float(e.detach().mean()))
-                bar.update(1)
-                if step % 20 == 0:
-                    bar.postfix(f"E={history[-1]:.4g}")
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        bar.close()
-        seconds = time.perf_counter() - start_time
-    def seen_without_transforms(pixels: torch.Tensor) -> tuple[torch.Tensor, Context]:
-        seen = resized_for_network(pixels, cfg.net_size)  # what the network saw, without the random transforms
-        return seen, Context(space.from_pixels(seen), phi(space.pixels_to_net(seen)) if phi is not None else {})
+                    history.append(float(loss.detach()) / stepper.boost / n)
+                    bar.update(1)
+            else:
+                update = FIRST_ORDER[cfg.optimizer](thetas, cfg.lr * param.lr_scale, cfg)
+                for step in range(1, cfg.iters + 1):
+                    e, pixels = energy(True)
+                    grads = torch.autograd.grad(e.sum(), thetas)
+                    if not pipeline:  # (with random transforms the last iterate is kept: taken after the loop)
+                        remember(e, pixels)
+                    with torch.no_grad():
+                        update.step(grads, 0.1 if step > slow_from else 1.0)
+                        param.project()
+                    _check_finite(e, step)  # after the step: values are read back once per step, here
+                    history.append(float(e.detach().mean()))
+                    bar.update(1)
+                    if step % 20 == 0:
+                        bar.postfix(f"E={history[-1]:.4g}")
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            bar.close()
+            seconds = time.perf_counter() - start_time
 
-    with torch.no_grad():
-        # one forward of the final iterate serves as the result's evaluation unless an earlier iterate was better
-        # (deterministic objectives only: under random transforms the last iterate is kept)
-        pixels = param()
-        shown, ctx = seen_without_transforms(pixels)
-        energies = objective(ctx)
-        if not pipeline and not bool((energies < best_e).all()):
-            remember(energies, pixels)
-            shown, ctx = seen_without_transforms(best_p)
+        def seen_without_transforms(pixels: torch.Tensor) -> tuple[torch.Tensor, Context]:
+            seen = resized_for_network(pixels, cfg.net_size)  # what the network saw, without the random transforms
+            return seen, Context(space.from_pixels(seen), phi(space.pixels_to_net(seen)) if phi is not None else {})
+
+        with torch.no_grad():
+            # one forward of the final iterate serves as the result's evaluation unless an earlier iterate was better
+            # (deterministic objectives only: under random transforms the last iterate is kept)
+            pixels = param()
+            shown, ctx = seen_without_transforms(pixels)
             energies = objective(ctx)
-        by_term = {t: [float(v) for v in vals] for t, vals in objective.by_term(ctx).items()}
-        terms = {k: [float(v) for v in vals] for k, vals in objective.breakdown(ctx).items()}
-        total = [float(v) for v in energies]
-    if phi is not None:
-        phi.close()
+            if not pipeline and not bool((energies < best_e).all()):
+                remember(energies, pixels)
+                shown, ctx = seen_without_transforms(best_p)
+                energies = objective(ctx)
+            by_term = {t: [float(v) for v in vals] for t, vals in objective.by_term(ctx).items()}
+            terms = {k: [float(v) for v in vals] for k, vals in objective.breakdown(ctx).items()}
+            total = [float(v) for v in energies]
+    finally:
+        if phi is not None:
+            phi.close()
     images = shown.clamp(0, 1).cpu()  # results leave the device once, here
     return PreimageResult(space.from_pixels(shown).cpu(), images, terms, total, history,
                           step if not interrupted else max(step - 1, 0), seconds, interrupted, by_term)
