@@ -117,7 +117,7 @@ def _build_model(name: str, weights: str | None, random_weights: bool, seed: int
             if source is None:
                 raise CnnscopeError(f"{name} has no weights here: {entry.weights_hint}")
             load_strict(net, read_state_dict(source), source, name)
-        # the zoo's convolutions (depthwise ones above all) run 10-17% faster on the CPU with channels-last
+        # the zoo's networks step 6-15% faster from stage2 on (the stem ~15% slower) on the CPU with channels-last
         # weights, and their activations follow (benchmarks/feature_vis.py --parts step); a user's network keeps
         # its own layout, since its forward may view activations as contiguous
         net = net.to(memory_format=torch.channels_last)
