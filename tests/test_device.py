@@ -144,3 +144,16 @@ def test_selectivity_sanity_and_a_batched_atlas_stay_on_the_models_device(meta_m
     # target Gram matrices and the starting loss (recorded as gram_before) computed on the device first
     assert where == {"selectivity": "selectivity", "sanity": "backprop_maps", "atlas": "_check_finite",
                      "texture": "<dictcomp>"}
+
+
+def test_a_report_runs_where_its_model_runs(meta_model):
+    """`report --device cuda` once planned its jobs on the CPU (the spec was rebuilt from the name alone)."""
+    from cnnscope.jobs import model_for
+    from cnnscope.report.atlas import ReportSettings, plan
+
+    settings = ReportSettings("efficientnet_lite0", layers=("stage2",), channels=2, examples=1,
+                              stitch_with="efficientnet_lite1")
+    jobs = plan(settings, meta_model)
+    specs = {spec for job in jobs for spec in job.models()}
+    assert {s.device for s in specs} == {"meta"} and len(specs) == 2  # Lite0 and the stitched Lite1
+    assert model_for(meta_model.job_spec()) is meta_model  # not loaded again in this process

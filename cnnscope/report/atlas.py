@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from ..backprop.jobs import StripJob
 from ..data import image_sources
 from ..images import load_image, save_image, source_stem
-from ..jobs import Job, Result, Run
+from ..jobs import Job, Result, Run, provide
 from ..layers import capture, get_layer
 from ..models import Model, ModelSpec
 from ..preimage.plans import invert_job, maximize_job
@@ -59,9 +59,6 @@ class ReportSettings:
         d = asdict(self)
         d["layers"] = list(self.layers)
         return d
-
-    def spec(self) -> ModelSpec:
-        return ModelSpec(self.model, self.weights, self.random_weights, self.seed if self.random_weights else 0)
 
     def seed_for(self, key: str) -> int:
         """A job's solver seed: its key hashed with the report's seed (jobs differ, reruns agree)."""
@@ -165,8 +162,13 @@ def default_layers(model: Model, quick: bool) -> list[str]:
 
 
 def plan(report: ReportSettings, model: Model) -> list[Job]:
-    """Every job of the report, in a stable order (cheap: reads layer shapes only)."""
-    spec = report.spec()
+    """Every job of the report, in a stable order (cheap: reads layer shapes only).
+
+    The jobs record the loaded model's own spec, so they run where it runs (``--device``) with its
+    preprocessing overrides; its seed only where it seeds random weights (old report folders resume)."""
+    spec = model.job_spec()
+    spec = spec if spec.random_weights else replace(spec, seed=0)
+    provide(spec, model)  # in this process the engine uses the model already loaded
     jobs: list[Job] = []
     examples = image_sources(report.images, report.examples)
     atlas = get_recipe(report.recipe, "atlas")
@@ -197,8 +199,9 @@ def plan(report: ReportSettings, model: Model) -> list[Job]:
                                   spec=spec, **common)
     if report.stitch_with:
         jobs += plan_stitch(model, model, [(layer, layer) for layer in report.layers],
-                            name=analysis_name("stitch", report), spec_a=spec, spec_b=ModelSpec(report.stitch_with),
-                            by_layer=True, **common)
+                            name=analysis_name("stitch", report), spec_a=spec,
+                            spec_b=ModelSpec(report.stitch_with, device=spec.device, amp=spec.amp), by_layer=True,
+                            **common)
     return jobs
 
 
