@@ -2,7 +2,7 @@
 score shown beside each channel (activation over the natural-image maximum), for a few ways of running them.
 
     python benchmarks/atlas.py [--layer stage6] [--channels 8] [--configs base,iters100,batch4-iters100,...]
-                               [--workers]
+                               [--workers] [--device cuda]
 
 Each configuration runs the report's own atlas jobs (`report.atlas.plan`, one thread per job, in this process)
 on the first --channels channels of --layer; channels/min and the median / minimum activation ratio are printed
@@ -34,19 +34,19 @@ def config_fields(name: str) -> dict:
     return fields
 
 
-def atlas_jobs(settings: ReportSettings):
-    model = load_model(settings.model)
+def atlas_jobs(settings: ReportSettings, device: str = "cpu"):
+    model = load_model(settings.model, device=device)
     return model, [j for j in plan(settings, model) if j.kind == "maximize"]
 
 
-def run_config(settings: ReportSettings) -> tuple[float, list[float]]:
+def run_config(settings: ReportSettings, device: str = "cpu") -> tuple[float, list[float]]:
     """Channels per minute (one job after another, one thread) and each channel's activation ratio."""
-    model, jobs = atlas_jobs(settings)
+    model, jobs = atlas_jobs(settings, device)
     ratios, seconds = [], 0.0
     with tempfile.TemporaryDirectory() as tmp:
         for job in jobs:
             t = time.perf_counter()
-            results = run_job(tmp, job)[0]
+            results = run_job(tmp, job)[0]  # reads the scores back: the device has finished
             seconds += time.perf_counter() - t
             ratios += results["activation_ratio"]
     return 60 * len(ratios) / seconds, ratios
@@ -57,19 +57,22 @@ def main() -> None:
     ap.add_argument("--layer", default="stage6")
     ap.add_argument("--channels", type=int, default=8)
     ap.add_argument("--configs", default="base,iters100,batch4,batch4-iters100")
+    ap.add_argument("--device", default="cpu", help="where the network runs (cuda: batch the channels, batch64)")
     ap.add_argument("--workers", action="store_true", help="also time 1 vs 2 worker processes (base settings)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     base = {"model": "efficientnet_lite0", "layers": (args.layer,), "channels": args.channels, "examples": 0,
             "patch_images": 1}
-    print(f"# atlas of Lite0 {args.layer}, first {args.channels} channels; one thread per job")
+    print(f"# atlas of Lite0 {args.layer}, first {args.channels} channels on {args.device}; one thread per job")
     print(f"{'config':<18}{'channels/min':>13}{'x base':>8}{'median ratio':>14}{'min ratio':>11}")
     first = None
     for name in args.configs.split(","):
-        rate, ratios = run_config(ReportSettings(**{**base, **config_fields(name)}))
+        t = time.perf_counter()
+        rate, ratios = run_config(ReportSettings(**{**base, **config_fields(name)}), args.device)
+        wall = time.perf_counter() - t
         first = first or rate
-        print(f"{name:<18}{rate:13.2f}{rate / first:8.2f}{statistics.median(ratios):14.2f}{min(ratios):11.2f}",
-              flush=True)
+        print(f"{name:<18}{rate:13.2f}{rate / first:8.2f}{statistics.median(ratios):14.2f}{min(ratios):11.2f}"
+              f"   ({wall:.0f} s with loading and the natural-image maxima)", flush=True)
     if args.workers:
         model, jobs = atlas_jobs(ReportSettings(**base))
         rates = {}
