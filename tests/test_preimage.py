@@ -224,6 +224,17 @@ def test_a_units_inner_product_reads_only_its_channels_and_equals_the_dense_one(
     assert InnerProduct("l", torch.randn(1, 6, 5, 5)).channels is None  # a dense direction stays dense
 
 
+def test_selecting_channels_keeps_the_maps_layout_and_its_gradient_is_exact():
+    from cnnscope.preimage.objectives import SelectChannels
+
+    f = torch.randn(2, 6, 5, 5, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    channels = torch.tensor([4, 1])
+    assert torch.autograd.gradcheck(lambda t: SelectChannels.apply(t, channels), (f.requires_grad_(True),))
+    g = torch.autograd.grad(SelectChannels.apply(f, channels).sum(), f)[0]
+    assert g.is_contiguous(memory_format=torch.channels_last) and not g.is_contiguous()  # no layout conversion
+    assert g[:, [1, 4]].eq(1).all() and g[:, [0, 2, 3, 5]].eq(0).all()
+
+
 def test_run_grids_hold_thumbnails_not_pictures(tmp_path, monkeypatch):
     # a run of thousands of pictures keeps only what its grid cell shows (issue 26: memory flat with the work)
     import cnnscope.preimage.runs as runs

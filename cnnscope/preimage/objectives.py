@@ -187,8 +187,26 @@ class InnerProduct(Term):
     def value(self, ctx: Context) -> torch.Tensor:
         f = ctx.features[self.layer]
         if self.channels is not None:
-            f = f.index_select(1, self.channels.to(f.device))
+            f = SelectChannels.apply(f, self.channels.to(f.device))
         return -(_flat(f) * self.direction).sum(1) / self.scale
+
+
+class SelectChannels(torch.autograd.Function):
+    """``f[:, channels]`` whose gradient is laid out like `f`. ``index_select`` first copies a channels-last map
+    whole into the contiguous layout and hands the network a contiguous gradient to convert back: 1.4 ms of a
+    10 ms step at Lite0's stem."""
+
+    @staticmethod
+    def forward(ctx, f: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(f, channels)  # f only for its shape and layout
+        return f[:, channels]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        f, channels = ctx.saved_tensors
+        out = torch.zeros_like(f)
+        out[:, channels] = grad
+        return out, None
 
 
 def unit_direction(shape: Sequence[int], channels: Sequence[int], where: str = "neuron",
