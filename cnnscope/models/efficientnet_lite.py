@@ -136,6 +136,16 @@ class EfficientNetLite(nn.Module):
         aliases.update(head="_head_act", pool="_avg_pooling", logits="_fc")
         return aliases
 
+    def batchnorm_pairs(self) -> list[tuple[str, str]]:
+        """(convolution, BatchNorm) pairs whose BatchNorm reads only that convolution (`models.folding`)."""
+        pairs = [("_conv_stem", "_bn0"), ("_conv_head", "_bn1")]
+        for i, block in enumerate(self._blocks):
+            b = f"_blocks.{i}."
+            if block.has_expand:
+                pairs.append((b + "_expand_conv", b + "_bn0"))
+            pairs += [(b + "_depthwise_conv", b + "_bn1"), (b + "_project_conv", b + "_bn2")]
+        return pairs
+
     def depth_layers(self) -> list[str]:
         """A row of layers from the stem to the logits (for figures across depth)."""
         return ["stem"] + [f"stage{i + 1}" for i in range(len(self.stage_ends))] + ["logits"]

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from .. import memory
 from ..errors import CnnscopeError
 from ..layers import Capture
+from ..models.folding import for_optimisation
 from ..progress import steps
 from .objectives import B_PLUS, Context, Objective
 from .param import Parametrization, PixelParam
@@ -273,7 +274,9 @@ def solve(model, objective: Objective, start: Parametrization | torch.Tensor,
     seen_size = (cfg.net_size, cfg.net_size) if cfg.net_size else size
     thetas = [p for p in param.parameters() if p.requires_grad]
     check_memory(model, objective.layers, n, size, cfg.max_memory_gb)
-    phi = Capture(model, objective.layers) if objective.layers else None
+    # the passes run on the network with its BatchNorms folded into their convolutions (same layers, same
+    # values to float precision, ~0.75-0.8x the time) unless the objective reads a folded convolution itself
+    phi = Capture(for_optimisation(model, objective.layers), objective.layers) if objective.layers else None
     try:  # a failed or interrupted solve leaves no hooks on the model
         best_p = param().detach().clone()
         best_e = torch.full((n,), float("inf"), device=model.device)
