@@ -39,6 +39,7 @@ from cnnscope.data import list_folder
 from cnnscope.images import save_image
 from cnnscope.jobs import compute_job
 from cnnscope.layers import Capture, capture
+from cnnscope.models.folding import for_optimisation
 from cnnscope.preimage import (
     InnerProduct,
     SolverConfig,
@@ -295,12 +296,14 @@ def part_step(model, args, out: Path) -> None:
     one 224 px class visualisation in a fresh process."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    print("\n== step cost (224 px, batch 1, Lite0, one thread; goal: <= 1.6x at the stem, <= 1.10x from stage2)")
+    print("\n== step cost (224 px, batch 1, Lite0, one thread; goal: <= 1.6x at the stem, <= 1.10x from stage2); "
+          "bare: the network as loaded (the solver runs it with its BatchNorms folded, `models.folding`)")
     for layer in ("stem", "stage2", "stage4", "stage6", "logits"):
         shape = capture(model, torch.zeros(1, 3, 224, 224), [layer])[layer].shape[1:]
         obj = InnerProduct(layer, unit_direction(shape, [3], "neuron"))  # what maximize asks: one unit
         x = torch.zeros(1, 3, 224, 224, requires_grad=True)
         phi = Capture(model, [layer])
+        phi_folded = Capture(for_optimisation(model, [layer]), [layer])  # the network the solver runs
 
         def bare_block(phi=phi, x=x, layer=layer) -> float:
             start = time.perf_counter()
@@ -319,19 +322,22 @@ def part_step(model, args, out: Path) -> None:
 
         recipes = {v: replace(get_recipe(None, "maximize"), **VARIANTS[v]) for v in args.variants.split(",")}
         bare_block()
+        bare_block(phi_folded)
         for recipe in recipes.values():
             solve_for(recipe)  # warm-up
-        t_bare, t_solve = [], {v: [] for v in recipes}
+        t_bare, t_folded, t_solve = [], [], {v: [] for v in recipes}
         for _ in range(ROUNDS):
             t_bare.append(bare_block())
+            t_folded.append(bare_block(phi_folded))
             for v, recipe in recipes.items():
                 t_solve[v].append(solve_for(recipe))
-        b = statistics.median(t_bare)
+        b, bf = statistics.median(t_bare), statistics.median(t_folded)
         cells = []
         for v, times in t_solve.items():
             step, fixed = statistics.median(t for t, _ in times), statistics.median(f for _, f in times)
             cells.append(f"{v} {step / b:.2f} ({step * 1000:.1f} ms; per solve {fixed * 1000:.0f} ms)")
-        print(f"{layer:<7} bare forward+backward {b * 1000:.1f} ms; step / bare: " + ", ".join(cells), flush=True)
+        print(f"{layer:<7} bare forward+backward {b * 1000:.1f} ms (BatchNorm folded {bf * 1000:.1f} ms); "
+              "step / bare: " + ", ".join(cells), flush=True)
     torch.set_num_threads(threads)
     rss = subprocess.run([sys.executable, "-c", PEAK_RSS_CHILD], capture_output=True, text=True, check=True)
     print(f"peak RSS of one 224 px class visualisation: {float(rss.stdout.strip().splitlines()[-1]):.2f} GB")

@@ -26,6 +26,7 @@ from ..images import load_image
 from ..layers import Capture
 from ..memory import check_bytes
 from ..models import Model
+from ..models.folding import for_optimisation
 from ..progress import steps
 from ..store import load_tensors, save_tensors
 from .objectives import Context, Representation
@@ -187,7 +188,7 @@ def train_generator(model: Model, settings: NetSettings, out: str | Path, *, res
     mean = torch.tensor(pp.mean, device=model.device).view(1, 3, 1, 1)
     started = time.perf_counter()
     interrupted = False
-    with Capture(model, need) as phi:
+    with Capture(for_optimisation(model, need), need) as phi:  # the loss network with its BatchNorms folded
         bar = steps(settings.iters, f"train {settings.mode} net", show=progress, done=start_iter)
         try:
             for it in range(start_iter, settings.iters):
