@@ -12,7 +12,16 @@ from cnnscope import load_image
 from cnnscope.errors import CnnscopeError
 from cnnscope.layers import capture
 from cnnscope.models import small_model as as_model
-from cnnscope.preimage import SolverConfig, Target, accentuate, invert, maximize, reconstruction_error, solve
+from cnnscope.preimage import (
+    SolverConfig,
+    Target,
+    accentuate,
+    invert,
+    maximize,
+    reconstruction_error,
+    robustness,
+    solve,
+)
 from cnnscope.preimage.objectives import Context, Diversity, InnerProduct, gram
 from cnnscope.preimage.param import (
     FourierParam,
@@ -28,6 +37,7 @@ from cnnscope.preimage.recipes import RECIPES, get_recipe
 from cnnscope.preimage.robustness import (
     Jitter,
     Pad,
+    Pipeline,
     Rotate,
     Scale,
     Shift,
@@ -145,6 +155,64 @@ def test_each_transform_does_what_it_says():
     assert torch.allclose(up[..., 1:-1, 1:-1], F.interpolate(x, scale_factor=2, mode="bilinear")[..., 1:-1, 1:-1],
                           atol=1e-6)
     assert torch.allclose(Rotate(0)(x, g), x)
+
+
+def one_by_one(x: torch.Tensor, transforms, gen: torch.Generator, size) -> torch.Tensor:
+    """The standard transforms re-implemented as separate passes (F.pad, a crop, F.interpolate, affine_grid),
+    drawing the same random numbers in the same order."""
+    for t in transforms:
+        h, w = x.shape[-2:]
+        if isinstance(t, Pad):
+            x = F.pad(x, [t.width] * 4, value=0.5)
+        elif isinstance(t, Jitter):
+            dy, dx = robustness._randint(gen, 0, t.d), robustness._randint(gen, 0, t.d)
+            x = x[..., dy:h - t.d + dy, dx:w - t.d + dx]
+        elif isinstance(t, Scale):
+            f = robustness._uniform(gen, t.lo, t.hi)
+            x = F.interpolate(x, size=(round(h * f), round(w * f)), mode="bilinear", align_corners=False)
+        else:
+            a = math.radians(robustness._uniform(gen, -t.degrees, t.degrees))
+            theta = torch.tensor([[[math.cos(a), -math.sin(a) * h / w, 0.0], [math.sin(a) * w / h, math.cos(a), 0.0]]])
+            grid = F.affine_grid(theta.expand(len(x), 2, 3), list(x.shape), align_corners=False)
+            x = F.grid_sample(x - 0.5, grid, align_corners=False) + 0.5
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def counting(f, calls: list):
+    def counted(*args, **kwargs):
+        calls.append(f.__name__)
+        return f(*args, **kwargs)
+    return counted
+
+
+def test_a_step_resamples_once_and_agrees_with_the_transforms_one_by_one(monkeypatch):
+    # pad, jitter, scale, rotate, jitter and the resize back are composed into one grid_sample (issue 26); on a
+    # smooth picture it agrees with the transforms applied one after another, away from the grey border
+    x = F.interpolate(torch.rand(2, 3, 6, 6, generator=torch.Generator().manual_seed(0)), size=(64, 64),
+                      mode="bicubic", align_corners=False).clamp(0, 1)
+    pipe = parse_transforms("standard", 64)
+    for seed in range(4):
+        reference = one_by_one(x, pipe.transforms, torch.Generator().manual_seed(seed), (112, 112))
+        calls = []
+        for name in ("grid_sample", "interpolate", "pad"):  # every way to resample or pad, counted
+            monkeypatch.setattr(F, name, counting(getattr(F, name), calls))
+        once = pipe(x, torch.Generator().manual_seed(seed), (112, 112))
+        monkeypatch.undo()
+        assert len(calls) == 1 and once.shape == reference.shape == (2, 3, 112, 112)
+        inner = (slice(None), slice(None), slice(30, 82), slice(30, 82))
+        assert (once - reference)[inner].abs().max() < 0.03 and (once - reference).abs().mean() < 0.01
+
+
+def test_integer_shifts_are_exact_and_rotation_is_rigid(monkeypatch):
+    x = torch.rand(1, 3, 9, 9)
+    gen = torch.Generator().manual_seed(1)
+    drawn = torch.Generator().manual_seed(1)
+    dy, dx = robustness._randint(drawn, 0, 3), robustness._randint(drawn, 0, 3)
+    shifted = Pipeline((Pad(2), Jitter(3)))(x, gen)  # = the padded picture cropped at the drawn offset
+    assert torch.allclose(shifted, F.pad(x, [2] * 4, value=0.5)[..., dy:dy + 10, dx:dx + 10], atol=1e-6)
+    monkeypatch.setattr(robustness, "_uniform", lambda gen, lo, hi: hi)  # the largest angle: 90 degrees
+    turned = Rotate(90)(x, gen)
+    assert any(torch.allclose(turned, torch.rot90(x, k, dims=(2, 3)), atol=1e-5) for k in (1, -1))
 
 
 def test_solver_same_seed_same_bytes(lite0):

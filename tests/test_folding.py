@@ -78,15 +78,19 @@ def test_a_visualisation_on_the_folded_network_matches_the_plain_one(lite0, monk
     import cnnscope.preimage.solver as solver
 
     def run():
-        return maximize(lite0, "stage4", [Target("neuron", 5)], size=96, recipe="lucid",
+        return maximize(lite0, "stage4", [Target("neuron", 5)], size=96, recipe="mv",
                         config=SolverConfig(iters=6, progress=False))[0]
 
+    folded_for = solver.for_optimisation
+    used = []
+    monkeypatch.setattr(solver, "for_optimisation", lambda model, layers: used.append(1) or folded_for(model, layers))
     folded = run()
     monkeypatch.setattr(solver, "for_optimisation", lambda model, layers: model)
     plain = run()
-    # Adam's first steps are about the sign of each coordinate's gradient, so float-precision differences in
-    # near-zero gradients move a few pixels (here 0.0017 on average after 6 steps); the energy agrees
-    assert float((folded.images - plain.images).abs().mean()) < 5e-3
+    # M&V's SGD steps along the gradient, so float-precision differences stay small (Adam's first steps follow the
+    # sign of each coordinate's gradient: near-zero coordinates flip between two float-equal networks and the
+    # pictures part ways, as they would between two machines)
+    assert used and float((folded.images - plain.images).abs().mean()) < 2e-4
     assert abs(folded.energy[0] - plain.energy[0]) <= 2e-3 * abs(plain.energy[0])
 
 

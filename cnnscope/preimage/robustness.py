@@ -7,7 +7,9 @@ al., Distill 2017; Mahendran & Vedaldi's jitter is the first of them) removes su
 Each transform is a small object `t(x, gen) -> x` on pixels [N,3,H,W] in [0, 1]; one random draw per step
 serves the whole batch, from the solver's seeded generator, so the same seed gives the same bytes. A
 `Pipeline` chains them and resizes the result back to the size the objective was built for, so data terms
-with a fixed target shape (a neuron's position, an inversion's code) keep their meaning.
+with a fixed target shape (a neuron's position, an inversion's code) keep their meaning. Pad, jitter, scale,
+rotation and that resize are affine maps of the canvas, composed into one bilinear resampling (one
+`grid_sample` forward and backward per step); a circular shift is applied on its own.
 
 Written as a spec string, which is also how settings are recorded:
     "pad:12,jitter:8,scale:0.9-1.1,rotate:10,jitter:4"   (= the preset "standard" at 128 px, Lucid's set)
@@ -36,14 +38,34 @@ def _randint(gen: torch.Generator, lo: int, hi: int) -> int:
     return int(torch.randint(lo, hi + 1, (), generator=gen))
 
 
+# Pad, Jitter, Scale and Rotate are affine maps of the canvas: each gives the map from its output's coordinates
+# to its input's (3x3, on (x, y, 1) in pixels with the canvas spanning [0, w] x [0, h]) and its output size, so a
+# Pipeline composes a run of them, and the resize back, into one grid_sample: one resampling forward and backward
+# per step instead of one per transform (each bilinear pass also blurs the picture and its gradient once more).
+Affine = tuple[torch.Tensor, tuple[int, int]]
+
+
+def _translate(dx: float, dy: float) -> torch.Tensor:
+    return torch.tensor([[1.0, 0.0, dx], [0.0, 1.0, dy], [0.0, 0.0, 1.0]], dtype=torch.float64)
+
+
+def _stretch(h: int, w: int, size: tuple[int, int]) -> Affine:
+    """Resize an h x w canvas to `size` (bilinear, align_corners=False geometry)."""
+    m = torch.diag(torch.tensor([w / size[1], h / size[0], 1.0], dtype=torch.float64))
+    return m, size
+
+
 @dataclass(frozen=True)
 class Pad:
     """Add `width` grey pixels on every side (the network cannot rely on the image border)."""
 
     width: int
 
+    def affine(self, h: int, w: int, gen: torch.Generator) -> Affine:
+        return _translate(-self.width, -self.width), (h + 2 * self.width, w + 2 * self.width)
+
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        return F.pad(x, [self.width] * 4, value=GREY)
+        return Pipeline((self,))(x, gen)
 
     def spec(self) -> str:
         return f"pad:{self.width}"
@@ -55,10 +77,12 @@ class Jitter:
 
     d: int
 
-    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        h, w = x.shape[-2:]
+    def affine(self, h: int, w: int, gen: torch.Generator) -> Affine:
         dy, dx = _randint(gen, 0, self.d), _randint(gen, 0, self.d)
-        return x[..., dy:h - self.d + dy, dx:w - self.d + dx]
+        return _translate(dx, dy), (h - self.d, w - self.d)
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        return Pipeline((self,))(x, gen)
 
     def spec(self) -> str:
         return f"jitter:{self.d}"
@@ -66,7 +90,8 @@ class Jitter:
 
 @dataclass(frozen=True)
 class Shift:
-    """Roll the image circularly by up to +-d pixels (Mahendran & Vedaldi's jitter; the size is kept)."""
+    """Roll the image circularly by up to +-d pixels (Mahendran & Vedaldi's jitter; the size is kept).
+    Circular, so not an affine map of the canvas: a Pipeline applies it on its own."""
 
     d: int
 
@@ -85,11 +110,12 @@ class Scale:
     lo: float
     hi: float
 
-    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def affine(self, h: int, w: int, gen: torch.Generator) -> Affine:
         f = _uniform(gen, self.lo, self.hi)
-        h, w = x.shape[-2:]
-        size = (max(1, round(h * f)), max(1, round(w * f)))
-        return x if size == (h, w) else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        return _stretch(h, w, (max(1, round(h * f)), max(1, round(w * f))))
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        return Pipeline((self,))(x, gen)
 
     def spec(self) -> str:
         return f"scale:{self.lo:g}-{self.hi:g}"
@@ -101,17 +127,14 @@ class Rotate:
 
     degrees: float
 
-    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def affine(self, h: int, w: int, gen: torch.Generator) -> Affine:
         a = math.radians(_uniform(gen, -self.degrees, self.degrees))
-        if a == 0.0:
-            return x
-        n, _, h, w = x.shape
         c, s = math.cos(a), math.sin(a)
-        # affine_grid works in [-1, 1] coordinates; the aspect ratio keeps the rotation rigid on non-square images
-        theta = torch.tensor([[c, -s * h / w, 0.0], [s * w / h, c, 0.0]], dtype=x.dtype,
-                             device=x.device).expand(n, 2, 3)
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        return F.grid_sample(x - GREY, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + GREY
+        rotation = torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+        return _translate(w / 2, h / 2) @ rotation @ _translate(-w / 2, -h / 2), (h, w)  # rigid in pixels
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        return Pipeline((self,))(x, gen)
 
     def spec(self) -> str:
         return f"rotate:{self.degrees:g}"
@@ -126,8 +149,25 @@ PRESETS = {  # pixel amounts for PRESET_SIZE px pictures, scaled with the pictur
 PRESET_SIZE = 128  # Lucid's default picture size, which its transform amounts were chosen for
 
 
+def resample(x: torch.Tensor, to_input: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """`x` seen through an affine map: the `size` canvas whose pixel at (x, y) is x's at `to_input` @ (x, y, 1)
+    (bilinear; grey outside x)."""
+    n, _, h, w = x.shape
+    # grid_sample reads [-1, 1] coordinates: from the output pixels to x's normalised coordinates, via pixels
+    from_unit = torch.tensor([[size[1] / 2, 0.0, size[1] / 2], [0.0, size[0] / 2, size[0] / 2], [0.0, 0.0, 1.0]],
+                             dtype=torch.float64)
+    to_unit = torch.tensor([[2 / w, 0.0, -1.0], [0.0, 2 / h, -1.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    theta = (to_unit @ to_input @ from_unit)[:2].to(device=x.device, dtype=x.dtype)
+    # the grid as affine_grid makes it, by broadcasting (its batched matmul with an inner size of 3 is ~3x slower)
+    ys, xs = (torch.linspace(-1 + 1 / s, 1 - 1 / s, s, device=x.device, dtype=x.dtype) for s in size)
+    grid = torch.addcmul(torch.addcmul(theta[:, 2], ys[:, None, None], theta[:, 1]), xs[None, :, None], theta[:, 0])
+    grid = grid.expand(n, *grid.shape)
+    return F.grid_sample(x - GREY, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + GREY
+
+
 class Pipeline:
-    """Transforms in order, then a bilinear resize back to `size` (when the transforms changed it)."""
+    """Transforms in order, then a resize back to `size` (when the transforms changed it); a run of affine
+    transforms and the resize are one resampling."""
 
     def __init__(self, transforms: tuple[Transform, ...] = ()):
         self.transforms = tuple(transforms)
@@ -136,11 +176,25 @@ class Pipeline:
         return bool(self.transforms)
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator, size: tuple[int, int] | None = None) -> torch.Tensor:
+        to_input, canvas = torch.eye(3, dtype=torch.float64), tuple(x.shape[-2:])  # x seen through the run so far
         for t in self.transforms:
-            x = t(x, gen)
-        if size is not None and tuple(x.shape[-2:]) != tuple(size):
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-        return x
+            if isinstance(t, Shift):
+                x = self._resampled(x, to_input, canvas)
+                to_input, canvas = torch.eye(3, dtype=torch.float64), tuple(x.shape[-2:])
+                x = t(x, gen)
+            else:
+                m, canvas = t.affine(*canvas, gen)
+                to_input = to_input @ m
+        if size is not None and tuple(canvas) != tuple(size):
+            m, canvas = _stretch(*canvas, tuple(size))
+            to_input = to_input @ m
+        return self._resampled(x, to_input, canvas)
+
+    @staticmethod
+    def _resampled(x: torch.Tensor, to_input: torch.Tensor, canvas: tuple[int, int]) -> torch.Tensor:
+        if tuple(canvas) == tuple(x.shape[-2:]) and torch.equal(to_input, torch.eye(3, dtype=torch.float64)):
+            return x
+        return resample(x, to_input, canvas)
 
     def spec(self) -> str:
         return ",".join(t.spec() for t in self.transforms)
