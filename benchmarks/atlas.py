@@ -1,7 +1,7 @@
 """Atlas throughput (issue 26, item 6): channels per minute of `cnnscope report`'s atlas jobs, and the quality
 score shown beside each channel (activation over the natural-image maximum), for a few ways of running them.
 
-    python benchmarks/atlas.py [--layer stage6] [--channels 8] [--configs base,iters100,batch4-iters100,...]
+    python benchmarks/atlas.py [--layer stage6] [--channels 8] [--configs base,iters100,batch4-iters100,lr0.08,...]
                                [--workers] [--device cuda]
 
 Each configuration runs the report's own atlas jobs (`report.atlas.plan`, one thread per job, in this process)
@@ -34,18 +34,24 @@ from cnnscope.viz.figures import image_grid
 
 
 def config_fields(name: str) -> dict:
-    """ReportSettings fields of a configuration name: 'base', or '-'-joined itersN / batchN / sizeN / full (e.g.
-    batch4-iters100; full: the picture drawn at the network's size, not upsampled)."""
-    fields = {}
+    """ReportSettings fields of a configuration name: 'base', or '-'-joined itersN / batchN / sizeN / full / lrX /
+    slowX (e.g. batch4-iters100; full: the picture drawn at the network's size, not upsampled; lrX: Adam's learning
+    rate; slowX: the last X of the run at 0.1x the learning rate)."""
+    fields, recipe = {}, {}
     for part in name.split("-"):
         m = re.fullmatch(r"(iters|batch|size)(\d+)", part)
+        r = re.fullmatch(r"(lr|slow)([\d.]+)", part)
         if part == "full":  # the picture drawn at the network's input size (the recipe's resolution 1)
-            RECIPES["lucid-full"] = replace(RECIPES["lucid"], name="lucid-full", resolution=1.0)
-            fields["recipe"] = "lucid-full"
+            recipe["resolution"] = 1.0
+        elif r:
+            recipe[{"lr": "lr", "slow": "slow_fraction"}[r.group(1)]] = float(r.group(2))
         elif part != "base" and not m:
-            raise SystemExit(f"unknown configuration part '{part}' (base, itersN, batchN, sizeN, full)")
+            raise SystemExit(f"unknown configuration part '{part}' (base, itersN, batchN, sizeN, full, lrX, slowX)")
         if m:
             fields[{"iters": "iters", "batch": "atlas_batch", "size": "size"}[m.group(1)]] = int(m.group(2))
+    if recipe:
+        RECIPES[f"lucid-{name}"] = replace(RECIPES["lucid"], name=f"lucid-{name}", **recipe)
+        fields["recipe"] = f"lucid-{name}"
     return fields
 
 

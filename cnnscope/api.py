@@ -583,7 +583,7 @@ def report(model=DEFAULT_MODEL, out: str | Path = "cnnscope-report", *, layers: 
     chosen = _layers(loaded, layers) if layers is not None else tuple(default_layers(loaded, quick))
     q = QUICK if quick else {}
     settings = ReportSettings(model=loaded.job_spec().name, layers=chosen, channels=q.get("channels"),
-                              iters=q.get("iters", 200), size=q.get("size"), seed=checks.integer(seed, "seed", 0),
+                              iters=q.get("iters"), size=q.get("size"), seed=checks.integer(seed, "seed", 0),
                               images=images, examples=q.get("examples", 4), patch_images=q.get("patch_images", 100),
                               atlas_batch=checks.integer(atlas_batch, "atlas_batch"))
     for layer in chosen:

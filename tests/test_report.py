@@ -66,6 +66,17 @@ def test_atlas_channels_batched_per_job(tmp_path):
     assert "channel 1 · " in page and "channel 2 · " in page
 
 
+def test_atlas_and_inversions_take_their_measured_step_counts():
+    # the atlas' pictures run the recipe's measured count (issue 26: 128 steps keep every stage6 channel's score
+    # at or above the 200 steps it ran before), the inversions 200; --iters sets both
+    model = load_model(TINY.model)
+    default = TINY.__class__(**{**TINY.__dict__, "iters": None})
+    steps = {u.kind: u.solver.iters for u in plan(default, model) if u.kind in ("maximize", "invert")}
+    assert steps == {"maximize": 128, "invert": 200}
+    steps = {u.kind: u.solver.iters for u in plan(TINY, model) if u.kind in ("maximize", "invert")}
+    assert steps == {"maximize": 8, "invert": 8}
+
+
 def test_two_workers_write_byte_identical_files(tiny_report, tmp_path):
     out, units, _ = tiny_report
     run = execute(units, tmp_path, workers=2, progress=False)

@@ -8,9 +8,10 @@ from ..data import image_sources, list_folder
 from ..errors import CnnscopeError
 from ..jobs import provide
 from ..models import DEFAULT_MODEL, load_model
+from ..preimage.recipes import RECIPES
 from ..preimage.runs import expand_layers
 from ..preimage.solver import check_memory
-from ..report.atlas import QUICK, ReportSettings, default_layers
+from ..report.atlas import INVERT_ITERS, QUICK, ReportSettings, default_layers
 from ..report.demo import run_demo
 from ..report.findings import ACCURACY, DEFAULT, FINDINGS, TRANSFORMS, reproduce, skipped
 from ..report.site import build_report
@@ -27,7 +28,9 @@ def register(sub) -> None:
     p.add_argument("--images", metavar="FOLDER", help="images for patches and examples (default bundled samples)")
     p.add_argument("--layers", default=None, help="layers, comma-separated, or 'stages' (default)")
     p.add_argument("--channels", type=positive_int, help="first K channels per layer in the atlas (default all)")
-    p.add_argument("--iters", type=positive_int, default=None, help="pre-image iterations (default 200)")
+    p.add_argument("--iters", type=positive_int, default=None,
+                   help=f"pre-image iterations (default: {INVERT_ITERS} for the inversions, "
+                        f"{RECIPES[ReportSettings.recipe].iters_for('atlas')} for the atlas)")
     p.add_argument("--size", type=positive_int, help="pre-image size in px (default the model's input size)")
     p.add_argument("--examples", type=positive_int, default=None, help="images inverted / back-propagated (4)")
     p.add_argument("--patch-images", type=positive_int, default=None,
@@ -78,7 +81,7 @@ def cmd_report(args) -> None:
     layers = _layers(args, model)
     report = ReportSettings(
         model=args.model or DEFAULT_MODEL, weights=args.weights, layers=tuple(layers),
-        channels=args.channels or quick.get("channels"), iters=args.iters or quick.get("iters", 200),
+        channels=args.channels or quick.get("channels"), iters=args.iters or quick.get("iters"),
         size=args.size or quick.get("size"), seed=args.seed, images=args.images,
         examples=args.examples or quick.get("examples", 4),
         patch_images=args.patch_images or quick.get("patch_images", 100),

@@ -60,9 +60,11 @@ RECIPES = {
     # drawn at 128/224 of the network's size and upsampled for it, as Lucid/Lucent draw (128 px): cheaper steps and
     # judges' top-5 0.85 -> 0.97 on 20 classes (benchmarks/feature_vis.py --variants); tasks that start from a
     # picture keep its full resolution (`tasks.settings_for`). A class or channel picture settles in 192 steps
-    # (judges' top-5 unchanged from 256 on 20 classes, 0.75x the time; benchmarks/feature_vis.py --variants)
+    # (judges' top-5 unchanged from 256 on 20 classes, 0.75x the time; benchmarks/feature_vis.py --variants); a
+    # report's atlas picture in 128 (every one of 24 stage6 channels above its 200-step score before the one-pass
+    # transforms, 2.3x the channels per minute; benchmarks/atlas.py)
     "lucid": Recipe("lucid", "fourier", "standard", "adam", 0.05, 256, prior=False, slow_fraction=0.0,
-                    resolution=128 / 224, task_iters=(("maximize", 192),)),
+                    resolution=128 / 224, task_iters=(("maximize", 192), ("atlas", 128))),
     "maco": Recipe("maco", "maco", "standard", "adam", 0.05, 256, prior=False, slow_fraction=0.0),
     # texture and style (Gatys et al.): Adam on the picture's Gram statistics, no robustness transforms (the
     # statistics do not depend on position); their priors are the tasks' own (`tasks.settings_for`)

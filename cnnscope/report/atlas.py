@@ -31,6 +31,7 @@ from ..targets import Target
 from ..transforms.jobs import EquivarianceJob, StitchJob, write_equivariance, write_stitch
 from ..transforms.plans import plan_equivariance, plan_stitch
 
+INVERT_ITERS = 200  # the report's inversions (its atlas pictures: the recipe's count for "atlas")
 QUICK = {"layers": "stage2,stage4", "channels": 4, "iters": 40, "size": 96, "examples": 2, "patch_images": 8}
 
 
@@ -42,7 +43,7 @@ class ReportSettings:
     weights: str | None = None
     layers: tuple[str, ...] = ()
     channels: int | None = None  # first K channels of each layer in the atlas (None = every channel)
-    iters: int = 200
+    iters: int | None = None  # pre-image iterations; None: INVERT_ITERS for inversions, the recipe's atlas count
     size: int | None = None  # pre-image size (None = the model's input size)
     seed: int = 0
     images: str | None = None  # folder of images; None = the bundled samples
@@ -180,13 +181,14 @@ def plan(report: ReportSettings, model: Model) -> list[Job]:
         channels = tuple(range(n_channels if report.channels is None else min(report.channels, n_channels)))
         for src in examples:
             key = f"invert/{d}/{image_slug(src)}"
-            config = inversion.config(iters=report.iters, seed=report.seed_for(key), progress=False)
+            config = inversion.config(iters=report.iters or INVERT_ITERS, seed=report.seed_for(key), progress=False)
             jobs.append(invert_job(model, key, src, (layer,), size, recipe=inversion, cfg=config, prior=None,
                                    judge=False, spec=spec))
         for start in range(0, len(channels), report.atlas_batch):
             part = channels[start:start + report.atlas_batch]
             key = f"atlas/{d}/c{part[0]:04d}" + (f"-c{part[-1]:04d}" if len(part) > 1 else "")
-            config = atlas.config(iters=report.iters, seed=report.seed_for(key), progress=False)
+            config = atlas.config(iters=report.iters or atlas.iters_for("atlas"), seed=report.seed_for(key),
+                                  progress=False)
             jobs.append(maximize_job(model, key, layer, [Target("neuron", c) for c in part], size, recipe=atlas,
                                      cfg=config, prior=None, judge=False, spec=spec))
         jobs.append(PatchesJob(f"patches/{d}/patches", spec, layer, channels, report.images, report.patch_images,
