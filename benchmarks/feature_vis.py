@@ -1,7 +1,7 @@
 """Feature visualisation quality and speed, side by side with Lucent on the same Lite0 (issue 11).
 
     python benchmarks/feature_vis.py [--parts classes,channels,invert,caricature,texture,step] [--skip-lucent]
-                                      [--out DIR]
+                                      [--per-call N] [--seeds 0,1,2] [--variants ...] [--out DIR]
 
 classes   20 classes spread over the 1000 (25, 75, ..., 975): judges Lite1 and Lite2 (which never saw the
           optimisation) rank the class; top-1 / top-5 rate over (picture, judge) pairs; seconds per unit.
@@ -121,11 +121,11 @@ VARIANTS = {  # changes to maximize's default settings compared by --variants (w
 
 
 def ours_maximize(model, layer_targets: list[tuple[str, Target]], variant: str = "default",
-                  per_call: int = CHUNK) -> tuple[torch.Tensor, float]:
+                  per_call: int = CHUNK, seed: int = 0) -> tuple[torch.Tensor, float]:
     """Our default recipe (changed by `variant`), `per_call` targets of one layer per optimisation, each run as
-    the CLI runs it (a job: one thread, seeded); returns pictures and seconds/unit."""
+    the CLI runs it (a job: one thread, seeded as `--seed`); returns pictures and seconds/unit."""
     recipe, cfg, _ = settings_for("maximize", None, VARIANTS[variant])  # as the CLI and the API set it up
-    cfg = replace(cfg, progress=False)
+    cfg = replace(cfg, progress=False, seed=seed)
     images, seconds = [], 0.0
     by_layer: dict[str, list[Target]] = {}
     for layer, t in layer_targets:
@@ -155,10 +155,16 @@ def side_by_side(ours: torch.Tensor, theirs: torch.Tensor, titles: list[str], pa
 def part_classes(model, args, out: Path) -> None:
     judges = judges_for(model)
     rows = {}
+    seeds = [int(v) for v in args.seeds.split(",")]
+    variant_of = {}
     for variant in args.variants.split(","):
-        ours, secs = ours_maximize(model, [("logits", Target("class", k)) for k in CLASSES], variant, args.per_call)
-        rows[f"ours {variant}" if args.variants != "default" else "ours"] = (class_ranks(judges, ours, CLASSES), secs)
-        image_grid(list(ours), [model.classes[k][:18] for k in CLASSES], out / f"classes_{variant}.png", ncols=10)
+        for seed in seeds:  # a 20-class rate moves by 0.05-0.1 from one solver seed to another
+            ours, secs = ours_maximize(model, [("logits", Target("class", k)) for k in CLASSES], variant,
+                                       args.per_call, seed)
+            name = " ".join(["ours"] + [variant] * (args.variants != "default") + [f"s{seed}"] * (len(seeds) > 1))
+            rows[name], variant_of[name] = (class_ranks(judges, ours, CLASSES), secs), variant
+            image_grid(list(ours), [model.classes[k][:18] for k in CLASSES], out / f"classes_{variant}_s{seed}.png",
+                       ncols=10)
     lucent = None
     if not args.skip_lucent:
         units = [{"key": f"class{k}", "layer": "_fc", "channel": k} for k in CLASSES]
@@ -170,10 +176,16 @@ def part_classes(model, args, out: Path) -> None:
     print(f"{'class':<24}" + "".join(f"{name + ' ranks':>22}" for name in rows))
     for i, k in enumerate(CLASSES):
         print(f"{model.classes[k][:22]:<24}" + "".join(f"{str(list(r[0][i].values())):>22}" for r in rows.values()))
+    rates = {}
     for name, (rk, s) in rows.items():
         flat = [v for d in rk for v in d.values()]
-        print(f"{name:<8} judge top-1 {sum(v < 1 for v in flat) / len(flat):.2f}  top-5 "
-              f"{sum(v < 5 for v in flat) / len(flat):.2f}  {s:.1f} s/unit")
+        rates[name] = (sum(v < 1 for v in flat) / len(flat), sum(v < 5 for v in flat) / len(flat))
+        print(f"{name:<8} judge top-1 {rates[name][0]:.2f}  top-5 {rates[name][1]:.2f}  {s:.1f} s/unit")
+    if len(seeds) > 1:
+        for variant in args.variants.split(","):
+            mine = [r for name, r in rates.items() if variant_of.get(name) == variant]
+            print(f"ours {variant}, mean over seeds {args.seeds}: judge top-1 "
+                  f"{statistics.mean(r[0] for r in mine):.3f}  top-5 {statistics.mean(r[1] for r in mine):.3f}")
     if lucent is not None:
         for name in rows:
             if name != "lucent":
@@ -350,6 +362,7 @@ def main() -> None:
     ap.add_argument("--variants", default="default", help=f"classes, channels, step: variants ({', '.join(VARIANTS)})")
     ap.add_argument("--per-call", type=int, default=CHUNK, help="classes/channels: units per optimisation (1: as a "
                     "user runs `cnnscope maximize --class K`)")
+    ap.add_argument("--seeds", default="0", help="classes: solver seeds of our pictures (e.g. 0,1,2)")
     ap.add_argument("--invert-images", type=int, default=10)
     ap.add_argument("--invert-layers", default="stage2,stage4,stage6,stage7")
     ap.add_argument("--out", default="feature-vis-out")
