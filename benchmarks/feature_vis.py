@@ -300,19 +300,26 @@ STEPS, ROUNDS = 20, 5  # steps per timed solve; rounds of (bare block, each vari
 
 
 def part_step(model, args, out: Path) -> None:
-    """Step cost of the default recipe (and --variants; one unit: a channel's centre neuron, a class) against a
-    bare truncated forward+backward to the same layer at 224 px, one thread (as a job runs). This machine's speed
-    drifts by 10-30% over minutes, so rounds interleave a block of bare passes with each variant's solve and the
-    medians are compared; a step is a solve's loop time over its steps, and what a solve costs besides its
-    steps (setup, the memory probe, the final evaluation) is printed apart, as "per solve". Then the peak RSS of
-    one 224 px class visualisation in a fresh process."""
+    """Step cost of the default recipe (and --variants) against a bare truncated forward+backward to the same
+    layer at 224 px, one thread (as a job runs), for three objectives: a unit as `maximize` and the atlas ask
+    for it (a channel's centre neuron: the solver runs the network on the input window that neuron sees,
+    `preimage.window`), the same unit on the whole input (receptive_window=False: what the parametrisation,
+    transforms and Adam add to a whole pass) and a channel's spatial mean (every cell read: always the whole
+    input). This machine's speed drifts by 10-30% over minutes, so rounds interleave a block of bare passes
+    with each solve and the medians are compared; a step is a solve's loop time over its steps, and what a
+    solve costs besides its steps (setup, the memory probe, the window's check, the final evaluation) is
+    printed apart, as "per solve". Then the peak RSS of one 224 px class visualisation in a fresh process."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     print("\n== step cost (224 px, batch 1, Lite0, one thread; goal: <= 1.6x at the stem, <= 1.10x from stage2); "
-          "bare: the network as loaded (the solver runs it with its BatchNorms folded, `models.folding`)")
+          "bare: the network as loaded (the solver runs it with its BatchNorms folded, `models.folding`); "
+          "unit = a channel's centre neuron, on its receptive window (as maximize runs it) and on the whole input; "
+          "mean = the channel's spatial mean")
     for layer in ("stem", "stage2", "stage4", "stage6", "logits"):
         shape = capture(model, torch.zeros(1, 3, 224, 224), [layer])[layer].shape[1:]
-        obj = InnerProduct(layer, unit_direction(shape, [3], "neuron"))  # what maximize asks: one unit
+        objectives = {"unit": InnerProduct(layer, unit_direction(shape, [3], "neuron"))}
+        if len(shape) == 3:
+            objectives["mean"] = InnerProduct(layer, unit_direction(shape, [3], "channel"))
         x = torch.zeros(1, 3, 224, 224, requires_grad=True)
         phi = Capture(model, [layer])
         phi_folded = Capture(for_optimisation(model, [layer]), [layer])  # the network the solver runs
@@ -323,33 +330,42 @@ def part_step(model, args, out: Path) -> None:
                 phi(x)[layer].sum().backward()
             return (time.perf_counter() - start) / STEPS
 
-        def solve_for(recipe, obj=obj) -> tuple[float, float]:
+        def solve_for(recipe, obj, window=True) -> tuple[float, float]:
             """(seconds per step, seconds per solve besides its steps)."""
             start = time.perf_counter()
             picture = round(224 * recipe.resolution)  # as `maximize` sets it up: the network sees 224 px
             param = recipe.make_param(1, picture, seed=0, mean=model.preprocess.mean)
-            r = solve(model, obj, param,
-                      recipe.config(iters=STEPS, progress=False, net_size=224 if picture != 224 else None))
+            r = solve(model, obj, param, recipe.config(iters=STEPS, progress=False, receptive_window=window,
+                                                       net_size=224 if picture != 224 else None))
             return r.seconds / STEPS, time.perf_counter() - start - r.seconds
 
         recipes = {v: replace(get_recipe(None, "maximize"), **VARIANTS[v]) for v in args.variants.split(",")}
+        runs = {}
+        for v, recipe in recipes.items():
+            prefix = "" if len(recipes) == 1 else f"{v} "
+            runs[prefix + "unit"] = (recipe, objectives["unit"], True)
+            runs[prefix + "unit, whole input"] = (recipe, objectives["unit"], False)
+            if "mean" in objectives:
+                runs[prefix + "mean"] = (recipe, objectives["mean"], True)
         bare_block()
         bare_block(phi_folded)
-        for recipe in recipes.values():
-            solve_for(recipe)  # warm-up
-        t_bare, t_folded, t_solve = [], [], {v: [] for v in recipes}
+        for run in runs.values():
+            solve_for(*run)  # warm-up
+        t_bare, t_folded, t_solve = [], [], {name: [] for name in runs}
         for _ in range(ROUNDS):
             t_bare.append(bare_block())
             t_folded.append(bare_block(phi_folded))
-            for v, recipe in recipes.items():
-                t_solve[v].append(solve_for(recipe))
+            for name, run in runs.items():
+                t_solve[name].append(solve_for(*run))
         b, bf = statistics.median(t_bare), statistics.median(t_folded)
         cells = []
-        for v, times in t_solve.items():
+        for name, times in t_solve.items():
             step, fixed = statistics.median(t for t, _ in times), statistics.median(f for _, f in times)
-            cells.append(f"{v} {step / b:.2f} ({step * 1000:.1f} ms; per solve {fixed * 1000:.0f} ms)")
+            cells.append(f"{name} {step / b:.2f} ({step * 1000:.1f} ms; per solve {fixed * 1000:.0f} ms)")
         print(f"{layer:<7} bare forward+backward {b * 1000:.1f} ms (BatchNorm folded {bf * 1000:.1f} ms); "
               "step / bare: " + ", ".join(cells), flush=True)
+        phi.close()
+        phi_folded.close()
     torch.set_num_threads(threads)
     rss = subprocess.run([sys.executable, "-c", PEAK_RSS_CHILD], capture_output=True, text=True, check=True)
     print(f"peak RSS of one 224 px class visualisation: {float(rss.stdout.strip().splitlines()[-1]):.2f} GB")

@@ -12,6 +12,7 @@ Vedaldi (IJCV'16); their normalisations make every term O(1) on a natural image.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 
 import torch
@@ -102,6 +103,29 @@ class Objective:
     def __repr__(self) -> str:
         return " + ".join(f"{w:g}*{t!r}" for w, t in self.parts)
 
+    # -- the cells read (the solver runs the network on the input window they depend on, `preimage.window`)
+    def cells_read(self) -> dict[str, Box] | None:
+        """Per layer, the box of feature-map cells (y0, y1, x0, x1) the objective reads; None when a term reads
+        a whole map (or a map without rows and columns)"""
+        boxes: dict[str, Box] = {}
+        for _, t in self.parts:
+            for layer in t.layers:
+                box = t.cells_of(layer)
+                if box is None:
+                    return None
+                old = boxes.get(layer, box)
+                boxes[layer] = (min(old[0], box[0]), max(old[1], box[1]), min(old[2], box[2]), max(old[3], box[3]))
+        return boxes or None
+
+    def windowed(self, cells: dict[str, tuple[int, int, int, int]]) -> Objective:
+        """The same objective on maps computed from a window of the input: `cells` gives, per layer, the
+        window's first cell in the whole map and the window map's height and width (oy, ox, h, w)."""
+        done: dict[int, Term] = {}
+        for _, t in self.parts:
+            if id(t) not in done:
+                done[id(t)] = t.windowed(cells)
+        return Objective([(w, done[id(t)]) for w, t in self.parts])
+
     def to(self, device: torch.device) -> Objective:
         """Move every term's tensors (targets, directions, norms) to `device`, in place; returns self."""
         for _, t in self.parts:
@@ -129,8 +153,22 @@ class Term(Objective):
     def value(self, ctx: Context) -> torch.Tensor:
         raise NotImplementedError
 
+    def cells_of(self, layer: str) -> Box | None:
+        """The cells of `layer` this term reads (y0, y1, x0, x1); None: all of them."""
+        return None
+
+    def windowed(self, cells: dict[str, tuple[int, int, int, int]]) -> Term:
+        """This term on maps computed from an input window (`Objective.windowed`); terms that read no layer
+        (image priors) are unchanged."""
+        if self.layers:
+            raise ValueError(f"{self.label} reads whole maps: it cannot run on a window")
+        return self
+
     def __repr__(self) -> str:
         return self.label
+
+
+Box = tuple[int, int, int, int]  # (y0, y1, x0, x1) in feature-map cells
 
 
 def _flat(t: torch.Tensor) -> torch.Tensor:
@@ -180,9 +218,31 @@ class InnerProduct(Term):
         # wide early layer does not stream the whole feature map through the product and its backward
         used = direction.reshape(*direction.shape[:2], -1).ne(0).any(2).any(0) if direction.dim() >= 3 else None
         self.channels = None if used is None or bool(used.all()) else torch.nonzero(used).flatten()
-        self.direction = _flat(direction if self.channels is None else direction[:, self.channels])
+        direction = direction if self.channels is None else direction[:, self.channels]
+        self.spatial = tuple(direction.shape[2:]) if direction.dim() == 4 else None  # (H, W) of a conv map
+        self.box = None
+        if self.spatial is not None:  # the cells the direction touches
+            rows, cols = (torch.nonzero(direction.ne(0).any(0).any(0).any(d)).flatten() for d in (1, 0))
+            if len(rows):
+                self.box = (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
+        self.direction = _flat(direction)
         self.scale = scale
         self.label = label or f"inner[{layer}]"
+
+    def cells_of(self, layer: str) -> Box | None:
+        return self.box
+
+    def windowed(self, cells: dict[str, tuple[int, int, int, int]]) -> InnerProduct:
+        oy, ox, h, w = cells[self.layer]
+        direction = self.direction.reshape(self.direction.shape[0], -1, *self.spatial)[..., oy:oy + h, ox:ox + w]
+        if tuple(direction.shape[2:]) != (h, w):
+            raise ValueError(f"{self.label}: the window's map ({h}x{w} at {oy},{ox}) leaves the layer's map")
+        term = copy.copy(self)
+        term.parts = [(1.0, term)]
+        term.direction, term.spatial = _flat(direction), (h, w)
+        term.box = None if self.box is None else (self.box[0] - oy, self.box[1] - oy, self.box[2] - ox,
+                                                  self.box[3] - ox)
+        return term
 
     def value(self, ctx: Context) -> torch.Tensor:
         f = ctx.features[self.layer]

@@ -149,9 +149,11 @@ PRESETS = {  # pixel amounts for PRESET_SIZE px pictures, scaled with the pictur
 PRESET_SIZE = 128  # Lucid's default picture size, which its transform amounts were chosen for
 
 
-def resample(x: torch.Tensor, to_input: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def resample(x: torch.Tensor, to_input: torch.Tensor, size: tuple[int, int],
+             window: tuple[int, int, int, int] | None = None) -> torch.Tensor:
     """`x` seen through an affine map: the `size` canvas whose pixel at (x, y) is x's at `to_input` @ (x, y, 1)
-    (bilinear; grey outside x)."""
+    (bilinear; grey outside x); only its `window` (top, left, height, width) when given, with the values the
+    whole canvas has there."""
     n, _, h, w = x.shape
     # grid_sample reads [-1, 1] coordinates: from the output pixels to x's normalised coordinates, via pixels
     from_unit = torch.tensor([[size[1] / 2, 0.0, size[1] / 2], [0.0, size[0] / 2, size[0] / 2], [0.0, 0.0, 1.0]],
@@ -160,6 +162,9 @@ def resample(x: torch.Tensor, to_input: torch.Tensor, size: tuple[int, int]) -> 
     theta = (to_unit @ to_input @ from_unit)[:2].to(device=x.device, dtype=x.dtype)
     # the grid as affine_grid makes it, by broadcasting (its batched matmul with an inner size of 3 is ~3x slower)
     ys, xs = (torch.linspace(-1 + 1 / s, 1 - 1 / s, s, device=x.device, dtype=x.dtype) for s in size)
+    if window is not None:
+        top, left, height, width = window
+        ys, xs = ys[top:top + height], xs[left:left + width]
     grid = torch.addcmul(torch.addcmul(theta[:, 2], ys[:, None, None], theta[:, 1]), xs[None, :, None], theta[:, 0])
     grid = grid.expand(n, *grid.shape)
     return F.grid_sample(x - GREY, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + GREY
@@ -175,7 +180,10 @@ class Pipeline:
     def __bool__(self) -> bool:
         return bool(self.transforms)
 
-    def __call__(self, x: torch.Tensor, gen: torch.Generator, size: tuple[int, int] | None = None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, gen: torch.Generator, size: tuple[int, int] | None = None,
+                 window: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+        """x through the transforms (resized to `size`); only the `window` (top, left, height, width) of the
+        result when given (the same random draws: the window is cut from the same picture)."""
         to_input, canvas = torch.eye(3, dtype=torch.float64), tuple(x.shape[-2:])  # x seen through the run so far
         for t in self.transforms:
             if isinstance(t, Shift):
@@ -188,13 +196,19 @@ class Pipeline:
         if size is not None and tuple(canvas) != tuple(size):
             m, canvas = _stretch(*canvas, tuple(size))
             to_input = to_input @ m
-        return self._resampled(x, to_input, canvas)
+        return self._resampled(x, to_input, canvas, window)
 
     @staticmethod
-    def _resampled(x: torch.Tensor, to_input: torch.Tensor, canvas: tuple[int, int]) -> torch.Tensor:
-        if tuple(canvas) == tuple(x.shape[-2:]) and torch.equal(to_input, torch.eye(3, dtype=torch.float64)):
-            return x
-        return resample(x, to_input, canvas)
+    def _resampled(x: torch.Tensor, to_input: torch.Tensor, canvas: tuple[int, int],
+                   window: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+        top, left, height, width = window or (0, 0, *canvas)
+        linear, (dx, dy) = to_input[:2, :2], to_input[:2, 2].tolist()
+        dy, dx = dy + top, dx + left
+        h, w = x.shape[-2:]
+        if (torch.equal(linear, torch.eye(2, dtype=torch.float64)) and dx == int(dx) and dy == int(dy)
+                and 0 <= dy and dy + height <= h and 0 <= dx and dx + width <= w):  # a crop (or nothing)
+            return x[..., int(dy):int(dy) + height, int(dx):int(dx) + width]
+        return resample(x, to_input, canvas, window)
 
     def spec(self) -> str:
         return ",".join(t.spec() for t in self.transforms)

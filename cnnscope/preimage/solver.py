@@ -25,6 +25,7 @@ from ..progress import steps
 from .objectives import B_PLUS, Context, Objective
 from .param import Parametrization, PixelParam
 from .robustness import Pipeline, Shift, parse_transforms
+from .window import plan_window
 
 OPTIMIZERS = ("sgd", "adam", "lbfgs")
 
@@ -42,6 +43,7 @@ class SolverConfig:
     box: bool = True  # pixel parametrisation: keep pixels in [0, 1], so the saved PNG is the pre-image
     seed: int = 0
     net_size: int | None = None  # the network sees the picture resized to this (None: the picture's own size)
+    receptive_window: bool = True  # steps run the network on the input window the objective's cells see (`window`)
     max_memory_gb: float | None = None  # refuse problems needing more (None: the run's budget, see `memory`)
     progress: bool = True
     desc: str = "pre-image"
@@ -68,7 +70,7 @@ class SolverConfig:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        for k in ("progress", "desc", "max_memory_gb"):  # they do not change the result
+        for k in ("progress", "desc", "max_memory_gb", "receptive_window"):  # they do not change the result
             d.pop(k)
         return d
 
@@ -278,6 +280,9 @@ def solve(model, objective: Objective, start: Parametrization | torch.Tensor,
     # values to float precision, ~0.75-0.8x the time) unless the objective reads a folded convolution itself
     phi = Capture(for_optimisation(model, objective.layers), objective.layers) if objective.layers else None
     try:  # a failed or interrupted solve leaves no hooks on the model
+        # a neuron at an early layer sees a few pixels: steps run the network on that window of its input only
+        window = plan_window(model, phi, objective, seen_size) if phi is not None and cfg.receptive_window else None
+        step_objective, box = (window.objective, window.box) if window is not None else (objective, None)
         best_p = param().detach().clone()
         best_e = torch.full((n,), float("inf"), device=model.device)
         history: list[float] = []
@@ -286,13 +291,14 @@ def solve(model, objective: Objective, start: Parametrization | torch.Tensor,
         def energy(transformed: bool) -> tuple[torch.Tensor, torch.Tensor]:
             pixels = param()
             if transformed and pipeline:
-                seen = pipeline(pixels, gen, seen_size)
+                seen = pipeline(pixels, gen, seen_size, window=box)
             else:
                 seen = resized_for_network(pixels, cfg.net_size)
+                seen = window.crop(seen) if window is not None else seen
             with model.autocast():
                 feats = phi(space.pixels_to_net(seen)) if phi is not None else {}
             feats = {k: v.float() for k, v in feats.items()}  # objectives in float32 whatever the forward's precision
-            return objective(Context(lambda: space.from_pixels(pixels), feats)), pixels
+            return step_objective(Context(lambda: space.from_pixels(pixels), feats)), pixels
 
         def remember(e: torch.Tensor, pixels: torch.Tensor) -> None:
             if pipeline:  # energies under random transforms are not comparable between steps: keep the last
