@@ -14,6 +14,8 @@ from cnnscope.preimage.param import make_param
 from cnnscope.preimage.robustness import parse_transforms
 from cnnscope.preimage.window import plan_window
 
+from . import external_zoo
+
 
 def neuron(model, layer, channels=(3,), y=None, x=None):
     shape = capture(model, torch.zeros(1, 3, 224, 224), [layer])[layer].shape[1:]
@@ -119,3 +121,18 @@ def test_a_window_objective_reads_the_shifted_cells():
     assert small.cells_read() == {"l": (1, 4, 1, 4)} and term.cells_read() == {"l": (4, 7, 3, 6)}
     with pytest.raises(ValueError):
         term.windowed({"l": (6, 2, 5, 6)})  # a window map that leaves the layer's map
+
+
+def test_external_cnns_window_where_the_geometry_allows_and_not_through_squeeze_excitation():
+    pytest.importorskip("transformers")  # the test-only zoo: HF's CNNs with random weights
+    model = load_model(external_zoo.convnext())
+    objective = neuron(model, "convnext.encoder.stages.0", channels=(0,))
+    with Capture(for_optimisation(model, objective.layers), objective.layers) as phi:
+        window = plan_window(model, phi, objective, (224, 224))
+        assert window is not None and window.height < 64  # ConvNeXt's 7x7 depthwise blocks after a 4x4 stem
+        x = torch.randn(1, 3, 224, 224, requires_grad=True)
+        g_whole = torch.autograd.grad(objective(Context(None, phi(x))).sum(), x)[0]
+        g_window = torch.autograd.grad(window.objective(Context(None, phi(window.crop(x)))).sum(), x)[0]
+    assert g_whole.abs().sum() > 0 and (g_whole - g_window).norm() / g_whole.norm() < 1e-5
+    se = load_model(external_zoo.efficientnet())
+    assert window_of(se, neuron(se, "efficientnet.encoder.blocks.3.squeeze_excite")) is None  # a global pool
