@@ -3,6 +3,7 @@ a local Ray cluster write byte-identical files to a plain run; finished jobs are
 job is never recorded as done."""
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from cnnscope.cli import main
+from cnnscope.errors import CnnscopeError
 from cnnscope.jobs import Job, Result, execute
 from cnnscope.store import finished
 
@@ -222,3 +224,36 @@ def test_memory_does_not_grow_with_the_number_of_jobs(tmp_path):
     run = execute([HeavyJob(f"j{i:04d}") for i in range(n)], tmp_path, progress=False)
     rss = [o.results["rss_mb"] for o in run.outcomes]
     assert run.computed == n and rss[-1] - rss[n // 4] < 50
+
+
+@dataclass
+class PidResult(Result):
+    pid: int
+
+
+@dataclass(frozen=True)
+class WhereJob(Job):
+    """Says which process computed it (and fails when told to)."""
+
+    key: str
+    fail: bool = False
+    kind = "where"
+
+    def models(self):
+        return ()
+
+    def compute(self) -> PidResult:
+        if self.fail:
+            raise CnnscopeError(f"{self.key} cannot be computed")
+        return PidResult(os.getpid())
+
+    def write(self, out: Path, result: PidResult) -> list[str]:
+        return []
+
+
+def test_two_workers_are_this_process_and_one_more(tmp_path):
+    run = execute([WhereJob(f"j{i}") for i in range(6)], tmp_path / "ok", workers=2, progress=False)
+    assert run.computed == 6 and not run.interrupted
+    assert os.getpid() in {o.results["pid"] for o in run.outcomes}  # this process works too: no idle parent
+    with pytest.raises(CnnscopeError, match="j3 cannot be computed"):  # an error in either process reaches here
+        execute([WhereJob(f"j{i}", fail=i == 3) for i in range(6)], tmp_path / "bad", workers=2, progress=False)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing as mp
 import socket
+import threading
 import time
 import zlib
 from collections.abc import Sequence
@@ -318,24 +319,52 @@ def _execute(pending: list[Job], out: Path, workers: int, ray: str | None, outco
 
 
 def _run_processes(jobs: list[Job], out: Path, workers: int, done) -> None:
+    """The jobs in `workers` processes: this one and workers-1 spawned ones (so no process waits idle while its
+    workers start, and this one's loaded model and caches serve). A helper thread keeps the spawned workers fed
+    and collects their records while this thread computes; `done` runs under one lock."""
     # spawn, not fork: a forked copy of a process that already ran torch's thread pools can deadlock
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+    pool = ProcessPoolExecutor(max_workers=workers - 1, mp_context=mp.get_context("spawn"))
+    todo, lock, stop, errors = iter(jobs), threading.Lock(), threading.Event(), []
+
+    def take() -> Job | None:
+        with lock:
+            return None if stop.is_set() else next(todo, None)
+
+    def feed() -> None:
+        running: dict = {}
+        try:
+            while not stop.is_set():
+                while len(running) < 2 * (workers - 1):  # at most 2 queued per worker: Ctrl-C then loses little
+                    job = take()
+                    if job is None:
+                        break
+                    running[pool.submit(run_job, str(out), job)] = job
+                if not running:
+                    return
+                ready, _ = wait(running, timeout=0.1, return_when=FIRST_COMPLETED)
+                for f in ready:
+                    job = running.pop(f)
+                    value = f.result()  # a worker's error is re-raised in this process's thread below
+                    with lock:
+                        done(job, value)
+        except BaseException as e:  # noqa: BLE001 (handed to the main thread, which raises it)
+            errors.append(e)
+            stop.set()
+
+    helper = threading.Thread(target=feed, name="cnnscope-workers", daemon=True)
+    helper.start()
     try:
-        todo = iter(jobs)
-        running = {}
-        for job in todo:  # at most 2 queued per worker: Ctrl-C then loses little
-            running[pool.submit(run_job, str(out), job)] = job
-            if len(running) >= 2 * workers:
-                break
-        while running:
-            ready, _ = wait(running, return_when=FIRST_COMPLETED)
-            for f in ready:
-                job = running.pop(f)
-                done(job, f.result())  # re-raises a worker's error here
-                nxt = next(todo, None)
-                if nxt is not None:
-                    running[pool.submit(run_job, str(out), nxt)] = nxt
+        while not errors and (job := take()) is not None:
+            value = run_job(str(out), job)
+            with lock:
+                if done(job, value):  # the solver here caught Ctrl-C: stop as the other workers' Ctrl-C does
+                    raise KeyboardInterrupt
+        while helper.is_alive():
+            helper.join(0.1)  # with a timeout: Ctrl-C still reaches this thread
+        if errors:
+            raise errors[0]
     except BaseException:
+        stop.set()
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown()
