@@ -12,7 +12,7 @@ input, as before.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 
@@ -33,7 +33,7 @@ class Window:
     height: int
     width: int
     cells: dict[str, tuple[int, int, int, int]]
-    objective: Objective | None = None
+    objective: Objective
 
     @property
     def box(self) -> tuple[int, int, int, int]:
@@ -62,41 +62,43 @@ def plan_window(model, phi: Capture, objective: Objective, size: tuple[int, int]
     boxes = objective.cells_read()
     if not boxes:
         return None
-    spans, strides, layer_strides = [], [], {}
+    spans, layer_strides = [], {}
     for layer, box in boxes.items():
         g = get_layer(model, layer).geometry
         if g is None or g.h is None or g.w is None or g.is_global or not g.exact or g.channels_last:
             return None
         if any(float(a.stride) != int(a.stride) for a in (g.h, g.w)):
             return None
-        strides += [int(g.h.stride), int(g.w.stride)]
         layer_strides[layer] = (int(g.h.stride), int(g.w.stride))
         spans.append((*_span(g.h, box[0], box[1]), *_span(g.w, box[2], box[3])))
-    step = math.lcm(*strides)
+    step = math.lcm(*(s for pair in layer_strides.values() for s in pair))  # every layer's grid
     top, bottom = _aligned(min(s[0] for s in spans), max(s[1] for s in spans), step, size[0])
     left, right = _aligned(min(s[2] for s in spans), max(s[3] for s in spans), step, size[1])
     if bottom <= top or right <= left or (bottom - top) * (right - left) > USEFUL * size[0] * size[1]:
         return None
-    window = Window(top, left, bottom - top, right - left,
-                    {layer: (top // sh, left // sw, 0, 0) for layer, (sh, sw) in layer_strides.items()})
-    checked = _checked(phi, boxes, window, size, getattr(model, "device", torch.device("cpu")))
-    if checked is None:
+    box = (top, left, bottom - top, right - left)
+    firsts = {layer: (top // sh, left // sw) for layer, (sh, sw) in layer_strides.items()}
+    cells = _checked(phi, boxes, box, firsts, size, getattr(model, "device", torch.device("cpu")))
+    if cells is None:
         return None
     try:
-        return replace(checked, objective=objective.windowed(checked.cells))
+        return Window(*box, cells, objective.windowed(cells))
     except ValueError:  # a read map the window does not cover the way the whole input does
         return None
 
 
-def _checked(phi: Capture, boxes: dict[str, Box], window: Window, size: tuple[int, int],
-             device: torch.device) -> Window | None:
-    """The window, if a forward on it gives the read cells the whole input's values (padding that depends on
-    the input's size, or an operation the geometry does not follow, would shift or change them)."""
+def _checked(phi: Capture, boxes: dict[str, Box], box: tuple[int, int, int, int],
+             firsts: dict[str, tuple[int, int]], size: tuple[int, int],
+             device: torch.device) -> dict[str, tuple[int, int, int, int]] | None:
+    """Per layer (first cell row, column, window map height, width), if a forward on the input `box`
+    (top, left, height, width) gives the read cells the whole input's values (padding that depends on the
+    input's size, or an operation the geometry does not follow, would shift or change them); else None."""
+    top, left, height, width = box
     x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0)).to(device)
     try:
         with torch.no_grad():
             whole = phi(x)
-            part = phi(window.crop(x))
+            part = phi(x[..., top:top + height, left:left + width])
     except (RuntimeError, CnnscopeError):  # a layer that needs more input than the window has
         return None
     cells = {}
@@ -104,10 +106,10 @@ def _checked(phi: Capture, boxes: dict[str, Box], window: Window, size: tuple[in
         full, small = whole[layer].float(), part[layer].float()
         if full.dim() != 4 or small.dim() != 4:
             return None
-        oy, ox = window.cells[layer][:2]
+        oy, ox = firsts[layer]
         a = full[:, :, y0:y1, x0:x1]
         b = small[:, :, y0 - oy:y1 - oy, x0 - ox:x1 - ox] if y0 >= oy and x0 >= ox else small[:, :, :0]
         if a.shape != b.shape or not torch.allclose(a, b, rtol=1e-4, atol=1e-5 * float(a.abs().max()) + 1e-7):
             return None
         cells[layer] = (oy, ox, small.shape[2], small.shape[3])
-    return Window(window.top, window.left, window.height, window.width, cells)
+    return cells
