@@ -15,7 +15,9 @@ import pytest
 
 from tests.conftest import messages
 
-SMALL_REPORT = ["report", "--layers", "stem", "--channels", "3", "--iters", "25", "--size", "64", "--examples", "2",
+# long enough that the interrupt, 0.4 s after the first record, lands inside work: its stem units run on a
+# receptive window and took ~0.05 s each at 25 iterations and 64 px, so the run sometimes ended first
+SMALL_REPORT = ["report", "--layers", "stem", "--channels", "3", "--iters", "200", "--size", "96", "--examples", "2",
                 "--patch-images", "4"]
 RUNS = {
     "invert": ["invert", "sample:chelsea", "--layer", "stem,stage1,stage2,stage3", "--size", "96", "--iters", "60"],
@@ -61,6 +63,7 @@ def _interrupt_once_work_started(args, out: Path, started) -> tuple[int, float, 
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C does: the whole process group
     sent = time.time()
     _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 or "interrupted" in err, "the run ended before the interrupt arrived: lengthen it"
     return proc.returncode, time.time() - sent, err
 
 
