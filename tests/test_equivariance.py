@@ -194,3 +194,32 @@ def test_neighbourhood_changes_the_map_of_a_cnn_layer():
     assert set(one.row["validation"]) == {"identity", "1x1 ridge 0.01", "1x1 ridge 0.1", "1x1 ridge 1"}
     assert {k for k in both.row["validation"] if k.startswith("3x3")} and one.row["kernel"] == 1
     assert both.row["validation"] != one.row["validation"]
+
+
+def test_a_layer_without_a_spatial_map_is_refused_before_any_job_runs(lite0, tmp_path):
+    """Equivariance and stitching transform feature maps: logits are refused up front (a run used to compute
+    every other layer and then fail), 'stages' means the row's maps, and the report analyses only its maps."""
+    from cnnscope.cli import main
+    from cnnscope.preimage.runs import expand_layers
+    from cnnscope.report.atlas import ReportSettings, plan
+    from cnnscope.transforms.jobs import EquivarianceJob, StitchJob
+    from cnnscope.transforms.plans import plan_equivariance, plan_stitch
+
+    with pytest.raises(CnnscopeError, match="logits has no spatial grid"):
+        plan_equivariance(lite0, ["stem", "logits"], "vflip")
+    with pytest.raises(CnnscopeError, match="stitching needs convolutional layers.*logits:logits"):
+        plan_stitch(lite0, lite0, [("stem", "stem"), ("logits", "logits")])
+    assert "logits" in expand_layers(lite0, "stages")
+    assert expand_layers(lite0, "stages", maps_only=True) == [n for n in lite0.profile.depth if n != "logits"]
+
+    for args in (["equivariance", "--layers", "stem,logits"], ["stitch", "--a", "efficientnet_lite0", "--b",
+                                                                  "efficientnet_lite1", "--layers", "stem,logits"]):
+        out = tmp_path / args[0]
+        assert main([*args, "--limit", "4", "--out", str(out)]) == 2
+        assert not out.exists()  # nothing computed, nothing written
+
+    report = ReportSettings(model="efficientnet_lite0", layers=("stem", "logits"), channels=1, iters=2, size=64,
+                            examples=1, patch_images=2, equivariance="vflip", stitch_with="efficientnet_lite1")
+    jobs = plan(report, lite0)
+    assert [j.layer for j in jobs if isinstance(j, EquivarianceJob)] == ["stem"]
+    assert [(j.layer_a, j.layer_b) for j in jobs if isinstance(j, StitchJob)] == [("stem", "stem")]

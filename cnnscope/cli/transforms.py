@@ -32,7 +32,8 @@ from .options import engine, finish, load, model_options, out_dir, out_file, out
 def register(sub) -> None:
     p = sub.add_parser("equivariance", help="is Phi(gx) = M_g Phi(x)? compensate a transform inside the network")
     p.add_argument("--transform", default="vflip", help="hflip, vflip, rot90, rot180, rotate:DEG, scale:F")
-    p.add_argument("--layers", default=None, help="conv layers (default: stem, stage2, stage4, stage6, head)")
+    p.add_argument("--layers", default=None, help="conv layers, or 'stages' (their spatial maps; default: stem, "
+                   "stage2, stage4, stage6, head)")
     _data_options(p)
     p.add_argument("--epochs", type=non_negative_int, default=0,
                    help="epochs of the network's own loss refining the closed-form map (default 0: closed form only)")
@@ -123,7 +124,7 @@ def cmd_equivariance(args) -> dict | list:
         raise CnnscopeError(f"{model.name} has no classifier: the equivariance test judges maps by its output")
     analysis = model.profile.analysis
     default = ",".join(analysis[:2] if args.quick else analysis)
-    layers = list(dict.fromkeys(expand_layers(model, args.layers or default)))
+    layers = list(dict.fromkeys(expand_layers(model, args.layers or default, maps_only=True)))
     limit = args.limit or (24 if args.quick else None)
     epochs, ridge = args.epochs, args.ridge
     name = equivariance_name(model, args.transform)

@@ -47,6 +47,11 @@ class LayerInfo:
         return (g.h.size, g.w.size) if g is not None and g.h is not None else None
 
     @property
+    def has_grid(self) -> bool:
+        """A spatial map (C, H, W), what equivariance and stitching work on (not a pooled vector or logits)."""
+        return len(self.shape) == 3
+
+    @property
     def stride(self) -> tuple[float, float] | None:
         g = self.geometry
         return (g.h.stride, g.w.stride) if g is not None and g.h is not None else None

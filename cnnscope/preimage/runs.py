@@ -41,10 +41,11 @@ def _pictures(out: Path, run: Run) -> list[list[np.ndarray]]:
     return [[load_thumbnail(out / f) for f in o.files] for o in run.outcomes]
 
 
-def expand_layers(model: Model, spec: str) -> list[str]:
-    """Comma-separated layer names; 'stages' (or 'depth') expands to the model's stem-to-logits row;
-    'depth:F[,F…]' picks the feature maps at those fractions of the network's depth (0 = first, 1 = last;
-    for networks with hundreds of layers: ``depth:0.25,0.5,0.75``)."""
+def expand_layers(model: Model, spec: str, maps_only: bool = False) -> list[str]:
+    """Comma-separated layer names; 'stages' (or 'depth') expands to the model's stem-to-logits row (its
+    spatial maps only, without logits or pooled vectors, with `maps_only`); 'depth:F[,F…]' picks the feature
+    maps at those fractions of the network's depth (0 = first, 1 = last; for networks with hundreds of layers:
+    ``depth:0.25,0.5,0.75``)."""
     names: list[str] = []
     fractions: list[float] | None = None
     for part in (p.strip() for p in spec.split(",")):
@@ -60,7 +61,7 @@ def expand_layers(model: Model, spec: str) -> list[str]:
             continue
         fractions = None
         if part in ("stages", "depth"):
-            names += model.profile.depth
+            names += [n for n in model.profile.depth if not maps_only or get_layer(model, n).has_grid]
         else:
             names.append(part)
     if not names:

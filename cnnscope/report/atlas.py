@@ -196,11 +196,12 @@ def plan(report: ReportSettings, model: Model) -> list[Job]:
         for src in examples:
             jobs.append(StripJob(f"backprop/{d}/{image_slug(src)}", spec, src, layer))
     common = {"images": report.images, "limit": 40, "fit": 0.8, "epochs": 2, "seed": report.seed}
+    maps = [layer for layer in report.layers if get_layer(model, layer).has_grid]  # not logits or pooled vectors
     if report.equivariance:
-        jobs += plan_equivariance(model, report.layers, report.equivariance, name=analysis_name("equivariance", report),
+        jobs += plan_equivariance(model, maps, report.equivariance, name=analysis_name("equivariance", report),
                                   spec=spec, **common)
     if report.stitch_with:
-        jobs += plan_stitch(model, model, [(layer, layer) for layer in report.layers],
+        jobs += plan_stitch(model, model, [(layer, layer) for layer in maps],
                             name=analysis_name("stitch", report), spec_a=spec,
                             spec_b=ModelSpec(report.stitch_with, device=spec.device, amp=spec.amp), by_layer=True,
                             **common)

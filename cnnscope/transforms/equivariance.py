@@ -120,13 +120,19 @@ class LayerFit:
         return scores, invariance_scores(q_full, var, self.test_moments.r2(q_full, q_bias), centre)
 
 
+def require_grid(model: Model, layer: str):
+    """`layer`'s table row, or the error that it has no spatial map with a known stride to transform."""
+    info = get_layer(model, layer)
+    if not info.has_grid or info.stride is None:
+        raise CnnscopeError(f"layer {layer} has no spatial grid (shape {info.shape}); choose a convolutional layer")
+    return info
+
+
 class _Pairs:
     """Phi(x) and the spatially inverted Phi(gx) at one layer, a chunk of images at a time."""
 
     def __init__(self, model: Model, layer: str, transform: Transform):
-        info = get_layer(model, layer)
-        if info.stride is None or len(info.shape) != 3:
-            raise CnnscopeError(f"layer {layer} has no spatial grid (shape {info.shape}); choose a convolutional layer")
+        info = require_grid(model, layer)
         self.model, self.layer, self.transform, self.inverse = model, layer, transform, transform.inverse()
         self.stride, self.offset, self.size = info.stride[0], info.offset[0], model.input_size
         self.shape = info.shape

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..errors import CnnscopeError
 from ..jobs import spec_of
+from ..layers import get_layer
 from ..models import Model, ModelSpec
 from ..store import slug
-from .equivariance import NEIGHBOURHOODS
+from .equivariance import NEIGHBOURHOODS, require_grid
 from .handcrafted import FeatureEquivarianceJob
 from .jobs import CkaJob, EquivarianceJob, StitchJob
 from .transform import Transform
@@ -28,6 +30,8 @@ def plan_equivariance(model: Model, layers: Sequence[str], transform: str, *, im
     among `neighbourhoods` by the task."""
     name = name or equivariance_name(model, transform)
     spec = spec or spec_of(model)
+    for layer in layers:  # before any job runs: a run must not fail at its last layer
+        require_grid(model, layer)
     return [EquivarianceJob(f"{name}/{slug(layer)}", spec, transform, layer, images, limit, fit, epochs, ridge, crops,
                             seed, tuple(neighbourhoods)) for layer in dict.fromkeys(layers)]
 
@@ -44,6 +48,10 @@ def plan_stitch(a: Model, b: Model, pairs: Sequence[tuple[str, str]], *, images:
     alone with `by_layer`, the report's one-layer-per-page layout)."""
     name = name or stitch_name(a, b)
     spec_a, spec_b = spec_a or spec_of(a), spec_b or spec_of(b)
+    for la, lb in pairs:  # before any job runs
+        if not (get_layer(a, la).has_grid and get_layer(b, lb).has_grid):
+            raise CnnscopeError(f"stitching needs convolutional layers (C, H, W maps) on both sides, not {la}:{lb} "
+                                f"({a.name} {get_layer(a, la).shape}, {b.name} {get_layer(b, lb).shape})")
     return [StitchJob(f"{name}/{slug(la)}" if by_layer else f"{name}/{slug(la)}-{slug(lb)}", spec_a, spec_b, la, lb,
                       images, limit, fit, epochs, resample, kernel, batchnorm, seed) for la, lb in pairs]
 
