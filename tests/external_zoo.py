@@ -98,7 +98,7 @@ ARCHITECTURES = {
     "EfficientNet (HF)": efficientnet, "MobileViT (HF)": mobilevit,
     "EfficientNet (efficientnet_pytorch)": effnet_pytorch,
 }
-METHODS = ("layers", "predict", "invert", "maximize class", "maximize channel", "caricature", "salinet",
+METHODS = ("layers", "predict", "invert", "maximize class", "maximize channel", "caricature", "texture", "salinet",
            "deconvnet", "desalinet", "selectivity", "sanity", "equivariance", "stitch", "cka", "report")
 
 
@@ -139,6 +139,7 @@ def conformance(net: nn.Module, out: Path) -> tuple[dict, dict]:
     attempt("maximize channel", lambda: _rise(cnnscope.maximize(model, stage, 1, size=SIZE, iters=12)))
     attempt("caricature", lambda: cnnscope.caricature(model, "sample:chelsea", stage, size=SIZE,
                                                       iters=4).relative_response)
+    attempt("texture", lambda: _texture(model, cnnscope.texture(model, "sample:brick", size=SIZE, iters=12)))
     maps = {}
     for method in ("salinet", "deconvnet", "desalinet"):
         def one(method=method):
@@ -154,6 +155,16 @@ def conformance(net: nn.Module, out: Path) -> tuple[dict, dict]:
     attempt("cka", lambda: cnnscope.cka(model, layers_a=[stage, model.profile.logits], limit=4).cka)
     attempt("report", lambda: cnnscope.report(model, out / "report", quick=True).computed)
     return status, details
+
+
+def _texture(model, result) -> dict:
+    """The default Gram layers (chosen for a net that declares none), their strides and the total Gram loss
+    before / after."""
+    import cnnscope
+
+    layers = [k.removeprefix("gram[").removesuffix("]") for k in result.gram_after]  # keyed by the terms' labels
+    return {"layers": layers, "strides": [cnnscope.get_layer(model, n).stride for n in layers],
+            "before": result.gram_total_before, "after": result.gram_total_after}
 
 
 def _rise(result) -> tuple | str:

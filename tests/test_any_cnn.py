@@ -373,6 +373,12 @@ def test_the_external_zoo_runs_every_family(name, tmp_path):
         d = details[method]
         assert "not covered" not in d["coverage"] and abs(d["correlation_with_salinet"]) < 0.99, d
         assert not any("nothing to show" in n for n in d["notes"])
+    texture = details["texture"]  # Gram layers found on any net: Gatys's first activation map per resolution
+    assert len(texture["layers"]) >= 4 and texture["after"] < 0.5 * texture["before"], texture
+    if name.startswith("ConvNeXt"):  # its GELU maps are channels-last: its stages' maps instead
+        assert texture["layers"] == ["stage1", "stage2", "stage3", "stage4"]
+    else:  # one per resolution, input to output
+        assert texture["strides"] == sorted(set(texture["strides"])), texture
     assert all(-1 <= v <= 1 for v in details["selectivity"]["desalinet"].values())
     assert details["cka"][0][0] == pytest.approx(1.0, abs=1e-5) and details["report"] > 0
 

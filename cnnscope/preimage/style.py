@@ -52,24 +52,44 @@ class GramTerm(Term):
         return ((g - self.target) ** 2).flatten(1).sum(1) / self.norm
 
 
+# elementwise nonlinearities, as module classes or functions spell them (ReLU6, GELUActivation, F.silu, ...)
+ACTIVATIONS = ("relu", "gelu", "silu", "swish", "hardswish", "mish", "elu")
+
+
 def default_style_layers(model: Model) -> list[str]:
+    """The model's own Gram layers; else, as Gatys et al. chose relu1_1 ... relu5_1 of VGG, the first
+    activation map at each resolution (up to five, input to output); else the first maps of its stage row."""
     if model.profile.style:
         return list(model.profile.style)
-    return [r.name for r in _conv_layers(model)][:5]
+    firsts: dict = {}
+    for r in _activation_maps(model):
+        firsts.setdefault(r.stride, r.name)
+    return list(firsts.values())[:5] or _stage_maps(model)[:5]
 
 
 def default_content_layer(model: Model) -> str:
+    """The model's own content layer; else the middle activation map (or stage map)."""
     if model.profile.content:
         return model.profile.content
-    layers = _conv_layers(model)
-    return layers[len(layers) // 2].name
+    layers = [r.name for r in _activation_maps(model)] or _stage_maps(model)
+    return layers[len(layers) // 2]
 
 
-def _conv_layers(model: Model):
-    rows = [r for r in list_layers(model) if r.rf is not None and len(r.shape) == 3 and "ReLU" in r.kind]
-    if not rows:
-        raise CnnscopeError("no rectified convolutional layers found: give --style-layers")
-    return rows
+def _activation_maps(model: Model) -> list:
+    """Rows of the layer table out of an elementwise nonlinearity with a channels-first map of local receptive
+    field (a Gram matrix over its channels), input to output; not a squeeze-excitation's pooled vector, not
+    ConvNeXt's channels-last inner maps."""
+    return [r for r in list_layers(model) if r.rf is not None and len(r.shape) == 3 and not r.geometry.channels_last
+            and any(a in r.kind.lower() for a in ACTIVATIONS)]
+
+
+def _stage_maps(model: Model) -> list[str]:
+    maps = [n for n in model.profile.conv_layers
+            if get_layer(model, n).has_grid and not get_layer(model, n).geometry.channels_last]
+    if not maps:
+        raise CnnscopeError(f"{model.name} has no convolutional feature maps to take Gram matrices of: give "
+                            "--style-layers")
+    return maps
 
 
 @dataclass
