@@ -191,6 +191,12 @@ def test_every_image_type_gives_the_same_bytes():
     assert len(answers) == 3 and answers[0] == answers[1] == answers[2]
     assert len(cnnscope.predict(model, torch.stack([forms[2].float() / 255] * 2))) == 2
     assert isinstance(cnnscope.predict(model, forms[0])[0], cnnscope.Prediction)
+    # pictures of different sizes in one list: each resized and cropped on its own, as one by one
+    mixed = cnnscope.predict(model, ["sample:chelsea", array, "sample:astronaut"])
+    alone = [cnnscope.predict(model, s) for s in ("sample:chelsea", array, "sample:astronaut")]
+    assert [[p.index for p in a] for a in mixed] == [[p.index for p in a] for a in alone]
+    assert [p.probability for a in mixed for p in a] == pytest.approx([p.probability for a in alone for p in a],
+                                                                      rel=1e-5)  # batched vs one: float order
 
 
 @pytest.mark.parametrize("call, message", [
