@@ -152,6 +152,15 @@ def test_cli_hog_inversion_and_glyphs(tmp_path):
     assert glyphs.shape == (50 * 15, 75 * 15, 3) and glyphs.max() == 255 and glyphs.min() == 0  # 15 px glyphs
 
 
+def test_a_hog_channel_is_maximised_at_its_one_layer_without_naming_it(tmp_path):
+    res = run("maximize", "--model", "hog", "--channel", "3", "--iters", "30", "--size", "64", "--out", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    unit = json.loads((tmp_path / "maximize_hog_hog_neuron3.json").read_text())
+    assert unit["results"]["final_activation"][0] > unit["results"]["start_activation"][0]
+    res = run("maximize", "--channel", "3", "--out", str(tmp_path / "cnn"))  # a CNN's layer must be named
+    assert res.returncode == 2 and "--layer is required" in res.stderr
+
+
 def test_cli_hog_equivariance(tmp_path):
     res = run("equivariance", "--model", "hog", "--transform", "rotate:45", "--quick", "--out", str(tmp_path))
     assert res.returncode == 0, res.stderr

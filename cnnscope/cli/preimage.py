@@ -193,9 +193,10 @@ def cmd_maximize(args) -> dict | list:
     models, prior, cfg, out, recipe = setup(args, "maximize")
     if args.diversity and args.batch < 2:
         raise CnnscopeError("--diversity needs --batch 2 or more (pictures per unit to tell apart)")
-    if args.class_ is None and args.layer is None:
+    single = {m.profile.single_layer for m in models}  # a hand-crafted representation's one layer
+    if args.class_ is None and args.layer is None and (len(single) > 1 or None in single):
         raise CnnscopeError("--layer is required with --channel/--all-channels")
-    layer_spec = args.layer or _logits(models)
+    layer_spec = args.layer or (single.pop() if args.class_ is None else _logits(models))
     channels = parse_channels(args.channel) if args.channel else None
 
     def targets_for(model, layer):
@@ -247,10 +248,10 @@ def cmd_accentuate(args) -> dict | list:
     if args.class_ is not None:
         layer = args.layer or _logits(models)
         targets = [Target("class", parse_class(model, c.strip())) for c in args.class_.split(",") if c.strip()]
-    elif args.layer is None:
+    elif args.layer is None and model.profile.single_layer is None:
         raise CnnscopeError("--layer is required with --channel")
     else:
-        layer = args.layer
+        layer = args.layer or model.profile.single_layer
         targets = channel_targets(model, layer, parse_channels(args.channel), args.where)
     layer = expand_layers(model, layer)[0]
     if args.anchor_layer:
