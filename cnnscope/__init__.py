@@ -63,9 +63,9 @@ def predict(model, image, k: int = 5, device: str | None = None) -> list[Predict
     """
     loaded = as_model(model, device)
     batch = isinstance(image, (list, tuple)) or (torch.is_tensor(image) and image.dim() == 4 and len(image) != 1)
-    # a list's pictures may differ in size: each is resized and cropped on its own (`Model.prepare`)
-    pictures = [load_image(s) for s in image] if isinstance(image, (list, tuple)) and image else \
-        list(image_batch(image))
+    # a list's pictures may differ in size (each is resized and cropped on its own) and are loaded as they are
+    # predicted, a chunk at a time: memory does not grow with their number
+    pictures = (load_image(s) for s in image) if isinstance(image, (list, tuple)) and image else image_batch(image)
     answers = loaded.predict(pictures, k=k)
     return answers if batch else answers[0]
 

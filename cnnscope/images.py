@@ -8,6 +8,7 @@ Model-specific resizing and normalisation live in `cnnscope.models.Preprocess`.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import warnings
@@ -86,6 +87,30 @@ def load_image(source) -> torch.Tensor:
     text = str(source)
     if text.startswith("sample:"):
         return _load_sample(text[len("sample:"):])
+    with _opened(text) as img:
+        try:
+            img.load()
+        except (OSError, SyntaxError, ValueError) as err:
+            raise CnnscopeError(f"{text}: truncated or corrupt image ({err})") from None
+        return pil_to_tensor(ImageOps.exif_transpose(img))
+
+
+def check_image_source(source: str | os.PathLike) -> None:
+    """What `load_image` checks before decoding — the sample's name; the file: there, not empty, a format
+    Pillow reads, a size within limits — from the header alone (milliseconds for a whole folder's worth); a
+    file truncated past its header is still found only when it is loaded."""
+    text = str(source)
+    if text.startswith("sample:"):
+        if text[len("sample:"):] not in SAMPLES:
+            _load_sample(text[len("sample:"):])  # the error, with its suggestions
+        return
+    with _opened(text):
+        pass
+
+
+@contextlib.contextmanager
+def _opened(text: str):
+    """The image file `text`, opened lazily (header read, pixels not decoded), its size checked."""
     path = Path(text)
     if not path.exists():
         raise CnnscopeError(f"{text}: no such file")
@@ -111,11 +136,7 @@ def load_image(source) -> torch.Tensor:
             raise CnnscopeError(f"{text}: truncated or corrupt image ({err})") from None
         with img:
             _check_size(text, *img.size)
-            try:
-                img.load()
-            except (OSError, SyntaxError, ValueError) as err:
-                raise CnnscopeError(f"{text}: truncated or corrupt image ({err})") from None
-            return pil_to_tensor(ImageOps.exif_transpose(img))
+            yield img
 
 
 def image_batch(source) -> torch.Tensor:

@@ -281,6 +281,35 @@ def test_predict_layers_activations(tmp_path):
     # (the demo runs from the installed wheel: tests/test_packaging.py)
 
 
+def test_predict_a_folder_a_chunk_at_a_time(tmp_path, monkeypatch):
+    """A folder's pictures are loaded as they are predicted, PREDICT_CHUNK per forward (memory flat over a
+    validation set: 100 ImageNet pictures used to hold 1.8 GB, all loaded and in one batch); the table is
+    printed at the end, so a file that fails to decode half-way leaves one error line and nothing else."""
+    from cnnscope.models import model as model_module
+
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(5):  # sizes differ: each is resized and cropped on its own
+        Image.fromarray((rng.random((40 + 9 * i, 70, 3)) * 255).astype(np.uint8)).save(folder / f"p{i}.png")
+    monkeypatch.setattr(model_module, "PREDICT_CHUNK", 2)
+    batches = []
+    real = model_module.Model._top_k
+    monkeypatch.setattr(model_module.Model, "_top_k", lambda self, images, k: batches.append(len(images))
+                        or real(self, images, k))
+    res = run_here("predict", str(folder), "sample:coffee", "--top-k", "1", "--json")
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert [Path(p["image"]).name for p in data["predictions"]] == [f"p{i}.png" for i in range(5)] + ["sample:coffee"]
+    assert batches == [2, 2, 2] and data["predictions"][-1]["top"][0]["name"] == "espresso"
+    alone = json.loads(run_here("predict", str(folder / "p3.png"), "--top-k", "1", "--json").stdout)
+    assert alone["predictions"][0]["top"][0]["index"] == data["predictions"][3]["top"][0]["index"]
+
+    (folder / "p9.png").write_bytes((folder / "p0.png").read_bytes()[:200])  # a header, then nothing
+    res = run_here("predict", str(folder), "--json")
+    assert res.returncode == 2 and res.stdout == "" and "p9.png: truncated or corrupt image" in res.stderr
+
+
 def test_help_lists_verbs():
     res = run("--help")
     assert res.returncode == 0

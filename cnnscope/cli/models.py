@@ -6,8 +6,10 @@ import json
 import time
 from pathlib import Path
 
+from .. import progress
+from ..data import image_sources
 from ..errors import CnnscopeError
-from ..images import SAMPLES, load_image
+from ..images import SAMPLES, check_image_source, load_image
 from ..layers import capture, format_table, get_layer, list_layers
 from ..models import ZOO
 from ..store import save_tensors, write_json
@@ -27,14 +29,14 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_layers)
 
     p = sub.add_parser("predict", help="top-k ImageNet classes for images")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image file or sample:NAME")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image file, sample:NAME, or a folder (its images)")
     model_options(p)
     run_options(p, jobs=False)
     p.add_argument("--top-k", type=positive_int, default=5, help="how many classes (default 5)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("activations", help="capture activations at named layers (forward truncated)")
-    p.add_argument("image", metavar="IMAGE", help="image file or sample:NAME")
+    p.add_argument("image", metavar="IMAGE", help="image file, sample:NAME, or a folder (its images)")
     model_options(p)
     run_options(p, jobs=False)
     p.add_argument("--layer", action="append", required=True, metavar="NAME", help="layer (repeatable)")
@@ -80,15 +82,28 @@ def cmd_layers(args) -> dict:
     return {**model.settings(), "layers": [r.to_dict() for r in rows]}
 
 
+def _loaded(sources: list[str], bar: progress.Progress):
+    for src in sources:
+        yield load_image(src)
+        bar.update()
+
+
 def cmd_predict(args) -> dict:
-    images = [load_image(src) for src in args.images]  # validate every input before any work
+    sources = [s for src in args.images for s in (image_sources(src) if Path(src).is_dir() else [src])]
+    if not sources:
+        raise CnnscopeError(f"no images in {', '.join(args.images)}")
+    for src in sources:
+        check_image_source(src)  # every file's header checked before any work
     model = load(args)
-    results = model.predict(images, k=args.top_k)
-    for src, preds in zip(args.images, results):
+    # loaded as predicted, a chunk at a time (memory flat over a whole validation set); printed at the end, so
+    # a file that fails to decode half-way leaves one error line and no partial table
+    with progress.steps(len(sources), "predict", "image", show=len(sources) > 64) as bar:
+        results = model.predict(_loaded(sources, bar), k=args.top_k)
+    for src, preds in zip(sources, results):
         print(src)
         for rank, p in enumerate(preds, 1):
             print(f"  {rank}. {p.name:<32} {p.probability:6.3f}  (class {p.index})")
-    out = [{"image": src, "top": [p.__dict__ for p in preds]} for src, preds in zip(args.images, results)]
+    out = [{"image": src, "top": [p.__dict__ for p in preds]} for src, preds in zip(sources, results)]
     return {**model.settings(), "predictions": out}
 
 

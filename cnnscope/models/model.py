@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -16,6 +17,8 @@ from ..errors import CnnscopeError
 from . import small
 from .preprocess import Preprocess
 from .zoo import DEFAULT_MODEL
+
+PREDICT_CHUNK = 16  # pictures per forward in `Model.predict`
 
 
 @dataclass(frozen=True)
@@ -166,10 +169,20 @@ class Model:
         return self.classes[index] if 0 <= index < len(self.classes) else f"class {index}"
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor | Sequence[torch.Tensor], k: int = 5) -> list[list[Prediction]]:
-        """Top-k (index, name, probability) for each image."""
+    def predict(self, images: torch.Tensor | Iterable[torch.Tensor], k: int = 5) -> list[list[Prediction]]:
+        """Top-k (index, name, probability) for each image: [N,3,H,W], [3,H,W], or any iterable of [3,H,W]
+        (a generator that loads them is read PREDICT_CHUNK at a time: memory does not grow with their number)."""
         if k < 1:
             raise CnnscopeError(f"top-k must be at least 1, got {k}")
+        if isinstance(images, torch.Tensor):
+            images = [images] if images.dim() == 3 else images.unbind(0)
+        answers: list[list[Prediction]] = []
+        pictures = iter(images)
+        while chunk := list(itertools.islice(pictures, PREDICT_CHUNK)):
+            answers += self._top_k(chunk, k)
+        return answers
+
+    def _top_k(self, images: Sequence[torch.Tensor], k: int) -> list[list[Prediction]]:
         try:
             logits = self.net(self.prepare(images))
         except CnnscopeError:
