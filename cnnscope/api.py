@@ -376,7 +376,7 @@ def saliency(model, image, *, target: int | str | None = None, layer: str | None
         resolve(model, layer)
         rows = [Target("features", layer=layer) if channel is None else Target("neuron", channel, layer=layer)]
     else:
-        rows = default_rows(model, picture)
+        rows = default_rows(model)
     return _run(plan_saliency(model, [source], lambda s: rows, names)[0])
 
 

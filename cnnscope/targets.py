@@ -51,6 +51,8 @@ class Target:
         """A short name: 'neuron3@1,2', 'class980', 'direction'; prefixed by the layer when it has one."""
         if self.kind in ("direction", "features"):
             base = self.kind
+        elif self.kind == "class" and self.channel is None:
+            base = "top class"  # found per picture (a saliency job's default row)
         else:
             where = f"@{self.y},{self.x}" if self.kind == "neuron" and self.y is not None else ""
             base = f"{self.kind}{self.channel}{where}"

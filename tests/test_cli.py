@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from cnnscope import load_image, save_image
 from cnnscope.cli import main
 from tests.conftest import png_with_header_size
 
@@ -333,3 +334,26 @@ def test_a_thin_picture_is_cropped_in_its_own_coordinates(tmp_path):
     lines = res.stdout.strip().splitlines()
     assert len(lines) >= 6  # the top-5 classes, then the peak
     assert int(lines[-1].split()[1]) / 2 ** 20 < 1.5  # GB (VmHWM is in kB)
+
+
+def test_saliency_of_a_folder_finds_each_pictures_top_class_in_its_job(tmp_path):
+    """The default rows (the last stage's code, the top class) are planned without decoding any picture —
+    each job finds its picture's top class — so a folder of thousands starts and resumes at once."""
+    from cnnscope.backprop.plans import default_rows, plan_saliency
+    from cnnscope.models import load_model
+
+    model = load_model("efficientnet_lite0")
+    jobs = plan_saliency(model, ["never/decoded.png"], lambda s: default_rows(model))
+    assert [t.label() for t in jobs[0].targets] == ["stage7 features", "logits top class"]
+
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    for name in ("chelsea", "coffee"):
+        save_image(load_image(f"sample:{name}"), folder / f"{name}.png")
+    res = run_here("saliency", str(folder), "--method", "salinet", "--out", str(tmp_path / "out"))
+    assert res.returncode == 0, res.stderr
+    for name in ("chelsea", "coffee"):
+        record = json.loads((tmp_path / "out" / f"saliency_{name}.json").read_text())
+        top = model.predict(load_image(folder / f"{name}.png"), k=1)[0][0].index
+        assert [r["target"] for r in record["results"]["rows"]] == ["stage7 features", f"logits class{top}"]
+        assert (tmp_path / "out" / f"saliency_{name}_logits_class{top}_salinet.png").is_file()

@@ -3,7 +3,7 @@ four-panel strip, the selectivity measurement and the randomisation sanity check
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -101,17 +101,20 @@ class SaliencyJob(Job):
     def compute(self, model: Model) -> SaliencyResult:
         image = load_image(self.image)
         x = model.prepare(image)
+        # a class target without an index is the picture's top class
+        targets = [replace(t, channel=model.predict(image, k=1)[0][0].index)
+                   if t.kind == "class" and t.channel is None else t for t in self.targets]
         maps = {(t.label(), m): backprop_maps(model, x, [t], m, self.pool_rule)[0, 0]
-                for t in self.targets for m in self.methods}
+                for t in targets for m in self.methods}
         rows = [{"target": t.label(), "caption": f"image\n{_class_caption(model, t.channel)}"
-                 if t.kind == "class" else f"image\n{t.label()}"} for t in self.targets]
-        cov = coverage(model, x, self.targets[0].layer)
-        notes = coverage_notes(cov, model.name, self.targets[0].layer, self.methods, self.pool_rule)
+                 if t.kind == "class" else f"image\n{t.label()}"} for t in targets]
+        cov = coverage(model, x, targets[0].layer)
+        notes = coverage_notes(cov, model.name, targets[0].layer, self.methods, self.pool_rule)
         notes += [f"{t.label()}: the target's value and its gradient are zero for this image (a dead unit or an "
                   "all-zero code), so there is nothing to show" + (" (DeConvNet ignores the forward pass: its map is "
                                                                     "the filters' pattern, not this image's)"
                                                                     if "deconvnet" in self.methods else "")
-                  for t in self.targets if _silent(model, x, t, maps.get((t.label(), "salinet")))]
+                  for t in targets if _silent(model, x, t, maps.get((t.label(), "salinet")))]
         return SaliencyResult(maps, model.preprocess.geometry(image)[0], rows, list(self.methods), notes,
                               cov.to_json() | {"summary": cov.summary()})
 

@@ -23,12 +23,13 @@ def deepest_map(model: Model) -> str | None:
     return next((n for n in reversed(model.profile.conv_layers) if len(get_layer(model, n).shape) == 3), None)
 
 
-def default_rows(model: Model, image: torch.Tensor) -> list[Target]:
-    """The seed's two rows: the full code of the last convolutional stage, and the top class."""
+def default_rows(model: Model) -> list[Target]:
+    """The seed's two rows: the full code of the last convolutional stage, and the top class (a class target
+    without an index: each job finds its picture's top class, so planning a folder decodes nothing)."""
     conv = deepest_map(model)
     rows = [Target("features", layer=conv)] if conv else []
     if model.profile.logits is not None:
-        rows.append(Target("class", model.predict(image, k=1)[0][0].index, layer=model.profile.logits))
+        rows.append(Target("class", layer=model.profile.logits))
     return rows
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..backprop import METHODS, explain, method_rules
 from ..backprop.jobs import COLUMNS
 from ..backprop.plans import plan_sanity, plan_selectivity
@@ -9,7 +11,7 @@ from ..backprop.rules import POOL_RULES as RULE_NAMES
 from ..backprop.runs import default_rows, run_saliency, selectivity_table
 from ..data import image_sources
 from ..errors import CnnscopeError, unknown
-from ..images import load_image
+from ..images import check_image_source, load_image
 from ..jobs import execute
 from ..layers import get_layer, resolve
 from ..preimage.runs import parse_class
@@ -22,7 +24,8 @@ POOL_RULES = list(RULE_NAMES)
 
 def register(sub) -> None:
     p = sub.add_parser("saliency", help="SaliNet / DeConvNet / DeSaliNet maps (the seed's comparison figure)")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image file(s) or sample:NAME (one job each)")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image file(s), sample:NAME or a folder (one job per picture)")
     model_options(p)
     output_options(p)
     run_options(p)
@@ -83,7 +86,7 @@ def _rows(args, model):
     elif args.layer is None:
         if args.channel is not None or args.features:
             raise CnnscopeError("--channel/--features need --layer")
-        return lambda source: default_rows(model, load_image(source))
+        return lambda source: default_rows(model)
     else:
         resolve(model, args.layer)
         if args.channel is not None:
@@ -99,12 +102,15 @@ def _rows(args, model):
 
 
 def cmd_saliency(args) -> None:
-    for source in args.images:
-        load_image(source)
+    sources = [s for src in args.images for s in (image_sources(src) if Path(src).is_dir() else [src])]
+    if not sources:
+        raise CnnscopeError(f"no images in {', '.join(args.images)}")
+    for source in sources:
+        check_image_source(source)  # every file's header, before any work (each job decodes its own)
     names = methods(args.method)
     out = out_dir(args.out)
     model = load(args)
-    run = run_saliency(model, args.images, _rows(args, model), names, out, args.pool_rule, args.render,
+    run = run_saliency(model, sources, _rows(args, model), names, out, args.pool_rule, args.render,
                        **engine(args))
     for o in run.outcomes:
         for note in o.results.get("notes", []):

@@ -134,7 +134,7 @@ def section_backprop(ctx: DemoContext) -> str:
     """The seed's comparison: Image | DeConvNet | SaliNet | DeSaliNet, for the last conv stage and the logits."""
     out = ctx.out / "backprop"
     source, image = next(iter(ctx.images.items()))
-    run = run_saliency(ctx.model, [source], lambda _: default_rows(ctx.model, image), list(COLUMNS), out)
+    run = run_saliency(ctx.model, [source], lambda _: default_rows(ctx.model), list(COLUMNS), out)
     _stop_if_interrupted(run)
     job = run.outcomes[0]
     ctx.settings["backprop"] = {"settings": job.job.settings(), "results": job.results, "files": job.files}
