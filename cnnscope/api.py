@@ -55,7 +55,7 @@ from .preimage.plans import (
 from .preimage.runs import channel_targets, expand_layers, parse_class
 from .preimage.solver import check_memory
 from .preimage.tasks import settings_for
-from .report.atlas import QUICK, ReportSettings, default_layers
+from .report.atlas import report_settings
 from .report.findings import DEFAULT, FINDINGS
 from .report.findings import reproduce as reproduce_findings
 from .report.site import build_report
@@ -182,15 +182,16 @@ def invert(model, image, layer: str | Sequence[str], *, size: int | None = None,
     return _results(planned)
 
 
-def _unit_targets(model: Model, layer: str, channels, classes, where: str) -> list[Target]:
+def _unit_targets(model: Model, layer: str, channels, classes, where: str, y=None, x=None) -> list[Target]:
     if classes is not None:
         names = [classes] if isinstance(classes, (int, str)) else list(classes)
         return [Target("class", _class_target(model, c)) for c in names]
-    return channel_targets(model, layer, [channels] if isinstance(channels, int) else list(channels), where)
+    return channel_targets(model, layer, [channels] if isinstance(channels, int) else list(channels), where, y, x)
 
 
 def maximize(model, layer: str | None = None, channels: int | Sequence[int] = 0, *,
-             classes: int | str | Sequence[int | str] | None = None, where: str = "neuron", batch: int = 1,
+             classes: int | str | Sequence[int | str] | None = None, where: str = "neuron", y: int | None = None,
+             x: int | None = None, batch: int = 1, diversity: float = 0.0, diversity_layer: str | None = None,
              size: int | None = None, recipe: str | None = None, iters: int | None = None, data_weight: float = 20.0,
              chunk: int = 8, seed: int = 0, device: str | None = None) -> ActivationResult | list[ActivationResult]:
     """Pictures that excite units (activation maximisation): ``cnnscope maximize``.
@@ -206,8 +207,15 @@ def maximize(model, layer: str | None = None, channels: int | Sequence[int] = 0,
         Class indices or names instead of channels.
     where : {"neuron", "channel"}
         The centre neuron of each channel, or the channel's spatial mean.
+    y, x : int, optional
+        The neuron's row and column in feature cells (default the centre; ``--y``, ``--x``).
     batch : int
         Pictures per unit.
+    diversity : float
+        With ``batch >= 2``: push a unit's pictures apart (Gram diversity, weight relative to the data term;
+        try 0.5; ``--diversity``).
+    diversity_layer : str, optional
+        Where the diversity is measured (default: the maximised layer, or a mid-depth one).
     size, recipe, iters, data_weight, seed, device
         As for `invert` (default recipe: the measured best for visualisation).
     chunk : int
@@ -227,20 +235,28 @@ def maximize(model, layer: str | None = None, channels: int | Sequence[int] = 0,
             raise CnnscopeError("give a layer (or classes, for a model with a classifier)")
         layer = model.profile.logits
     layer = _layers(model, layer)[0]
-    targets = tuple(_unit_targets(model, layer, channels, classes, where))
+    targets = tuple(_unit_targets(model, layer, channels, classes, where, checks.optional_integer(y, "y", 0),
+                                  checks.optional_integer(x, "x", 0)))
     s = _size(size, model)
     batch = checks.integer(batch, "batch")
     chunk = checks.integer(chunk, "chunk")
+    diversity = checks.number(diversity, "diversity", 0)
+    if diversity and batch < 2:
+        raise CnnscopeError("diversity needs batch 2 or more (pictures per unit to tell apart)")
+    if diversity_layer is not None:
+        resolve(model, diversity_layer)
     rec, cfg, prior = _solver("maximize", model, [layer], s, recipe, iters, seed, min(chunk, len(targets)) * batch)
     planned = plan_maximize([model], lambda m: [layer], lambda m, lay: list(targets), size=s, recipe=rec, cfg=cfg,
-                            prior=prior, data_weight=data_weight, chunk=chunk, batch=batch)
+                            prior=prior, data_weight=data_weight, chunk=chunk, batch=batch, diversity=diversity,
+                            diversity_layer=diversity_layer)
     return _results(planned)
 
 
-def caricature(model, image, layer: str, *, size: int | None = None, recipe: str | None = None,
+def caricature(model, image, layer: str, *, cosine: float = 0.0, size: int | None = None, recipe: str | None = None,
                iters: int | None = None, data_weight: float = 20.0, seed: int = 0,
                device: str | None = None) -> CaricatureResult:
     """Start at `image` and emphasise what `layer` sees in it (M&V IJCV'16): ``cnnscope caricature``.
+    `cosine` P weights the inner product by cos^P (rewards the pattern, not the magnitude; ``--cosine``).
 
     Returns
     -------
@@ -253,7 +269,7 @@ def caricature(model, image, layer: str, *, size: int | None = None, recipe: str
     s = _size(size, model)
     rec, cfg, prior = _solver("caricature", model, [layer], s, recipe, iters, seed, 1)
     planned = plan_caricature([model], source, lambda m: [layer], size=s, recipe=rec, cfg=cfg, prior=prior,
-                              data_weight=data_weight)
+                              data_weight=data_weight, cosine_power=checks.number(cosine, "cosine", 0))
     return _results(planned)
 
 
@@ -565,12 +581,32 @@ def reproduce(model=DEFAULT_MODEL, out: str | Path = "cnnscope-findings", *, ima
 
 
 def report(model=DEFAULT_MODEL, out: str | Path = "cnnscope-report", *, layers: str | Sequence[str] | None = None,
-           quick: bool = False, images: str | None = None, seed: int = 0, workers: int = 1, atlas_batch: int = 1,
-           device: str | None = None) -> ReportResult:
+           quick: bool = False, channels: int | None = None, iters: int | None = None, size: int | None = None,
+           images: str | None = None, examples: int | None = None, patch_images: int | None = None,
+           equivariance: str | None = None, stitch_with: str | None = None, seed: int = 0, workers: int = 1,
+           atlas_batch: int = 1, device: str | None = None) -> ReportResult:
     """A browsable HTML site of a whole model (atlas, inversions, backprop, transforms): ``cnnscope report``.
 
     The model must be loadable by name in worker processes when `workers` > 1 (a zoo name or
     ``file.py:factory``).
+
+    Parameters
+    ----------
+    layers : str or list of str, optional
+        Layers (or ``"stages"``; default the model's stages, two with `quick`).
+    quick : bool
+        Two layers, 4 channels, 40 iterations, 96 px (each overridden by its own keyword).
+    channels : int, optional
+        The first K channels of each layer in the atlas (default all).
+    iters, size : int, optional
+        Pre-image iterations and size (default: 200 for the inversions and the recipe's for the atlas; the
+        model's input size).
+    images : str, optional
+        A folder of pictures for the patches and examples (default the bundled samples).
+    examples, patch_images : int, optional
+        Pictures inverted and back-propagated per layer (default 4); searched for top patches (default 100).
+    equivariance, stitch_with : str, optional
+        Also the equivariance analysis for this transform (e.g. ``"vflip"``); also stitch into this model.
 
     Returns
     -------
@@ -578,18 +614,15 @@ def report(model=DEFAULT_MODEL, out: str | Path = "cnnscope-report", *, layers: 
         ``index`` the site's front page, ``layers`` covered, jobs ``computed`` and ``reused``.
     """
     loaded = as_model(model, device)
-    if images is not None:
-        image_sources(images)
-    chosen = _layers(loaded, layers) if layers is not None else tuple(default_layers(loaded, quick))
-    q = QUICK if quick else {}
-    settings = ReportSettings(model=loaded.job_spec().name, layers=chosen, channels=q.get("channels"),
-                              iters=q.get("iters"), size=q.get("size"), seed=checks.integer(seed, "seed", 0),
-                              images=images, examples=q.get("examples", 4), patch_images=q.get("patch_images", 100),
-                              atlas_batch=checks.integer(atlas_batch, "atlas_batch"))
-    for layer in chosen:
-        check_memory(loaded, [layer], settings.atlas_batch, settings.size or loaded.input_size)
+    settings = report_settings(
+        loaded, loaded.job_spec().name, _layers(loaded, layers) if layers is not None else None, quick=bool(quick),
+        channels=checks.optional_integer(channels, "channels"), iters=checks.optional_integer(iters, "iters"),
+        size=checks.optional_integer(size, "size", 8), seed=checks.integer(seed, "seed", 0), images=images,
+        examples=checks.optional_integer(examples, "examples"),
+        patch_images=checks.optional_integer(patch_images, "patch_images"), equivariance=equivariance,
+        stitch_with=stitch_with, atlas_batch=checks.integer(atlas_batch, "atlas_batch"))
     _, run = build_report(Path(out), settings, loaded, workers=checks.integer(workers, "workers"), progress=True)
-    result = ReportResult(str(Path(out) / "index.html"), list(chosen), run.computed, run.reused)
+    result = ReportResult(str(Path(out) / "index.html"), list(settings.layers), run.computed, run.reused)
     result.interrupted = run.interrupted
     return result
 

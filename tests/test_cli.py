@@ -78,7 +78,8 @@ class _Code:
 
 BAD = {
     "missing image": (["predict", "{d}/nope.jpg"], "no such file"),
-    "directory": (["predict", "{d}"], "is a directory"),
+    "directory": (["invert", "{d}", "--layer", "stage2", "--out", "{d}/inv"], "is a directory"),
+    "folder with a bad file": (["predict", "{d}"], "file is empty"),  # a folder: its pictures, each checked
     "empty file": (["predict", "{d}/empty.jpg"], "file is empty"),
     "text file": (["predict", "{d}/notes.txt"], "not an image file"),
     "truncated jpeg": (["predict", "{d}/truncated.jpg"], "truncated or corrupt"),

@@ -58,6 +58,20 @@ def test_maximize_and_caricature_write_the_same_files(tmp_path):
           tmp_path / "cli2")
 
 
+def test_every_maximize_and_caricature_option_has_its_keyword(tmp_path):
+    """The CLI's --y/--x, --batch with --diversity/--diversity-layer and caricature's --cosine, as keywords."""
+    _cli("maximize", "--layer", "stage3", "--channel", "1", "--y", "2", "--x", "5", "--batch", "2", "--diversity",
+         "0.5", "--diversity-layer", "stage2", "--size", "64", "--iters", "3", "--out", str(tmp_path / "cli"))
+    result = cnnscope.maximize(MODEL, "stage3", 1, y=2, x=5, batch=2, diversity=0.5, diversity_layer="stage2",
+                               size=64, iters=3)
+    assert result.job.targets[0].label() == "neuron1@2,5" and result.tensors.shape[0] == 2
+    _same(_saved(result, tmp_path / "api"), tmp_path / "cli")
+    _cli("caricature", "sample:coffee", "--layer", "stage2", "--cosine", "2", "--size", "64", "--iters", "3",
+         "--out", str(tmp_path / "cli2"))
+    _same(_saved(cnnscope.caricature(MODEL, "sample:coffee", "stage2", cosine=2, size=64, iters=3),
+                 tmp_path / "api2"), tmp_path / "cli2")
+
+
 def test_backprop_verbs_write_the_same_files(tmp_path):
     _cli("saliency", "sample:chelsea", "--out", str(tmp_path / "cli"))
     _same(_saved(cnnscope.saliency(MODEL, "sample:chelsea"), tmp_path / "api"), tmp_path / "cli")
@@ -114,3 +128,24 @@ def test_both_doors_refuse_a_bad_number_with_the_same_words(argv, call, tmp_path
         code = exit_.code
     assert code == 2 and words in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_report_keywords_are_the_cli_options(tmp_path):
+    """`cnnscope.report` takes every option of ``cnnscope report`` (both build the settings in
+    `report.atlas.report_settings`): the same units, byte for byte."""
+    options = {"layers": "stem", "channels": "2", "iters": "3", "size": "64", "examples": "1", "patch-images": "2",
+               "equivariance": "hflip"}
+    argv = [x for k, v in options.items() for x in (f"--{k}", v)]
+    _cli("report", MODEL, *argv, "--out", str(tmp_path / "cli"))
+    result = cnnscope.report(MODEL, tmp_path / "api", layers="stem", channels=2, iters=3, size=64, examples=1,
+                             patch_images=2, equivariance="hflip")
+    assert result.computed == 6  # 1 inversion, 2 atlas channels, patches, 1 backprop strip, equivariance
+
+    def units(root):
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+                if p.is_file() and p.suffix in (".png", ".safetensors") and p.name != "screenshot.png"}
+
+    assert units(tmp_path / "api") == units(tmp_path / "cli") and len(units(tmp_path / "cli")) >= 5
+    with pytest.raises(cnnscope.CnnscopeError, match="unknown transform"):
+        cnnscope.report(MODEL, tmp_path / "bad", layers="stem", equivariance="shear")
+    assert not (tmp_path / "bad").exists()

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ..data import image_sources, list_folder
 from ..errors import CnnscopeError
 from ..jobs import provide
-from ..models import DEFAULT_MODEL, load_model
+from ..models import DEFAULT_MODEL
 from ..preimage.recipes import RECIPES
 from ..preimage.runs import expand_layers
-from ..preimage.solver import check_memory
-from ..report.atlas import INVERT_ITERS, QUICK, ReportSettings, default_layers
+from ..report.atlas import INVERT_ITERS, ReportSettings, report_settings
 from ..report.demo import run_demo
 from ..report.findings import ACCURACY, DEFAULT, FINDINGS, TRANSFORMS, reproduce, skipped
 from ..report.site import build_report
-from ..transforms.transform import Transform
 from .numbers import positive_int
 from .options import device_option, engine, finish, load, model_options, out_dir, output_options, run_options
 
@@ -64,31 +60,16 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_demo)
 
 
-def _layers(args, model) -> list[str]:
-    return expand_layers(model, args.layers) if args.layers else default_layers(model, args.quick)
-
-
 def cmd_report(args) -> None:
     out = out_dir(args.out)
-    if args.images is not None and not Path(args.images).is_dir():
-        raise CnnscopeError(f"--images {args.images}: not a folder")
     model = load(args)
-    if args.equivariance:
-        Transform.parse(args.equivariance)
-    if args.stitch_with:
-        load_model(args.stitch_with)  # fail now, not in a worker
-    quick = QUICK if args.quick else {}
-    layers = _layers(args, model)
-    report = ReportSettings(
-        model=args.model or DEFAULT_MODEL, weights=args.weights, layers=tuple(layers),
-        channels=args.channels or quick.get("channels"), iters=args.iters or quick.get("iters"),
-        size=args.size or quick.get("size"), seed=args.seed, images=args.images,
-        examples=args.examples or quick.get("examples", 4),
-        patch_images=args.patch_images or quick.get("patch_images", 100),
-        equivariance=args.equivariance, stitch_with=args.stitch_with, random_weights=args.random_weights,
-        atlas_batch=args.atlas_batch)
-    for layer in layers:  # a batch of atlas pictures over the memory budget is refused now, not in a worker
-        check_memory(model, [layer], args.atlas_batch, report.size or model.input_size)
+    report = report_settings(
+        model, args.model or DEFAULT_MODEL, expand_layers(model, args.layers) if args.layers else None,
+        quick=args.quick, channels=args.channels, iters=args.iters, size=args.size, seed=args.seed,
+        images=args.images, examples=args.examples, patch_images=args.patch_images, equivariance=args.equivariance,
+        stitch_with=args.stitch_with, atlas_batch=args.atlas_batch, weights=args.weights,
+        random_weights=args.random_weights)
+    layers = report.layers
     print(f"report: {len(layers)} layers -> {out}/index.html")
     jobs, run = build_report(out, report, model, **engine(args))
     rate = f", {60 * run.computed / run.seconds:.1f} jobs/min" if run.computed and run.seconds > 0 else ""
