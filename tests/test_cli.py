@@ -48,6 +48,7 @@ def files(tmp_path_factory):
 
     torch.save(load_model("efficientnet_lite0").net.state_dict(), d / "lite0.pth")
     (d / "afile").write_text("x")
+    (d / "two_classes.txt").write_text("cat\ndog\n")
     (d / "model.py").write_text("import torch\ndef build():\n    return torch.nn.Identity()\n")
     (d / "nologits.py").write_text("import torch\nclass M(torch.nn.Module):\n    def forward(self, x):\n"
                                    "        return {'features': x}\ndef build():\n    return M()\n")
@@ -80,6 +81,8 @@ BAD = {
     "missing image": (["predict", "{d}/nope.jpg"], "no such file"),
     "directory": (["invert", "{d}", "--layer", "stage2", "--out", "{d}/inv"], "is a directory"),
     "folder with a bad file": (["predict", "{d}"], "file is empty"),  # a folder: its pictures, each checked
+    "classes for other outputs": (["predict", "sample:chelsea", "--classes", "{d}/two_classes.txt"],
+                                  "2 class names for a network with 1000 outputs"),
     "empty file": (["predict", "{d}/empty.jpg"], "file is empty"),
     "text file": (["predict", "{d}/notes.txt"], "not an image file"),
     "truncated jpeg": (["predict", "{d}/truncated.jpg"], "truncated or corrupt"),

@@ -142,8 +142,16 @@ def _build_model(name: str, weights: str | None, random_weights: bool, seed: int
         outputs, aliases = _adopt(net, pp, name)
         names = _read_classes(classes) if classes is not None else _default_names(outputs)
     else:
-        names = _read_classes(classes)
-    return Model(name, net, pp, names, aliases, source, torchscript)
+        outputs, names = len(imagenet_classes()), _read_classes(classes)  # the zoo's classifiers: ImageNet's
+    return Model(name, net, pp, _as_many(names, outputs, classes), aliases, source, torchscript)
+
+
+def _as_many(names: Sequence[str], outputs: int, given) -> Sequence[str]:
+    """`names`, when there are as many as the network has outputs (0: a network without [N, K] logits)."""
+    if given is not None and outputs and len(names) != outputs:
+        where = f"classes file {given}" if isinstance(given, (str, Path)) else "classes"
+        raise CnnscopeError(f"{where}: {len(names)} class names for a network with {outputs} outputs")
+    return names
 
 
 def _read_classes(path: str | None) -> Sequence[str]:
@@ -213,8 +221,7 @@ def _from_module(net: nn.Module, preprocess: Preprocess | dict | None, classes, 
     else:
         names = [str(c) for c in classes]
     outputs, aliases = _adopt(copy_, pp, type(net).__name__)
-    if names is None:
-        names = _default_names(outputs)
+    names = _default_names(outputs) if names is None else _as_many(names, outputs, classes)
     name = type(net).__name__
     model = Model(name, copy_, pp, names, aliases, "user (in memory)", torchscript)
     model.spec = ModelSpec(f"{MODULE_PREFIX}{name} at {id(net):#x}>", device=str(device))
