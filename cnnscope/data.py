@@ -37,6 +37,27 @@ def load_images(folder: str | os.PathLike | None, limit: int | None = None) -> l
     return [load_image(s) for s in image_sources(folder, limit)]
 
 
+class Pictures(Sequence):
+    """Pictures loaded one at a time as they are used (a sized, re-iterable view of their sources): a pass
+    over a folder holds one decoded picture, not all of them."""
+
+    def __init__(self, sources: Sequence[str]):
+        self.sources = list(sources)
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return Pictures(self.sources[index])
+        return load_image(self.sources[index])
+
+
+def stream_images(folder: str | os.PathLike | None, limit: int | None = None) -> Pictures:
+    """The images of `image_sources`, each loaded when it is used (`Pictures`)."""
+    return Pictures(image_sources(folder, limit))
+
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
 
 

@@ -96,8 +96,8 @@ def steps(total: int, desc: str, unit: str = "it", show: bool = True, done: int 
 
 
 def iterate(iterable, desc: str, unit: str = "it", show: bool = True):
-    """`iterable` with `steps` progress over it (it must have a length)."""
-    items = list(iterable)
+    """`iterable` with `steps` progress over it (one with a length is not copied: a lazy view stays lazy)."""
+    items = iterable if hasattr(iterable, "__len__") else list(iterable)
     with steps(len(items), desc, unit, show) as p:
         for item in items:
             yield item

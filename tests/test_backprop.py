@@ -242,3 +242,22 @@ def test_cascading_randomisation_curve(alexnet):
     sal, dec = r["spearman"]["salinet"], r["spearman"]["deconvnet"]
     assert sal[0] < 0.8  # the gradient changes as soon as the top layer's weights do
     assert dec[0] > dec[-1] + 0.2  # DeConvNet's map loses its resemblance only as the lower layers go
+
+
+def test_selectivity_holds_one_picture_at_a_time(lite0, monkeypatch):
+    """A folder's pictures are decoded as the protocol reaches them (`data.Pictures`), not all first: the
+    progress wrapper keeps a sized view lazy, and the numbers equal those of the pictures loaded up front."""
+    from cnnscope import data, progress
+    from cnnscope.backprop.analysis import selectivity
+
+    loads = []
+    real = data.load_image
+    monkeypatch.setattr(data, "load_image", lambda s: loads.append(s) or real(s))
+    pictures = data.stream_images(None, 2)
+    assert len(pictures) == 2 and loads == []
+    walk = progress.iterate(pictures, "test", show=False)
+    next(walk)
+    assert loads == ["sample:chelsea"]  # one decoded, the next not yet
+    lazy = selectivity(lite0, pictures, "stage6", neurons=2, progress=False)
+    eager = selectivity(lite0, [real(s) for s in pictures.sources], "stage6", neurons=2, progress=False)
+    assert lazy == eager

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from .. import checks
-from ..data import load_images
+from ..data import stream_images
 from ..images import load_image, save_image
 from ..jobs import Job, Result
 from ..layers import capture
@@ -218,7 +218,7 @@ class SelectivityJob(Job):
 
 
     def compute(self, model: Model) -> SelectivityResult:
-        images = load_images(self.images, self.limit if self.images else min(self.limit, 6))
+        images = stream_images(self.images, self.limit if self.images else min(self.limit, 6))  # one at a time
         methods, notes, cov = applicable(model, model.prepare(images[0]), self.layer, COLUMNS)
         return SelectivityResult(selectivity(model, images, self.layer, neurons=self.neurons, seed=self.seed,
                                              methods=methods, progress=False), len(images), notes, cov)

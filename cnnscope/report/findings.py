@@ -19,7 +19,7 @@ import torch
 from ..backprop.analysis import pearson, selectivity, spearman
 from ..backprop.methods import backprop_maps
 from ..backprop.runs import deepest_map
-from ..data import list_folder, load_images
+from ..data import list_folder, load_images, stream_images
 from ..images import load_image
 from ..jobs import Job, Run, execute
 from ..layers import get_layer
@@ -54,7 +54,7 @@ class SelectivityFinding(FindingJob):
     kind = "finding-deconvnet-selectivity"
 
     def compute(self, model: Model) -> FindingResult:
-        images = load_images(self.images, self.limit)
+        images = stream_images(self.images, self.limit)
         layer = deepest_map(model)
         r = selectivity(model, images, layer, neurons=self.neurons, seed=self.seed, progress=False)
         measured = {m: round(v["max_vs_random_neuron"], 4) for m, v in r.items()} | {"layer": layer}
