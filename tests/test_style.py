@@ -115,3 +115,22 @@ def test_cli_texture_and_generator(tmp_path, capsys):
     assert json.loads((tmp_path / "t.json").read_text())["trained_iterations"] == 4
     assert main(["stylize", "--net", str(tmp_path / "t.png"), "--out", str(tmp_path / "u.png")]) == 2
     assert "not a readable safetensors" in capsys.readouterr().err
+
+
+def test_a_content_folder_is_decoded_crop_by_crop_with_the_same_training(tmp_path, lite0, monkeypatch):
+    """Style mode's content folder (Johnson et al. trained on COCO's 80k pictures) is read a picture per drawn
+    crop, not decoded whole into memory; the crops, and so the training, are those of the pictures held."""
+    from cnnscope import data, save_image
+    from cnnscope.preimage import generator
+
+    folder = tmp_path / "content"
+    folder.mkdir()
+    for name in ("chelsea", "coffee", "astronaut"):
+        save_image(load_image(f"sample:{name}"), folder / f"{name}.png")
+    assert isinstance(generator.content_pool(str(folder)), data.Pictures)
+    settings = NetSettings(mode="style", model=lite0.name, style="sample:brick", size=32, batch=2, iters=3, seed=1,
+                           style_layers=["stem"], content_layer="stage1", content=str(folder))
+    streamed = train_generator(lite0, settings, tmp_path / "a.safetensors", progress=False)
+    monkeypatch.setattr(generator, "content_pool", lambda f: data.load_images(f))
+    held = train_generator(lite0, settings, tmp_path / "b.safetensors", progress=False)
+    assert streamed["history"] == held["history"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import load_images, random_crops
+from ..data import load_images, random_crops, stream_images
 from ..device import of as device_of
 from ..errors import CnnscopeError
 from ..images import load_image
@@ -114,9 +115,10 @@ def build_generator(settings: NetSettings) -> nn.Module:
     raise CnnscopeError(f"unknown generator mode '{settings.mode}' (texture or style)")
 
 
-def content_pool(folder: str | None) -> list[torch.Tensor]:
-    """Style-mode content images: a folder's, or the first nine bundled photographs."""
-    return load_images(folder, None if folder else 9)
+def content_pool(folder: str | None) -> Sequence[torch.Tensor]:
+    """Style-mode content images: the first nine bundled photographs (held), or a folder's, each decoded when a
+    crop is drawn from it (a COCO-sized folder would not fit in memory decoded)."""
+    return stream_images(folder) if folder else load_images(None, 9)
 
 
 GENERATOR_FORMAT = "cnnscope-generator-1"
