@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from .errors import CnnscopeError
 from .images import load_image
+from .memory import check_bytes
 
 # The bundled photographs (scikit-image samples; all of `images.SAMPLES` but the textures and drawings), in
 # the order every default image set takes them.
@@ -135,6 +136,9 @@ def image_set(model, folder: str | None, limit: int | None, seed: int = 0,
         if has and classes and max(labels) >= classes:
             raise CnnscopeError(f"{folder}: labels.csv has class index {max(labels)}, but the model has {classes} "
                                 f"classes (0-{classes - 1})")
+        # held as one tensor (the analyses fit and test on it): refused before decoding when over the budget
+        check_bytes(2 * len(items) * 3 * size * size * 4, f"{len(items)} images of {folder} at {size} px",
+                    "fewer with --limit N")
         images = torch.cat([geometry(load_image(p)) for p, _ in items])
         return images, torch.tensor(labels) if has else None
     gen = torch.Generator().manual_seed(seed)

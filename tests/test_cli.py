@@ -56,6 +56,9 @@ def files(tmp_path_factory):
                                "        raise ValueError('boom')\ndef build():\n    return M()\n")
     Image.fromarray((np.random.rand(8, 2000, 3) * 255).astype(np.uint8)).save(d / "thin.png")
     (d / "existing.safetensors").write_text("precious")
+    (d / "four").mkdir()
+    for i in range(4):
+        Image.fromarray((np.random.rand(64, 64, 3) * 255).astype(np.uint8)).save(d / "four" / f"{i}.png")
     for name, index in (("lab", 5000), ("badlab", None)):
         (d / name).mkdir()
         for i in range(4):
@@ -81,6 +84,8 @@ BAD = {
     "missing image": (["predict", "{d}/nope.jpg"], "no such file"),
     "directory": (["invert", "{d}", "--layer", "stage2", "--out", "{d}/inv"], "is a directory"),
     "folder with a bad file": (["predict", "{d}"], "file is empty"),  # a folder: its pictures, each checked
+    "image set over budget": (["equivariance", "--images", "{d}/four", "--layers", "stage2", "--max-memory",
+                               "0.001", "--out", "{d}/eq"], "4 images of"),
     "classes for other outputs": (["predict", "sample:chelsea", "--classes", "{d}/two_classes.txt"],
                                   "2 class names for a network with 1000 outputs"),
     "empty file": (["predict", "{d}/empty.jpg"], "file is empty"),
