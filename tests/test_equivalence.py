@@ -28,6 +28,12 @@ def test_cka_golden_values():
     q, _ = torch.linalg.qr(torch.randn(10, 10, dtype=torch.float64))
     assert linear_cka(x, x @ q) == pytest.approx(1.0) and linear_cka(x, x @ q, True) == pytest.approx(1.0)
     assert linear_cka(x, 3 * x + 0) == pytest.approx(1.0)
+    # what the CKA job keeps of a layer: its N x N Gram matrix (the features are dropped once it is made)
+    from cnnscope.transforms.cka import cka_of_grams, example_gram
+
+    kx, ky = example_gram(x.reshape(100, 2, 5)), example_gram(y)
+    assert cka_of_grams(kx, ky) == pytest.approx(0.55761, abs=5e-6)
+    assert cka_of_grams(kx, ky, debiased=True) == pytest.approx(0.51346, abs=5e-6)
 
 
 def test_regression_recovers_planted_map():

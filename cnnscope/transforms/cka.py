@@ -6,9 +6,13 @@ from __future__ import annotations
 import torch
 
 
-def _gram(x: torch.Tensor) -> torch.Tensor:
+def example_gram(x: torch.Tensor) -> torch.Tensor:
+    """The N x N Gram matrix (float64) of N examples' flattened representations: all CKA needs of them."""
     x = x.reshape(x.shape[0], -1).double()
     return x @ x.T
+
+
+_gram = example_gram
 
 
 def _center(k: torch.Tensor) -> torch.Tensor:
@@ -43,9 +47,16 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor, debiased: bool = False) -> floa
     """
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"CKA needs the same examples: {x.shape[0]} vs {y.shape[0]}")
-    k, l = _gram(x), _gram(y)
+    return cka_of_grams(_gram(x), _gram(y), debiased)
+
+
+def cka_of_grams(k: torch.Tensor, l: torch.Tensor, debiased: bool = False) -> float:
+    """`linear_cka` from the two representations' `example_gram` matrices (so a layer's features need not be
+    kept once its Gram matrix is made)."""
+    if k.shape != l.shape:
+        raise ValueError(f"CKA needs the same examples: {k.shape[0]} vs {l.shape[0]}")
     if debiased:
-        if x.shape[0] < 4:
+        if k.shape[0] < 4:
             raise ValueError("debiased CKA needs at least 4 examples")
         num = _hsic_unbiased(k, l)
         den = torch.sqrt(_hsic_unbiased(k, k) * _hsic_unbiased(l, l))

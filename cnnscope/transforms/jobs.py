@@ -20,7 +20,7 @@ from ..jobs import Job, Outcome, Result
 from ..models import Model, ModelSpec
 from ..store import load_tensors, save_tensors, write_csv, write_json
 from ..viz import cka_heatmap, plot_equivariance, plot_stitch
-from .cka import linear_cka
+from .cka import cka_of_grams, example_gram
 from .equivalence import StitchFit, features, stitch_experiment
 from .equivariance import MAX_NEIGHBOURHOOD, NEIGHBOURHOODS, EquivarianceFit, equivariance_experiment
 from .transform import Transform
@@ -250,9 +250,11 @@ class CkaJob(Job):
         images, _ = image_set(a, self.images, self.limit, self.seed)
         if len(images) < 4:
             raise CnnscopeError("CKA needs at least 4 images")
-        fa = {n: features(a, n, a.preprocess.normalize(images)).flatten(1) for n in self.layers_a}
-        fb = {n: features(b, n, b.preprocess.normalize(images)).flatten(1) for n in self.layers_b}
-        matrix = [[linear_cka(fa[x], fb[y], self.debiased) for y in self.layers_b] for x in self.layers_a]
+        # a layer's N x N Gram matrix is all CKA needs: its features are dropped as soon as it is made (all
+        # layers' features of 1000 pictures were ~6 GB for two Lite0s)
+        ka = {n: example_gram(features(a, n, a.preprocess.normalize(images))) for n in self.layers_a}
+        kb = {n: example_gram(features(b, n, b.preprocess.normalize(images))) for n in self.layers_b}
+        matrix = [[cka_of_grams(ka[x], kb[y], self.debiased) for y in self.layers_b] for x in self.layers_a]
         return CkaResult(list(self.layers_a), list(self.layers_b), matrix, len(images))
 
     def write(self, out: Path, result: CkaResult) -> list[str]:
