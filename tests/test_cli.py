@@ -86,6 +86,9 @@ BAD = {
     "folder with a bad file": (["predict", "{d}"], "file is empty"),  # a folder: its pictures, each checked
     "image set over budget": (["equivariance", "--images", "{d}/four", "--layers", "stage2", "--max-memory",
                                "0.001", "--out", "{d}/eq"], "4 images of"),
+    "stitch over budget": (["stitch", "--a", "efficientnet_lite0", "--b", "efficientnet_lite1", "--layers", "stem",
+                            "--images", "{d}/four", "--max-memory", "0.005", "--out", "{d}/st"],
+                           "stitching on 4 images"),
     "classes for other outputs": (["predict", "sample:chelsea", "--classes", "{d}/two_classes.txt"],
                                   "2 class names for a network with 1000 outputs"),
     "empty file": (["predict", "{d}/empty.jpg"], "file is empty"),

@@ -14,6 +14,7 @@ block boundaries of sequential networks such as Lite's stages; checked by the A-
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,7 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CnnscopeError
-from ..layers import Capture, resolve
+from ..layers import Capture, get_layer, resolve
+from ..memory import check_bytes
 from ..models import Model
 from ..progress import iterate
 from .ridge import Moments, choose_ridge
@@ -271,6 +273,21 @@ class StitchFit:
     progress: bool = True
 
 
+def _check_memory(model_a: Model, model_b: Model, layers, fit_images: torch.Tensor, test_images: torch.Tensor) -> None:
+    """Refuse, before any forward, a stitch whose held tensors exceed the memory budget: both networks'
+    normalised copies of the pictures, and per layer pair A's features of every picture and B's of the fit
+    ones (float32)."""
+    n_fit, n_test = len(fit_images), len(test_images)
+    pictures = 2 * (fit_images.numel() + test_images.numel())
+    per_pair = []
+    for item in layers:
+        la, lb = item if isinstance(item, tuple) else (item, item)
+        size_a, size_b = math.prod(get_layer(model_a, la).shape), math.prod(get_layer(model_b, lb).shape)
+        per_pair.append((n_fit + n_test) * size_a + n_fit * size_b)
+    check_bytes(4 * (pictures + max(per_pair, default=0)), f"stitching on {n_fit + n_test} images",
+                "fewer with --limit N")
+
+
 def stitch_experiment(model_a: Model, model_b: Model, layers: Sequence[str | tuple[str, str]],
                       fit_images: torch.Tensor, test_images: torch.Tensor, fit_labels: torch.Tensor | None = None,
                       test_labels: torch.Tensor | None = None, how: StitchFit = StitchFit()) -> dict:
@@ -295,6 +312,7 @@ def stitch_experiment(model_a: Model, model_b: Model, layers: Sequence[str | tup
         ``baseline`` (A's and B's own errors) and ``rows``: per pair the error of the naive (identity),
         random, permutation, regression and task stitches, and the fitted modules (``_stitches``).
     """
+    _check_memory(model_a, model_b, layers, fit_images, test_images)
     xa_fit, xa_test = model_a.preprocess.normalize(fit_images), model_a.preprocess.normalize(test_images)
     xb_fit, xb_test = model_b.preprocess.normalize(fit_images), model_b.preprocess.normalize(test_images)
     with torch.no_grad():
