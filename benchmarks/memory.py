@@ -1,12 +1,15 @@
 """Memory over long runs (issue 26): resident memory must not grow with the number of jobs.
 
-    python benchmarks/memory.py [--count 2000] [--model efficientnet_lite0] [--size 96] [--report-channels 200]
+    python benchmarks/memory.py [--parts saliency,report,predict] [--count 2000] [--model efficientnet_lite0]
+                                [--size 96] [--report-channels 200]
 
 Generates `--count` natural pictures (random crops of the bundled photographs, `--size` px), runs
 `cnnscope saliency` over all of them in ONE child process, and samples the child's resident memory (VmRSS) while
 it runs, reading how many job records it has written: RSS after the first quarter of the jobs and at the end,
 and the time per job in each quarter. Then the same for `cnnscope report` with `--report-channels` atlas
-channels per layer (hundreds of jobs). The run passes when the end is within 50 MB of the first quarter.
+channels per layer (hundreds of jobs); and the peak of one `cnnscope predict` over a quarter of the pictures
+and over all of them (one job that reads them 16 per forward). The run passes when the end is within 50 MB of
+the first quarter.
 `--model tiny` uses a small CNN (a user file) so thousands of jobs take a minute; tests/test_reliability.py
 runs that case.
 """
@@ -102,9 +105,22 @@ def watch(argv: list[str], out: Path, label: str) -> dict:
     return {"growth_mb": growth, "jobs": total}
 
 
+def peak_mb(argv: list[str]) -> float:
+    """The highest RSS sampled while `cnnscope ARGV` runs in a child."""
+    child = subprocess.Popen([sys.executable, "-m", "cnnscope", *argv], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    peak = 0.0
+    while child.poll() is None:
+        peak = max(peak, rss_mb(child.pid) or 0.0)
+        time.sleep(0.05)
+    if child.returncode != 0:
+        raise SystemExit(f"cnnscope {argv[0]} exited {child.returncode}")
+    return peak
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--parts", default="saliency,report")
+    ap.add_argument("--parts", default="saliency,report,predict")
     ap.add_argument("--count", type=int, default=2000)
     ap.add_argument("--model", default="efficientnet_lite0", help="a zoo name, or 'tiny' (a small user CNN)")
     ap.add_argument("--size", type=int, default=96)
@@ -129,6 +145,13 @@ def main() -> int:
                     "--size", "64", "--images", str(tmp / "pictures"), "--out", str(tmp / "rep")]
             r = watch(argv, tmp / "rep", "report")
             ok &= r["growth_mb"] <= ALLOWED_GROWTH_MB
+        if "predict" in args.parts:  # one job: the pictures are read 16 per forward, not all at once
+            quarter = peak_mb(["predict", *paths[:len(paths) // 4], *model, "--json"])
+            whole = peak_mb(["predict", *paths, *model, "--json"])
+            flat = whole - quarter <= ALLOWED_GROWTH_MB
+            print(f"\n== predict: peak RSS {quarter:.1f} MB for {len(paths) // 4} pictures, {whole:.1f} MB for "
+                  f"{len(paths)} ({whole - quarter:+.1f} MB; {'flat' if flat else 'GROWS'})")
+            ok &= flat
     return 0 if ok else 1
 
 
