@@ -4,6 +4,8 @@ job is never recorded as done."""
 
 import json
 import os
+import signal
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -229,6 +231,7 @@ def test_memory_does_not_grow_with_the_number_of_jobs(tmp_path):
 @dataclass
 class PidResult(Result):
     pid: int
+    sigint_blocked: bool = False
 
 
 @dataclass(frozen=True)
@@ -245,15 +248,35 @@ class WhereJob(Job):
     def compute(self) -> PidResult:
         if self.fail:
             raise CnnscopeError(f"{self.key} cannot be computed")
-        return PidResult(os.getpid())
+        return PidResult(os.getpid(), signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, set()))
 
     def write(self, out: Path, result: PidResult) -> list[str]:
         return []
+
+
+def test_a_worker_lets_ctrl_c_in_for_its_jobs_only(tmp_path):
+    """Spawned workers are born with SIGINT blocked (the thread that starts them blocks it), so a Ctrl-C while
+    one imports torch or waits for work prints no traceback (CI once caught one); a job unblocks it, so a
+    Ctrl-C during the job interrupts its solver, and blocks it again after."""
+    from cnnscope.jobs.engine import _worker_job
+
+    seen = []
+
+    def as_a_worker():
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # the mask a worker is born with
+        results, _, _ = _worker_job(str(tmp_path), WhereJob("w"))
+        seen.append((results["sigint_blocked"], signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, set())))
+
+    thread = threading.Thread(target=as_a_worker)
+    thread.start()
+    thread.join()
+    assert seen == [(False, True)]
 
 
 def test_two_workers_are_this_process_and_one_more(tmp_path):
     run = execute([WhereJob(f"j{i}") for i in range(6)], tmp_path / "ok", workers=2, progress=False)
     assert run.computed == 6 and not run.interrupted
     assert os.getpid() in {o.results["pid"] for o in run.outcomes}  # this process works too: no idle parent
+    assert not any(o.results["sigint_blocked"] for o in run.outcomes)  # a job anywhere can be interrupted
     with pytest.raises(CnnscopeError, match="j3 cannot be computed"):  # an error in either process reaches here
         execute([WhereJob(f"j{i}", fail=i == 3) for i in range(6)], tmp_path / "bad", workers=2, progress=False)

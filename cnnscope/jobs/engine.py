@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing as mp
+import signal
 import socket
 import threading
 import time
@@ -237,6 +238,24 @@ def run_job(out: str, job: Job) -> tuple[dict, list[str], float]:
     return results, files, seconds
 
 
+_SIGINT = {signal.SIGINT}
+_MASKS = hasattr(signal, "pthread_sigmask")  # POSIX
+
+
+def _worker_job(out: str, job: Job) -> tuple[dict, list[str], float]:
+    """`run_job` in a spawned worker. Its SIGINT is blocked from birth (the thread that starts the workers
+    blocks it, and a child inherits the mask), so a Ctrl-C while it imports torch or waits for a job is no
+    traceback; the job lets it in: a Ctrl-C during the job interrupts its solver as in this process, one that
+    came earlier is delivered at once and the job does not start (the parent is stopping)."""
+    if _MASKS:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGINT)
+    try:
+        return run_job(out, job)
+    finally:
+        if _MASKS:
+            signal.pthread_sigmask(signal.SIG_BLOCK, _SIGINT)
+
+
 # ------------------------------------------------------------------------------------------ executor
 def execute(jobs: Sequence[Job], out: str | Path, *, workers: int = 1, ray: str | None = None,
             progress: bool = True, desc: str = "jobs") -> Run:
@@ -332,13 +351,15 @@ def _run_processes(jobs: list[Job], out: Path, workers: int, done) -> None:
 
     def feed() -> None:
         running: dict = {}
+        if _MASKS:  # this thread starts the workers: they are born with SIGINT blocked (see `_worker_job`)
+            signal.pthread_sigmask(signal.SIG_BLOCK, _SIGINT)
         try:
             while not stop.is_set():
                 while len(running) < 2 * (workers - 1):  # at most 2 queued per worker: Ctrl-C then loses little
                     job = take()
                     if job is None:
                         break
-                    running[pool.submit(run_job, str(out), job)] = job
+                    running[pool.submit(_worker_job, str(out), job)] = job
                 if not running:
                     return
                 ready, _ = wait(running, timeout=0.1, return_when=FIRST_COMPLETED)
