@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import CnnscopeError
-from .images import load_image
+from .images import check_image_source, load_image
 from .memory import check_bytes
 
 # The bundled photographs (scikit-image samples; all of `images.SAMPLES` but the textures and drawings), in
@@ -31,6 +31,17 @@ def image_sources(folder: str | os.PathLike | None, limit: int | None = None) ->
     if folder is None:
         return photo_sources(limit)
     return [str(p) for p, _ in list_folder(folder, limit)]
+
+
+def picture_sources(items: Sequence[str]) -> list[str]:
+    """Pictures named on a command line — files, ``sample:NAME``, folders (their images, as `image_sources`
+    lists them) — each file's header checked (`check_image_source`) before any work."""
+    sources = [s for item in items for s in (image_sources(item) if Path(item).is_dir() else [item])]
+    if not sources:
+        raise CnnscopeError(f"no images in {', '.join(items)}")
+    for source in sources:
+        check_image_source(source)
+    return sources
 
 
 def load_images(folder: str | os.PathLike | None, limit: int | None = None) -> list[torch.Tensor]:

@@ -234,7 +234,8 @@ BAD = {
 # Ray one, which starts a client); the others call the CLI's main() here, as `python -m cnnscope` does (its
 # only other line is sys.exit), which saves the 5 s a new interpreter takes to import torch, 80 times over
 IN_A_CHILD = {"absurdly large", "over memory budget", "hog glyphs too big", "hog size too big",
-              "invert size too big", "stylize size too big", "texture size too big", "ray unreachable"}
+              "invert size too big", "stylize size too big", "texture size too big", "ray unreachable",
+              "image set over budget", "stitch over budget"}  # (--max-memory would stay set in this process)
 
 
 def run_here(*args) -> subprocess.CompletedProcess:

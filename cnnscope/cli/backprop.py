@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ..backprop import METHODS, explain, method_rules
 from ..backprop.jobs import COLUMNS
 from ..backprop.plans import plan_sanity, plan_selectivity
 from ..backprop.rules import POOL_RULES as RULE_NAMES
 from ..backprop.runs import default_rows, run_saliency, selectivity_table
-from ..data import image_sources
+from ..data import image_sources, picture_sources
 from ..errors import CnnscopeError, unknown
-from ..images import check_image_source, load_image
+from ..images import load_image
 from ..jobs import execute
 from ..layers import get_layer, resolve
 from ..preimage.runs import parse_class
@@ -102,11 +100,7 @@ def _rows(args, model):
 
 
 def cmd_saliency(args) -> None:
-    sources = [s for src in args.images for s in (image_sources(src) if Path(src).is_dir() else [src])]
-    if not sources:
-        raise CnnscopeError(f"no images in {', '.join(args.images)}")
-    for source in sources:
-        check_image_source(source)  # every file's header, before any work (each job decodes its own)
+    sources = picture_sources(args.images)  # every file's header, before any work (each job decodes its own)
     names = methods(args.method)
     out = out_dir(args.out)
     model = load(args)

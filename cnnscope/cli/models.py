@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 from .. import progress
-from ..data import image_sources
+from ..data import picture_sources
 from ..errors import CnnscopeError
-from ..images import SAMPLES, check_image_source, load_image
+from ..images import SAMPLES, load_image
 from ..layers import capture, format_table, get_layer, list_layers
 from ..models import ZOO
 from ..store import save_tensors, write_json
@@ -36,7 +36,7 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("activations", help="capture activations at named layers (forward truncated)")
-    p.add_argument("image", metavar="IMAGE", help="image file, sample:NAME, or a folder (its images)")
+    p.add_argument("image", metavar="IMAGE", help="image file or sample:NAME")
     model_options(p)
     run_options(p, jobs=False)
     p.add_argument("--layer", action="append", required=True, metavar="NAME", help="layer (repeatable)")
@@ -89,11 +89,7 @@ def _loaded(sources: list[str], bar: progress.Progress):
 
 
 def cmd_predict(args) -> dict:
-    sources = [s for src in args.images for s in (image_sources(src) if Path(src).is_dir() else [src])]
-    if not sources:
-        raise CnnscopeError(f"no images in {', '.join(args.images)}")
-    for src in sources:
-        check_image_source(src)  # every file's header checked before any work
+    sources = picture_sources(args.images)  # every file's header checked before any work
     model = load(args)
     # loaded as predicted, a chunk at a time (memory flat over a whole validation set); printed at the end, so
     # a file that fails to decode half-way leaves one error line and no partial table

@@ -52,8 +52,10 @@ class GramTerm(Term):
         return ((g - self.target) ** 2).flatten(1).sum(1) / self.norm
 
 
-# elementwise nonlinearities, as module classes or functions spell them (ReLU6, GELUActivation, F.silu, ...)
-ACTIVATIONS = ("relu", "gelu", "silu", "swish", "hardswish", "mish", "elu")
+# elementwise nonlinearities, as module classes or functions spell them (ReLU6, GELUActivation, F.silu,
+# MemoryEfficientSwish, ...); plain ELU by its whole name, since "elu" is also inside e.g. PixelUnshuffle
+ACTIVATIONS = ("relu", "gelu", "silu", "swish", "mish", "selu", "celu")
+WHOLE_NAMES = ("elu", "f.elu")
 
 
 def default_style_layers(model: Model) -> list[str]:
@@ -80,12 +82,12 @@ def _activation_maps(model: Model) -> list:
     field (a Gram matrix over its channels), input to output; not a squeeze-excitation's pooled vector, not
     ConvNeXt's channels-last inner maps."""
     return [r for r in list_layers(model) if r.rf is not None and len(r.shape) == 3 and not r.geometry.channels_last
-            and any(a in r.kind.lower() for a in ACTIVATIONS)]
+            and (any(a in r.kind.lower() for a in ACTIVATIONS) or r.kind.lower() in WHOLE_NAMES)]
 
 
 def _stage_maps(model: Model) -> list[str]:
-    maps = [n for n in model.profile.conv_layers
-            if get_layer(model, n).has_grid and not get_layer(model, n).geometry.channels_last]
+    rows = {n: get_layer(model, n) for n in model.profile.conv_layers}
+    maps = [n for n, r in rows.items() if r.has_grid and not r.geometry.channels_last]
     if not maps:
         raise CnnscopeError(f"{model.name} has no convolutional feature maps to take Gram matrices of: give "
                             "--style-layers")
