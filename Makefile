@@ -9,7 +9,7 @@ OUT    ?= demo-out
 .PHONY: install demo test lint docs bench clean
 
 # the API reference (pdoc, numpy docstrings); any warning fails the build; output in build/ (not committed)
-DOC_MODULES := cnnscope cnnscope.api cnnscope.models cnnscope.layers cnnscope.images cnnscope.data cnnscope.store \
+DOC_MODULES := cnnscope cnnscope.api cnnscope.verbs cnnscope.models cnnscope.layers cnnscope.images cnnscope.data cnnscope.store \
                cnnscope.device cnnscope.targets cnnscope.progress cnnscope.jobs cnnscope.preimage cnnscope.backprop \
                cnnscope.transforms cnnscope.features cnnscope.viz
 

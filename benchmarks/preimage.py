@@ -21,8 +21,8 @@ import torch
 from scipy import stats
 
 from cnnscope import Capture, load_image, load_model
+from cnnscope.layers import expand_layers
 from cnnscope.preimage import SolverConfig, invert, reconstruction_error
-from cnnscope.preimage.runs import expand_layers
 
 SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "imagenet-sample"
 

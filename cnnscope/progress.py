@@ -27,6 +27,21 @@ def verbosity() -> int:
     return _level
 
 
+_tables = False  # a verb's printed table: the CLI's (set by its door), never the Python API's
+
+
+def set_tables(on: bool) -> None:
+    """Whether `table` prints: the CLI turns it on (off with --quiet or --json); the API leaves it off."""
+    global _tables
+    _tables = on
+
+
+def table(text: str) -> None:
+    """A line of a verb's result table (and where its files went), printed by the CLI only."""
+    if _tables:
+        print(text, flush=True)
+
+
 def say(text: str) -> None:
     """A line for the user on stdout (results, where files went), unless quiet."""
     if _level > QUIET:

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
 import torch
 
 from .errors import CnnscopeError, unknown
+from .layers import get_layer
+from .models import Model
 
 KINDS = ("neuron", "channel", "class", "direction", "features")
 
@@ -91,3 +94,32 @@ class Target:
                 raise CnnscopeError(f"neuron position ({y}, {x}) is outside the {h}x{wd} map of {where}")
             w[self.channel, y, x] = 1.0
         return w
+
+
+def channel_targets(model: Model, layer: str, channels, where: str, y=None, x=None) -> list[Target]:
+    """Targets for channels of `layer` (their centre neuron, or `where="channel"` their spatial mean), checked."""
+    if where not in ("neuron", "channel"):
+        raise CnnscopeError(f"where must be 'neuron' or 'channel', not {where!r}")
+    width = get_layer(model, layer).channels or 1
+    for c in channels:
+        if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < width:
+            raise CnnscopeError(f"channel {c!r} is out of range: {layer} has {width} channels (0-{width - 1})")
+    return [Target(where, c, y, x) for c in channels]
+
+
+def parse_class(model: Model, spec: str) -> int:
+    """A class by index or name (case-insensitive), checked against the model's classes."""
+    if spec.isdigit():
+        k = int(spec)
+        if not 0 <= k < len(model.classes):
+            raise CnnscopeError(f"class index {k} is out of range (0-{len(model.classes) - 1})")
+        return k
+    lowered = [c.lower() for c in model.classes]
+    if spec.lower() in lowered:
+        return lowered.index(spec.lower())
+    close = difflib.get_close_matches(spec.lower(), lowered, n=3, cutoff=0.6)
+    hint = f"; closest: {', '.join(model.classes[lowered.index(c)] for c in close)}" if close else ""
+    raise CnnscopeError(f"unknown class '{spec}'{hint}")
+
+
+# ----------------------------------------------------------------------------------------------- invert

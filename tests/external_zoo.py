@@ -143,16 +143,16 @@ def conformance(net: nn.Module, out: Path) -> tuple[dict, dict]:
     maps = {}
     for method in ("salinet", "deconvnet", "desalinet"):
         def one(method=method):
-            r = cnnscope.saliency(model, "sample:chelsea", target=3, methods=method)
+            r = cnnscope.saliency(model, "sample:chelsea", classes=3, method=method)
             maps[method] = r.maps[(r.rows[0]["target"], method)]
             return {"notes": r.notes, "coverage": r.coverage["summary"],
                     "correlation_with_salinet": None if method == "salinet" else _corr(maps["salinet"], maps[method])}
         attempt(method, one)
     attempt("selectivity", lambda: cnnscope.selectivity(model, stage, limit=1, neurons=2).correlations)
-    attempt("sanity", lambda: cnnscope.sanity(model, "sample:coffee", target=3).spearman)
+    attempt("sanity", lambda: cnnscope.sanity(model, "sample:coffee", classes=3).spearman)
     attempt("equivariance", lambda: cnnscope.equivariance(model, stage, "hflip", limit=8).row)
-    attempt("stitch", lambda: _self_stitch(cnnscope.stitch(model, stage, epochs=0, limit=8)))
-    attempt("cka", lambda: cnnscope.cka(model, layers_a=[stage, model.profile.logits], limit=4).cka)
+    attempt("stitch", lambda: _self_stitch(cnnscope.stitch(model, model, stage, epochs=0, limit=8)))
+    attempt("cka", lambda: cnnscope.cka(model, model, [stage, model.profile.logits], limit=4).cka)
     attempt("report", lambda: cnnscope.report(model, out / "report", quick=True).computed)
     return status, details
 

@@ -20,7 +20,7 @@ from cnnscope import CnnscopeError, load_model
 from cnnscope.backprop import backprop_maps, method_rules
 from cnnscope.backprop.coverage import coverage
 from cnnscope.cli import main
-from cnnscope.preimage.runs import expand_layers
+from cnnscope.layers import expand_layers
 from cnnscope.targets import Target
 
 from . import external_zoo
@@ -212,7 +212,7 @@ def test_unseen_nonlinearities_are_counted_named_and_refused_when_none_is_covere
             backprop_maps(blind, x, t, method)
     backprop_maps(blind, x, t, "salinet")  # the gradient needs no rule
     model = load_model(_squash_net(with_relu=True), preprocess={"input_size": 8})
-    result = cnnscope.saliency(model, torch.rand(3, 8, 8), target=1)
+    result = cnnscope.saliency(model, torch.rand(3, 8, 8), classes=1)
     assert result.coverage["covered"] == {"relu": 1} and result.coverage["uncovered"] == {"Squash": 2}
     assert any("1 of 3 nonlinearities covered (relu x1); not covered: Squash x2" in n for n in result.notes)
     sel = cnnscope.selectivity(load_model(_squash_net(with_relu=False), preprocess={"input_size": 8}), "2",

@@ -99,7 +99,7 @@ def test_preimage_calls_on_a_user_module(user, tmp_path):
     assert k.relative_response > 1.0  # emphasised: more of what the layer saw
     t = cnnscope.texture(model, "sample:chelsea", iters=6)
     assert t.gram_total_after < t.gram_total_before
-    s = cnnscope.stylize(model, "sample:chelsea", "sample:coffee", iters=6)
+    s = cnnscope.style_transfer(model, "sample:chelsea", "sample:coffee", iters=6)
     assert s.tensors.shape == (1, 3, 48, 48) and s.gram_total_after < s.gram_total_before
     assert _unchanged(net, before)
 
@@ -113,7 +113,7 @@ def _sample_file(tmp_path):
 def test_backprop_and_transform_calls_on_a_user_module(user):
     net, model = user
     before = _snapshot(net)
-    sal = cnnscope.saliency(model, Image.open(io.BytesIO(_png_of("sample:chelsea"))), target=3)
+    sal = cnnscope.saliency(model, Image.open(io.BytesIO(_png_of("sample:chelsea"))), classes=3)
     assert set(sal.maps) == {("logits class3", m) for m in ("deconvnet", "salinet", "desalinet")}  # fc: its logits
     grad = next(v for (t, m), v in sal.maps.items() if m == "salinet")
     deconv = next(v for (t, m), v in sal.maps.items() if m == "deconvnet")
@@ -123,16 +123,16 @@ def test_backprop_and_transform_calls_on_a_user_module(user):
     sel = cnnscope.selectivity(model, "layer2", limit=3, neurons=2)
     assert sel.count == 3 and set(sel.correlations) >= {"salinet", "deconvnet", "desalinet"}
     assert all(-1 <= v <= 1 for d in sel.correlations.values() for v in d.values())
-    san = cnnscope.sanity(model, "sample:coffee", target=2)
+    san = cnnscope.sanity(model, "sample:coffee", classes=2)
     assert san.target.endswith("class2") and len(san.blocks) >= 2
     assert all(len(curve) == len(san.blocks) for curve in san.spearman.values())
     eq = cnnscope.equivariance(model, "layer1", "hflip", limit=12)
     assert eq.row["layer"] == "layer1" and 0 <= eq.baseline["no_transform"] <= 1
-    st = cnnscope.stitch(model, "layer1", epochs=0, limit=12)  # a network stitched into itself
+    st = cnnscope.stitch(model, model, "layer1", epochs=0, limit=12)  # a network stitched into itself
     # the same network on both sides: the naive (identity) stitch is the network itself
     assert st.row["naive"] == st.baseline["B"] == {"disagreement_with_b": 0.0}
     assert st.row["regression"]["disagreement_with_b"] <= 0.5 and st.stitches
-    ck = cnnscope.cka(model, layers_a=["layer1", "layer2"], limit=6)
+    ck = cnnscope.cka(model, model, ["layer1", "layer2"], limit=6)
     assert ck.count == 6 and ck.cka[0][0] == pytest.approx(1.0, abs=1e-5) and ck.cka[0][1] < 1 - 1e-4
     assert "<table>" in ck._repr_html_() and ck._repr_png_() is None
     assert _unchanged(net, before)
@@ -156,18 +156,18 @@ def test_zoo_name_calls(tmp_path):
     m = cnnscope.maximize(name, "stage3", 5, size=64, iters=3)
     assert m.final_activation[0] > m.start_activation[0]
     assert cnnscope.caricature(name, "sample:coffee", "stage2", size=64, iters=15).relative_response > 1
-    assert cnnscope.texture(name, "sample:chelsea", size=64, iters=3, layers=["stage1"]).gram_total_after > 0
-    deconv = cnnscope.saliency(name, "sample:chelsea", target=282, methods="deconvnet")
+    assert cnnscope.texture(name, "sample:chelsea", size=64, iters=3, style_layers=["stage1"]).gram_total_after > 0
+    deconv = cnnscope.saliency(name, "sample:chelsea", classes=282, method="deconvnet")
     assert deconv.notes and "no max-pool" in deconv.notes[0]  # Lite0 has none: said, not hidden
-    sal = cnnscope.saliency(name, "sample:chelsea", target="tiger cat", methods="salinet")
+    sal = cnnscope.saliency(name, "sample:chelsea", classes="tiger cat", method="salinet")
     assert sal.notes == []
     assert list(sal.maps) == [("logits class282", "salinet")] and sal.maps[("logits class282", "salinet")].shape \
         == (3, 224, 224)
     h = cnnscope.hog("sample:chelsea", size=64)
     assert h.image_shape == [64, 96] and h.features_shape == [31, 8, 12] and h.images[0].size == (12 * 15, 8 * 15)
-    ck = cnnscope.cka(name, layers_a="stage1", limit=4)
+    ck = cnnscope.cka(name, name, "stage1", limit=4)
     assert ck.cka == [[pytest.approx(1.0, abs=1e-5)]]
-    s = cnnscope.stylize(name, "sample:chelsea", "sample:coffee", size=64, iters=3, style_layers=["stage1"])
+    s = cnnscope.style_transfer(name, "sample:chelsea", "sample:coffee", size=64, iters=3, style_layers=["stage1"])
     assert s.gram_total_after < s.gram_total_before
     sel = cnnscope.selectivity(name, "stage2", limit=1, neurons=2)
     assert sel.count == 1 and all(-1 <= v <= 1 for d in sel.correlations.values() for v in d.values())
@@ -175,7 +175,7 @@ def test_zoo_name_calls(tmp_path):
     assert san.target == "logits class282" and san.spearman["salinet"][0] < 0.9  # randomising changes the map
     eq = cnnscope.equivariance(name, "stage1", limit=8)
     assert eq.metric == "disagreement_with_reference" and eq.row["learned"] <= eq.baseline["uncompensated"]
-    st = cnnscope.stitch(name, "stage1", "efficientnet_lite1", limit=8, epochs=0)
+    st = cnnscope.stitch(name, "efficientnet_lite1", "stage1", limit=8, epochs=0)
     assert st.row["naive"]["disagreement_with_b"] > st.row["regression"]["disagreement_with_b"]
 
 
@@ -200,22 +200,22 @@ def test_every_image_type_gives_the_same_bytes():
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: cnnscope.invert(42, "sample:chelsea", "stage1"), "model must be a zoo name"),
+    (lambda: cnnscope.invert(42, "sample:chelsea", "stage1"), "model: expected a model name"),
     (lambda: cnnscope.invert("efficientnet_lite00", "sample:chelsea", "stage1"), "efficientnet_lite0"),
     (lambda: cnnscope.invert("efficientnet_lite0", "sample:chelsy", "stage1"), "sample:chelsea"),
     (lambda: cnnscope.invert("efficientnet_lite0", "sample:chelsea", "stage12"), "stage1"),
     (lambda: cnnscope.invert("efficientnet_lite0", "sample:chelsea", "stage1", iters=0), "iters"),
-    (lambda: cnnscope.invert("efficientnet_lite0", {"a": 1}, "stage1"), "an image must be"),
+    (lambda: cnnscope.invert("efficientnet_lite0", {"a": 1}, "stage1"), "image: expected a picture"),
     (lambda: cnnscope.invert("efficientnet_lite0", np.full((9, 9, 3), np.nan), "stage1"), "NaN"),
     (lambda: cnnscope.invert("efficientnet_lite0", torch.rand(2, 3, 16, 16), "stage1"), "batch of 2"),
     (lambda: cnnscope.invert("efficientnet_lite0", torch.rand(16, 16, 3), "stage1"), "channels first"),
     (lambda: cnnscope.maximize("efficientnet_lite0", "stage1", 999), "out of range"),
-    (lambda: cnnscope.stitch("efficientnet_lite0", "stage1", fit=float("nan")), "fit"),
-    (lambda: cnnscope.saliency("efficientnet_lite0", "sample:chelsea", methods="guided"), "unknown method"),
+    (lambda: cnnscope.stitch("efficientnet_lite0", layers="stage1", fit=float("nan")), "fit"),
+    (lambda: cnnscope.saliency("efficientnet_lite0", "sample:chelsea", method="guided"), "unknown method"),
     (lambda: cnnscope.reproduce(findings=["prio"]), "unknown finding 'prio'; did you mean 'prior'?"),
     (lambda: cnnscope.Target("chanel", 5), "unknown target kind 'chanel'; did you mean 'channel'?"),
     (lambda: cnnscope.Target("channel", 2.5), "channel must be an integer"),
-    (lambda: cnnscope.saliency("efficientnet_lite0", "sample:chelsea", methods="deconvent"), "mean 'deconvnet'"),
+    (lambda: cnnscope.saliency("efficientnet_lite0", "sample:chelsea", method="deconvent"), "mean 'deconvnet'"),
 ])
 def test_bad_arguments_raise_one_line_cnnscope_errors(call, message):
     with pytest.raises(CnnscopeError) as err:

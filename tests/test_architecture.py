@@ -30,7 +30,8 @@ MODULES = _modules()
 # the low layers: no family, the report or the CLI may be imported from them
 LOW = {"cnnscope.errors", "cnnscope.checks", "cnnscope.store", "cnnscope.images", "cnnscope.data", "cnnscope.viz",
        "cnnscope.viz.figures", "cnnscope.device", "cnnscope.memory", "cnnscope.progress", "cnnscope.targets",
-       "cnnscope.layers", "cnnscope.jobs", "cnnscope.jobs.engine", "cnnscope.models"} | {
+       "cnnscope.layers", "cnnscope.jobs", "cnnscope.jobs.engine", "cnnscope.models", "cnnscope.verbs", "cnnscope.lazy",
+       "cnnscope.requests"} | {
     m for m in MODULES if m.startswith(("cnnscope.models.", "cnnscope.jobs.", "cnnscope.viz.", "cnnscope.layers."))}
 
 

@@ -1,6 +1,7 @@
 """CLI habits: an example in every --help, --quiet, --json, plain progress lines off a terminal, rounded CSVs."""
 
 import argparse
+import inspect
 import json
 import shlex
 
@@ -8,8 +9,9 @@ import pytest
 
 import cnnscope
 from cnnscope import progress
-from cnnscope.cli import EXAMPLES, JSON_VERBS, build_parser, main
+from cnnscope.cli import build_parser, main
 from cnnscope.store import write_csv
+from cnnscope.verbs import registry
 
 
 def _verbs(parser) -> dict:
@@ -19,12 +21,14 @@ def _verbs(parser) -> dict:
 def test_every_verb_has_an_example_that_parses():
     parser = build_parser()
     verbs = _verbs(parser)
-    assert set(verbs) == set(EXAMPLES)
-    for verb, example in EXAMPLES.items():
+    declared = registry()
+    assert set(verbs) == set(declared) | {old for v in declared.values() for old in v.formerly}
+    for verb, declaration in declared.items():
+        example = declaration.example
         args = parser.parse_args(shlex.split(example)[1:])
         assert args.command == verb, example
         assert f"example:\n  {example}" in verbs[verb].format_help()
-        assert ("--json" in verbs[verb].format_help()) == (verb in JSON_VERBS)
+        assert ("--json" in verbs[verb].format_help()) == declaration.json
         assert "--quiet" in verbs[verb].format_help()
 
 
@@ -84,4 +88,4 @@ def test_public_names_are_documented():
     for name in cnnscope.api.__all__:
         obj = getattr(cnnscope.api, name)
         if callable(obj) and not isinstance(obj, type) and name != "as_model":
-            assert "Returns\n    -------" in obj.__doc__, name
+            assert "Returns\n-------" in inspect.cleandoc(obj.__doc__), name

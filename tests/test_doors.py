@@ -84,13 +84,13 @@ def test_transformation_and_texture_verbs_write_the_same_files(tmp_path):
     _same(_saved(cnnscope.equivariance(MODEL, "stage2", "hflip", limit=8), tmp_path / "eq_api"), tmp_path / "eq")
     _cli("stitch", "--a", MODEL, "--b", MODEL, "--layers", "stage2", "--limit", "8", "--epochs", "0",
          "--out", str(tmp_path / "st"))
-    _same(_saved(cnnscope.stitch(MODEL, "stage2", limit=8, epochs=0), tmp_path / "st_api"), tmp_path / "st")
+    _same(_saved(cnnscope.stitch(MODEL, MODEL, "stage2", limit=8, epochs=0), tmp_path / "st_api"), tmp_path / "st")
     _cli("cka", "--a", MODEL, "--b", MODEL, "--layers", "stage1,stage2", "--limit", "4", "--out", str(tmp_path / "ck"))
-    _same(_saved(cnnscope.cka(MODEL, layers_a=["stage1", "stage2"], limit=4), tmp_path / "ck_api"), tmp_path / "ck")
+    _same(_saved(cnnscope.cka(MODEL, MODEL, ["stage1", "stage2"], limit=4), tmp_path / "ck_api"), tmp_path / "ck")
     _cli("texture", "sample:brick", "--size", "64", "--iters", "3", "--style-layers", "stage1",
          "--out", str(tmp_path / "tx"))
-    _same(_saved(cnnscope.texture(MODEL, "sample:brick", size=64, iters=3, layers=["stage1"]), tmp_path / "tx_api"),
-          tmp_path / "tx")
+    texture = cnnscope.texture(MODEL, "sample:brick", size=64, iters=3, style_layers=["stage1"])
+    _same(_saved(texture, tmp_path / "tx_api"), tmp_path / "tx")
     _cli("hog", "sample:chelsea", "--size", "64", "--out", str(tmp_path / "hog"))
     _same(_saved(cnnscope.hog("sample:chelsea", size=64), tmp_path / "hog_api"), tmp_path / "hog")
 
@@ -100,9 +100,9 @@ def test_accentuate_style_and_sanity_write_the_same_files(tmp_path):
          "--out", str(tmp_path / "ac"))
     _same(_saved(cnnscope.accentuate(MODEL, "sample:chelsea", "stage3", [0, 1], size=64, iters=3), tmp_path / "ac_api"),
           tmp_path / "ac")
-    _cli("style", "sample:chelsea", "sample:brick", "--size", "64", "--iters", "3", "--style-layers", "stage1",
+    _cli("style-transfer", "sample:chelsea", "sample:brick", "--size", "64", "--iters", "3", "--style-layers", "stage1",
          "--out", str(tmp_path / "sy"))
-    result = cnnscope.stylize(MODEL, "sample:chelsea", "sample:brick", size=64, iters=3, style_layers=["stage1"])
+    result = cnnscope.style_transfer(MODEL, "sample:chelsea", "sample:brick", size=64, iters=3, style_layers=["stage1"])
     _same(_saved(result, tmp_path / "sy_api"), tmp_path / "sy")
     _cli("sanity", "sample:coffee", "--out", str(tmp_path / "sa"))
     _same(_saved(cnnscope.sanity(MODEL, "sample:coffee"), tmp_path / "sa_api"), tmp_path / "sa")
@@ -111,7 +111,7 @@ def test_accentuate_style_and_sanity_write_the_same_files(tmp_path):
 @pytest.mark.parametrize("argv, call", [
     (["equivariance", "--fit", "1.5"], lambda: cnnscope.equivariance(MODEL, "stage2", fit=1.5)),
     (["equivariance", "--neighbourhood", "2"], lambda: cnnscope.equivariance(MODEL, "stage2", neighbourhood=[2])),
-    (["stitch", "--epochs", "-1"], lambda: cnnscope.stitch(MODEL, "stage2", epochs=-1)),
+    (["stitch", "--epochs", "-1"], lambda: cnnscope.stitch(MODEL, MODEL, "stage2", epochs=-1)),
     (["selectivity", "--neurons", "1"], lambda: cnnscope.selectivity(MODEL, "stage4", neurons=1)),
     (["hog", "sample:chelsea", "--cell-size", "1"], lambda: cnnscope.hog("sample:chelsea", cell_size=1)),
     (["invert", "sample:chelsea", "--layer", "stage2", "--data-weight", "-1"],

@@ -200,7 +200,7 @@ def test_a_layer_without_a_spatial_map_is_refused_before_any_job_runs(lite0, tmp
     """Equivariance and stitching transform feature maps: logits are refused up front (a run used to compute
     every other layer and then fail), 'stages' means the row's maps, and the report analyses only its maps."""
     from cnnscope.cli import main
-    from cnnscope.preimage.runs import expand_layers
+    from cnnscope.layers import expand_layers
     from cnnscope.report.atlas import ReportSettings, plan
     from cnnscope.transforms.jobs import EquivarianceJob, StitchJob
     from cnnscope.transforms.plans import plan_equivariance, plan_stitch

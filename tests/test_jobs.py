@@ -174,25 +174,47 @@ def test_duplicate_keys_are_refused(tmp_path):
         execute([NoiseJob("a"), NoiseJob("a", scale=2.0)], tmp_path, progress=False)
 
 
-def test_readme_new_method_example_runs(tmp_path):
-    """The README's ten-line job (Architecture: a new method) works as written, and resumes."""
+def test_readme_new_verb_example_runs_through_both_doors(tmp_path, capsys, monkeypatch):
+    """The README's new verb (Architecture): its job, run function and declaration, as written, give a CLI verb
+    (help, --json, resume) and a Python function that plan the same job."""
+    import dataclasses
     import re
-    from dataclasses import dataclass as dataclass_
+    import sys
+    import types
 
+    import cnnscope.api
+    import cnnscope.cli
+    from cnnscope import verbs
     from cnnscope.images import load_image
-    from cnnscope.layers import capture
+    from cnnscope.jobs import spec_of
+    from cnnscope.layers import capture, resolve
     from cnnscope.models import ModelSpec
+    from cnnscope.progress import table
+    from cnnscope.requests import answer, load, out_dir, picture
+    from cnnscope.store import slug
 
     text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    code = re.search(r"\*\*A new method\*\*.*?```python\n(.*?)```", text, re.S).group(1)
-    scope = {"dataclass": dataclass_, "Result": Result, "Job": Job, "ModelSpec": ModelSpec, "capture": capture,
-             "load_image": load_image}
+    code = re.search(r"\*\*A new verb\*\*.*?```python\n(.*?)```", text, re.S).group(1)
+    scope = {"dataclass": dataclass, "Result": Result, "Job": Job, "ModelSpec": ModelSpec, "capture": capture,
+             "load_image": load_image, "resolve": resolve, "execute": execute, "spec_of": spec_of, "slug": slug,
+             "table": table, "answer": answer, "load": load, "out_dir": out_dir, "picture": picture,
+             **{n: getattr(verbs, n) for n in ("Verb", "Option", "Picture", "Text", "IMAGE_HELP", "model_options",
+                                               "out_option", "run_options", "Request", "Answer")}}
     exec(code, scope)
-    job = scope["EnergyJob"]("energy", ModelSpec("efficientnet_lite0"), "sample:coffee", "stage2")
-    run = execute([job], tmp_path, progress=False)
-    energy = run.outcomes[0].results["energy"]
+    module = types.ModuleType("readme_energy")
+    module.energy = scope["energy"]
+    monkeypatch.setitem(sys.modules, "readme_energy", module)
+    verb = dataclasses.replace(scope["ENERGY"], run="readme_energy:energy")
+    monkeypatch.setattr(cnnscope.cli, "registry", lambda: {**verbs.registry(), "energy": verb})
+
+    assert cnnscope.cli.main(["energy", "sample:coffee", "--layer", "stage2", "--out", str(tmp_path), "--json"]) == 0
+    energy = json.loads(capsys.readouterr().out)["energy"]
     assert len(energy) == 24 and all(e >= 0 for e in energy) and max(energy) > 0
-    assert execute([job], tmp_path, progress=False).outcomes[0].reused
+    assert cnnscope.cli.main(["energy", "sample:coffee", "--layer", "stage2", "--out", str(tmp_path), "-q"]) == 0
+    assert json.loads((tmp_path / "energy_efficientnet_lite0_stage2.json").read_text())["results"]["energy"] == energy
+    python = cnnscope.api.function(verb)  # the API function made from the same declaration
+    assert python("efficientnet_lite0", "sample:coffee", "stage2").energy == pytest.approx(energy)
+    assert "layer : str, default 'stage4'" in python.__doc__
 
 
 @dataclass

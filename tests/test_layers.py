@@ -3,8 +3,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnscope import Capture, CnnscopeError, Truncated, capture, get_layer, list_layers, load_image, load_model
-from cnnscope.layers import format_table, resolve
+from cnnscope import Capture, CnnscopeError, Truncated, capture, get_layer, load_image, load_model
+from cnnscope.layers import format_table, list_layers, resolve
 
 # Hand-computed (rf, stride, offset) for torchvision AlexNet at 224 px; offset = centre of unit 0's field.
 ALEXNET = {

@@ -237,7 +237,7 @@ def test_selecting_channels_keeps_the_maps_layout_and_its_gradient_is_exact():
 
 def test_run_grids_hold_thumbnails_not_pictures(tmp_path, monkeypatch):
     # a run of thousands of pictures keeps only what its grid cell shows (issue 26: memory flat with the work)
-    import cnnscope.preimage.runs as runs
+    import cnnscope.preimage.summaries as runs
     from cnnscope.cli import main
 
     seen = []

@@ -110,10 +110,10 @@ def test_cli_texture_and_generator(tmp_path, capsys):
     net = tmp_path / "net.safetensors"
     assert main(["train-texture-net", "sample:brick", "--size", "32", "--iters", "4", "--batch", "1",
                  "--out", str(net)]) == 0
-    assert main(["stylize", "--net", str(net), "--size", "64", "--out", str(tmp_path / "t.png")]) == 0
+    assert main(["apply-texture-net", "--net", str(net), "--size", "64", "--out", str(tmp_path / "t.png")]) == 0
     assert Image.open(tmp_path / "t.png").size == (64, 64)
     assert json.loads((tmp_path / "t.json").read_text())["trained_iterations"] == 4
-    assert main(["stylize", "--net", str(tmp_path / "t.png"), "--out", str(tmp_path / "u.png")]) == 2
+    assert main(["apply-texture-net", "--net", str(tmp_path / "t.png"), "--out", str(tmp_path / "u.png")]) == 2
     assert "not a readable safetensors" in capsys.readouterr().err
 
 

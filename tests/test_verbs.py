@@ -49,7 +49,7 @@ def test_sanity_curve_falls_for_the_gradient(tmp_path):
 
 
 def test_style_transfer_lowers_the_gram_loss(tmp_path):
-    assert main(["style", "sample:chelsea", "sample:gravel", "--size", "64", "--iters", "15", "--style-layers",
+    assert main(["style-transfer", "sample:chelsea", "sample:gravel", "--size", "64", "--iters", "15", "--style-layers",
                  "stem,_blocks.1._act0", "--content-layer", "stage1", "--out", str(tmp_path)]) == 0
     record = json.loads((tmp_path / "style_efficientnet_lite0_chelsea_gravel.json").read_text())
     r = record["results"]

@@ -2,9 +2,10 @@
 backward rules of the rectifiers and max-pools gives SaliNet, DeConvNet and DeSaliNet (Mahendran & Vedaldi,
 ECCV'16). `BackpropRules` is the declarative rule map; `backprop_maps` the batched maps."""
 
-from .methods import METHODS, backprop_maps, method_rules, render
-from .network import BackpropRules, explain
-from .rules import POOL_RULES, RECTIFIER_RULES
+from ..lazy import exports
 
-__all__ = ["METHODS", "POOL_RULES", "RECTIFIER_RULES", "BackpropRules", "backprop_maps", "explain",
-           "method_rules", "render"]
+__getattr__, __all__ = exports(__name__, {
+    ".methods": "METHODS backprop_maps method_rules render",
+    ".network": "BackpropRules explain",
+    ".rules": "POOL_RULES RECTIFIER_RULES",
+})

@@ -19,7 +19,7 @@ from ..targets import Target
 from ..viz import image_grid, plot_sanity
 from .analysis import cascading_randomisation, selectivity
 from .coverage import coverage
-from .methods import backprop_maps, coverage_notes, render
+from .methods import METHODS, backprop_maps, coverage_notes, render
 
 COLUMNS = ("deconvnet", "salinet", "desalinet")  # the seed's order: Image | DeConvNet | SaliNet | DeSaliNet
 MAPS = {"json": False}  # field metadata: tensors that go to files, not to the record
@@ -31,8 +31,8 @@ def applicable(model: Model, x: torch.Tensor, layer: str, methods) -> tuple[tupl
     cov = coverage(model, x, layer)
     notes = coverage_notes(cov, model.name, layer, methods, None)
     if cov.blind:
-        dropped = [m for m in methods if m != "salinet"]
-        methods = tuple(m for m in methods if m == "salinet")
+        dropped = [m for m in methods if not METHODS[m].gradient]
+        methods = tuple(m for m in methods if METHODS[m].gradient)
         notes.append(f"{' and '.join(dropped)} left out: no backward rule reaches a nonlinearity of {model.name} "
                      f"below {layer}, so they would be the gradient")
     return tuple(methods), notes, cov.to_json() | {"summary": cov.summary()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -13,20 +14,41 @@ from ..layers import Capture, get_layer
 from ..targets import Target
 from .coverage import Coverage, graph_coverage
 from .network import BackpropRules
-from .rules import DeconvNet, Gradient, Guided, Switches
-
-METHODS = {  # composites as data: the rectifier's and the max-pool's rule
-    "salinet": (Gradient(), Switches()),  # Simonyan et al. 2014: the true gradient
-    "deconvnet": (DeconvNet(), Switches()),  # Zeiler & Fergus 2014
-    "desalinet": (Guided(), Switches()),  # Mahendran & Vedaldi 2016 (= guided backprop)
-}
+from .rules import DeconvNet, Gradient, Guided, Rule, Switches
 
 
-def method_rules(method: str, pool: str | None = None, layers: dict | None = None) -> BackpropRules:
-    if method not in METHODS:
-        raise unknown("method", method, METHODS)
-    rect, default_pool = METHODS[method]
-    return BackpropRules(rectifier=rect, pool=pool or default_pool, layers=layers or {})
+@dataclass(frozen=True)
+class Method:
+    """A backprop network: the backward rules of the rectifiers and max-pools, and what follows from them."""
+
+    name: str
+    rectifier: Rule
+    pool: Rule
+    cite: str
+
+    @property
+    def gradient(self) -> bool:
+        """Whether its rectifier rule is autograd's own derivative: the map is the true gradient wherever the
+        pool rule is too (a method that changes no rule where none applies would be the gradient renamed)."""
+        return self.rectifier.exact
+
+    def rules(self, pool: str | Rule | None = None, layers: dict | None = None) -> BackpropRules:
+        return BackpropRules(rectifier=self.rectifier, pool=pool or self.pool, layers=layers or {})
+
+
+METHODS = {m.name: m for m in (  # composites as data: the registry is the only place that names them
+    Method("salinet", Gradient(), Switches(), "Simonyan et al. 2014: the true gradient"),
+    Method("deconvnet", DeconvNet(), Switches(), "Zeiler & Fergus 2014"),
+    Method("desalinet", Guided(), Switches(), "Mahendran & Vedaldi 2016 (= guided backprop)"),
+)}
+
+
+def method_rules(method: str | Method, pool: str | None = None, layers: dict | None = None) -> BackpropRules:
+    if isinstance(method, str):
+        if method not in METHODS:
+            raise unknown("method", method, METHODS)
+        method = METHODS[method]
+    return method.rules(pool, layers)
 
 
 def _seed_signal(target: Target, feat: torch.Tensor) -> torch.Tensor:
@@ -112,7 +134,7 @@ def refuse_blind(cov: Coverage, method: str, label: str, layer: str, pool_exact:
 
 def coverage_notes(cov: Coverage, label: str, layer: str, methods: Sequence[str], pool_rule: str | None) -> list[str]:
     """What a reader of DeConvNet/DeSaliNet maps must know: nonlinearities the rules miss, no max-pool to switch."""
-    switched = [m for m in methods if m != "salinet"]
+    switched = [m for m in methods if not METHODS[m].gradient]
     if not switched:
         return []
     both = " and ".join(switched)

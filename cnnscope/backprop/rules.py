@@ -58,11 +58,11 @@ class Rule:
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
-    def __eq__(self, other) -> bool:
-        return type(self) is type(other)
+    def __eq__(self, other) -> bool:  # by value: the same rule with the same settings
+        return type(self) is type(other) and vars(self) == vars(other)
 
     def __hash__(self) -> int:
-        return hash(type(self))
+        return hash((type(self), tuple(sorted(vars(self).items()))))
 
 
 # ------------------------------------------------------------------------------- pointwise nonlinearities

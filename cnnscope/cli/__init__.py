@@ -1,94 +1,137 @@
-"""The `cnnscope` command: one module per family registers its verbs; every verb is a thin layer over the
-Python API (jobs on the engine, see `cnnscope.jobs`). Shared here: --quiet/--verbose on every verb, --json on
-every verb that prints a table (its command returns the table's data), an example line in every --help."""
+"""The `cnnscope` command, made from the verb declarations (`cnnscope.verbs`): one subcommand per verb, its
+options, help and example from the declaration. Shared here: --quiet/--verbose on every verb and --json on
+every verb that prints a table. Help imports no torch; a verb's science is imported when it runs (through
+`cnnscope.api.run_verb`, the one runtime both doors share)."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import multiprocessing
 import os
 import signal
 import sys
 
-from .. import __version__, device, memory, progress
+from .. import __version__
 from ..errors import CnnscopeError
-from ..store import json_safe
-from . import backprop, features, models, preimage, report, style, transforms
-from .options import Parser
+from ..verbs import CLI, Flag, Option, Text, Verb, registry
 
-FAMILIES = (models, preimage, style, backprop, transforms, features, report)
 
-# one example per verb (tests parse each of them); shown at the end of `cnnscope VERB --help`
-EXAMPLES = {
-    "models": "cnnscope models --json",
-    "layers": "cnnscope layers efficientnet_lite0 --named",
-    "predict": "cnnscope predict sample:chelsea sample:coffee --top-k 3",
-    "activations": "cnnscope activations sample:chelsea --layer stage3 --layer stage5",
-    "samples": "cnnscope samples",
-    "invert": "cnnscope invert sample:chelsea --layer stage4 --out out/invert",
-    "maximize": "cnnscope maximize --layer stage6 --channel 0-7 --out out/maximize",
-    "accentuate": "cnnscope accentuate sample:coffee --class 'tiger cat' --out out/accentuate",
-    "caricature": "cnnscope caricature sample:astronaut --layer stage5 --out out/caricature",
-    "texture": "cnnscope texture sample:rocket --iters 300 --out out/texture",
-    "style": "cnnscope style sample:astronaut sample:coffee --out out/style",
-    "train-texture-net": "cnnscope train-texture-net sample:coffee --iters 500 --out out/coffee-net.safetensors",
-    "stylize": "cnnscope stylize --net out/coffee-net.safetensors --size 256 --out out/coffee-texture.png",
-    "saliency": "cnnscope saliency sample:chelsea --method all --out out/saliency",
-    "backprop": "cnnscope backprop efficientnet_lite0 --method desalinet",
-    "selectivity": "cnnscope selectivity --layer stage6 --limit 6 --out out/selectivity",
-    "sanity": "cnnscope sanity sample:chelsea --out out/sanity",
-    "equivariance": "cnnscope equivariance --transform vflip --layers stage2,stage4 --out out/equivariance",
-    "stitch": "cnnscope stitch --a efficientnet_lite0 --b efficientnet_lite1 --layers stage2 --out out/stitch",
-    "cka": "cnnscope cka --a efficientnet_lite0 --b efficientnet_lite1 --limit 20 --out out/cka",
-    "train-small": "cnnscope train-small --data shapes --seed 1 --out out/shapes1.safetensors",
-    "stitch-small": "cnnscope stitch-small --quick --out out/small",
-    "hog": "cnnscope hog sample:chelsea --cell-size 8 --out out/hog",
-    "report": "cnnscope report efficientnet_lite0 --quick --out out/report",
-    "reproduce": "cnnscope reproduce --images ../imagenet-sample --workers 2 --out out/findings",
-    "demo": "cnnscope demo --quick --out out/demo",
-}
-JSON_VERBS = ("models", "layers", "predict", "activations", "invert", "maximize", "accentuate", "caricature",
-              "selectivity", "sanity", "equivariance", "stitch", "cka", "reproduce")
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump
+        sys.stderr.write(f"cnnscope: error: {message} (see: {self.prog} --help)\n")
+        sys.exit(2)
+
+
+def _type(option: Option):
+    """An argparse type: the option's kind reads the text (refused as "expected …") and checks the value."""
+    kind = option.kind
+
+    def adapt(text: str):
+        try:
+            value = kind.parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind.what}, got '{text}'") from None
+        try:
+            return kind.check(value, "")
+        except CnnscopeError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    adapt.__name__ = type(kind).__name__
+    return adapt
+
+
+def default_of(option: Option):
+    return option.cli_default if option.cli_default is not None else option.default
+
+
+def help_of(option: Option) -> str:
+    """The option's help and its default, as the API's docstring says them."""
+    default = default_of(option)
+    shown = "" if default is None or isinstance(option.kind, Flag) else f" (default {default})"
+    return option.help + shown
+
+
+def _add(sub, verb: Verb, word: str, listed: bool) -> None:
+    kwargs = {"help": verb.summary} if listed else {}
+    p = sub.add_parser(word, description=verb.summary + (f"\n\n{verb.doc}" if verb.doc else ""),
+                       epilog=f"example:\n  {verb.example}", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       **kwargs)
+    p.set_defaults(verb=verb.name)
+    groups: dict[str, argparse._ActionsContainer] = {}
+    exclusive: dict[str, argparse._MutuallyExclusiveGroup] = {}
+    for o in verb.options:
+        if o.exclusive:
+            if o.exclusive not in exclusive:
+                exclusive[o.exclusive] = p.add_mutually_exclusive_group(required=o.exclusive in verb.exclusive_required)
+            where = exclusive[o.exclusive]
+        elif o.group:
+            if o.group not in groups:
+                groups[o.group] = p.add_argument_group(o.group)
+            where = groups[o.group]
+        else:
+            where = p
+        if o.positional:
+            where.add_argument(o.name, nargs=o.nargs, metavar=o.placeholder, help=help_of(o), default=default_of(o),
+                               type=_type(o))
+            continue
+        spec = {"dest": o.name, "help": help_of(o), "default": default_of(o)}
+        if isinstance(o.kind, Flag):
+            spec["action"] = "store_true"
+        else:
+            spec.update(metavar=o.placeholder, action="append" if o.repeat else "store", required=o.required,
+                        nargs=o.nargs)
+            if isinstance(o.kind, Text) and o.kind.choices:
+                spec.update(choices=o.kind.choices, metavar=None)
+            else:
+                spec["type"] = _type(o)
+        where.add_argument(o.spelling, **spec)
+    g = p.add_argument_group("output")
+    talk = g.add_mutually_exclusive_group()
+    talk.add_argument("-q", "--quiet", action="store_true",
+                      help="print nothing but errors" + (" (with --json: the JSON)" if verb.json else ""))
+    talk.add_argument("-v", "--verbose", action="store_true",
+                      help="also report inner loops (solver steps, epochs) when not on a terminal")
+    if verb.json:
+        g.add_argument("--json", action="store_true", help="print the table as JSON on stdout instead")
 
 
 def build_parser() -> Parser:
     parser = Parser(prog="cnnscope", description="Understand what a CNN represents.")
     parser.add_argument("--version", action="version", version=f"cnnscope {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for family in FAMILIES:
-        family.register(sub)
-    for verb, p in sub.choices.items():
-        p.epilog = f"example:\n  {EXAMPLES[verb]}"
-        p.formatter_class = argparse.RawDescriptionHelpFormatter
-        g = p.add_argument_group("output")
-        talk = g.add_mutually_exclusive_group()
-        talk.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
-        talk.add_argument("-v", "--verbose", action="store_true",
-                          help="also report inner loops (solver steps, epochs) when not on a terminal")
-        if verb in JSON_VERBS:
-            g.add_argument("--json", action="store_true", help="print the table as JSON on stdout instead")
+    for verb in registry().values():
+        _add(sub, verb, verb.name, listed=True)
+    for verb in registry().values():
+        for old in verb.formerly:  # still accepted, not listed
+            _add(sub, verb, old, listed=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
+    if not getattr(args, "verb", None):
         parser.print_help()
         return 2
+    verb = registry()[args.verb]
+    if args.command != verb.name and not args.quiet:
+        sys.stderr.write(f"cnnscope: note: '{args.command}' is now '{verb.name}'\n")
     as_json = getattr(args, "json", False)
-    progress.set_verbosity(progress.QUIET if args.quiet else progress.VERBOSE if args.verbose else progress.NORMAL)
+    values = {o.name: getattr(args, o.name) for o in verb.options}
+    # the science and torch are imported only now, for a verb that runs (help stays quick)
+    doors = importlib.import_module("cnnscope.api")
     try:
-        memory.set_budget(getattr(args, "max_memory", None))
-        if getattr(args, "deterministic", False):
-            device.deterministic()
         with open(os.devnull, "w") as devnull, \
                 contextlib.redirect_stdout(devnull) if (args.quiet or as_json) else contextlib.nullcontext():
-            data = args.func(args)
-        if as_json and not args.quiet:
-            print(json.dumps(json_safe(data), indent=2))
+            answer = doors.run_verb(verb, values, CLI, quiet=args.quiet, verbose=args.verbose, tables=not as_json)
+        if answer.interrupted:
+            sys.stderr.write(f"cnnscope: interrupted; {answer.kept}\n")
+            return 130
+        if as_json:
+            print(json.dumps(doors.json_safe(answer.data), indent=2))
     except CnnscopeError as err:
         sys.stderr.write(f"cnnscope: error: {err}\n")
         return 2
@@ -136,4 +179,4 @@ def run() -> None:
     sys.exit(code)
 
 
-__all__ = ["EXAMPLES", "JSON_VERBS", "build_parser", "main", "run"]
+__all__ = ["build_parser", "main", "run"]

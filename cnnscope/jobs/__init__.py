@@ -2,6 +2,7 @@
 
 from .engine import (
     Job,
+    JobsPlanned,
     Outcome,
     Result,
     Run,
@@ -9,11 +10,13 @@ from .engine import (
     execute,
     model_for,
     plain,
+    planning,
     provide,
     record_job,
     run_job,
     spec_of,
 )
 
-__all__ = ["Job", "Outcome", "Result", "Run", "compute_job", "execute", "model_for", "plain", "provide", "record_job",
+__all__ = ["Job", "JobsPlanned", "Outcome", "Result", "Run", "compute_job", "execute", "model_for", "plain", "planning",
+           "provide", "record_job",
            "run_job", "spec_of"]

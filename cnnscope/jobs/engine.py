@@ -150,6 +150,7 @@ class Outcome:
     files: list[str]
     reused: bool
     seconds: float | None = None
+    result: Result | None = None  # the typed result, only for a run in memory (the API without an output folder)
 
 
 @dataclass
@@ -257,7 +258,31 @@ def _worker_job(out: str, job: Job) -> tuple[dict, list[str], float]:
 
 
 # ------------------------------------------------------------------------------------------ executor
-def execute(jobs: Sequence[Job], out: str | Path, *, workers: int = 1, ray: str | None = None,
+class JobsPlanned(Exception):  # noqa: N818 (not an error: the planned jobs, see `planning`)
+    """Raised by `execute` inside `planning`: the settings of the jobs a verb planned, none run."""
+
+    def __init__(self, settings: list[dict]):
+        super().__init__(f"{len(settings)} jobs planned")
+        self.settings = settings
+
+
+_PLANNING = threading.local()
+
+
+class planning:  # noqa: N801 (used as a context manager)
+    """Within it, `execute` runs nothing: it raises `JobsPlanned` with the jobs' settings. What the doors' tests
+    compare: the CLI and the API planning the same jobs from the same words."""
+
+    def __enter__(self):
+        _PLANNING.on = True
+        return self
+
+    def __exit__(self, *exc):
+        _PLANNING.on = False
+        return False
+
+
+def execute(jobs: Sequence[Job], out: str | Path | None, *, workers: int = 1, ray: str | None = None,
             progress: bool = True, desc: str = "jobs") -> Run:
     """Run the jobs not yet done under `out` and return every finished one.
 
@@ -265,8 +290,9 @@ def execute(jobs: Sequence[Job], out: str | Path, *, workers: int = 1, ray: str 
     ----------
     jobs : sequence of Job
         Their keys must be unique.
-    out : str or Path
-        Output folder (made by the first write).
+    out : str, Path or None
+        Output folder (made by the first write). None: computed in this process and kept in memory, each
+        outcome with its typed ``result`` and nothing written (the Python API without an output folder).
     workers : int
         Worker processes (1: in this process).
     ray : str or None
@@ -282,11 +308,15 @@ def execute(jobs: Sequence[Job], out: str | Path, *, workers: int = 1, ray: str 
         Outcomes in job order (reused and computed), whether Ctrl-C stopped the run, seconds taken.
         After Ctrl-C, finished jobs are kept and the one in flight is not recorded as done.
     """
-    out = Path(out)
     keys = [j.key for j in jobs]
     if len(set(keys)) != len(keys):
         dup = next(k for k in keys if keys.count(k) > 1)
         raise CnnscopeError(f"two jobs would write the same files ({dup}): give distinct settings")
+    if getattr(_PLANNING, "on", False):
+        raise JobsPlanned([j.settings() for j in jobs])
+    if out is None:
+        return _in_memory(jobs, progress, desc)
+    out = Path(out)
     # no folder is made here: a job that refuses its input (before writing) must leave nothing behind
     for stale in out.rglob(".*.part") if out.is_dir() else ():  # temp files of jobs a killed run had in flight
         stale.unlink(missing_ok=True)
@@ -310,6 +340,23 @@ def execute(jobs: Sequence[Job], out: str | Path, *, workers: int = 1, ray: str 
     ordered = [outcomes[k] for k in keys if k in outcomes]
     interrupted = interrupted or any(o.results.get("interrupted") for o in ordered)
     return Run(ordered, interrupted, time.perf_counter() - start)
+
+
+def _in_memory(jobs: Sequence[Job], progress: bool, desc: str) -> Run:
+    """Every job computed in this process, its typed result kept (nothing written, nothing reused)."""
+    start, outcomes, interrupted = time.perf_counter(), [], False
+    with units(len(jobs), desc, "job", done=0, show=progress) as bar:
+        try:
+            for job in jobs:
+                result, seconds = compute_job(job)
+                outcomes.append(Outcome(job, result.to_json(), [], False, seconds, result))
+                bar.update(1, note=f"{job.key} ({seconds:.1f} s)")
+                if result.interrupted:
+                    interrupted = True
+                    break
+        except KeyboardInterrupt:
+            interrupted = True
+    return Run(outcomes, interrupted, time.perf_counter() - start)
 
 
 def _execute(pending: list[Job], out: Path, workers: int, ray: str | None, outcomes: dict, bar: Progress) -> bool:

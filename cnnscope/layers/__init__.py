@@ -18,6 +18,7 @@ Capturing stops the forward as soon as the deepest requested layer has been comp
 
 from .capture import Capture, Truncated, capture
 from .geometry import Axis, Geometry, first_tensor, op_name
+from .specs import expand_layers
 from .tracing import (
     FUNCTIONAL_LAYERS,
     OUTPUT,
@@ -33,5 +34,5 @@ from .tracing import (
 )
 
 __all__ = ["FUNCTIONAL_LAYERS", "OUTPUT", "Axis", "CallTracker", "Capture", "FunctionalMode", "Geometry", "LayerInfo",
-           "Truncated", "capture", "first_tensor", "format_table", "get_layer", "layer_names", "list_layers", "op_name",
-           "resolve", "unwrap"]
+           "Truncated", "capture", "expand_layers", "first_tensor", "format_table", "get_layer", "layer_names",
+           "list_layers", "op_name", "resolve", "unwrap"]

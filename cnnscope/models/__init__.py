@@ -9,11 +9,11 @@
 'espresso'
 """
 
-from .loading import MODULE_PREFIX, load_model, load_spec
-from .model import Model, ModelProfile, ModelSpec, Prediction, small_model
-from .preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
-from .zoo import DEFAULT_MODEL, HANDCRAFTED, ZOO, ZooEntry, imagenet_classes, list_models
+from ..lazy import exports
 
-__all__ = ["DEFAULT_MODEL", "HANDCRAFTED", "MODULE_PREFIX", "Model", "ModelProfile", "ModelSpec", "Prediction",
-           "Preprocess", "ZOO", "ZooEntry", "imagenet_classes", "list_models", "load_model", "load_spec",
-           "small_model", "IMAGENET_MEAN", "IMAGENET_STD"]
+__getattr__, __all__ = exports(__name__, {
+    ".loading": "MODULE_PREFIX load_model load_spec",
+    ".model": "Model ModelProfile ModelSpec Prediction small_model",
+    ".preprocess": "IMAGENET_MEAN IMAGENET_STD Preprocess",
+    ".zoo": "DEFAULT_MODEL HANDCRAFTED ZOO ZooEntry imagenet_classes list_models",
+})

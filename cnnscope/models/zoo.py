@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -39,8 +40,10 @@ class ZooEntry:
 
 
 # kind -> build(cell or bin size) of a hand-crafted representation as a one-layer net. The modules are the
-# features family's science; `cnnscope.features` registers them here on import (imports point down).
+# features family's science: its `zoo` module registers them here, named below rather than imported (imports
+# point down), and loaded when the zoo first builds one.
 HANDCRAFTED: dict[str, Callable[[int], nn.Module]] = {}
+HANDCRAFTED_MODULE = "cnnscope.features.zoo"
 
 
 def handcrafted_net(kind: str, arg: str = "") -> nn.Module:
@@ -53,8 +56,8 @@ def handcrafted_net(kind: str, arg: str = "") -> nn.Module:
             raise CnnscopeError(f"model '{kind}:{arg}': the cell size after ':' must be a whole number") from None
         if not 2 <= size <= 64:
             raise CnnscopeError(f"model '{kind}:{arg}': cell size must be between 2 and 64 px")
-    if kind not in HANDCRAFTED:  # (only when cnnscope.features was never imported: `import cnnscope` does)
-        raise CnnscopeError(f"model '{kind}': import cnnscope.features to use the hand-crafted representations")
+    if not HANDCRAFTED:
+        importlib.import_module(HANDCRAFTED_MODULE)
     return HANDCRAFTED[kind](size)
 
 

@@ -7,40 +7,13 @@ x(theta) is an image parametrisation (`param/`), T a random robustness transform
 and accentuation differ only in the data term; see `tasks`. `quality` scores the pictures.
 """
 
-from .objectives import (
-    B_PLUS,
-    TV,
-    AlphaNorm,
-    B,
-    Caricature,
-    Context,
-    Diversity,
-    InnerProduct,
-    Objective,
-    Representation,
-    Term,
-    V,
-    unit_direction,
-)
-from .param import ColourParam, FourierParam, MacoParam, Parametrization, PixelParam
-from .recipes import RECIPES, Recipe, get_recipe
-from .solver import ImageSpace, PreimageResult, SolverConfig, solve
-from .tasks import (
-    Prior,
-    Target,
-    accentuate,
-    ambiguity,
-    caricature,
-    invert,
-    maximize,
-    reconstruction_error,
-    response,
-)
+from ..lazy import exports
 
-__all__ = [
-    "B", "B_PLUS", "RECIPES", "V", "AlphaNorm", "Caricature", "ColourParam", "Context", "Diversity", "FourierParam",
-    "ImageSpace", "InnerProduct", "MacoParam", "Objective", "Parametrization", "PixelParam", "PreimageResult",
-    "Prior", "Recipe", "Representation", "SolverConfig", "TV", "Target", "Term", "accentuate", "ambiguity",
-    "caricature", "get_recipe", "invert", "maximize", "reconstruction_error", "response", "solve",
-    "unit_direction",
-]
+__getattr__, __all__ = exports(__name__, {
+    ".objectives": "B B_PLUS TV AlphaNorm Caricature Context Diversity InnerProduct Objective Representation Term V "
+                   "unit_direction",
+    ".param": "ColourParam FourierParam MacoParam Parametrization PixelParam",
+    ".recipes": "RECIPES Recipe get_recipe",
+    ".solver": "ImageSpace PreimageResult SolverConfig solve",
+    ".tasks": "Prior Target accentuate ambiguity caricature invert maximize reconstruction_error response",
+})

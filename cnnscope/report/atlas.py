@@ -22,13 +22,12 @@ from ..data import image_sources
 from ..errors import CnnscopeError
 from ..images import load_image, save_image, source_stem
 from ..jobs import Job, Result, Run, provide
-from ..layers import capture, get_layer
+from ..layers import capture, expand_layers, get_layer
 from ..models import Model, ModelSpec, load_model
 from ..preimage.plans import invert_job, maximize_job
 from ..preimage.recipes import get_recipe
-from ..preimage.runs import expand_layers, slug
 from ..preimage.solver import check_memory
-from ..store import finished
+from ..store import finished, slug
 from ..targets import Target
 from ..transforms.jobs import EquivarianceJob, StitchJob, write_equivariance, write_stitch
 from ..transforms.plans import plan_equivariance, plan_stitch

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..backprop.runs import COLUMNS, default_rows, run_saliency
+from ..backprop.summaries import COLUMNS, default_rows, run_saliency
 from ..errors import CnnscopeError
 from ..features.plans import plan_hog
 from ..images import load_image, save_image
@@ -20,7 +20,7 @@ from ..models import DEFAULT_MODEL, Model, ModelSpec, load_model
 from ..preimage import Prior, SolverConfig, Target
 from ..preimage.plans import invert_job, plan_maximize, plan_style, plan_texture
 from ..preimage.recipes import get_recipe
-from ..preimage.runs import run_caricature, run_invert, run_maximize
+from ..preimage.summaries import run_caricature, run_invert, run_maximize
 from ..progress import units
 from ..store import write_json, write_text
 from ..transforms.plans import plan_cka, plan_feature_equivariance
@@ -90,13 +90,13 @@ def section_preimages(ctx: DemoContext) -> str:
     size = ctx.settings.get("maximize_size")  # --quick: smaller pictures for the unit and class visualisations
     mv, vis = get_recipe("mv", "invert"), get_recipe(None, "maximize")
     inv = run_invert([ctx.model], source, ",".join(depth), out, cfg=mv.config(iters=iters, seed=0), prior=None,
-                     data_weight=20.0, size=None, recipe=mv)
+                     data_weight=20.0, size=None, recipe=mv)[0]
     _stop_if_interrupted(inv)
     middle = "stage3" if "stage3" in ctx.model.aliases else depth[len(depth) // 2]
     mx = run_maximize(plan_maximize([ctx.model], lambda m: [middle], lambda m, layer: [Target("channel", k)
                                                                                        for k in range(8)],
                                     size=size, recipe=vis, cfg=vis.config(iters=iters, seed=0), prior=None,
-                                    data_weight=20.0), out)
+                                    data_weight=20.0), out)[0]
     _stop_if_interrupted(mx)
     class_grids = {}
     if ctx.model.profile.logits is not None and len(ctx.model.classes) == 1000:
@@ -105,11 +105,11 @@ def section_preimages(ctx: DemoContext) -> str:
                                     lambda m, layer: [Target("class", k) for k in DEMO_CLASSES], size=size,
                                     recipe=recipe, cfg=recipe.config(iters=iters, seed=0), prior=None,
                                     data_weight=20.0)
-            cls = run_maximize(planned, out / f"classes_{recipe.name}")
+            cls = run_maximize(planned, out / f"classes_{recipe.name}")[0]
             _stop_if_interrupted(cls)
             class_grids[recipe.name] = f"preimage/classes_{recipe.name}/{cls['grid']}"
     car = run_caricature([ctx.model], source, ",".join(depth[2:-1:2]), out, cfg=mv.config(iters=iters, seed=0),
-                         prior=None, data_weight=20.0, size=None, recipe=mv)
+                         prior=None, data_weight=20.0, size=None, recipe=mv)[0]
     _stop_if_interrupted(car)
     ctx.settings["preimage"] = {"invert": inv, "maximize": mx, "caricature": car}
     errors = ", ".join(f"{u['title']} {u['normalised_error'][0]:.3f}" for u in inv["units"])
@@ -171,8 +171,8 @@ def section_style(ctx: DemoContext) -> str:
     body = ("<p>Moment matching (Gatys et al.): the Gram matrices of a few layers describe a texture; "
             "with the inversion term added, they transfer style. Lite0 is not a VGG, and its textures "
             "are grainier than the classic VGG results. <code>cnnscope texture IMAGE</code>, "
-            "<code>cnnscope style CONTENT STYLE</code>, <code>cnnscope train-texture-net IMAGE</code> + "
-            "<code>cnnscope stylize --net FILE</code>.</p>")
+            "<code>cnnscope style-transfer CONTENT STYLE</code>, <code>cnnscope train-texture-net IMAGE</code> + "
+            "<code>cnnscope apply-texture-net --net FILE</code>.</p>")
     return html.section("Texture and style", body + "".join(parts), "style")
 
 

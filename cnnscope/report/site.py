@@ -12,8 +12,7 @@ from pathlib import Path
 from ..jobs import Job, Run, execute
 from ..layers import get_layer, list_layers
 from ..preimage.jobs import png_names
-from ..preimage.runs import slug
-from ..store import write_json, write_text
+from ..store import slug, write_json, write_text
 from . import html
 from .atlas import LAYER_KINDS, ReportSettings, analysis_name, compose, is_done, plan
 

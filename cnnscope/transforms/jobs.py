@@ -96,12 +96,15 @@ class EquivarianceJob(Job):
         return [f"{self.key}_map.safetensors"]
 
 
-def write_equivariance(out: Path, name: str, outcomes: Sequence[Outcome], transform: str, model_name: str,
+def write_equivariance(out: Path | None, name: str, outcomes: Sequence[Outcome], transform: str, model_name: str,
                        settings: dict) -> dict:
-    """The analysis's table (CSV), figure, JSON and all layers' maps in one safetensors, from its jobs."""
+    """The analysis's table (CSV), figure, JSON and all layers' maps in one safetensors, from its jobs; the
+    table (nothing written for `out` None)."""
     first = outcomes[0].results
     rows = [o.results["row"] for o in outcomes]
     result = {"transform": transform, "metric": first["metric"], "baseline": first["baseline"], "rows": rows}
+    if out is None:
+        return result
     cols = ("spatial_only", "permutation", "learned")
     extra = ("map", "learned_r2", "spatial_r2", "ridge", "refined", "invariant_channels", "null_invariant_channels",
              "channels")
@@ -195,11 +198,15 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_stitch(out: Path, name: str, outcomes: Sequence[Outcome], metric: str, settings: dict) -> list[dict]:
-    """The analysis's table (CSV), figure, JSON and all stitches in one safetensors, from its jobs."""
+def write_stitch(out: Path | None, name: str, outcomes: Sequence[Outcome], metric: str,
+                 settings: dict) -> list[dict]:
+    """The analysis's table (CSV), figure, JSON and all stitches in one safetensors, from its jobs; the table
+    (nothing written for `out` None)."""
     baseline = outcomes[0].results["baseline"]
     rows = [o.results["row"] for o in outcomes]
     table = stitch_table(baseline, rows, metric)
+    if out is None:
+        return table
     write_csv(["layer", *STITCH_METHODS], table, out / f"{name}.csv")
     tensors = {}
     for o in outcomes:

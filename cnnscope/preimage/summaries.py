@@ -1,4 +1,5 @@
-"""The pre-image verbs: jobs (one model x layer x variant each, see `jobs`) composed into the seed's figures.
+"""A pre-image run's figure and summary: the verbs' jobs (one model x layer x variant each, see `jobs`, planned
+in `plans`) run and composed into the seed's figures (grids) and a summary JSON beside them.
 
 Every job writes its PNG(s) and then its JSON record atomically as soon as it finishes, so an interrupted
 run loses at most the jobs in flight (a solver stopped by Ctrl-C still saves its best picture, marked
@@ -8,20 +9,16 @@ The figure and summary of a run are made from the records, so they are the same 
 
 from __future__ import annotations
 
-import difflib
 import math
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import CnnscopeError
 from ..images import load_image, load_thumbnail, source_stem
 from ..jobs import Run, execute
-from ..layers import get_layer, list_layers, resolve
+from ..layers import expand_layers
 from ..models import Model
-from ..models.structure import at_depth
 from ..store import slug, write_json
 from ..targets import Target
 from ..viz import image_grid
@@ -35,87 +32,25 @@ def _source_name(image: str) -> str:
     return source_stem(image)
 
 
-def _pictures(out: Path, run: Run) -> list[list[np.ndarray]]:
+def _recorded(image) -> str:
+    """How a summary names its picture: the path or sample, or "(in memory)" for a picture given as data."""
+    return image if isinstance(image, str) else "(in memory)"
+
+
+def _pictures(out: Path | None, run: Run) -> list[list[np.ndarray]]:
     """Every finished job's pictures as grid thumbnails, read back from its PNGs (so reused and computed jobs look
-    the same, and a run of thousands of pictures holds thumbnails, not the pictures)."""
+    the same, and a run of thousands of pictures holds thumbnails, not the pictures); none in memory."""
+    if out is None:
+        return [[] for _ in run.outcomes]
     return [[load_thumbnail(out / f) for f in o.files] for o in run.outcomes]
 
 
-def expand_layers(model: Model, spec: str, maps_only: bool = False) -> list[str]:
-    """Comma-separated layer names; 'stages' (or 'depth') expands to the model's stem-to-logits row (its
-    spatial maps only, without logits or pooled vectors, with `maps_only`); 'depth:F[,F…]' picks the feature
-    maps at those fractions of the network's depth (0 = first, 1 = last; for networks with hundreds of layers:
-    ``depth:0.25,0.5,0.75``)."""
-    names: list[str] = []
-    fractions: list[float] | None = None
-    for part in (p.strip() for p in spec.split(",")):
-        if not part:
-            continue
-        if part.startswith("depth:"):
-            fractions, part = [], part[len("depth:"):]
-        if fractions is not None and re.fullmatch(r"[0-9.]+", part):
-            value = float(part) if part.count(".") <= 1 else -1.0
-            if not 0 <= value <= 1:
-                raise CnnscopeError(f"bad depth fraction '{part}' in '{spec}' (numbers from 0 to 1: depth:0.25,0.5)")
-            names += at_depth(model.net, list_layers(model), [value]) or ["<no feature map>"]
-            continue
-        fractions = None
-        if part in ("stages", "depth"):
-            names += [n for n in model.profile.depth if not maps_only or get_layer(model, n).has_grid]
-        else:
-            names.append(part)
-    if not names:
-        raise CnnscopeError("no layer given (--layer NAME[,NAME…], --layer stages or --layer depth:0.25,0.5)")
-    for n in names:
-        resolve(model, n)  # fail early with suggestions, before any optimisation
-    return names
-
-
-def parse_channels(spec: str) -> list[int]:
-    out: list[int] = []
-    for part in (p.strip() for p in spec.split(",")):
-        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
-        if not m:
-            raise CnnscopeError(f"bad channel list '{spec}' (use e.g. 3 or 0-15 or 1,5,9)")
-        a, b = int(m.group(1)), int(m.group(2) or m.group(1))
-        if b < a:
-            raise CnnscopeError(f"bad channel range '{part}': end before start")
-        out += range(a, b + 1)
-    return out
-
-
-def channel_targets(model: Model, layer: str, channels, where: str, y=None, x=None) -> list[Target]:
-    """Targets for channels of `layer` (their centre neuron, or `where="channel"` their spatial mean), checked."""
-    if where not in ("neuron", "channel"):
-        raise CnnscopeError(f"where must be 'neuron' or 'channel', not {where!r}")
-    width = get_layer(model, layer).channels or 1
-    for c in channels:
-        if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < width:
-            raise CnnscopeError(f"channel {c!r} is out of range: {layer} has {width} channels (0-{width - 1})")
-    return [Target(where, c, y, x) for c in channels]
-
-
-def parse_class(model: Model, spec: str) -> int:
-    if spec.isdigit():
-        k = int(spec)
-        if not 0 <= k < len(model.classes):
-            raise CnnscopeError(f"class index {k} is out of range (0-{len(model.classes) - 1})")
-        return k
-    lowered = [c.lower() for c in model.classes]
-    if spec.lower() in lowered:
-        return lowered.index(spec.lower())
-    close = difflib.get_close_matches(spec.lower(), lowered, n=3, cutoff=0.6)
-    hint = f"; closest: {', '.join(model.classes[lowered.index(c)] for c in close)}" if close else ""
-    raise CnnscopeError(f"unknown class '{spec}'{hint}")
-
-
-# ----------------------------------------------------------------------------------------------- invert
 def run_invert(models: Sequence[Model], image: str, layer_spec: str, out: Path, *, cfg: SolverConfig | None,
                prior: Prior | None, data_weight: float, size: int | None, restarts: int = 1,
                compare_priors: bool = False, window=None, recipe: Recipe | str | None = None, joint: bool = False,
-               workers: int = 1, ray: str | None = None) -> dict:
+               workers: int = 1, ray: str | None = None) -> tuple[dict, Run]:
     """Invert `image` at every layer of `layer_spec` in every model (or at all of them jointly); a grid and a
-    summary JSON beside the jobs."""
+    summary JSON beside the jobs (`out` None: in memory, no files). Returns the summary and the run."""
     img = load_image(image)
     planned = plan_invert(models, image, lambda m: expand_layers(m, layer_spec), size=size, recipe=recipe, cfg=cfg,
                           prior=prior, data_weight=data_weight, restarts=restarts, window=window,
@@ -131,6 +66,10 @@ def run_invert(models: Sequence[Model], image: str, layer_spec: str, out: Path, 
                       "normalised_error": o.results["normalised_error"],
                       "judge_top5_overlap": o.results.get("judge_top5_overlap"), "seconds": o.seconds,
                       **({"ambiguity": o.results["ambiguity"]} if o.results.get("ambiguity") else {}), **_notes(o)})
+    grid = slug(f"invert_{_source_name(image)}_grid.png")
+    summary = {"image": _recorded(image), "units": units, "grid": grid, "interrupted": run.interrupted}
+    if out is None:
+        return summary, run
     original = sized_preprocess(models[0], size or models[0].input_size).geometry(img)[0]
     imgs, captions_ = [original], ["original"]
     for o, pictures in zip(run.outcomes, _pictures(out, run)):
@@ -138,11 +77,9 @@ def run_invert(models: Sequence[Model], image: str, layer_spec: str, out: Path, 
             imgs.append(im)
             captions_.append(f"{title_of[o.job.key]}\nerr {o.results['normalised_error'][i]:.3f}"
                              + (f" #{i + 1}" if len(pictures) > 1 else ""))
-    grid = out / slug(f"invert_{_source_name(image)}_grid.png")
-    image_grid(imgs, captions_, grid, ncols=min(len(imgs), 1 + columns * len(variants) * restarts, 5))
-    summary = {"image": image, "units": units, "grid": grid.name, "interrupted": run.interrupted}
+    image_grid(imgs, captions_, out / grid, ncols=min(len(imgs), 1 + columns * len(variants) * restarts, 5))
     _write_summary(summary, out / slug(f"invert_{_source_name(image)}_summary.json"))
-    return summary
+    return summary, run
 
 
 def _notes(outcome) -> dict:
@@ -157,7 +94,8 @@ def _write_summary(summary: dict, path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------- maximize
-def run_maximize(planned: Sequence[Planned], out: Path, *, workers: int = 1, ray: str | None = None) -> dict:
+def run_maximize(planned: Sequence[Planned], out: Path | None, *, workers: int = 1,
+                 ray: str | None = None) -> tuple[dict, Run]:
     """The maximize jobs `plan_maximize` made (one per chunk of targets solved together, `batch` pictures per
     target), run; a grid and a summary."""
     jobs, titles = [p.job for p in planned], {p.job.key: p.title for p in planned}
@@ -165,10 +103,11 @@ def run_maximize(planned: Sequence[Planned], out: Path, *, workers: int = 1, ray
     imgs, captions, records = [], [], []
     for o, pictures in zip(run.outcomes, _pictures(out, run)):
         res, per = o.results, o.job.batch
-        for i, im in enumerate(pictures):
+        for i in range(len(o.job.targets) * per):
             label = o.job.targets[i // per].label()
-            imgs.append(im)
-            captions.append(f"{titles[o.job.key]} {label}" + (f" #{i % per + 1}" if per > 1 else ""))
+            if pictures:
+                imgs.append(pictures[i])
+                captions.append(f"{titles[o.job.key]} {label}" + (f" #{i % per + 1}" if per > 1 else ""))
             record = {"file": o.job.key, "layer": o.job.layer, "target": label,
                       "start_activation": res["start_activation"][i], "final_activation": res["final_activation"][i],
                       "reference_scale": res["reference_scale"][i], "activation_ratio": res["activation_ratio"][i],
@@ -177,40 +116,44 @@ def run_maximize(planned: Sequence[Planned], out: Path, *, workers: int = 1, ray
                 record["judge_rank"] = res["judge_rank"][i]
             notes = [n for n in res.get("notes", []) if n.startswith(f"{label}:")]
             records.append(record | ({"notes": notes} if notes else {}))
-    grid = out / "maximize_grid.png"
+    summary = {"units": records, "grid": "maximize_grid.png", "interrupted": run.interrupted}
+    if out is None:
+        return summary, run
     if imgs:
-        image_grid(imgs, captions, grid, ncols=min(len(imgs), max(4, math.ceil(math.sqrt(len(imgs))))))
-    summary = {"units": records, "grid": grid.name, "interrupted": run.interrupted}
+        image_grid(imgs, captions, out / summary["grid"], ncols=min(len(imgs), max(4, math.ceil(math.sqrt(len(imgs))))))
     _write_summary(summary, out / "maximize_summary.json")
-    return summary
+    return summary, run
 
 
 # ------------------------------------------------------------------------------------------- caricature
 def run_caricature(models: Sequence[Model], image: str, layer_spec: str, out: Path, *, cfg: SolverConfig | None,
                    prior: Prior | None, data_weight: float, size: int | None, cosine_power: float = 0.0,
-                   recipe: Recipe | str | None = None, workers: int = 1, ray: str | None = None) -> dict:
+                   recipe: Recipe | str | None = None, workers: int = 1, ray: str | None = None) -> tuple[dict, Run]:
     """A caricature of `image` per layer and model; a grid (input first) and a summary."""
     img = load_image(image)
     planned = plan_caricature(models, image, lambda m: expand_layers(m, layer_spec), size=size, recipe=recipe,
                               cfg=cfg, prior=prior, data_weight=data_weight, cosine_power=cosine_power)
     jobs, titles = [p.job for p in planned], {p.job.key: p.title for p in planned}
     run = execute(jobs, out, workers=workers, ray=ray, desc="caricature")
-    original = sized_preprocess(models[0], size or models[0].input_size).geometry(img)[0]
-    grid = out / slug(f"caricature_{_source_name(image)}_grid.png")
-    image_grid([original] + [p[0] for p in _pictures(out, run)], ["input"] + [titles[o.job.key] for o in run.outcomes],
-               grid, ncols=min(len(run.outcomes) + 1, 10))
-    summary = {"image": image, "units": [{"file": o.job.key, "layer": o.job.layer,
+    grid = slug(f"caricature_{_source_name(image)}_grid.png")
+    summary = {"image": _recorded(image), "units": [{"file": o.job.key, "layer": o.job.layer,
                                           "relative_response": o.results["relative_response"],
                                           "terms": o.results["terms"], "seconds": o.seconds, **_notes(o)}
-                                         for o in run.outcomes], "grid": grid.name, "interrupted": run.interrupted}
+                                         for o in run.outcomes], "grid": grid, "interrupted": run.interrupted}
+    if out is None:
+        return summary, run
+    original = sized_preprocess(models[0], size or models[0].input_size).geometry(img)[0]
+    image_grid([original] + [p[0] for p in _pictures(out, run)], ["input"] + [titles[o.job.key] for o in run.outcomes],
+               out / grid, ncols=min(len(run.outcomes) + 1, 10))
     _write_summary(summary, out / slug(f"caricature_{_source_name(image)}_summary.json"))
-    return summary
+    return summary, run
 
 
 # ------------------------------------------------------------------------------------------- accentuate
 def run_accentuate(model: Model, image: str, layer: str, targets: Sequence[Target], out: Path, *,
                    cfg: SolverConfig | None, prior: Prior | None, data_weight: float, size: int | None,
-                   anchor_layer: str | None, anchor_weight: float, recipe: Recipe | str | None = None) -> dict:
+                   anchor_layer: str | None, anchor_weight: float,
+                   recipe: Recipe | str | None = None) -> tuple[dict, Run]:
     """One job: the image accentuated towards each target (Hamblin et al. 2024), side by side."""
     img = load_image(image)
     s = size or model.input_size
@@ -219,16 +162,18 @@ def run_accentuate(model: Model, image: str, layer: str, targets: Sequence[Targe
                           data_weight=data_weight, anchor_layer=anchor_layer, anchor_weight=anchor_weight)[0].job
     key = job.key
     run = execute([job], out, desc="accentuate")
-    grid = out / slug(f"accentuate_{_source_name(image)}_grid.png")
-    summary = {"image": image, "layer": layer, "units": [], "grid": grid.name, "interrupted": run.interrupted}
+    grid = slug(f"accentuate_{_source_name(image)}_grid.png")
+    summary = {"image": _recorded(image), "layer": layer, "units": [], "grid": grid, "interrupted": run.interrupted}
     if run.outcomes:
         res = run.outcomes[0].results
-        original = sized_preprocess(model, s).geometry(img)[0]
-        image_grid([original, *_pictures(out, run)[0]], ["input"] + [f"{layer} {lab}" for lab in labels], grid,
-                   ncols=min(len(labels) + 1, 6))
+        if out is not None:
+            original = sized_preprocess(model, s).geometry(img)[0]
+            image_grid([original, *_pictures(out, run)[0]], ["input"] + [f"{layer} {lab}" for lab in labels],
+                       out / grid, ncols=min(len(labels) + 1, 6))
         summary["units"] = [{"file": key, "target": lab, "start_activation": res["start_activation"][i],
                              "final_activation": res["final_activation"][i], "anchor_layer": res["anchor_layer"],
                              **({"judge_rank": res["judge_rank"][i]} if res.get("judge_rank") else {})}
                             for i, lab in enumerate(labels)]
-    _write_summary(summary, out / slug(f"accentuate_{_source_name(image)}_summary.json"))
-    return summary
+    if out is not None:
+        _write_summary(summary, out / slug(f"accentuate_{_source_name(image)}_summary.json"))
+    return summary, run

@@ -1,4 +1,4 @@
-"""The backpropagation verbs' defaults and runs (jobs in `jobs`, composed here)."""
+"""A backpropagation run and its table: saliency jobs run (planned in `plans`), the selectivity table."""
 
 from __future__ import annotations
 

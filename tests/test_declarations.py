@@ -1,0 +1,275 @@
+"""Each verb declared once (issue 38): tests generated from the registry, so a new verb is covered without a new
+test file. The CLI and the API take the same words to the same request and plan the same jobs; every default in
+`--help` is the signature's; a bad value of any option is one line and exit 2 in the CLI and a CnnscopeError
+naming it in the API; help imports no torch."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import io
+import subprocess
+import sys
+
+import pytest
+
+import cnnscope
+from cnnscope.api import FUNCTIONS
+from cnnscope.cli import build_parser, default_of, main
+from cnnscope.errors import CnnscopeError
+from cnnscope.jobs import JobsPlanned, planning
+from cnnscope.verbs import (
+    API,
+    CLI,
+    Channels,
+    Flag,
+    Float,
+    Floats3,
+    Int,
+    ModelRef,
+    Names,
+    Picture,
+    Text,
+    registry,
+)
+
+VERBS = registry()
+# the words a verb cannot run without (by option name); every other option takes its default
+REQUIRED = {
+    "predict": {"images": ["sample:chelsea"]}, "activations": {"image": "sample:chelsea", "layer": ["stage2"]},
+    "invert": {"image": "sample:chelsea", "layer": "stage2"}, "maximize": {"layer": "stage3", "channels": "0-2"},
+    "accentuate": {"image": "sample:coffee", "classes": "tiger cat"}, "caricature": {"image": "sample:coffee",
+                                                                                     "layer": "stage2"},
+    "texture": {"image": "sample:gravel"}, "style-transfer": {"content": "sample:chelsea", "style": "sample:gravel"},
+    "train-texture-net": {"image": "sample:coffee"}, "apply-texture-net": {"net": "net.safetensors"},
+    "saliency": {"images": ["sample:chelsea"]}, "sanity": {"image": "sample:chelsea"},
+    "hog": {"image": "sample:chelsea"},
+}
+# non-default words per verb whose plan is compared between the doors (small: planning loads the models)
+NON_DEFAULT = {
+    "invert": {"layer": "stage1,stage3", "restarts": 2, "size": 64, "iters": 3, "recipe": "mv", "tv_beta": 1.5},
+    "maximize": {"layer": "stage3", "channels": "1,4", "batch": 2, "diversity": 0.5, "chunk": 1, "size": 64,
+                 "where": "channel"},
+    "accentuate": {"layer": "stage4", "channels": "3", "classes": None, "anchor_weight": 2.0, "size": 64},
+    "caricature": {"cosine": 2.0, "param": "pixel", "jitter": 2},
+    "texture": {"scales": 2, "compare_soften": True, "size": 96},
+    "style-transfer": {"style_weight": 3.0, "init": "noise", "size": 96},
+    "saliency": {"method": "salinet,desalinet", "layer": "stage4", "channel": 5, "render": "abs"},
+    "selectivity": {"layer": "stage4", "limit": 2, "neurons": 3},
+    "sanity": {"classes": "tabby"},
+    "equivariance": {"transform": "hflip", "layers": "stage2", "limit": 8, "ridge": 0.1, "neighbourhood": "1"},
+    "stitch": {"layers": "stage2:stage3", "kernel": 3, "epochs": 1, "limit": 8},
+    "cka": {"layers": "stem,stage2", "limit": 8, "debiased": True},
+    "hog": {"cell_size": 4, "bilinear": True, "orientations": 6},
+    "report": {"layers": "stage2", "channels": 2, "quick": True},
+    "reproduce": {"findings": "prior,vflip", "quick": True},
+}
+# verbs whose run trains or writes for minutes: their requests are compared, not their runs
+TOO_LONG_TO_RUN = {"train-texture-net", "apply-texture-net", "train-small", "stitch-small", "demo"}
+
+
+def _cli_words(verb, values: dict) -> list[str]:
+    words = [verb.name]
+    for name, value in values.items():
+        o = verb.option(name)
+        items = value if isinstance(value, list) else [value]
+        if o.positional:
+            words += [str(v) for v in items]
+        elif isinstance(o.kind, Flag):
+            words += [o.spelling] if value else []
+        else:
+            for v in items if o.repeat else [value]:
+                words += [o.spelling, str(v)]
+    return words
+
+
+def _cli_request(verb, values: dict):
+    args = build_parser().parse_args(_cli_words(verb, values))
+    return verb.request({o.name: getattr(args, o.name) for o in verb.options}, CLI)
+
+
+def _same_request(verb, values: dict) -> None:
+    cli = _cli_request(verb, values).values()
+    api = verb.request(values, API).values()
+    cli_out = verb.option("out").cli_default if "out" in cli else None
+    if cli_out is not None and "out" not in values:  # the one door default: the API computes in memory
+        assert cli["out"] == cli_out and api["out"] is None
+        cli["out"] = api["out"] = None
+    assert cli == api
+
+
+def _planned(call) -> list[dict] | object:
+    """The settings of the jobs a call plans, or (a verb without jobs) what it returned."""
+    with planning(), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            return call()
+        except JobsPlanned as planned:
+            return planned.settings
+
+
+def _plans_agree(verb, values: dict, tmp_path) -> None:
+    if verb.name in TOO_LONG_TO_RUN:
+        return
+    out = {"out": str(tmp_path / "o")} if "out" in {o.name for o in verb.options} else {}
+    if "out" in out and verb.name in ("activations", "apply-texture-net", "train-small", "train-texture-net"):
+        out = {}
+    words = _cli_words(verb, {**values, **out})
+    cli = _planned(lambda: main(words + (["--json", "-q"] if verb.json else ["-q"])))
+    api = _planned(lambda: FUNCTIONS[verb.api_name](**values, **out)) if verb.api_name else cli
+    if isinstance(cli, int):  # ran without jobs: both doors ran to the end
+        assert cli == 0
+        return
+    assert cli == api, f"{verb.name}: the CLI and the API plan different jobs"
+
+
+@pytest.mark.parametrize("name", sorted(VERBS))
+def test_the_cli_and_the_api_read_the_same_words_the_same_way(name):
+    verb = VERBS[name]
+    _same_request(verb, REQUIRED.get(name, {}))
+    taken = {verb.option(n).exclusive for n in REQUIRED.get(name, {})} - {""}
+    for o in verb.options:  # one non-default value at a time (exclusive options cannot meet)
+        if not o.api or o.name in REQUIRED.get(name, {}) or o.exclusive in taken:
+            continue
+        value = _other_value(o)
+        if value is not None:
+            _same_request(verb, {**REQUIRED.get(name, {}), o.name: value})
+
+
+def _other_value(o):
+    """A value of the option's kind that is not its default (None: none to make generically)."""
+    k = o.kind
+    if isinstance(k, Flag):
+        return True
+    if isinstance(k, Int):
+        return (o.default or k.low) + 2 if not hasattr(k, "high") or k.high is None else k.low
+    if isinstance(k, Float):
+        return 0.5 if k.fraction else 3.5
+    if isinstance(k, Text) and k.choices:
+        return next(c for c in k.choices if c != o.default)
+    if isinstance(k, Channels):
+        return "2-4"
+    if isinstance(k, Floats3):
+        return None  # (the CLI's text and the API's tuple differ in form: checked by the bad-value test)
+    if isinstance(k, (ModelRef, Picture, Names)) or isinstance(k, Text):
+        return None if o.repeat or o.nargs else "stage2" if isinstance(k, Names) else None
+    return None
+
+
+@pytest.mark.parametrize("name", sorted(VERBS))
+def test_both_doors_plan_the_same_jobs_with_defaults_and_with_other_values(name, tmp_path):
+    verb = VERBS[name]
+    _plans_agree(verb, REQUIRED.get(name, {}), tmp_path / "defaults")
+    if name in NON_DEFAULT:
+        values = {k: v for k, v in {**REQUIRED.get(name, {}), **NON_DEFAULT[name]}.items() if v is not None}
+        _plans_agree(verb, values, tmp_path / "other")
+
+
+@pytest.mark.parametrize("name", sorted(VERBS))
+def test_every_default_in_help_is_the_signature_default(name):
+    verb = VERBS[name]
+    parser = build_parser()._subparsers._group_actions[0].choices[name]
+    actions = {a.dest: a for a in parser._actions}
+    text = "".join(parser.format_help().split())  # (argparse wraps lines at spaces and hyphens)
+    sig = inspect.signature(FUNCTIONS[verb.api_name]) if verb.api_name else None
+    for o in verb.options:
+        shown = default_of(o)
+        assert actions[o.name].default == shown, f"{name} {o.spelling}"
+        if shown is not None and not isinstance(o.kind, Flag):
+            assert f"(default{shown})".replace(" ", "") in text, f"{name} {o.spelling}: its default is not in --help"
+        if sig is not None and o.api:
+            api_default = sig.parameters[o.name].default
+            assert api_default == (o.default if o.cli_default is None else None)
+            assert shown == api_default or (o.name == "out" and api_default is None)
+    if sig is not None:  # help(cnnscope.VERB) names every option as the CLI spells it
+        doc = FUNCTIONS[verb.api_name].__doc__
+        for o in verb.options:
+            if o.api:
+                assert f"{o.name} :" in doc and f"``{o.spelling}``" in doc
+
+
+BAD_CLI = {Int: "x", Float: "nan", Channels: "3-1", Floats3: "1,2"}
+BAD_API = {Int: "3", Float: float("inf"), Channels: [-1], Floats3: (1, 2), Flag: "yes", Text: 42, Names: 3.5,
+           ModelRef: 3, Picture: 3}
+
+
+def _bad(table: dict, kind):
+    for cls, value in table.items():
+        if isinstance(kind, cls):
+            return value
+    return None
+
+
+@pytest.mark.parametrize("name", sorted(VERBS))
+def test_a_bad_value_of_any_option_is_one_line_in_the_cli_and_a_named_error_in_the_api(name, capsys):
+    verb = VERBS[name]
+    required = REQUIRED.get(name, {})
+    for o in verb.options:
+        bad = _bad(BAD_CLI, o.kind)
+        if bad is not None and not o.positional:
+            words = _cli_words(verb, required) + [o.spelling, bad]
+            with pytest.raises(SystemExit) as stop:
+                main(words)
+            err = capsys.readouterr().err
+            assert stop.value.code == 2 and err.startswith("cnnscope: error:") and err.count("\n") == 1, words
+            assert o.spelling in err, err
+        if o.api and verb.api_name:
+            bad = _bad(BAD_API, o.kind) if not isinstance(o.kind, Text) or not o.kind.choices else "bogus"
+            if bad is None:
+                continue
+            with pytest.raises(CnnscopeError) as err:
+                FUNCTIONS[verb.api_name](**{**required, o.name: bad})
+            assert o.name in str(err.value), (name, o.name, str(err.value))
+
+
+def test_unknown_keywords_and_wrong_positional_counts_are_cnnscope_errors():
+    with pytest.raises(CnnscopeError, match="unexpected keyword argument 'iter'"):
+        cnnscope.invert("efficientnet_lite0", "sample:chelsea", "stage2", iter=3)
+    with pytest.raises(CnnscopeError, match="hog"):
+        cnnscope.hog("sample:chelsea", 8)
+    with pytest.raises(CnnscopeError, match="model"):
+        cnnscope.predict(object(), "sample:chelsea")
+
+
+@pytest.mark.parametrize("name", sorted(n for n, v in VERBS.items() if v.json and n in ("models", "layers", "predict",
+                                                                                        "activations")))
+def test_quiet_json_prints_the_json_and_quiet_alone_prints_nothing(name, capsys):
+    words = _cli_words(VERBS[name], REQUIRED.get(name, {}))
+    assert main(words + ["-q", "--json"]) == 0
+    import json
+
+    assert json.loads(capsys.readouterr().out)
+    assert main(words + ["-q"]) == 0
+    assert capsys.readouterr().out == ""
+
+
+def test_every_verb_has_an_api_function_and_the_choices_match_the_science():
+    from cnnscope.backprop.methods import METHODS
+    from cnnscope.backprop.rules import POOL_RULES
+    from cnnscope.backprop.verbs import METHOD_NAMES, POOL_RULE_NAMES
+    from cnnscope.preimage.param import PARAMS
+    from cnnscope.preimage.recipes import GRAM_RECIPES, RECIPES
+    from cnnscope.report.findings import FINDINGS
+    from cnnscope.report.verbs import FINDING_NAMES
+    from cnnscope.verbs import PARAM_NAMES, RECIPE_NAMES
+
+    cli_only = {n for n, v in VERBS.items() if not v.api_name}
+    assert cli_only == {"demo", "samples"}
+    for verb in VERBS.values():
+        if verb.api_name:
+            assert getattr(cnnscope, verb.api_name) is FUNCTIONS[verb.api_name]
+    assert set(METHOD_NAMES) == set(METHODS) and set(POOL_RULE_NAMES) == set(POOL_RULES)
+    assert set(PARAM_NAMES) == set(PARAMS) and set(RECIPE_NAMES) == set(RECIPES) - set(GRAM_RECIPES)
+    assert FINDING_NAMES == FINDINGS
+
+
+def test_help_imports_no_torch():
+    code = ("import sys\nfrom cnnscope.cli import build_parser\np = build_parser()\n"
+            "p._subparsers._group_actions[0].choices['invert'].format_help()\nprint('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_old_spellings_still_run_with_a_notice(tmp_path, capsys):
+    assert main(["style", "sample:chelsea", "sample:gravel", "--size", "64", "--iters", "2", "--out",
+                 str(tmp_path)]) == 0
+    assert "'style' is now 'style-transfer'" in capsys.readouterr().err
