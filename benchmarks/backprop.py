@@ -20,8 +20,7 @@ from timing import median_time
 
 from cnnscope import load_image, load_model
 from cnnscope.backprop import backprop_maps
-from cnnscope.backprop.analysis import cascading_randomisation, selectivity
-from cnnscope.backprop.summaries import selectivity_table
+from cnnscope.backprop.analysis import cascading_randomisation, selectivity, selectivity_table
 from cnnscope.data import list_folder
 from cnnscope.targets import Target
 

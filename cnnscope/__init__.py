@@ -10,7 +10,7 @@ array or a tensor:
 >>> r = cnnscope.invert("efficientnet_lite0", "sample:chelsea", "stage3")    # `cnnscope invert`
 >>> r.normalised_error, r.images[0]      # typed fields; PIL pictures; in a notebook `r` shows itself
 >>> r.save("out")                        # what the CLI writes for this job (PNG + JSON record)
->>> cnnscope.saliency(my_net, pil_image, target=3)    # your own nn.Module: never changed
+>>> cnnscope.saliency(my_net, pil_image, classes=3)    # your own nn.Module: never changed
 
 Everything here is imported on first use, so ``import cnnscope`` is quick.
 """
@@ -18,13 +18,12 @@ Everything here is imported on first use, so ``import cnnscope`` is quick.
 from __future__ import annotations
 
 from .lazy import exports
+from .verbs import by_api_name
 
 __version__ = "0.1.0"
 
 __getattr__, __all__ = exports(__name__, {
-    ".api": "FindingsResult ReportResult accentuate activations apply_texture_net as_model caricature "
-            "cka equivariance hog invert list_layers list_models maximize predict report reproduce saliency sanity "
-            "reversed_network selectivity stitch stitch_small style_transfer texture train_small train_texture_net",
+    ".api": " ".join(["FindingsResult ReportResult as_model", *by_api_name()]),  # a function per declared verb
     ".errors": "CnnscopeError",
     ".images": "image_batch load_image sample_names save_image",
     ".jobs": "Result",

@@ -1,8 +1,8 @@
-"""Every number a user gives, checked once: the one wording the CLI's option types, the API's keywords and the
-jobs' settings (``__post_init__``) share.
+"""Every number a user gives, checked once: the one wording of both doors.
 
 Each check returns the value as the type it stands for or raises a one-line `CnnscopeError` "NAME: expected …,
-got …" (without NAME when ``name`` is empty: argparse prefixes the option itself).
+got …" (without NAME when ``name`` is empty: argparse prefixes the option itself). The verbs' declarations
+(`cnnscope.verbs`) check every option with them, once, when a request is built.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import math
 from .errors import CnnscopeError
 
 
-def _refuse(name: str, expected: str, value) -> CnnscopeError:
+def refuse(name: str, expected: str, value) -> CnnscopeError:
+    """"NAME: expected …, got …" (without NAME when empty: argparse names the option itself)."""
     return CnnscopeError(f"{name + ': ' if name else ''}expected {expected}, got {value!r}")
 
 
@@ -23,28 +24,24 @@ def _integer_words(low: int) -> str:
 def integer(value, name: str = "", low: int = 1) -> int:
     """A whole number >= `low` (bools and floats refused: 2.5 iterations is a mistake, not 2)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise _refuse(name, _integer_words(low), value)
+        raise refuse(name, _integer_words(low), value)
     return int(value)
-
-
-def optional_integer(value, name: str = "", low: int = 1) -> int | None:
-    return None if value is None else integer(value, name, low)
 
 
 def odd(value, name: str = "", high: int | None = None) -> int:
     """A map's m x m support: 1, 3, 5… (up to `high` when given)."""
     v = integer(value, name)
     if v % 2 == 0 or (high is not None and v > high):
-        raise _refuse(name, "an odd size (1, 3, 5…)" + (f" up to {high}" if high is not None else ""), value)
+        raise refuse(name, "an odd size (1, 3, 5…)" + (f" up to {high}" if high is not None else ""), value)
     return v
 
 
 def number(value, name: str = "", low: float | None = None, *, strict: bool = False) -> float:
     """A finite number, >= `low` (> `low` when `strict`) when a bound is given."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise _refuse(name, "a finite number", value)
+        raise refuse(name, "a finite number", value)
     if low is not None and (value <= low if strict else value < low):
-        raise _refuse(name, f"a number {'>' if strict else '>='} {low:g}", value)
+        raise refuse(name, f"a number {'>' if strict else '>='} {low:g}", value)
     return float(value)
 
 
@@ -52,5 +49,5 @@ def fraction(value, name: str = "") -> float:
     """A fraction strictly between 0 and 1 (a share of the images held for fitting)."""
     v = number(value, name)
     if not 0 < v < 1:
-        raise _refuse(name, "a fraction between 0 and 1", value)
+        raise refuse(name, "a fraction between 0 and 1", value)
     return v

@@ -24,6 +24,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from . import checks
+from .checks import refuse
 from .errors import CnnscopeError, unknown
 
 CLI, API = "cli", "api"
@@ -46,40 +47,24 @@ class Kind:
         return value
 
 
-def refuse(name: str, expected: str, value) -> CnnscopeError:
-    """"NAME: expected …, got …" (without NAME when empty: argparse names the option itself)."""
-    return CnnscopeError(f"{name + ': ' if name else ''}expected {expected}, got {value!r}")
-
-
 class Int(Kind):
     type_name = "int"
 
-    def __init__(self, low: int = 1, high: int | None = None):
-        self.low, self.high = low, high
+    def __init__(self, low: int = 1):
+        self.low = low
         self.what = {0: "an integer >= 0", 1: "a positive integer"}.get(low, f"an integer >= {low}")
-        if high is not None:
-            self.what = f"an integer from {low} to {high}"
 
     def parse(self, text):
         return int(text)
 
     def check(self, value, name):
-        value = checks.integer(value, name, self.low)
-        if self.high is not None and value > self.high:
-            raise refuse(name, self.what, value)
-        return value
-
-
-class Seed(Int):
-    def __init__(self):
-        super().__init__(low=0)
-        self.what = "an integer >= 0 (a seed)"
+        return checks.integer(value, name, self.low)
 
 
 class Odd(Int):
     def __init__(self, high: int | None = None):
         super().__init__()
-        self.what = "an odd size (1, 3, 5…)"
+        self.what, self.high = "an odd size (1, 3, 5…)", high
 
     def check(self, value, name):
         return checks.odd(value, name, self.high)
@@ -462,7 +447,7 @@ def run_options(jobs: bool = True, seed: bool = True) -> tuple[Option, ...]:
     """--seed, --deterministic, --max-memory, and for verbs made of several jobs --workers and --ray."""
     opts = []
     if seed:
-        opts += [Option("seed", Seed(), 0, "random seed: fixes everything", group="run"),
+        opts += [Option("seed", Int(low=0), 0, "random seed: fixes everything", group="run"),
                  Option("deterministic", Flag(), False, "torch's deterministic algorithms (same bits on CUDA for "
                         "the same seed; slower)", group="run")]
     opts.append(memory_option())
@@ -503,7 +488,7 @@ def optimiser_options(data_weight: float, recipes: bool = True) -> tuple[Option,
                         "'none' or e.g. 'pad:12,jitter:8,scale:0.9-1.1,rotate:10,jitter:4' (default: the "
                         "recipe's)", group=g)]
     opts += [
-        Option("size", Int(), None, "image size in px (default: the model's input size)", group=g),
+        Option("size", Int(low=8), None, "image size in px (default: the model's input size)", group=g),
         Option("iters", Int(), None, "iterations (default: the recipe's for the verb: lucid 256, 192 for "
                "maximize; mv 300)", group=g),
         Option("optimizer", Text(("sgd", "adam", "lbfgs")), None,

@@ -207,7 +207,7 @@ BAD = {
     "flip with argument": (["equivariance", "--transform", "hflip:2", "--out", "{d}/eq"], "takes no argument"),
     "fit NaN": (["equivariance", "--fit", "nan", "--out", "{d}/eq"], "finite number"),
     "report zero iterations": (["report", "--iters", "0", "--out", "{d}/rep"], "positive integer"),
-    "cka zero images": (["cka", "--limit", "0", "--out", "{d}/cka"], "positive integer"),
+    "cka zero images": (["cka", "--limit", "0", "--out", "{d}/cka"], "expected an integer >= 4"),
     "mean NaN": (["predict", "sample:coffee", "--mean", "nan,0.5,0.5"], "finite numbers"),
     # the rest of the input space
     "ray malformed": (["report", "--quick", "--ray", "notanaddress", "--out", "{d}/rep"], "HOST:PORT"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import io
+import json
 import subprocess
 import sys
 
@@ -29,12 +30,14 @@ from cnnscope.verbs import (
     ModelRef,
     Names,
     Picture,
+    Pictures,
     Text,
     registry,
 )
 
 VERBS = registry()
-# the words a verb cannot run without (by option name); every other option takes its default
+# the words a verb cannot run without (by option name), where the kind's own sample (`_sample`) will not do;
+# every other option takes its default
 REQUIRED = {
     "predict": {"images": ["sample:chelsea"]}, "activations": {"image": "sample:chelsea", "layer": ["stage2"]},
     "invert": {"image": "sample:chelsea", "layer": "stage2"}, "maximize": {"layer": "stage3", "channels": "0-2"},
@@ -45,6 +48,25 @@ REQUIRED = {
     "saliency": {"images": ["sample:chelsea"]}, "sanity": {"image": "sample:chelsea"},
     "hog": {"image": "sample:chelsea"},
 }
+SAMPLES = {Pictures: ["sample:chelsea"], Picture: "sample:chelsea", Names: "stage2", Channels: "0-2", Int: 2,
+           Text: "x"}
+
+
+def _sample(o):
+    value = next(v for cls, v in SAMPLES.items() if isinstance(o.kind, cls))
+    return [value] if o.repeat and not isinstance(value, list) else value
+
+
+def _required(verb) -> dict:
+    """The words a verb cannot run without: the table's, else a sample of each required option's kind (and of
+    the first option of each group one of which must be given)."""
+    if verb.name in REQUIRED:
+        return REQUIRED[verb.name]
+    chosen = [o for o in verb.options if o.required]
+    chosen += [next(o for o in verb.options if o.exclusive == tag) for tag in verb.exclusive_required]
+    return {o.name: _sample(o) for o in chosen}
+
+
 # non-default words per verb whose plan is compared between the doors (small: planning loads the models)
 NON_DEFAULT = {
     "invert": {"layer": "stage1,stage3", "restarts": 2, "size": 64, "iters": 3, "recipe": "mv", "tv_beta": 1.5},
@@ -125,14 +147,14 @@ def _plans_agree(verb, values: dict, tmp_path) -> None:
 @pytest.mark.parametrize("name", sorted(VERBS))
 def test_the_cli_and_the_api_read_the_same_words_the_same_way(name):
     verb = VERBS[name]
-    _same_request(verb, REQUIRED.get(name, {}))
-    taken = {verb.option(n).exclusive for n in REQUIRED.get(name, {})} - {""}
+    _same_request(verb, _required(verb))
+    taken = {verb.option(n).exclusive for n in _required(verb)} - {""}
     for o in verb.options:  # one non-default value at a time (exclusive options cannot meet)
-        if not o.api or o.name in REQUIRED.get(name, {}) or o.exclusive in taken:
+        if not o.api or o.name in _required(verb) or o.exclusive in taken:
             continue
         value = _other_value(o)
         if value is not None:
-            _same_request(verb, {**REQUIRED.get(name, {}), o.name: value})
+            _same_request(verb, {**_required(verb), o.name: value})
 
 
 def _other_value(o):
@@ -158,9 +180,9 @@ def _other_value(o):
 @pytest.mark.parametrize("name", sorted(VERBS))
 def test_both_doors_plan_the_same_jobs_with_defaults_and_with_other_values(name, tmp_path):
     verb = VERBS[name]
-    _plans_agree(verb, REQUIRED.get(name, {}), tmp_path / "defaults")
+    _plans_agree(verb, _required(verb), tmp_path / "defaults")
     if name in NON_DEFAULT:
-        values = {k: v for k, v in {**REQUIRED.get(name, {}), **NON_DEFAULT[name]}.items() if v is not None}
+        values = {k: v for k, v in {**_required(verb), **NON_DEFAULT[name]}.items() if v is not None}
         _plans_agree(verb, values, tmp_path / "other")
 
 
@@ -202,7 +224,7 @@ def _bad(table: dict, kind):
 @pytest.mark.parametrize("name", sorted(VERBS))
 def test_a_bad_value_of_any_option_is_one_line_in_the_cli_and_a_named_error_in_the_api(name, capsys):
     verb = VERBS[name]
-    required = REQUIRED.get(name, {})
+    required = _required(verb)
     for o in verb.options:
         bad = _bad(BAD_CLI, o.kind)
         if bad is not None and not o.positional:
@@ -233,10 +255,8 @@ def test_unknown_keywords_and_wrong_positional_counts_are_cnnscope_errors():
 @pytest.mark.parametrize("name", sorted(n for n, v in VERBS.items() if v.json and n in ("models", "layers", "predict",
                                                                                         "activations")))
 def test_quiet_json_prints_the_json_and_quiet_alone_prints_nothing(name, capsys):
-    words = _cli_words(VERBS[name], REQUIRED.get(name, {}))
+    words = _cli_words(VERBS[name], _required(VERBS[name]))
     assert main(words + ["-q", "--json"]) == 0
-    import json
-
     assert json.loads(capsys.readouterr().out)
     assert main(words + ["-q"]) == 0
     assert capsys.readouterr().out == ""

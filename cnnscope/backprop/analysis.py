@@ -160,3 +160,13 @@ def cascading_randomisation(model: Model, image: torch.Tensor, target: Target,
         for meth in methods:
             curves[meth].append(spearman(reference[meth], maps[meth]))
     return {"blocks": blocks, "spearman": curves, "target": target.label()}
+
+
+def selectivity_table(result: dict) -> str:
+    """The selectivity correlations as a text table, a row per method."""
+    keys = ("max_vs_random_neuron", "max_vs_random_direction", "random_vs_random")
+    lines = [f"{'method':<10} " + " ".join(f"{k:>24}" for k in keys)]
+    for method in METHODS:
+        if method in result:
+            lines.append(f"{method:<10} " + " ".join(f"{result[method][k]:24.3f}" for k in keys))
+    return "\n".join(lines)

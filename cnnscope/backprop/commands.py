@@ -10,11 +10,11 @@ from ..progress import table
 from ..requests import answer, engine, load, out_dir, picture
 from ..targets import Target, parse_class
 from ..verbs import Answer, Request
+from .analysis import selectivity_table
 from .jobs import COLUMNS
 from .methods import METHODS, method_rules
 from .network import explain
-from .plans import default_rows, plan_sanity, plan_selectivity
-from .summaries import run_saliency, selectivity_table
+from .plans import default_rows, plan_saliency, plan_sanity, plan_selectivity
 
 
 def methods(req: Request) -> list[str]:
@@ -59,7 +59,8 @@ def saliency(req: Request) -> Answer:
     names = methods(req)
     out = out_dir(req)
     model = load(req)
-    run = run_saliency(model, sources, _rows(req, model), names, out, req.pool_rule, req.render, **engine(req))
+    run = execute(plan_saliency(model, sources, _rows(req, model), names, req.pool_rule, req.render), out,
+                  desc="saliency", **engine(req))
     for o in run.outcomes:
         for note in o.results.get("notes", []):
             table(f"note: {note}")

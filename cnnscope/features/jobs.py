@@ -9,7 +9,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import checks
 from ..images import load_image, save_image
 from ..jobs import Job, Result
 from ..memory import check_bytes
@@ -45,11 +44,6 @@ class HogJob(Job):
     glyph: int = 15
     kind = "hog"
 
-    def __post_init__(self):  # the one check of these settings, whichever door built them
-        checks.integer(self.cell_size, "cell_size", 2)
-        checks.integer(self.orientations, "orientations", 2)
-        checks.optional_integer(self.size, "size", 8)
-        checks.integer(self.glyph, "glyph")
 
 
     def models(self) -> tuple[ModelSpec, ...]:

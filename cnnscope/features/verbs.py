@@ -8,7 +8,7 @@ VERBS = (
         Option("cell_size", Int(low=2), 8, "pixels per cell"),
         Option("orientations", Int(low=2), 9, "undirected orientations"),
         Option("bilinear", Flag(), False, "bilinear orientation binning (HOGb)"),
-        Option("size", Int(), None, "resize the shorter side to this many px first"),
+        Option("size", Int(low=8), None, "resize the shorter side to this many px first"),
         Option("glyph", Int(), 15, "glyph size in px"),
         out_option(), memory_option(),
     ), "cnnscope.features.commands:hog", "cnnscope hog sample:chelsea --cell-size 8 --out out/hog",

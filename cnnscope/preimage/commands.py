@@ -222,19 +222,10 @@ def _gram_setup(req: Request, task: str):
     return load(req), prior, cfg, out
 
 
-def _layers(model, spec: str | None) -> tuple[str, ...] | None:
-    if not spec:
-        return None
-    names = tuple(n.strip() for n in spec.split(",") if n.strip())
-    for n in names:
-        resolve(model, n)
-    return names
-
-
 def texture(req: Request) -> Answer:
     source, image = picture(req.image)
     model, prior, cfg, out = _gram_setup(req, "texture")
-    layers = _layers(model, req.style_layers)
+    layers = tuple(expand_layers(model, req.style_layers)) if req.style_layers else None
     check_memory(model, list(layers or default_style_layers(model)), 1, req.size or model.input_size)
     variants = [req.soften] if not req.compare_soften else [None, req.soften or 1.0]
     jobs = plan_texture(model, source, size=req.size, layers=layers, cfg=cfg, prior=prior, temperatures=variants,
@@ -264,9 +255,10 @@ def style_transfer(req: Request) -> Answer:
     if req.content_layer:
         resolve(model, req.content_layer)
     size = req.size or model.input_size
-    check_memory(model, list(_layers(model, req.style_layers) or default_style_layers(model)), 1, size)
+    layers = tuple(expand_layers(model, req.style_layers)) if req.style_layers else None
+    check_memory(model, list(layers or default_style_layers(model)), 1, size)
     job = plan_style(model, content_source, style_source, size=size, content_layer=req.content_layer,
-                     style_layers=_layers(model, req.style_layers), cfg=cfg, prior=prior,
+                     style_layers=layers, cfg=cfg, prior=prior,
                      style_weight=req.style_weight, content_weight=req.data_weight, init=req.init,
                      temperature=req.soften)
     run = execute([job], out, desc="style")

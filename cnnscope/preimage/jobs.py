@@ -11,7 +11,6 @@ from pathlib import Path
 
 import torch
 
-from .. import checks
 from ..images import load_image, save_image
 from ..jobs import Job, Result
 from ..models import Model, ModelSpec
@@ -124,10 +123,6 @@ class InvertJob(PictureJob):
     judge: bool = True
     kind = "invert"
 
-    def __post_init__(self):  # the one check of these settings, whichever door built them
-        checks.integer(self.size, "size", 8)
-        checks.number(self.data_weight, "data_weight", 0.0)
-        checks.integer(self.restarts, "restarts")
 
 
     @property
@@ -201,11 +196,6 @@ class MaximizeJob(PictureJob):
     judge: bool = True
     kind = "maximize"
 
-    def __post_init__(self):  # the one check of these settings, whichever door built them
-        checks.integer(self.size, "size", 8)
-        checks.number(self.data_weight, "data_weight", 0.0)
-        checks.integer(self.batch, "batch")
-        checks.number(self.diversity, "diversity", 0.0)
 
 
     def compute(self, model: Model) -> ActivationResult:
@@ -234,10 +224,6 @@ class AccentuateJob(PictureJob):
     anchor_weight: float = 1.0
     kind = "accentuate"
 
-    def __post_init__(self):  # the one check of these settings, whichever door built them
-        checks.integer(self.size, "size", 8)
-        checks.number(self.data_weight, "data_weight", 0.0)
-        checks.number(self.anchor_weight, "anchor_weight", 0.0)
 
 
     def compute(self, model: Model) -> ActivationResult:
@@ -275,10 +261,6 @@ class CaricatureJob(PictureJob):
     cosine_power: float = 0.0
     kind = "caricature"
 
-    def __post_init__(self):  # the one check of these settings, whichever door built them
-        checks.integer(self.size, "size", 8)
-        checks.number(self.data_weight, "data_weight", 0.0)
-        checks.number(self.cosine_power, "cosine_power", 0.0)
 
 
     def compute(self, model: Model) -> CaricatureResult:
@@ -327,9 +309,6 @@ class TextureJob(PictureJob):
     param: str = "fourier"
     kind = "texture"
 
-    def __post_init__(self):  # the one check of these settings, whichever door built them
-        checks.integer(self.size, "size", 8)
-        checks.integer(self.scales, "scales")
 
 
     def compute(self, model: Model) -> StyleResult:
@@ -358,10 +337,6 @@ class StyleJob(PictureJob):
     temperature: float | None = None
     kind = "style"
 
-    def __post_init__(self):  # the one check of these settings, whichever door built them
-        checks.integer(self.size, "size", 8)
-        checks.number(self.style_weight, "style_weight", 0.0)
-        checks.number(self.content_weight, "content_weight", 0.0)
 
 
     def compute(self, model: Model) -> StyleResult:

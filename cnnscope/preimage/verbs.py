@@ -140,7 +140,7 @@ VERBS = (
         Option("out", Text(metavar="FILE"), "cnnscope-out/texture-net.safetensors", "the network's checkpoint",
                group="output"),
         *model_options(), *run_options(jobs=False),
-        Option("size", Int(), 128, "training size in px (a multiple of 8)"),
+        Option("size", Int(low=8), 128, "training size in px (a multiple of 8)"),
         Option("iters", Int(), 1500, "training iterations"),
         Option("batch", Int(), 4, "pictures per iteration"),
         Option("lr", Float(low=0.0, strict=True), 1e-3, "Adam's learning rate"),

@@ -10,7 +10,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..backprop.summaries import COLUMNS, default_rows, run_saliency
+from ..backprop.jobs import COLUMNS
+from ..backprop.plans import default_rows, plan_saliency
 from ..errors import CnnscopeError
 from ..features.plans import plan_hog
 from ..images import load_image, save_image
@@ -134,7 +135,8 @@ def section_backprop(ctx: DemoContext) -> str:
     """The seed's comparison: Image | DeConvNet | SaliNet | DeSaliNet, for the last conv stage and the logits."""
     out = ctx.out / "backprop"
     source, image = next(iter(ctx.images.items()))
-    run = run_saliency(ctx.model, [source], lambda _: default_rows(ctx.model), list(COLUMNS), out)
+    run = execute(plan_saliency(ctx.model, [source], lambda _: default_rows(ctx.model), list(COLUMNS)), out,
+                  desc="saliency")
     _stop_if_interrupted(run)
     job = run.outcomes[0]
     ctx.settings["backprop"] = {"settings": job.job.settings(), "results": job.results, "files": job.files}

@@ -18,7 +18,7 @@ import torch
 
 from ..backprop.analysis import pearson, selectivity, spearman
 from ..backprop.methods import backprop_maps
-from ..backprop.summaries import deepest_map
+from ..backprop.plans import deepest_map
 from ..data import list_folder, load_images, stream_images
 from ..images import load_image
 from ..jobs import Job, Run, execute

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 
-from .. import checks
 from ..data import image_set, split
 from ..errors import CnnscopeError
 from ..jobs import Job, Outcome, Result
@@ -22,7 +21,7 @@ from ..store import load_tensors, save_tensors, write_csv, write_json
 from ..viz import cka_heatmap, plot_equivariance, plot_stitch
 from .cka import cka_of_grams, example_gram
 from .equivalence import StitchFit, features, stitch_experiment
-from .equivariance import MAX_NEIGHBOURHOOD, NEIGHBOURHOODS, EquivarianceFit, equivariance_experiment
+from .equivariance import NEIGHBOURHOODS, EquivarianceFit, equivariance_experiment
 from .transform import Transform
 
 MODULES = {"json": False}  # field metadata: fitted maps go to safetensors, not to the record
@@ -73,16 +72,6 @@ class EquivarianceJob(Job):
     neighbourhoods: tuple[int, ...] = NEIGHBOURHOODS  # candidate supports m of the m x m map
     kind = "equivariance"
 
-    def __post_init__(self):  # the one check of these settings, whichever door built them
-        checks.optional_integer(self.limit, "limit", 4)
-        checks.fraction(self.fit, "fit")
-        checks.integer(self.epochs, "epochs", 0)
-        if self.ridge is not None:
-            checks.number(self.ridge, "ridge", 0.0)
-        checks.integer(self.crops, "crops")
-        checks.integer(self.seed, "seed", 0)
-        for m in self.neighbourhoods:
-            checks.odd(m, "neighbourhood", MAX_NEIGHBOURHOOD)
 
 
     def compute(self, model: Model) -> EquivarianceResult:
@@ -151,12 +140,6 @@ class StitchJob(Job):
     seed: int = 0
     kind = "stitch"
 
-    def __post_init__(self):  # the one check of these settings, whichever door built them
-        checks.optional_integer(self.limit, "limit", 4)
-        checks.fraction(self.fit, "fit")
-        checks.integer(self.epochs, "epochs", 0)
-        checks.odd(self.kernel, "kernel")
-        checks.integer(self.seed, "seed", 0)
 
 
     def models(self) -> tuple[ModelSpec, ...]:
@@ -245,9 +228,6 @@ class CkaJob(Job):
     seed: int = 0
     kind = "cka"
 
-    def __post_init__(self):  # the one check of these settings, whichever door built them
-        checks.integer(self.limit, "limit", 4)
-        checks.integer(self.seed, "seed", 0)
 
 
     def models(self) -> tuple[ModelSpec, ...]:

@@ -7,7 +7,6 @@ from ..verbs import (
     Names,
     Odd,
     Option,
-    Seed,
     Text,
     Verb,
     force_option,
@@ -23,7 +22,7 @@ LAYERS = Names(metavar="LAYER[,LAYER…]")
 def data_options() -> tuple[Option, ...]:
     return (Option("images", Text(metavar="FOLDER"), None, "images (labels.csv used if present; default bundled "
                    "crops)"),
-            Option("limit", Int(), None, "at most this many images"),
+            Option("limit", Int(low=4), None, "at most this many images"),
             Option("fit", Float(fraction=True), 0.8, "fraction of images used to fit"))
 
 
@@ -41,7 +40,7 @@ VERBS = (
                "form only)"),
         Option("ridge", Float(low=0.0), None, "ridge: CNN layers, towards M = I (default: chosen on held-back "
                "images); hand-crafted features (default 1e-4)"),
-        Option("crops", Int(low=0), 1, "random rescaled crops per fit image added to the regression"),
+        Option("crops", Int(), 1, "random rescaled crops per fit image added to the regression"),
         Option("neighbourhood", Names(metavar="M[,M…]", what="odd sizes like 1,3,5", ints=True), "1,3",
                "the m x m cells each compensated cell may read: candidate supports of M_g, the best chosen by the "
                "task on held-back fit images (CNN layers; the spatial inverse alone is always a candidate) or each "
@@ -72,7 +71,7 @@ VERBS = (
         *TWO_MODELS,
         Option("layers", LAYERS, "stages", "layers of A and B ('stages' = stem..logits)"),
         Option("images", Text(metavar="FOLDER"), None, "images (default: the bundled samples' crops)"),
-        Option("limit", Int(), 50, "at most this many images"),
+        Option("limit", Int(low=4), 50, "at most this many images"),
         Option("debiased", Flag(), False, "debiased CKA (default biased)"),
         out_option(), *run_options(jobs=False),
     ), RUN + "cka", "cnnscope cka --a efficientnet_lite0 --b efficientnet_lite1 --limit 20 --out out/cka",
@@ -80,7 +79,7 @@ VERBS = (
         returns="CkaResult\n    ``cka[i][j]`` between A's i-th and B's j-th layer on ``count`` images."),
     Verb("train-small", "train a small CNN from scratch on a procedural dataset (seconds)", (
         Option("data", Text(("shapes", "textures")), "shapes", "the procedural dataset"),
-        Option("seed", Seed(), 0, "random seed: initialisation and batch order"),
+        Option("seed", Int(low=0), 0, "random seed: initialisation and batch order"),
         Option("epochs", Int(), 8, "training epochs"),
         Option("out", Text(metavar="FILE"), None, "the checkpoint (default cnnscope-out/small_DATA_seedS"
                ".safetensors)", group="output"),
