@@ -85,7 +85,7 @@ def main() -> None:
         model = cnnscope.load_model(net, preprocess={"input_size": external_zoo.SIZE})
         x = model.prepare(cnnscope.load_image("sample:chelsea"))
         theirs = captum_maps(net, x, 3)
-        ours = {m: cnnscope.saliency(model, "sample:chelsea", target=3, methods=m) for m in
+        ours = {m: cnnscope.saliency(model, "sample:chelsea", classes=3, method=m) for m in
                 ("salinet", "deconvnet", "desalinet")}
         grad = next(iter(ours["salinet"].maps.values()))
         maps_rows.append((name, ours["deconvnet"].coverage["summary"],

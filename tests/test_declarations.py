@@ -293,3 +293,42 @@ def test_old_spellings_still_run_with_a_notice(tmp_path, capsys):
     assert main(["style", "sample:chelsea", "sample:gravel", "--size", "64", "--iters", "2", "--out",
                  str(tmp_path)]) == 0
     assert "'style' is now 'style-transfer'" in capsys.readouterr().err
+
+
+USER_NET = '''
+from torch import nn
+
+
+def build():
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1),
+                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+'''
+
+
+@pytest.mark.parametrize("kind", ["hog", "user"])
+@pytest.mark.parametrize("name", sorted(n for n, v in VERBS.items() if "model" in {o.name for o in v.options}
+                                        and n not in TOO_LONG_TO_RUN and v.api_name))
+def test_every_model_kind_gets_the_same_answer_from_both_doors(name, kind, tmp_path):
+    """HOG and your own network (file.py:factory) as the model: both doors plan the same jobs, or both refuse."""
+    verb = VERBS[name]
+    if kind == "user":
+        (tmp_path / "net.py").write_text(USER_NET)
+        model = {"model": f"{tmp_path / 'net.py'}:build", "input_size": 32, "random_weights": True}
+    else:
+        model = {"model": "hog"}
+    values = {k: v for k, v in _required(verb).items() if verb.option(k).required or k not in ("layer", "layers")}
+    values |= model
+    try:
+        cli = ("done", _planned(lambda: main(_cli_words(verb, values) + ["-q"])))
+    except SystemExit as stop:  # refused by argparse
+        cli = ("done", stop.code)
+    try:
+        api = ("done", _planned(lambda: FUNCTIONS[verb.api_name](**values)))
+    except CnnscopeError:
+        api = ("refused", None)
+    if cli == ("done", 2):  # the CLI refused in one line (exit 2): the API must refuse too
+        assert api[0] == "refused", f"{name} with {kind}: the CLI refused, the API did not"
+    elif isinstance(cli[1], list):
+        assert api == cli, f"{name} with {kind}: the doors plan different jobs"
+    else:
+        assert cli == ("done", 0) and api[0] == "done", (name, kind, cli, api[0])
