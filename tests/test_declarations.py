@@ -252,14 +252,27 @@ def test_unknown_keywords_and_wrong_positional_counts_are_cnnscope_errors():
         cnnscope.predict(object(), "sample:chelsea")
 
 
-@pytest.mark.parametrize("name", sorted(n for n, v in VERBS.items() if v.json and n in ("models", "layers", "predict",
-                                                                                        "activations")))
-def test_quiet_json_prints_the_json_and_quiet_alone_prints_nothing(name, capsys):
-    words = _cli_words(VERBS[name], _required(VERBS[name]))
+# small runs of every --json verb (reproduce's --quick takes minutes: its JSON goes the same way as the others')
+QUICK_RUNS = {"invert": {"layer": "stage1", "size": 64, "iters": 2}, "maximize": {"size": 64, "iters": 2},
+              "accentuate": {"size": 64, "iters": 2}, "caricature": {"size": 64, "iters": 2},
+              "selectivity": {"layer": "stage3", "limit": 2, "neurons": 2},
+              "equivariance": {"layers": "stem", "limit": 8, "neighbourhood": "1"},
+              "stitch": {"b": "efficientnet_lite0", "layers": "stem", "limit": 8, "epochs": 0},
+              "cka": {"b": "efficientnet_lite0", "layers": "stem,stage1", "limit": 4}}
+
+
+@pytest.mark.parametrize("name", sorted(n for n, v in VERBS.items() if v.json and n != "reproduce"))
+def test_quiet_json_prints_the_json_and_quiet_alone_prints_nothing(name, capsys, tmp_path):
+    verb = VERBS[name]
+    values = {**_required(verb), **QUICK_RUNS.get(name, {})}
+    folder = any(o.name == "out" and o.default is None for o in verb.options) and name != "activations"
+    out = ["--out", str(tmp_path / "out")] if folder else []
+    words = _cli_words(verb, values) + out
     assert main(words + ["-q", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)
-    assert main(words + ["-q"]) == 0
-    assert capsys.readouterr().out == ""
+    printed = capsys.readouterr()
+    assert json.loads(printed.out) and printed.err == ""
+    assert main(words + ["-q"]) == 0  # (reuses the finished jobs)
+    assert capsys.readouterr() == ("", "")
 
 
 def test_every_verb_has_an_api_function_and_the_choices_match_the_science():
