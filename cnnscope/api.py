@@ -84,8 +84,6 @@ def _docstring(verb: Verb) -> str:
         lines += [verb.doc, ""]
     lines += ["Parameters", "----------"]
     for o in verb.options:
-        if not o.api:
-            continue
         default = "" if o.default is None or isinstance(o.kind, Flag) else f", default {o.default!r}"
         optional = ", optional" if o.default is None and not o.required else ""
         lines.append(f"{o.name} : {o.kind.type_name}{optional}{default}")
@@ -98,7 +96,7 @@ def _docstring(verb: Verb) -> str:
 
 def signature(verb: Verb) -> inspect.Signature:
     """The API function's signature: the declared positional parameters, then every other option by keyword."""
-    options = {o.name: o for o in verb.options if o.api}
+    options = {o.name: o for o in verb.options}
     params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=options[n].default)
               for n in verb.positional]
     params += [inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=o.default)

@@ -16,6 +16,7 @@ from .images import load_image
 from .jobs import Run, model_for, provide
 from .models import DEFAULT_MODEL, Model, ModelSpec, load_model
 from .models.card import read_profile
+from .progress import table
 from .verbs import Answer, Request
 
 
@@ -65,8 +66,7 @@ def load_several(req: Request) -> list[Model]:
         raise CnnscopeError(f"{req.label('weights')} applies to one model; give one {req.label('model')} with it")
     models = []
     for name in names:
-        one = Request(req.verb, req.door, {**req.values(), "model": name}, frozenset())
-        models.append(load(one))
+        models.append(load(req.replace(model=name)))
     return models
 
 
@@ -127,6 +127,18 @@ def engine(req: Request) -> dict:
     return {"workers": getattr(req, "workers", 1), "ray": getattr(req, "ray", None)}
 
 
+def wrote(out: Path | None, first: str, *more: str) -> None:
+    """The CLI's "wrote OUT/FIRST, MORE…" line (nothing for a run in memory)."""
+    if out is not None:
+        table("wrote " + ", ".join([str(out / first), *more]))
+
+
+def notes(record: dict) -> None:
+    """A record's notes (an all-zero code, a dead unit, what a method could not see), one line each."""
+    for note in record.get("notes", []):
+        table(f"note: {note}")
+
+
 def took(seconds: float | None) -> str:
     return "reused" if seconds is None else f"{seconds:.1f} s"
 
@@ -141,6 +153,11 @@ def results(run: Run):
     if not typed or any(r is None for r in typed):
         return None
     return typed[0] if len(typed) == 1 else typed
+
+
+def first(run: Run) -> dict | None:
+    """The record of a one-job run, or None when Ctrl-C stopped it first."""
+    return None if run.interrupted or not run.outcomes else run.outcomes[0].results
 
 
 def answer(run: Run, data, kept: str | None = None) -> Answer:

@@ -19,18 +19,21 @@ import os
 import re
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import Any
 
-from . import checks
-from .checks import refuse
 from .errors import CnnscopeError, unknown
 
 CLI, API = "cli", "api"
 
 
 # ------------------------------------------------------------------------------------------------- kinds
+def refuse(name: str, expected: str, value) -> CnnscopeError:
+    """"NAME: expected …, got …" (without NAME when empty: argparse names the option itself)."""
+    return CnnscopeError(f"{name + ': ' if name else ''}expected {expected}, got {value!r}")
+
+
 class Kind:
     """How one option's value is read from the command line (`parse`) and checked in both doors (`check`).
     `check` returns the value in the one form the run function reads, or raises a `CnnscopeError` that names
@@ -48,6 +51,8 @@ class Kind:
 
 
 class Int(Kind):
+    """A whole number >= `low` (bools and floats refused: 2.5 iterations is a mistake, not 2)."""
+
     type_name = "int"
 
     def __init__(self, low: int = 1):
@@ -58,19 +63,29 @@ class Int(Kind):
         return int(text)
 
     def check(self, value, name):
-        return checks.integer(value, name, self.low)
+        if isinstance(value, bool) or not isinstance(value, int) or value < self.low:
+            raise refuse(name, self.what, value)
+        return int(value)
 
 
 class Odd(Int):
+    """A map's m x m support: 1, 3, 5… (up to `high` when given)."""
+
     def __init__(self, high: int | None = None):
         super().__init__()
-        self.what, self.high = "an odd size (1, 3, 5…)", high
+        self.high = high
+        self.what = "an odd size (1, 3, 5…)" + (f" up to {high}" if high is not None else "")
 
     def check(self, value, name):
-        return checks.odd(value, name, self.high)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value % 2 == 0 or (
+                self.high is not None and value > self.high):
+            raise refuse(name, self.what, value)
+        return value
 
 
 class Float(Kind):
+    """A finite number, >= `low` (> `low` when `strict`) when a bound is given, or a fraction in (0, 1)."""
+
     type_name = "float"
 
     def __init__(self, low: float | None = None, strict: bool = False, fraction: bool = False):
@@ -81,9 +96,14 @@ class Float(Kind):
         return float(text)
 
     def check(self, value, name):
-        if self.fraction:
-            return checks.fraction(value, name)
-        return checks.number(value, name, self.low, strict=self.strict)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise refuse(name, "a finite number", value)
+        if self.fraction and not 0 < value < 1:
+            raise refuse(name, "a fraction between 0 and 1", value)
+        low = self.low
+        if low is not None and (value <= low if self.strict else value < low):
+            raise refuse(name, f"a number {'>' if self.strict else '>='} {low:g}", value)
+        return float(value)
 
 
 class Flag(Kind):
@@ -257,7 +277,6 @@ class Option:
     required: bool = False
     nargs: str | None = None  # positional: "?" or "+"
     repeat: bool = False  # the CLI option may be given several times (a list)
-    api: bool = True  # offered by the Python API (False: CLI only)
     metavar: str | None = None  # the CLI's placeholder (default: the kind's, or NAME)
     cli_default: Any = None  # the CLI's default where it differs (only `out`: see `out_option`)
 
@@ -306,13 +325,9 @@ class Request(SimpleNamespace):
         super().__init__(**values)
         self._verb, self._door, self._given = verb, door, given
 
-    @property
-    def verb(self) -> Verb:
-        return self._verb
-
-    @property
-    def door(self) -> str:
-        return self._door
+    def replace(self, **values) -> Request:
+        """The same request with other values (not checked again: the caller gives checked ones)."""
+        return Request(self._verb, self._door, {**self.values(), **values}, self._given)
 
     def given(self, name: str) -> bool:
         return name in self._given
@@ -360,14 +375,14 @@ class Verb:
     def request(self, values: dict, door: str = API) -> Request:
         """Every option checked once (unknown keywords, types, ranges, exclusive options) -> a `Request`;
         options not given take their declared default."""
-        offered = {o.name: o for o in self.options if (o.api or door == CLI)}
+        offered = {o.name for o in self.options}
         for name in values:
             if name not in offered:
                 raise unknown(f"parameter of {self.api_name or self.name}()", name, offered)
         given = frozenset(n for n, v in values.items() if v is not None and v is not False)
         out = {}
         for o in self.options:
-            value = values.get(o.name, o.default) if o.name in offered else o.default
+            value = values.get(o.name, o.default)
             if o.required and value is None:
                 raise CnnscopeError(f"{o.label(door)} is required")
             out[o.name] = o.check(value, door)
@@ -380,7 +395,7 @@ class Verb:
                 raise CnnscopeError(f"{' and '.join(names)} exclude each other: give one")
         for tag in self.exclusive_required:
             if tag not in tags:
-                choices = [o.label(door) for o in self.options if o.exclusive == tag and (o.api or door == CLI)]
+                choices = [o.label(door) for o in self.options if o.exclusive == tag]
                 raise CnnscopeError(f"give one of {', '.join(choices)}")
         return Request(self, door, out, given)
 
@@ -409,33 +424,37 @@ DEFAULT_MODEL = "efficientnet_lite0"
 MODEL_HELP = "zoo name, path/file.py:factory, or TorchScript file"
 
 
+def grouped(title: str, *options: Option) -> tuple[Option, ...]:
+    """The options under one --help section."""
+    return tuple(replace(o, group=title) for o in options)
+
+
 def model_options(role: str = "", default: str | None = None, positional: bool = False, several: bool = False,
                   preprocessing: bool = True, device: bool = True) -> tuple[Option, ...]:
     """The model (--model, a positional MODEL, or --a/--b for a second role) and how to load it."""
     suffix = f"_{role}" if role else ""
-    group = f"model {role.upper()} options" if role else "model options"
     help_ = f"{MODEL_HELP} (default {default or DEFAULT_MODEL})" + (
         "; several comma-separated: the same layer across models" if several else "")
-    opts = [Option(role or "model", ModelRef(), default, help_, flag="" if positional else None,
-                   nargs="?" if positional else None),
-            Option(f"weights{suffix}", Text(metavar="PATH"), None, "checkpoint (.pth/.pt/.safetensors) to load "
-                   "strictly", group=group),
-            Option(f"random_weights{suffix}", Flag(), False, "keep the seeded random initialisation", group=group)]
+    opts = [Option(f"weights{suffix}", Text(metavar="PATH"), None, "checkpoint (.pth/.pt/.safetensors) to load "
+                   "strictly"),
+            Option(f"random_weights{suffix}", Flag(), False, "keep the seeded random initialisation")]
     if device:
-        opts += [Option("device", Text(metavar="DEVICE"), "auto",
-                        "auto (CUDA if available, else CPU), cpu, cuda, cuda:N or mps", group=group),
+        opts += [Option("device", Text(metavar="DEVICE"), "auto", "auto (CUDA if available, else CPU), cpu, cuda, "
+                        "cuda:N or mps"),
                  Option("amp", Flag(), False, "mixed precision for forward/backward passes (float16 on CUDA, "
-                        "bfloat16 on CPU)", group=group)]
+                        "bfloat16 on CPU)")]
     if preprocessing:
         opts += [Option("profile", Text(metavar="FILE.toml"), None, "a model card: model, weights, input_size, "
-                        "resize, mean, std, classes (options given explicitly win)", group=group),
-                 Option("input_size", Int(), None, "network input size in px (user models)", group=group),
-                 Option("resize", Int(), None, "shorter side before the centre crop", group=group),
-                 Option("mean", Floats3(), None, "normalisation mean R,G,B in [0,1] units", group=group),
-                 Option("std", Floats3(), None, "normalisation std R,G,B in [0,1] units", group=group),
-                 Option("class_names", Text(metavar="FILE"), None, "class names, one per line (default: "
-                        "ImageNet)", group=group, flag="--classes")]
-    return tuple(opts)
+                        "resize, mean, std, classes (options given explicitly win)"),
+                 Option("input_size", Int(), None, "network input size in px (user models)"),
+                 Option("resize", Int(), None, "shorter side before the centre crop"),
+                 Option("mean", Floats3(), None, "normalisation mean R,G,B in [0,1] units"),
+                 Option("std", Floats3(), None, "normalisation std R,G,B in [0,1] units"),
+                 Option("class_names", Text(metavar="FILE"), None, "class names, one per line (default: ImageNet)",
+                        flag="--classes")]
+    return (Option(role or "model", ModelRef(), default, help_, flag="" if positional else None,
+                   nargs="?" if positional else None),
+            *grouped(f"model {role.upper()} options" if role else "model options", *opts))
 
 
 def memory_option() -> Option:
@@ -445,18 +464,15 @@ def memory_option() -> Option:
 
 def run_options(jobs: bool = True, seed: bool = True) -> tuple[Option, ...]:
     """--seed, --deterministic, --max-memory, and for verbs made of several jobs --workers and --ray."""
-    opts = []
-    if seed:
-        opts += [Option("seed", Int(low=0), 0, "random seed: fixes everything", group="run"),
-                 Option("deterministic", Flag(), False, "torch's deterministic algorithms (same bits on CUDA for "
-                        "the same seed; slower)", group="run")]
+    opts = [Option("seed", Int(low=0), 0, "random seed: fixes everything"),
+            Option("deterministic", Flag(), False, "torch's deterministic algorithms (same bits on CUDA for the "
+                   "same seed; slower)")] if seed else []
     opts.append(memory_option())
     if jobs:
         opts += [Option("workers", Workers(), 1, "worker processes; outputs are byte-identical however many (the "
-                        "API computes in memory without `out`)", group="run"),
-                 Option("ray", RayAddress(), None, "run the jobs on a Ray cluster ('local' starts one here)",
-                        group="run")]
-    return tuple(opts)
+                        "API computes in memory without `out`)"),
+                 Option("ray", RayAddress(), None, "run the jobs on a Ray cluster ('local' starts one here)")]
+    return grouped("run", *opts)
 
 
 OUT_HELP = "output folder (in Python, None: computed in memory, nothing written; `result.save(folder)` writes " \
@@ -477,34 +493,29 @@ PARAM_NAMES = ("pixel", "colour", "fourier", "maco")
 
 def optimiser_options(data_weight: float, recipes: bool = True) -> tuple[Option, ...]:
     """The solver's options, shared by every pre-image verb (texture and style take no recipe)."""
-    g = "optimiser"
-    opts = []
-    if recipes:
-        opts += [Option("recipe", Text(RECIPE_NAMES), None, "mv (Mahendran & Vedaldi: pixels + TV/alpha prior), "
-                        "lucid (Fourier + decorrelated colour + transforms), maco (phase only); default: the "
-                        "verb's measured best", group=g),
-                 Option("param", Text(PARAM_NAMES), None, "image parametrisation (default: the recipe's)", group=g),
-                 Option("transforms", Text(metavar="SPEC"), None, "robustness transforms each step: 'standard', "
-                        "'none' or e.g. 'pad:12,jitter:8,scale:0.9-1.1,rotate:10,jitter:4' (default: the "
-                        "recipe's)", group=g)]
-    opts += [
-        Option("size", Int(low=8), None, "image size in px (default: the model's input size)", group=g),
-        Option("iters", Int(), None, "iterations (default: the recipe's for the verb: lucid 256, 192 for "
-               "maximize; mv 300)", group=g),
-        Option("optimizer", Text(("sgd", "adam", "lbfgs")), None,
-               "sgd = momentum 0.9 (M&V IJCV'16), adam (lucid, maco, texture, style), lbfgs", group=g),
-        Option("lr", Float(low=0.0, strict=True), None,
-               "typical step (pixels: a fraction of B=80; default: the recipe's, 0.05)", group=g),
-        Option("jitter", Int(low=0), None, "random circular shift in px each step, 0 = none (default: mv recipe "
-               "1/8 of the layer stride for deep layers)", group=g),
-        Option("data_weight", Float(low=0.0), data_weight, "weight C of the data term", group=g),
-        Option("tv_beta", Float(low=0.0, strict=True), None, "TV exponent beta (default 2)", group=g),
-        Option("tv_weight", Float(low=0.0), None, "multiplier on lambda_beta (default 1)", group=g),
-        Option("alpha_weight", Float(low=0.0), None, "multiplier on lambda_alpha (default 1)", group=g),
-        Option("no_prior", Flag(), False, "no TV and no alpha-norm term", group=g),
-        Option("no_box", Flag(), False, "do not keep pixels in [0,1] (only the B+ bound)", group=g),
-    ]
-    return tuple(opts)
+    opts = [Option("recipe", Text(RECIPE_NAMES), None, "mv (Mahendran & Vedaldi: pixels + TV/alpha prior), lucid "
+                   "(Fourier + decorrelated colour + transforms), maco (phase only); default: the verb's measured "
+                   "best"),
+            Option("param", Text(PARAM_NAMES), None, "image parametrisation (default: the recipe's)"),
+            Option("transforms", Text(metavar="SPEC"), None, "robustness transforms each step: 'standard', 'none' "
+                   "or e.g. 'pad:12,jitter:8,scale:0.9-1.1,rotate:10,jitter:4' (default: the recipe's)")
+            ] if recipes else []
+    return grouped("optimiser", *opts,
+        Option("size", Int(low=8), None, "image size in px (default: the model's input size)"),
+        Option("iters", Int(), None, "iterations (default: the recipe's for the verb: lucid 256, 192 for maximize; "
+               "mv 300)"),
+        Option("optimizer", Text(("sgd", "adam", "lbfgs")), None, "sgd = momentum 0.9 (M&V IJCV'16), adam (lucid, "
+               "maco, texture, style), lbfgs"),
+        Option("lr", Float(low=0.0, strict=True), None, "typical step (pixels: a fraction of B=80; default: the "
+               "recipe's, 0.05)"),
+        Option("jitter", Int(low=0), None, "random circular shift in px each step, 0 = none (default: mv recipe 1/8 "
+               "of the layer stride for deep layers)"),
+        Option("data_weight", Float(low=0.0), data_weight, "weight C of the data term"),
+        Option("tv_beta", Float(low=0.0, strict=True), None, "TV exponent beta (default 2)"),
+        Option("tv_weight", Float(low=0.0), None, "multiplier on lambda_beta (default 1)"),
+        Option("alpha_weight", Float(low=0.0), None, "multiplier on lambda_alpha (default 1)"),
+        Option("no_prior", Flag(), False, "no TV and no alpha-norm term"),
+        Option("no_box", Flag(), False, "do not keep pixels in [0,1] (only the B+ bound)"))
 
 
 DATA_WEIGHT = 20.0  # C, the data term's weight of every pre-image verb (M&V IJCV'16 use C in this range)

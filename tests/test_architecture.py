@@ -28,7 +28,7 @@ def _modules() -> dict[str, Path]:
 
 MODULES = _modules()
 # the low layers: no family, the report or the CLI may be imported from them
-LOW = {"cnnscope.errors", "cnnscope.checks", "cnnscope.store", "cnnscope.images", "cnnscope.data", "cnnscope.viz",
+LOW = {"cnnscope.errors", "cnnscope.store", "cnnscope.images", "cnnscope.data", "cnnscope.viz",
        "cnnscope.viz.figures", "cnnscope.device", "cnnscope.memory", "cnnscope.progress", "cnnscope.targets",
        "cnnscope.layers", "cnnscope.jobs", "cnnscope.jobs.engine", "cnnscope.models", "cnnscope.verbs", "cnnscope.lazy",
        "cnnscope.requests"} | {

@@ -150,7 +150,7 @@ def test_the_cli_and_the_api_read_the_same_words_the_same_way(name):
     _same_request(verb, _required(verb))
     taken = {verb.option(n).exclusive for n in _required(verb)} - {""}
     for o in verb.options:  # one non-default value at a time (exclusive options cannot meet)
-        if not o.api or o.name in _required(verb) or o.exclusive in taken:
+        if o.name in _required(verb) or o.exclusive in taken:
             continue
         value = _other_value(o)
         if value is not None:
@@ -198,15 +198,14 @@ def test_every_default_in_help_is_the_signature_default(name):
         assert actions[o.name].default == shown, f"{name} {o.spelling}"
         if shown is not None and not isinstance(o.kind, Flag):
             assert f"(default{shown})".replace(" ", "") in text, f"{name} {o.spelling}: its default is not in --help"
-        if sig is not None and o.api:
+        if sig is not None:
             api_default = sig.parameters[o.name].default
             assert api_default == (o.default if o.cli_default is None else None)
             assert shown == api_default or (o.name == "out" and api_default is None)
     if sig is not None:  # help(cnnscope.VERB) names every option as the CLI spells it
         doc = FUNCTIONS[verb.api_name].__doc__
         for o in verb.options:
-            if o.api:
-                assert f"{o.name} :" in doc and f"``{o.spelling}``" in doc
+            assert f"{o.name} :" in doc and f"``{o.spelling}``" in doc
 
 
 BAD_CLI = {Int: "x", Float: "nan", Channels: "3-1", Floats3: "1,2"}
@@ -234,7 +233,7 @@ def test_a_bad_value_of_any_option_is_one_line_in_the_cli_and_a_named_error_in_t
             err = capsys.readouterr().err
             assert stop.value.code == 2 and err.startswith("cnnscope: error:") and err.count("\n") == 1, words
             assert o.spelling in err, err
-        if o.api and verb.api_name:
+        if verb.api_name:
             bad = _bad(BAD_API, o.kind) if not isinstance(o.kind, Text) or not o.kind.choices else "bogus"
             if bad is None:
                 continue

@@ -131,8 +131,8 @@ def test_both_doors_refuse_a_bad_number_with_the_same_words(argv, call, tmp_path
 
 
 def test_report_keywords_are_the_cli_options(tmp_path):
-    """`cnnscope.report` takes every option of ``cnnscope report`` (both build the settings in
-    `report.atlas.report_settings`): the same units, byte for byte."""
+    """`cnnscope.report` takes every option of ``cnnscope report`` (one run function builds the settings for
+    both): the same units, byte for byte."""
     options = {"layers": "stem", "channels": "2", "iters": "3", "size": "64", "examples": "1", "patch-images": "2",
                "equivariance": "hflip"}
     argv = [x for k, v in options.items() for x in (f"--{k}", v)]

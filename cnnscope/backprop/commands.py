@@ -7,7 +7,7 @@ from ..errors import CnnscopeError, unknown
 from ..jobs import execute
 from ..layers import get_layer, resolve
 from ..progress import table
-from ..requests import answer, engine, load, out_dir, picture
+from ..requests import answer, engine, first, load, notes, out_dir, picture, wrote
 from ..targets import Target, parse_class
 from ..verbs import Answer, Request
 from .analysis import selectivity_table
@@ -62,13 +62,11 @@ def saliency(req: Request) -> Answer:
     run = execute(plan_saliency(model, sources, _rows(req, model), names, req.pool_rule, req.render), out,
                   desc="saliency", **engine(req))
     for o in run.outcomes:
-        for note in o.results.get("notes", []):
-            table(f"note: {note}")
+        notes(o.results)
         shown = o.job.image if isinstance(o.job.image, str) else "picture"
         table(f"{shown}: " + ", ".join(r["target"] for r in o.results["rows"])
               + ("  (reused)" if o.seconds is None else f"  ({o.seconds:.1f} s)"))
-        if out is not None:
-            table(f"wrote {out / (o.job.key + '_grid.png')}")
+        wrote(out, o.job.key + "_grid.png")
     return answer(run, [{"file": o.job.key, **o.results} for o in run.outcomes])
 
 
@@ -89,16 +87,13 @@ def selectivity(req: Request) -> Answer:
     model = load(req)
     job = plan_selectivity(model, req.layer, req.images, req.limit, req.neurons, req.seed)
     run = execute([job], out)
-    if not run.outcomes:
+    if (res := first(run)) is None:
         return answer(run, None)
-    res = run.outcomes[0].results
-    for note in res.get("notes", []):
-        table(f"note: {note}")
+    notes(res)
     table(f"# mean correlation between maps from different neurons at the same location ({job.layer}, "
           f"{res['count']} images); high = NOT neuron-selective")
     table(selectivity_table(res["correlations"]))
-    if out is not None:
-        table(f"wrote {out / 'selectivity.json'}")
+    wrote(out, "selectivity.json")
     return answer(run, res)
 
 
@@ -108,13 +103,10 @@ def sanity(req: Request) -> Answer:
     model = load(req)
     klass = parse_class(model, str(req.classes)) if req.classes is not None and model.profile.logits else None
     run = execute([plan_sanity(model, source, image, klass, req.seed)], out)
-    if not run.outcomes:
+    if (res := first(run)) is None:
         return answer(run, None)
-    res = run.outcomes[0].results
-    for note in res.get("notes", []):
-        table(f"note: {note}")
+    notes(res)
     for method, curve in res["spearman"].items():
         table(f"{method:<10} " + " ".join(f"{v:5.2f}" for v in curve))
-    if out is not None:
-        table(f"wrote {out / 'sanity.png'}")
+    wrote(out, "sanity.png")
     return answer(run, res)

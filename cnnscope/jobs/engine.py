@@ -11,6 +11,7 @@ give different last bits with different thread counts: use ``workers`` to use mo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import multiprocessing as mp
 import signal
@@ -169,9 +170,6 @@ class Run:
     def reused(self) -> int:
         return sum(o.reused for o in self.outcomes)
 
-    def results(self) -> dict[str, dict]:
-        return {o.job.key: o.results for o in self.outcomes}
-
 
 # ---------------------------------------------------------------------------------------------- models
 _MODELS: dict[ModelSpec, Model] = {}
@@ -269,17 +267,15 @@ class JobsPlanned(Exception):  # noqa: N818 (not an error: the planned jobs, see
 _PLANNING = threading.local()
 
 
-class planning:  # noqa: N801 (used as a context manager)
+@contextlib.contextmanager
+def planning():
     """Within it, `execute` runs nothing: it raises `JobsPlanned` with the jobs' settings. What the doors' tests
     compare: the CLI and the API planning the same jobs from the same words."""
-
-    def __enter__(self):
-        _PLANNING.on = True
-        return self
-
-    def __exit__(self, *exc):
+    _PLANNING.on = True
+    try:
+        yield
+    finally:
         _PLANNING.on = False
-        return False
 
 
 def execute(jobs: Sequence[Job], out: str | Path | None, *, workers: int = 1, ray: str | None = None,

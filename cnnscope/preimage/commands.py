@@ -13,7 +13,7 @@ from ..images import load_image, save_image, source_stem
 from ..jobs import execute
 from ..layers import expand_layers, get_layer, resolve
 from ..progress import table
-from ..requests import INTERRUPTED, answer, engine, load, load_several, out_dir, out_file, picture, took
+from ..requests import INTERRUPTED, answer, engine, load, load_several, notes, out_dir, out_file, picture, took, wrote
 from ..store import slug, write_json
 from ..targets import Target, channel_targets, parse_class
 from ..verbs import Answer, Request
@@ -77,21 +77,11 @@ def parse_window(req: Request):
         raise CnnscopeError(f"{req.label('window')} {req.window}: expected y0:y1,x0:x1") from None
 
 
-def print_notes(unit: dict) -> None:
-    for note in unit.get("notes", []):
-        table(f"note: {note}")
-
-
 def judged(unit: dict) -> str:
     """The judges' ranks of a class picture's class, for printing ('' for other targets)."""
     if "judge_rank" not in unit:
         return ""
     return "   judges' rank of the class " + ", ".join(f"{k} {v}" for k, v in unit["judge_rank"].items())
-
-
-def wrote(out: Path | None, summary: dict) -> None:
-    if out is not None:
-        table(f"wrote {out / summary['grid']}")
 
 
 def _logits(req: Request, models) -> str:
@@ -118,7 +108,7 @@ def invert(req: Request) -> Answer:
                               size=req.size, restarts=req.restarts, compare_priors=req.compare_priors, window=window,
                               recipe=recipe, joint=req.joint, **engine(req))
     for u in summary["units"]:
-        print_notes(u)
+        notes(u)
         errs = ", ".join(f"{e:.4f}" for e in u["normalised_error"])
         overlap = ""
         if u.get("judge_top5_overlap"):
@@ -129,7 +119,7 @@ def invert(req: Request) -> Answer:
             a = u["ambiguity"]
             table(f"{'':<40} mean mutual RMS pixel distance {a['mean_mutual_rms_distance']:.4f}; "
                   f"to the original {sum(a['rms_distance_to_original']) / len(a['rms_distance_to_original']):.4f}")
-    wrote(out, summary)
+    wrote(out, summary["grid"])
     return answer(run, summary, INTERRUPTED)
 
 
@@ -163,10 +153,10 @@ def maximize(req: Request) -> Answer:
                             batch=req.batch, diversity=req.diversity, diversity_layer=req.diversity_layer)
     summary, run = run_maximize(planned, out, **engine(req))
     for u in summary["units"]:
-        print_notes(u)
+        notes(u)
         table(f"{u['layer']:<14} {u['target']:<16} activation {u['start_activation']:9.3f} -> "
               f"{u['final_activation']:9.3f}   ({u['activation_ratio']:.2f}x the natural-image max){judged(u)}")
-    wrote(out, summary)
+    wrote(out, summary["grid"])
     return answer(run, summary, INTERRUPTED)
 
 
@@ -178,10 +168,10 @@ def caricature(req: Request) -> Answer:
     summary, run = run_caricature(models, source, layer, out, cfg=cfg, prior=prior, data_weight=req.data_weight,
                                   size=req.size, cosine_power=req.cosine, recipe=recipe, **engine(req))
     for u in summary["units"]:
-        print_notes(u)
+        notes(u)
         table(f"{u['layer']:<14} <Phi(x0),Phi(x)>/||Phi(x0)||^2 = {u['relative_response']:.3f} "
               f"(1 at the input; {took(u['seconds'])})")
-    wrote(out, summary)
+    wrote(out, summary["grid"])
     return answer(run, summary, INTERRUPTED)
 
 
@@ -208,7 +198,7 @@ def accentuate(req: Request) -> Answer:
     for u in summary["units"]:
         table(f"{layer:<14} {u['target']:<16} activation {u['start_activation']:9.3f} -> "
               f"{u['final_activation']:9.3f} (anchored at {u['anchor_layer']}){judged(u)}")
-    wrote(out, summary)
+    wrote(out, summary["grid"])
     return answer(run, summary, INTERRUPTED)
 
 

@@ -28,10 +28,6 @@ from .solver import SolverConfig
 from .tasks import Prior, sized_preprocess
 
 
-def _source_name(image: str) -> str:
-    return source_stem(image)
-
-
 def _recorded(image) -> str:
     """How a summary names its picture: the path or sample, or "(in memory)" for a picture given as data."""
     return image if isinstance(image, str) else "(in memory)"
@@ -66,7 +62,7 @@ def run_invert(models: Sequence[Model], image: str, layer_spec: str, out: Path, 
                       "normalised_error": o.results["normalised_error"],
                       "judge_top5_overlap": o.results.get("judge_top5_overlap"), "seconds": o.seconds,
                       **({"ambiguity": o.results["ambiguity"]} if o.results.get("ambiguity") else {}), **_notes(o)})
-    grid = slug(f"invert_{_source_name(image)}_grid.png")
+    grid = slug(f"invert_{source_stem(image)}_grid.png")
     summary = {"image": _recorded(image), "units": units, "grid": grid, "interrupted": run.interrupted}
     if out is None:
         return summary, run
@@ -78,7 +74,7 @@ def run_invert(models: Sequence[Model], image: str, layer_spec: str, out: Path, 
             captions_.append(f"{title_of[o.job.key]}\nerr {o.results['normalised_error'][i]:.3f}"
                              + (f" #{i + 1}" if len(pictures) > 1 else ""))
     image_grid(imgs, captions_, out / grid, ncols=min(len(imgs), 1 + columns * len(variants) * restarts, 5))
-    _write_summary(summary, out / slug(f"invert_{_source_name(image)}_summary.json"))
+    _write_summary(summary, out / slug(f"invert_{source_stem(image)}_summary.json"))
     return summary, run
 
 
@@ -135,7 +131,7 @@ def run_caricature(models: Sequence[Model], image: str, layer_spec: str, out: Pa
                               cfg=cfg, prior=prior, data_weight=data_weight, cosine_power=cosine_power)
     jobs, titles = [p.job for p in planned], {p.job.key: p.title for p in planned}
     run = execute(jobs, out, workers=workers, ray=ray, desc="caricature")
-    grid = slug(f"caricature_{_source_name(image)}_grid.png")
+    grid = slug(f"caricature_{source_stem(image)}_grid.png")
     summary = {"image": _recorded(image), "units": [{"file": o.job.key, "layer": o.job.layer,
                                           "relative_response": o.results["relative_response"],
                                           "terms": o.results["terms"], "seconds": o.seconds, **_notes(o)}
@@ -145,7 +141,7 @@ def run_caricature(models: Sequence[Model], image: str, layer_spec: str, out: Pa
     original = sized_preprocess(models[0], size or models[0].input_size).geometry(img)[0]
     image_grid([original] + [p[0] for p in _pictures(out, run)], ["input"] + [titles[o.job.key] for o in run.outcomes],
                out / grid, ncols=min(len(run.outcomes) + 1, 10))
-    _write_summary(summary, out / slug(f"caricature_{_source_name(image)}_summary.json"))
+    _write_summary(summary, out / slug(f"caricature_{source_stem(image)}_summary.json"))
     return summary, run
 
 
@@ -162,7 +158,7 @@ def run_accentuate(model: Model, image: str, layer: str, targets: Sequence[Targe
                           data_weight=data_weight, anchor_layer=anchor_layer, anchor_weight=anchor_weight)[0].job
     key = job.key
     run = execute([job], out, desc="accentuate")
-    grid = slug(f"accentuate_{_source_name(image)}_grid.png")
+    grid = slug(f"accentuate_{source_stem(image)}_grid.png")
     summary = {"image": _recorded(image), "layer": layer, "units": [], "grid": grid, "interrupted": run.interrupted}
     if run.outcomes:
         res = run.outcomes[0].results
@@ -175,5 +171,5 @@ def run_accentuate(model: Model, image: str, layer: str, targets: Sequence[Targe
                              **({"judge_rank": res["judge_rank"][i]} if res.get("judge_rank") else {})}
                             for i, lab in enumerate(labels)]
     if out is not None:
-        _write_summary(summary, out / slug(f"accentuate_{_source_name(image)}_summary.json"))
+        _write_summary(summary, out / slug(f"accentuate_{source_stem(image)}_summary.json"))
     return summary, run

@@ -63,9 +63,8 @@ VERBS = (
                 "``judge_top5_overlap``."),
     Verb("maximize", "activation maximisation: images that excite a unit or class", (
         Option("layer", LAYERS, None, "layer(s), comma-separated, or 'stages' (default: the logits with --class)"),
-        *unit_options("neuron")[:2],
+        *unit_options("neuron"),
         Option("all_channels", Flag(), False, "every channel of the layer (grid)", exclusive="unit"),
-        unit_options("neuron")[2],
         Option("y", Int(low=0), None, "neuron row (feature cells; default centre)"),
         Option("x", Int(low=0), None, "neuron column (feature cells; default centre)"),
         Option("chunk", Int(), 8, "targets optimised together"),

@@ -19,19 +19,16 @@ import torch.nn.functional as F
 
 from ..backprop.jobs import StripJob
 from ..data import image_sources
-from ..errors import CnnscopeError
 from ..images import load_image, save_image, source_stem
 from ..jobs import Job, Result, Run, provide
 from ..layers import capture, expand_layers, get_layer
-from ..models import Model, ModelSpec, load_model
+from ..models import Model, ModelSpec
 from ..preimage.plans import invert_job, maximize_job
 from ..preimage.recipes import get_recipe
-from ..preimage.solver import check_memory
 from ..store import finished, slug
 from ..targets import Target
 from ..transforms.jobs import EquivarianceJob, StitchJob, write_equivariance, write_stitch
 from ..transforms.plans import plan_equivariance, plan_stitch
-from ..transforms.transform import Transform
 
 INVERT_ITERS = 200  # the report's inversions (its atlas pictures: the recipe's count for "atlas")
 QUICK = {"layers": "stage2,stage4", "channels": 4, "iters": 40, "size": 96, "examples": 2, "patch_images": 8}
@@ -178,32 +175,6 @@ def default_layers(model: Model, quick: bool) -> list[str]:
     if not quick:
         return expand_layers(model, "stages")
     return [conv[2], conv[4]] if len(conv) > 4 else conv[len(conv) // 4:][:2]
-
-
-def report_settings(model: Model, name: str, layers: Sequence[str] | None = None, *, quick: bool = False,
-                    channels: int | None = None, iters: int | None = None, size: int | None = None, seed: int = 0,
-                    images: str | None = None, examples: int | None = None, patch_images: int | None = None,
-                    equivariance: str | None = None, stitch_with: str | None = None, atlas_batch: int = 1,
-                    weights: str | None = None, random_weights: bool = False) -> ReportSettings:
-    """A report's settings as both doors (``cnnscope report``, `cnnscope.report`) read them: `quick`'s small
-    values where none is given, the model's default layers; checked before any work — the images folder, the
-    transform, the second model, each layer's atlas batch against the memory budget."""
-    if images is not None and not Path(images).is_dir():
-        raise CnnscopeError(f"images {images}: not a folder")
-    if equivariance:
-        Transform.parse(equivariance)
-    if stitch_with:
-        load_model(stitch_with)  # fail now, not in a worker
-    q = QUICK if quick else {}
-    chosen = tuple(layers) if layers else tuple(default_layers(model, quick))
-    settings = ReportSettings(model=name, weights=weights, layers=chosen, channels=channels or q.get("channels"),
-                              iters=iters or q.get("iters"), size=size or q.get("size"), seed=seed, images=images,
-                              examples=examples or q.get("examples", 4),
-                              patch_images=patch_images or q.get("patch_images", 100), equivariance=equivariance,
-                              stitch_with=stitch_with, random_weights=random_weights, atlas_batch=atlas_batch)
-    for layer in chosen:  # a batch of atlas pictures over the memory budget is refused now, not in a worker
-        check_memory(model, [layer], atlas_batch, settings.size or model.input_size)
-    return settings
 
 
 def plan(report: ReportSettings, model: Model) -> list[Job]:

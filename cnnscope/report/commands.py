@@ -9,11 +9,13 @@ from ..data import image_sources, list_folder
 from ..errors import CnnscopeError, unknown
 from ..jobs import Result
 from ..layers import expand_layers
-from ..models import DEFAULT_MODEL
+from ..models import DEFAULT_MODEL, load_model
+from ..preimage.solver import check_memory
 from ..progress import table
 from ..requests import engine, load, out_dir
+from ..transforms.transform import Transform
 from ..verbs import Answer, Request
-from .atlas import report_settings
+from .atlas import QUICK, ReportSettings, default_layers
 from .demo import run_demo
 from .findings import ACCURACY, DEFAULT, FINDINGS, TRANSFORMS, skipped
 from .findings import reproduce as reproduce_findings
@@ -43,12 +45,24 @@ def report(req: Request) -> Answer:
     out = out_dir(req)
     model = load(req)
     name = req.model if isinstance(req.model, str) else model.job_spec().name
-    settings = report_settings(
-        model, name or DEFAULT_MODEL, expand_layers(model, req.layers) if req.layers else None,
-        quick=req.quick, channels=req.channels, iters=req.iters, size=req.size, seed=req.seed,
-        images=req.images, examples=req.examples, patch_images=req.patch_images, equivariance=req.equivariance,
-        stitch_with=req.stitch_with, atlas_batch=req.atlas_batch, weights=req.weights,
-        random_weights=req.random_weights)
+    # checked before any work (not in a worker): the images folder, the transform, the second model, each
+    # layer's atlas batch against the memory budget; --quick's small values where none is given
+    if req.images is not None and not Path(req.images).is_dir():
+        raise CnnscopeError(f"{req.label('images')} {req.images}: not a folder")
+    if req.equivariance:
+        Transform.parse(req.equivariance)
+    if req.stitch_with:
+        load_model(req.stitch_with)
+    q = QUICK if req.quick else {}
+    layers = tuple(expand_layers(model, req.layers) if req.layers else default_layers(model, req.quick))
+    settings = ReportSettings(
+        model=name or DEFAULT_MODEL, weights=req.weights, layers=layers, channels=req.channels or q.get("channels"),
+        iters=req.iters or q.get("iters"), size=req.size or q.get("size"), seed=req.seed, images=req.images,
+        examples=req.examples or q.get("examples", 4), patch_images=req.patch_images or q.get("patch_images", 100),
+        equivariance=req.equivariance, stitch_with=req.stitch_with, random_weights=req.random_weights,
+        atlas_batch=req.atlas_batch)
+    for layer in layers:
+        check_memory(model, [layer], req.atlas_batch, settings.size or model.input_size)
     table(f"report: {len(settings.layers)} layers -> {out}/index.html")
     _, run = build_report(out, settings, model, progress=True, **engine(req))
     rate = f", {60 * run.computed / run.seconds:.1f} jobs/min" if run.computed and run.seconds > 0 else ""

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from .. import checks
 from ..errors import CnnscopeError
 from ..jobs import execute
 from ..layers import expand_layers, resolve
 from ..progress import table
-from ..requests import answer, engine, load, out_dir, out_file
+from ..requests import answer, engine, first, load, out_dir, out_file, wrote
 from ..store import write_json
-from ..verbs import Answer, Request
+from ..verbs import Answer, Odd, Request
 from .equivariance import MAX_NEIGHBOURHOOD
 from .jobs import format_table, stitch_table, write_equivariance, write_stitch
 from .plans import equivariance_name, plan_cka, plan_equivariance, plan_feature_equivariance, plan_stitch, stitch_name
@@ -37,7 +36,7 @@ def _neighbourhoods(req: Request) -> tuple[int, ...]:
     except ValueError:
         raise CnnscopeError(f"{req.label('neighbourhood')} {req.neighbourhood}: expected odd sizes like 1,3,5") \
             from None
-    return tuple(checks.odd(m, req.label("neighbourhood"), MAX_NEIGHBOURHOOD) for m in sizes)
+    return tuple(Odd(MAX_NEIGHBOURHOOD).check(m, req.label("neighbourhood")) for m in sizes)
 
 
 def equivariance(req: Request) -> Answer:
@@ -74,8 +73,7 @@ def equivariance(req: Request) -> Answer:
         table(f"{r['layer']:<12}" + "".join(f"{r[c]:14.3f}" for c in cols)
               + f"{r['learned_r2']:9.3f}{r['invariant_channels']:>9}/{r['channels']:<6}"
               + f"{r['null_invariant_channels']:>6}  {form}")
-    if out is not None:
-        table(f"wrote {out / (name + '.csv')}, {name}.png, {name}.json, {name}_maps.safetensors")
+    wrote(out, name + ".csv", f"{name}.png", f"{name}.json", f"{name}_maps.safetensors")
     return answer(run, result)
 
 
@@ -88,9 +86,8 @@ def _feature_equivariance(req: Request, model, transform, out) -> Answer:
                                     ridge=1e-4 if req.ridge is None else req.ridge,
                                     neighbourhoods=_neighbourhoods(req), seed=req.seed)
     run = execute([job], out)
-    if run.interrupted or not run.outcomes:
+    if (r := first(run)) is None:
         return answer(run, None)
-    r = run.outcomes[0].results
     table(f"# {model.name}, {transform.label}: relative error ||M_g Phi(x) - Phi(gx)|| / ||Phi(gx)|| on "
           f"{r['test']} held-out images ({r['fit']} to fit; {r['valid_cells']}/{r['cells']} cells inside the "
           "valid region)")
@@ -98,8 +95,7 @@ def _feature_equivariance(req: Request, model, transform, out) -> Answer:
         if not key.endswith("_fit"):
             fit = r["relative_error"].get(key + "_fit")
             table(f"{key:<16}{value:8.3f}" + (f"   (fit {fit:.3f})" if fit is not None else ""))
-    if out is not None:
-        table(f"wrote {out / (job.key + '.csv')}, {job.key}.png, {job.key}.json, {job.key}_maps.safetensors")
+    wrote(out, job.key + ".csv", f"{job.key}.png", f"{job.key}.json", f"{job.key}_maps.safetensors")
     return answer(run, r)
 
 
@@ -123,8 +119,7 @@ def stitch(req: Request) -> Answer:
     rows = write_stitch(out, name, run.outcomes, metric, settings)
     table(f"# {metric.replace('_', ' ')} on held-out images ({req.fit:.0%} of them used to fit)")
     table(format_table(rows))
-    if out is not None:
-        table(f"wrote {out / (name + '.csv')}, {name}.png, {name}.json, {name}_stitches.safetensors")
+    wrote(out, name + ".csv", f"{name}.png", f"{name}.json", f"{name}_stitches.safetensors")
     return answer(run, {"metric": metric, "table": rows})
 
 
@@ -134,16 +129,15 @@ def cka(req: Request) -> Answer:
     la, lb = expand_layers(a, req.layers), expand_layers(b, req.layers)
     job = plan_cka(a, b, la, lb, images=req.images, limit=req.limit, debiased=req.debiased, seed=req.seed)
     run = execute([job], out)
-    if run.interrupted or not run.outcomes:
+    if (res := first(run)) is None:
         return answer(run, None)
-    matrix = run.outcomes[0].results["cka"]
+    matrix = res["cka"]
     width = max(len(x) for x in la)
     table(" " * width + "".join(f"{y[:8]:>9}" for y in lb))
     for x, row in zip(la, matrix):
         table(f"{x:<{width}}" + "".join(f"{v:9.2f}" for v in row))
-    if out is not None:
-        table(f"wrote {out / (job.key + '.png')}")
-    return answer(run, run.outcomes[0].results)
+    wrote(out, job.key + ".png")
+    return answer(run, res)
 
 
 def train_small(req: Request) -> Answer:
