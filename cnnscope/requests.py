@@ -64,10 +64,7 @@ def load_several(req: Request) -> list[Model]:
     names = [n.strip() for n in (req.model or card_model or DEFAULT_MODEL).split(",") if n.strip()]
     if req.weights and len(names) > 1:
         raise CnnscopeError(f"{req.label('weights')} applies to one model; give one {req.label('model')} with it")
-    models = []
-    for name in names:
-        models.append(load(req.replace(model=name)))
-    return models
+    return [load(req.replace(model=name)) for name in names]
 
 
 # ------------------------------------------------------------------------------------------------ pictures
@@ -146,23 +143,14 @@ def took(seconds: float | None) -> str:
 INTERRUPTED = "finished jobs are saved, the one in flight marked interrupted: the same command again goes on from there"
 
 
-def results(run: Run):
-    """The typed results of a run computed in memory (the API without `out`): one, or a list in job order;
-    None for a run through an output folder (its records are the data)."""
-    typed = [o.result for o in run.outcomes]
-    if not typed or any(r is None for r in typed):
-        return None
-    return typed[0] if len(typed) == 1 else typed
-
-
 def first(run: Run) -> dict | None:
     """The record of a one-job run, or None when Ctrl-C stopped it first."""
     return None if run.interrupted or not run.outcomes else run.outcomes[0].results
 
 
 def answer(run: Run, data, kept: str | None = None) -> Answer:
-    """The answer of a run of jobs: its typed results (in memory) or `data`, and whether Ctrl-C stopped it."""
-    out = Answer(results(run), data, run.interrupted)
-    if kept:
-        out.kept = kept
-    return out
+    """The answer of a run of jobs: its value is its typed results, one or a list in job order, for a run in
+    memory (the API without `out`), else `data` (what --json prints); whether Ctrl-C stopped it."""
+    typed = [o.result for o in run.outcomes]
+    value = (typed[0] if len(typed) == 1 else typed) if typed and None not in typed else data
+    return Answer(value, data, run.interrupted, kept or Answer.kept)

@@ -363,10 +363,7 @@ class Verb:
         return self.name.replace("-", "_") if self.api is None else self.api
 
     def option(self, name: str) -> Option:
-        for o in self.options:
-            if o.name == name:
-                return o
-        raise KeyError(name)
+        return {o.name: o for o in self.options}[name]
 
     def runner(self) -> Callable[[Request], Answer]:
         module, _, function = self.run.partition(":")

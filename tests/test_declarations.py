@@ -344,3 +344,13 @@ def test_every_model_kind_gets_the_same_answer_from_both_doors(name, kind, tmp_p
         assert api == cli, f"{name} with {kind}: the doors plan different jobs"
     else:
         assert cli == ("done", 0) and api[0] == "done", (name, kind, cli, api[0])
+
+
+def test_the_api_with_an_output_folder_runs_as_the_cli_and_returns_its_json(tmp_path, capsys):
+    """Without `out`: typed results computed in memory; with it: the CLI's files, resumable, and its --json."""
+    in_memory = cnnscope.hog("sample:chelsea", size=64)
+    assert isinstance(in_memory, cnnscope.Result) and in_memory.features_shape[0] == 31
+    record = cnnscope.hog("sample:chelsea", size=64, out=tmp_path / "api")
+    assert main(["hog", "sample:chelsea", "--size", "64", "--out", str(tmp_path / "cli"), "-q"]) == 0
+    assert record == json.loads((tmp_path / "cli" / "hog_chelsea.json").read_text())["results"]
+    assert (tmp_path / "api" / "hog_chelsea.png").read_bytes() == (tmp_path / "cli" / "hog_chelsea.png").read_bytes()

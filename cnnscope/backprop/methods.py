@@ -32,9 +32,6 @@ class Method:
         pool rule is too (a method that changes no rule where none applies would be the gradient renamed)."""
         return self.rectifier.exact
 
-    def rules(self, pool: str | Rule | None = None, layers: dict | None = None) -> BackpropRules:
-        return BackpropRules(rectifier=self.rectifier, pool=pool or self.pool, layers=layers or {})
-
 
 METHODS = {m.name: m for m in (  # composites as data: the registry is the only place that names them
     Method("salinet", Gradient(), Switches(), "Simonyan et al. 2014: the true gradient"),
@@ -48,7 +45,7 @@ def method_rules(method: str | Method, pool: str | None = None, layers: dict | N
         if method not in METHODS:
             raise unknown("method", method, METHODS)
         method = METHODS[method]
-    return method.rules(pool, layers)
+    return BackpropRules(rectifier=method.rectifier, pool=pool or method.pool, layers=layers or {})
 
 
 def _seed_signal(target: Target, feat: torch.Tensor) -> torch.Tensor:

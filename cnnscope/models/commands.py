@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -66,7 +65,7 @@ def predict(req: Request) -> Answer:
     items = req.images if isinstance(req.images, list) else [req.images]
     if all(isinstance(i, str) for i in items):
         sources = picture_sources(items)  # every file's header checked before any work; folders expanded
-        several = len(sources) > 1 or isinstance(req.images, list) or os.path.isdir(items[0])
+        several = len(sources) > 1 or isinstance(req.images, list) or Path(items[0]).is_dir()
         model = load(req)
         # loaded as predicted, a chunk at a time (memory flat over a whole validation set); printed at the end,
         # so a file that fails to decode half-way leaves one error line and no partial table

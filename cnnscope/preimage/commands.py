@@ -40,14 +40,12 @@ def setup(req: Request, task: str):
 
 
 def explicit_prior(req: Request) -> Prior | None:
-    """The prior the options ask for (None: the recipe's)."""
+    """The prior the options ask for (None: the recipe's); what they leave unset takes M&V's values."""
     if req.no_prior:
         return Prior.none()
-    if req.tv_weight is None and req.alpha_weight is None and req.tv_beta is None:
-        return None
-    return Prior(beta=2.0 if req.tv_beta is None else req.tv_beta,
-                 tv_weight=1.0 if req.tv_weight is None else req.tv_weight,
-                 alpha_weight=1.0 if req.alpha_weight is None else req.alpha_weight)
+    given = {k: v for k, v in (("beta", req.tv_beta), ("tv_weight", req.tv_weight),
+                               ("alpha_weight", req.alpha_weight)) if v is not None}
+    return Prior(**given) if given else None
 
 
 def default_layer(req: Request, models) -> str:
