@@ -354,3 +354,11 @@ def test_the_api_with_an_output_folder_runs_as_the_cli_and_returns_its_json(tmp_
     assert main(["hog", "sample:chelsea", "--size", "64", "--out", str(tmp_path / "cli"), "-q"]) == 0
     assert record == json.loads((tmp_path / "cli" / "hog_chelsea.json").read_text())["results"]
     assert (tmp_path / "api" / "hog_chelsea.png").read_bytes() == (tmp_path / "cli" / "hog_chelsea.png").read_bytes()
+    with pytest.raises(CnnscopeError, match="workers and ray need an output folder"):
+        cnnscope.invert("efficientnet_lite0", "sample:chelsea", "stem,stage1", size=64, iters=2, workers=2)
+    many = [str(tmp_path / "many")]
+    (tmp_path / "many").mkdir()
+    for i in range(257):
+        (tmp_path / "many" / f"{i}.png").write_bytes((tmp_path / "cli" / "hog_chelsea.png").read_bytes())
+    with pytest.raises(CnnscopeError, match="257 jobs would all be kept in memory"):
+        cnnscope.saliency("efficientnet_lite0", many)

@@ -265,6 +265,7 @@ class JobsPlanned(Exception):  # noqa: N818 (not an error: the planned jobs, see
 
 
 _PLANNING = threading.local()
+IN_MEMORY_JOBS = 256  # a run without an output folder keeps every result; a folder of thousands wants `out`
 
 
 @contextlib.contextmanager
@@ -311,6 +312,12 @@ def execute(jobs: Sequence[Job], out: str | Path | None, *, workers: int = 1, ra
     if getattr(_PLANNING, "on", False):
         raise JobsPlanned([j.settings() for j in jobs])
     if out is None:
+        if workers > 1 or ray is not None:  # other processes hand back records, not typed results
+            raise CnnscopeError("workers and ray need an output folder (out=…): without one the jobs are computed "
+                                "in this process and kept in memory")
+        if len(jobs) > IN_MEMORY_JOBS:  # every typed result stays (its pictures, maps): memory grows with them
+            raise CnnscopeError(f"{len(jobs)} jobs would all be kept in memory (at most {IN_MEMORY_JOBS}): give an "
+                                "output folder (out=…), where memory stays flat and the run resumes")
         return _in_memory(jobs, progress, desc)
     out = Path(out)
     # no folder is made here: a job that refuses its input (before writing) must leave nothing behind
