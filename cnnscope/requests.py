@@ -35,7 +35,7 @@ def load(req: Request, role: str = "") -> Model:
     name = option("model", role or "model") or DEFAULT_MODEL
     device = getattr(req, "device", None) or "auto"
     if isinstance(name, Model):
-        if req.given("device") and torch.device(resolve_device(device)) != name.device:
+        if device != "auto" and torch.device(resolve_device(device)) != name.device:
             raise CnnscopeError(f"model {name.name} is on {name.device}, not {device}: load it with "
                                 f"load_model(..., device={device!r})")
         provide(name.job_spec(), name)

@@ -125,8 +125,7 @@ class Text(Kind):
             self.type_name = "{" + ", ".join(repr(c) for c in self.choices) + "}"
 
     def check(self, value, name):
-        if isinstance(value, os.PathLike):
-            value = os.fspath(value)
+        value = os.fspath(value) if isinstance(value, os.PathLike) else value
         if not isinstance(value, str):
             raise refuse(name, self.what if not self.choices else f"one of {', '.join(self.choices)}", value)
         if self.choices and value not in self.choices:
@@ -318,19 +317,15 @@ class Answer:
 
 
 class Request(SimpleNamespace):
-    """A verb's checked options as attributes (``req.layer``, ``req.iters``…), the door it came through and
-    the options given explicitly."""
+    """A verb's checked options as attributes (``req.layer``, ``req.iters``…) and the door it came through."""
 
-    def __init__(self, verb: Verb, door: str, values: dict, given: frozenset):
+    def __init__(self, verb: Verb, door: str, values: dict):
         super().__init__(**values)
-        self._verb, self._door, self._given = verb, door, given
+        self._verb, self._door = verb, door
 
     def replace(self, **values) -> Request:
         """The same request with other values (not checked again: the caller gives checked ones)."""
-        return Request(self._verb, self._door, {**self.values(), **values}, self._given)
-
-    def given(self, name: str) -> bool:
-        return name in self._given
+        return Request(self._verb, self._door, {**self.values(), **values})
 
     def label(self, name: str) -> str:
         """An option as this door spells it, for messages: ``--chunk`` or ``chunk``."""
@@ -394,7 +389,7 @@ class Verb:
             if tag not in tags:
                 choices = [o.label(door) for o in self.options if o.exclusive == tag]
                 raise CnnscopeError(f"give one of {', '.join(choices)}")
-        return Request(self, door, out, given)
+        return Request(self, door, out)
 
 
 # ----------------------------------------------------------------------------------------------- registry

@@ -50,8 +50,7 @@ def default_of(option: Option):
 def help_of(option: Option) -> str:
     """The option's help and its default, as the API's docstring says them."""
     default = default_of(option)
-    shown = "" if default is None or isinstance(option.kind, Flag) else f" (default {default})"
-    return option.help + shown
+    return option.help + ("" if default is None or isinstance(option.kind, Flag) else f" (default {default})")
 
 
 def _add(sub, verb: Verb, word: str, listed: bool) -> None:
