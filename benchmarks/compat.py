@@ -26,10 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import cnnscope  # noqa: E402
 from tests import external_zoo  # noqa: E402
 
-SHORT = {"layers": "layers", "predict": "predict", "invert": "invert", "maximize class": "max. class",
-         "maximize channel": "max. channel", "caricature": "caricature", "salinet": "SaliNet",
-         "deconvnet": "DeConvNet", "desalinet": "DeSaliNet", "selectivity": "selectivity", "sanity": "sanity",
-         "equivariance": "equivariance", "stitch": "stitch", "cka": "CKA", "report": "report"}
+SHORT = external_zoo.TITLES
 
 
 class Logits(nn.Module):

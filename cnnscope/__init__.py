@@ -31,3 +31,9 @@ __getattr__, __all__ = exports(__name__, {
     ".models": "Model Prediction Preprocess load_model",
     ".targets": "Target",
 })
+
+# `report` is a verb and a subpackage: reading the declarations imported the subpackage, which bound the
+# module to this name; unbound, the name is the verb's function (read through __getattr__)
+for _name in by_api_name():
+    if type(globals().get(_name)).__name__ == "module":
+        del globals()[_name]

@@ -100,6 +100,24 @@ ARCHITECTURES = {
 }
 METHODS = ("layers", "predict", "invert", "maximize class", "maximize channel", "caricature", "texture", "salinet",
            "deconvnet", "desalinet", "selectivity", "sanity", "equivariance", "stitch", "cka", "report")
+TITLES = {"layers": "layers", "predict": "predict", "invert": "invert", "maximize class": "max. class",
+          "maximize channel": "max. channel", "caricature": "caricature", "texture": "texture", "salinet": "SaliNet",
+          "deconvnet": "DeConvNet", "desalinet": "DeSaliNet", "selectivity": "selectivity", "sanity": "sanity",
+          "equivariance": "equivariance", "stitch": "stitch", "cka": "CKA", "report": "report"}
+
+
+def compatibility_table(out: Path) -> str:
+    """The compatibility table (Markdown) as `conformance` finds it now: per architecture, ✓ or the one-line reason
+    a method cannot apply, and which nonlinearities DeConvNet's rules reach. The documentation site builds its page
+    from it; benchmarks/compat.py prints it beside Captum's maps."""
+    lines = ["| architecture | " + " | ".join(TITLES[m] for m in METHODS) + " | nonlinearities the rules reach |",
+             "|---|" + "---|" * (len(METHODS) + 1)]
+    for name, build in ARCHITECTURES.items():
+        status, details = conformance(build(), out / "".join(c if c.isalnum() else "_" for c in name))
+        reach = details.get("deconvnet", {}).get("coverage", status["deconvnet"])
+        lines.append(f"| {name} | " + " | ".join("✓" if status[m] == "ok" else status[m] for m in METHODS)
+                     + f" | {reach} |")
+    return "\n".join(lines) + "\n"
 
 
 def snapshot(net: nn.Module) -> tuple:

@@ -3,6 +3,8 @@ results that display themselves, save what the CLI writes, and refuse bad argume
 
 import io
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -259,3 +261,12 @@ def test_a_method_that_fails_half_way_leaves_the_users_module_as_it_was():
     assert all(torch.equal(net.state_dict()[k], v) for k, v in before[0].items())
     assert [m.training for m in net.modules()] == before[1] and [p.requires_grad for p in net.parameters()] == before[2]
     assert torch.equal(net.fc.weight.grad, torch.ones_like(net.fc.weight)) and net.calls == 0  # a copy ran, not it
+
+
+def test_report_is_the_verb_in_a_fresh_interpreter():
+    """`report` is a verb and a subpackage: reading the declarations imports the subpackage, which bound the
+    module to ``cnnscope.report`` (a gallery example met `'module' object is not callable`)."""
+    code = ("import cnnscope; assert callable(cnnscope.report), cnnscope.report; "
+            "import cnnscope.report.site; assert callable(cnnscope.report)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
