@@ -61,6 +61,20 @@ def check_bytes(n_bytes: float, what: str, hint: str = "") -> None:
                             f" ({hint + ', or ' if hint else ''}--max-memory GB)")
 
 
+def process_rss_bytes() -> int:
+    """Memory this process holds now (resident set; Linux /proc, else 0): what a fit's own estimate adds to."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def headroom_bytes() -> float:
+    """What the budget leaves for new allocations: the budget less what this process already holds."""
+    return budget_gb() * 2 ** 30 - process_rss_bytes()
+
+
 def device_free_gb(device) -> float:
     """Free memory of an accelerator in GB (90% of it, leaving the allocator room); infinite for the CPU,
     whose budget is `budget_gb`."""

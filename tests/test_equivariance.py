@@ -1,4 +1,7 @@
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -161,11 +164,16 @@ def test_streamed_m_by_m_ridge_equals_a_direct_least_squares_reference():
     assert torch.allclose(weight, ref[:-1].T, atol=1e-8) and torch.allclose(bias, ref[-1], atol=1e-8)
     conv = F.conv2d(h.double(), m.as_conv(weight), bias, padding=1)  # the layout is a conv weight's
     assert torch.allclose(conv.permute(0, 2, 3, 1).reshape(-1, 3), design @ ref, atol=1e-8)
-    from cnnscope.transforms.equivariance import GRAM_BUDGET, supports
+    from cnnscope.transforms.equivariance import fit_bytes, supports
 
-    assert Moments.nbytes(1280, 1280, 5) > 7 * 1024 ** 3  # 5x5 at a 1280-channel head: 7.6 GB of sums
-    assert supports(1280, (1, 3, 5))[0] == [1, 3] and "5x5 left out" in supports(1280, (1, 3, 5))[1][0]
-    assert Moments.nbytes(1280, 1280, 3) < GRAM_BUDGET
+    gb = 1024 ** 3
+    assert Moments.nbytes(1280, 1280, 5) > 7 * gb  # 5x5 at a 1280-channel head: 7.6 GB of sums
+    # one budget: the widest supports whose whole fit (sums twice, a solve's two copies, the passes) fits are kept
+    assert 4 * gb < fit_bytes(1280, [1, 3]) < 5 * gb
+    assert supports(1280, (1, 3, 5), budget=8 * gb)[0] == [1, 3]
+    kept, skipped = supports(1280, (1, 3, 5), budget=3 * gb)
+    assert kept == [1] and "5x5 left out" in skipped[0] and "3x3 left out" in skipped[1]
+    assert supports(1280, (1, 3), budget=0.1 * gb)[0] == []
 
 
 def test_a_sub_cell_shift_is_recovered_by_3x3_and_not_by_1x1():
@@ -223,3 +231,31 @@ def test_a_layer_without_a_spatial_map_is_refused_before_any_job_runs(lite0, tmp
     jobs = plan(report, lite0)
     assert [j.layer for j in jobs if isinstance(j, EquivarianceJob)] == ["stem"]
     assert [(j.layer_a, j.layer_b) for j in jobs if isinstance(j, StitchJob)] == [("stem", "stem")]
+
+
+def _peak_rss(args: list[str]) -> tuple[subprocess.CompletedProcess, int]:
+    """Run `cnnscope ARGS` as the only child of a fresh Python, and its peak resident set in bytes."""
+    code = ("import json, resource, subprocess, sys; p = subprocess.run(sys.argv[1:], capture_output=True, "
+            "text=True); print(json.dumps([p.returncode, p.stdout, p.stderr, "
+            "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024]))")
+    cli = str(Path(sys.executable).with_name("cnnscope"))
+    done = subprocess.run([sys.executable, "-c", code, cli, *args], capture_output=True, text=True, check=True)
+    rc, out, err, peak = json.loads(done.stdout)
+    return subprocess.CompletedProcess(args, rc, out, err), peak
+
+
+def test_the_memory_budget_bounds_the_widest_fit_measured_in_a_child(tmp_path):
+    """At Lite0's head (1280 channels) the 3x3 map's fit needs about 4.4 GB: under --max-memory 1.5 it is left
+    out, the row says so, and the process's measured peak stays within the budget; under 0.4 not even the 1x1
+    map fits, and the run refuses in one line, saying what would fit, before any job (no folder is made)."""
+    run, peak = _peak_rss(["equivariance", "--layers", "head", "--transform", "vflip", "--limit", "8",
+                           "--max-memory", "1.5", "--json", "-q", "--out", str(tmp_path / "fits")])
+    assert run.returncode == 0, run.stderr
+    row = json.loads(run.stdout)["rows"][0]
+    assert row["kernel"] == 1 and "3x3 left out" in row["skipped"][0] and "1.5 GB" in row["skipped"][0]
+    assert peak < 1.5 * 1024 ** 3, peak / 1024 ** 3
+    run, _ = _peak_rss(["equivariance", "--layers", "head", "--transform", "vflip", "--limit", "8",
+                        "--max-memory", "0.4", "--out", str(tmp_path / "refused")])
+    assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1
+    assert "no map fits the memory budget at head" in run.stderr and "would fit" in run.stderr
+    assert not (tmp_path / "refused").exists()

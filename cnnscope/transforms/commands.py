@@ -9,7 +9,7 @@ from ..progress import table
 from ..requests import answer, engine, first, load, out_dir, out_file, wrote
 from ..store import write_json
 from ..verbs import Answer, Odd, Request
-from .equivariance import MAX_NEIGHBOURHOOD
+from .equivariance import MAX_NEIGHBOURHOOD, check_fits
 from .jobs import format_table, stitch_table, write_equivariance, write_stitch
 from .plans import equivariance_name, plan_cka, plan_equivariance, plan_feature_equivariance, plan_stitch, stitch_name
 from .smallnets import save_small, seed_data_experiment
@@ -52,6 +52,7 @@ def equivariance(req: Request) -> Answer:
     layers = list(dict.fromkeys(expand_layers(model, req.layers or default, maps_only=True)))
     limit = req.limit or (24 if req.quick else None)
     name = equivariance_name(model, req.transform)
+    check_fits(model, layers, _neighbourhoods(req))
     jobs = plan_equivariance(model, layers, req.transform, images=req.images, limit=limit, fit=req.fit,
                              epochs=req.epochs, ridge=req.ridge, crops=req.crops, seed=req.seed,
                              neighbourhoods=_neighbourhoods(req))
@@ -73,6 +74,9 @@ def equivariance(req: Request) -> Answer:
         table(f"{r['layer']:<12}" + "".join(f"{r[c]:14.3f}" for c in cols)
               + f"{r['learned_r2']:9.3f}{r['invariant_channels']:>9}/{r['channels']:<6}"
               + f"{r['null_invariant_channels']:>6}  {form}")
+    for r in result["rows"]:
+        for note in r.get("skipped") or []:
+            table(f"note: {r['layer']}: {note}")
     wrote(out, name + ".csv", f"{name}.png", f"{name}.json", f"{name}_maps.safetensors")
     return answer(run, result)
 

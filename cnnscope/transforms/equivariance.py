@@ -4,25 +4,28 @@ For a layer L and a transformation g, a map is inserted after L: the spatial inv
 grid), then (a) nothing, (b) a channel permutation found by matching, or (c) a learned linear map M_g. The
 network then finishes on the compensated code, and its error on transformed images says how well M_g exists.
 
-M_g is an m x m convolution from the layer's D channels to D: each compensated cell reads the m x m
-neighbourhood of its back-projected place. Spatial support matters: with TF-"SAME" (asymmetric) padding and
-stride-2 convolutions, the features of a flipped image land a fraction of a cell away from the flipped grid,
-which a 1 x 1 channel map cannot undo. Each candidate is fitted in closed form — streaming ridge regression of
-Phi(x) on the unfolded neighbourhoods of the spatially inverted Phi(gx) (`Moments`: only the Gram matrix is
-kept, estimated and refused beyond `GRAM_BUDGET`) over valid positions of the fit images and random rescaled
-crops of them, pulled towards the identity at the centre tap. The support m (of `neighbourhoods`) and the ridge
-are then **chosen by the task**: the top-1 error (with labels; else disagreement with the untransformed
-prediction, cross-entropy breaking ties) of the network finishing on the compensated code of a held-back fifth
-of the fit images, with the spatial inverse alone among the candidates — so the reported map is never worse
-than it on that split, and where nothing beats it the row says so. Optionally the map is then refined by the
-network's own loss (kept only if that lowers the held-back loss). Invariance is read off M_g: a channel is
-invariant when its row is the identity at the centre tap and zero elsewhere, scored per channel as the share of
-its (variance-weighted) row on its own centre tap times the fraction of its variance the map explains on
-held-out images; a random orthogonal 1 x 1 map gives the null.
+M_g is an m x m convolution from the layer's D channels to D: each compensated cell reads the m x m neighbourhood of
+its back-projected place. Spatial support matters: with TF-"SAME" (asymmetric) padding and stride-2 convolutions,
+the features of a flipped image land a fraction of a cell away from the flipped grid, which a 1 x 1 channel map
+cannot undo. Each candidate is fitted in closed form — streaming ridge regression of Phi(x) on the unfolded
+neighbourhoods of the spatially inverted Phi(gx) (`Moments`: only the Gram matrix is kept) over valid positions of
+the fit images and random rescaled crops of them, pulled towards the identity at the centre tap. The fit's peak
+(`fit_bytes`: the sums of every candidate, twice, and a solve's two copies) is estimated before any sum is allocated
+and kept within the one memory budget (`--max-memory`, less what the process already holds): the widest supports
+that do not fit are left out, and the row says so. The support m (of `neighbourhoods`) and the ridge are then
+**chosen by the task**: the top-1 error (with labels; else disagreement with the untransformed prediction, cross-
+entropy breaking ties) of the network finishing on the compensated code of a held-back fifth of the fit images, with
+the spatial inverse alone among the candidates — so the reported map is never worse than it on that split, and where
+nothing beats it the row says so. Optionally the map is then refined by the network's own loss (kept only if that
+lowers the held-back loss). Invariance is read off M_g: a channel is invariant when its row is the identity at the
+centre tap and zero elsewhere, scored per channel as the share of its (variance-weighted) row on its own centre tap
+times the fraction of its variance the map explains on held-out images; a random orthogonal 1 x 1 map gives the
+null.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -31,6 +34,7 @@ import torch
 from ..data import random_crops
 from ..errors import CnnscopeError
 from ..layers import get_layer
+from ..memory import budget_gb, headroom_bytes, process_rss_bytes
 from ..models import Model
 from .equivalence import (
     RestOfNetwork,
@@ -47,9 +51,8 @@ INVARIANCE_THRESHOLD = 0.5  # a channel is called invariant when its score reach
 POSITIONS = 60_000  # positions per layer used to fit (sampled evenly over images): plenty for C <= 1280
 NEIGHBOURHOODS = (1, 3)  # the candidate supports m of M_g (the spatial inverse alone is always a candidate; 5x5 did
 # not beat 3x3 on Lite0 at any stage, so it is asked for with --neighbourhood 1,3,5)
-MAX_NEIGHBOURHOOD = 9  # the largest support one may ask for: its sums grow as m^4 (GRAM_BUDGET skips what is over)
+MAX_NEIGHBOURHOOD = 9  # the largest support one may ask for: its sums grow as m^4 (the budget skips what is over)
 TASK_RIDGES = (1e-2, 1e-1, 1.0)  # ridge strengths tried by the task, per support
-GRAM_BUDGET = 2 * 1024 ** 3  # bytes for one candidate's sums: (D m^2 + 1)^2 float64 (5x5 at 1280 channels: 8 GB)
 
 
 def _metric(logits, labels, ref_pred) -> float:
@@ -164,16 +167,45 @@ def _moments(pairs: _Pairs, images: torch.Tensor, positions: int | None, gen: to
     return out
 
 
-def supports(channels: int, neighbourhoods: Sequence[int], budget: int = GRAM_BUDGET) -> tuple[list[int], list[str]]:
-    """The supports whose sums fit the memory budget, and a line for each one left out."""
-    kept, skipped = [], []
-    for m in dict.fromkeys(neighbourhoods):
-        need = Moments.nbytes(channels, channels, m)
-        if need <= budget:
-            kept.append(m)
-        else:
-            skipped.append(f"{m}x{m} left out: its Gram matrix needs {need / 1024 ** 3:.1f} GB at {channels} channels "
-                           f"(budget {budget / 1024 ** 3:.1f} GB)")
+PASS_ALLOWANCE = 512 * 2 ** 20  # the network's passes over a chunk of 16 pictures and their features, beside the sums
+
+
+def fit_bytes(channels: int, kernels: Sequence[int]) -> int:
+    """Peak bytes of `fit_layer` for these supports, beyond what the process holds: the fit and held-back sums of
+    every support at once, a solve's two transient copies of the widest (the regularised matrix and its
+    factorisation; the test sums later take the place of the held-back ones), and the network's passes."""
+    sums = [Moments.nbytes(channels, channels, m) for m in kernels]
+    return 2 * sum(sums) + 2 * max(sums, default=0) + PASS_ALLOWANCE
+
+
+def check_fits(model: Model, layers: Sequence[str], neighbourhoods: Sequence[int]) -> None:
+    """Refuse, before any work, a layer where not even the smallest support fits the memory budget."""
+    for layer in layers:
+        c = require_grid(model, layer).shape[0]
+        if not supports(c, neighbourhoods)[0]:
+            _refuse(layer, c, neighbourhoods)
+
+
+def _refuse(layer: str, channels: int, neighbourhoods: Sequence[int]):
+    m = min(neighbourhoods)
+    need = fit_bytes(channels, [m]) + process_rss_bytes()
+    raise CnnscopeError(f"no map fits the memory budget at {layer}: the smallest ({m}x{m} at {channels} channels) "
+                        f"needs about {need / 2 ** 30:.1f} GB with what this process holds, over the budget of "
+                        f"{budget_gb():g} GB (--max-memory {math.ceil(need / 2 ** 30 * 10) / 10:g} would fit)")
+
+
+def supports(channels: int, neighbourhoods: Sequence[int], budget: float | None = None
+             ) -> tuple[list[int], list[str]]:
+    """The widest candidate supports whose fit stays within `budget` bytes (default: the memory budget less what
+    this process holds), and a line for each one left out."""
+    budget = headroom_bytes() if budget is None else budget
+    kept = sorted(dict.fromkeys(neighbourhoods))
+    skipped = []
+    while kept and fit_bytes(channels, kept) > budget:
+        m = kept.pop()
+        skipped.append(f"{m}x{m} left out: with it the fit would need {fit_bytes(channels, [*kept, m]) / 2 ** 30:.1f} "
+                       f"GB at {channels} channels, over the {max(budget, 0) / 2 ** 30:.1f} GB the memory budget "
+                       f"leaves ({budget_gb():g} GB; --max-memory)")
     return kept, skipped
 
 
@@ -197,7 +229,7 @@ def fit_layer(model: Model, layer: str, transform: Transform, fit_images: torch.
     c = pairs.shape[0]
     kernels, skipped = supports(c, neighbourhoods)
     if not kernels:
-        raise CnnscopeError(f"no map fits the memory budget at {layer}: " + "; ".join(skipped))
+        _refuse(layer, c, neighbourhoods)
     gen = torch.Generator().manual_seed(seed)
     # held-back fifth by source image (a crop never validates the image it was cut from)
     order = torch.randperm(len(fit_images), generator=gen)
@@ -240,16 +272,17 @@ def fit_layer(model: Model, layer: str, transform: Transform, fit_images: torch.
         choice = None if best == "identity" else (scores[best][1], -scores[best][2])
     if choice is None:  # nothing beat the spatial inverse on the held-back images: it is the map
         m, chosen_ridge = (1 if 1 in kernels else kernels[0]), None
-        fit = train[m] + held[m]
+        fit = train[m].absorb(held[m]) if held is not None else train[m]
         learned = Stitch(c, c, kernel=m).set_linear(torch.eye(c), torch.zeros(c))  # identity at the centre tap
     else:
         m, chosen_ridge = choice
-        fit = train[m] + held[m] if held is not None else train[m]
+        fit = train[m].absorb(held[m]) if held is not None else train[m]
         weight, bias = fit.solve(chosen_ridge, towards_identity=True)
         learned = Stitch(c, c, kernel=m).set_conv(fit.as_conv(weight).float(), bias.float())
     refined = False
     if task_epochs:
         refined = _refine(learned, pairs, fit_images, fit_targets, task_epochs, seed, progress)
+    train = held = None  # the other supports' sums go before the test sums come
     test = _moments(pairs, test_images, None, gen, (m,))[m] if test_images is not None else Moments(c, c, m)
     permutation = permutation_stitch(fit.correlation())
     return LayerFit(learned, permutation, chosen_ridge, refined, fit, test, m, validation, skipped)

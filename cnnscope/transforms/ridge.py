@@ -73,8 +73,8 @@ class Moments:
         x = x.reshape(-1, d).double()
         y = y.reshape(-1, fb.shape[1]).double()
         x1 = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype, device=x.device)], 1)
-        self.xx += x1.T @ x1
-        self.xy += x1.T @ y
+        self.xx.addmm_(x1.T, x1)  # in place: a wide Gram matrix gets no temporary copy
+        self.xy.addmm_(x1.T, y)
         self.yy += (y * y).sum(0)
         return self
 
@@ -82,6 +82,13 @@ class Moments:
         out = Moments(self.c_in, self.xy.shape[1], self.kernel)
         out.xx, out.xy, out.yy = self.xx + other.xx, self.xy + other.xy, self.yy + other.yy
         return out
+
+    def absorb(self, other: Moments) -> Moments:
+        """Add another set of sums into these, in place (no third copy of a wide Gram matrix)."""
+        self.xx += other.xx
+        self.xy += other.xy
+        self.yy += other.yy
+        return self
 
     @property
     def count(self) -> int:
@@ -93,14 +100,15 @@ class Moments:
         the centre tap and zero elsewhere — the right prior for M_g; b is not shrunk."""
         d = self.xx.shape[0] - 1
         scale = float(torch.diagonal(self.xx)[:-1].mean()) if d else 1.0
-        reg = ridge * scale * torch.eye(d + 1, dtype=torch.float64, device=self.xx.device)
-        reg[-1, -1] = 0
+        system = self.xx.clone()  # one copy, and the factorisation's: no dense identity beside it
+        system.diagonal()[:-1] += ridge * scale
         rhs = self.xy.clone()
         if towards_identity:
             if self.c_in != self.xy.shape[1]:
                 raise CnnscopeError("a ridge towards the identity needs equal widths")
             rhs[self.centre().to(rhs.device), torch.arange(self.c_in, device=rhs.device)] += ridge * scale
-        sol = torch.linalg.solve(self.xx + reg, rhs)
+        sol = torch.linalg.solve(system, rhs)
+        del system
         return sol[:-1].T, sol[-1]
 
     def identity(self) -> tuple[torch.Tensor, torch.Tensor]:
