@@ -54,7 +54,7 @@ sphinx_gallery_conf = {
     "ignore_pattern": r"__init__\.py|quickstart",
     "subsection_order": ["../examples/preimage", "../examples/backprop", "../examples/transforms",
                          "../examples/models", "../examples/reproduce"],
-    "within_subsection_order": "FileNameSortKey",
+    "within_subsection_order": "cnnscope_docs.gallery_order",
     "download_all_examples": False,
     "remove_config_comments": True,
     "capture_repr": (),

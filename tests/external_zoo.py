@@ -108,15 +108,11 @@ TITLES = {"layers": "layers", "predict": "predict", "invert": "invert", "maximiz
 
 def compatibility_table(out: Path) -> str:
     """The compatibility table (Markdown) as `conformance` finds it now: per architecture, ✓ or the one-line reason
-    a method cannot apply, and which nonlinearities DeConvNet's rules reach. The documentation site builds its page
-    from it; benchmarks/compat.py prints it beside Captum's maps."""
-    lines = ["| architecture | " + " | ".join(TITLES[m] for m in METHODS) + " | nonlinearities the rules reach |",
-             "|---|" + "---|" * (len(METHODS) + 1)]
+    a method cannot apply. The documentation site builds its page from it; benchmarks/compat.py prints it."""
+    lines = ["| architecture | " + " | ".join(TITLES[m] for m in METHODS) + " |", "|---|" + "---|" * len(METHODS)]
     for name, build in ARCHITECTURES.items():
-        status, details = conformance(build(), out / "".join(c if c.isalnum() else "_" for c in name))
-        reach = details.get("deconvnet", {}).get("coverage", status["deconvnet"])
-        lines.append(f"| {name} | " + " | ".join("✓" if status[m] == "ok" else status[m] for m in METHODS)
-                     + f" | {reach} |")
+        status, _ = conformance(build(), out / "".join(c if c.isalnum() else "_" for c in name))
+        lines.append(f"| {name} | " + " | ".join("✓" if status[m] == "ok" else status[m] for m in METHODS) + " |")
     return "\n".join(lines) + "\n"
 
 

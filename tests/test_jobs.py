@@ -174,9 +174,9 @@ def test_duplicate_keys_are_refused(tmp_path):
         execute([NoiseJob("a"), NoiseJob("a", scale=2.0)], tmp_path, progress=False)
 
 
-def test_readme_new_verb_example_runs_through_both_doors(tmp_path, capsys, monkeypatch):
-    """The README's new verb (Architecture): its job, run function and declaration, as written, give a CLI verb
-    (help, --json, resume) and a Python function that plan the same job."""
+def test_the_documented_new_verb_runs_through_both_doors(tmp_path, capsys, monkeypatch):
+    """The new verb of the architecture page (docs/development/architecture.md): its job, run function and
+    declaration, as written, give a CLI verb (help, --json, resume) and a Python function that plan the same job."""
     import dataclasses
     import re
     import sys
@@ -193,7 +193,7 @@ def test_readme_new_verb_example_runs_through_both_doors(tmp_path, capsys, monke
     from cnnscope.requests import answer, load, out_dir, picture
     from cnnscope.store import slug
 
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    text = (Path(__file__).resolve().parents[1] / "docs" / "development" / "architecture.md").read_text()
     code = re.search(r"\*\*A new verb\*\*.*?```python\n(.*?)```", text, re.S).group(1)
     scope = {"dataclass": dataclass, "Result": Result, "Job": Job, "ModelSpec": ModelSpec, "capture": capture,
              "load_image": load_image, "resolve": resolve, "execute": execute, "spec_of": spec_of, "slug": slug,

@@ -5,7 +5,8 @@
   function made from the same declaration. ``tests/test_docs.py`` checks that no verb or option is missing.
 - ``reference/api.rst``: one ``autofunction`` per verb function and the lower layers, from their docstrings.
 - ``concepts/compatibility_table.md``: every method run on seven CNNs nobody here wrote (``tests/external_zoo.py``,
-  random weights, 64 px; about 100 s), made again only when cnnscope's code or the zoo changed.
+  random weights, 64 px; about two minutes), made again only when cnnscope's code or the zoo changed: its first line
+  is the hash of that code, and the page is committed with it, so a clone builds it again only after a change.
 
 Both go into the source folder's ``reference/`` before Sphinx reads it (they are not committed).
 """
@@ -161,6 +162,17 @@ def offline_run_times(app) -> None:
         end = text.find("  .. list-table::")
         if start >= 0 and end > start:
             _write_if_changed(page, text[:start] + text[end:])
+
+
+# the gallery's reading order within each section (sphinx-gallery's `within_subsection_order`)
+GALLERY_ORDER = ("plot_inversion_depth", "plot_activation_maximisation", "plot_caricature", "plot_texture_style",
+                 "plot_talk_figure", "plot_selectivity", "plot_sanity", "plot_equivariance", "plot_stitching_cka",
+                 "plot_hog", "plot_own_model", "plot_reproduce", "plot_report")
+
+
+def gallery_order(filename: str) -> tuple[int, str]:
+    stem = Path(filename).stem
+    return (GALLERY_ORDER.index(stem) if stem in GALLERY_ORDER else len(GALLERY_ORDER), stem)
 
 
 def _code_hash(root: Path) -> str:
