@@ -169,7 +169,7 @@ def test_streamed_m_by_m_ridge_equals_a_direct_least_squares_reference():
     gb = 1024 ** 3
     assert Moments.nbytes(1280, 1280, 5) > 7 * gb  # 5x5 at a 1280-channel head: 7.6 GB of sums
     # one budget: the widest supports whose whole fit (sums twice, a solve's two copies, the passes) fits are kept
-    assert 4 * gb < fit_bytes(1280, [1, 3]) < 5 * gb
+    assert 5 * gb < fit_bytes(1280, [1, 3]) < 6.5 * gb
     assert supports(1280, (1, 3, 5), budget=8 * gb)[0] == [1, 3]
     kept, skipped = supports(1280, (1, 3, 5), budget=3 * gb)
     assert kept == [1] and "5x5 left out" in skipped[0] and "3x3 left out" in skipped[1]
@@ -202,6 +202,23 @@ def test_neighbourhood_changes_the_map_of_a_cnn_layer():
     assert set(one.row["validation"]) == {"identity", "1x1 ridge 0.01", "1x1 ridge 0.1", "1x1 ridge 1"}
     assert {k for k in both.row["validation"] if k.startswith("3x3")} and one.row["kernel"] == 1
     assert both.row["validation"] != one.row["validation"]
+    # data or network: the best learned map's held-back error with half, three quarters and all the fit images
+    # (the last is its validation score), and how many fit positions each map parameter has
+    curve = both.row["learning_curve"]
+    best = min((k for k in both.row["validation"] if k != "identity"), key=both.row["validation"].__getitem__)
+    assert set(curve) == {"50%", "75%", "100%"} and curve["100%"] == both.row["validation"][best]
+    assert all(0 <= v <= 1 for v in curve.values()) and both.row["curve"] in ("falling", "flat")
+    m = both.row["kernel"]
+    assert both.row["positions_per_parameter"] == round(both.row["fit_positions"] / (40 * m * m + 1), 2)
+
+
+def test_a_falling_learning_curve_means_more_images_would_help():
+    from cnnscope.transforms.equivariance import curve_trend
+
+    assert curve_trend({"50%": 0.5, "75%": 0.4, "100%": 0.3}, held_back=10) == "falling"  # two pictures better
+    assert curve_trend({"50%": 0.4, "75%": 0.3, "100%": 0.3}, held_back=10) == "flat"  # one picture: noise
+    assert curve_trend({"50%": 0.3, "75%": 0.3, "100%": 0.4}, held_back=10) == "flat"
+    assert curve_trend(None, held_back=10) is None
 
 
 def test_a_layer_without_a_spatial_map_is_refused_before_any_job_runs(lite0, tmp_path):

@@ -81,7 +81,12 @@ class EquivarianceFinding(FindingJob):
                  "permutation": _r(row["permutation"]), "learned": _r(row["learned"]),
                  "gap_recovered": _r((base["uncompensated"] - row["learned"]) / gap) if gap > 0 else None,
                  "learned_r2": row["learned_r2"], "ridge": row["ridge"], "map": row["map"],
-                 "fit_positions": row["fit_positions"],
+                 "fit_positions": row["fit_positions"], "positions_per_parameter": row["positions_per_parameter"],
+                 "learning_curve": row["learning_curve"],
+                 # "falling" when, in at least half the splits, the map fitted on all the fit images still does
+                 # better on the held-back ones than on half of them: the data, not the network, is the limit
+                 "curve": "falling" if 2 * sum(run["rows"][i]["curve"] == "falling" for run in runs) >= len(runs)
+                 else "flat",
                  # the same row over every split: (learned, uncompensated) per split, and the learned map's range
                  "splits": [{"learned": _r(run["rows"][i]["learned"]), "uncompensated":
                              _r(run["baseline"]["uncompensated"]), "map": run["rows"][i]["map"]} for run in runs],
@@ -92,12 +97,23 @@ class EquivarianceFinding(FindingJob):
         def mean(row, key):
             return sum(x[key] for x in row["splits"]) / len(row["splits"])
 
-        # a layer fails when, averaged over the splits, the learned map does not beat the uncompensated network
+        # a layer fails when, averaged over the splits, the learned map does not beat the uncompensated network;
+        # where its learning curve still falls, more fit images would still help: undetermined, not a failure
         failing = [row for row in rows if mean(row, "learned") >= mean(row, "uncompensated")]
+        undetermined = [row for row in failing if row["curve"] == "falling"]
+        failing = [row for row in failing if row["curve"] != "falling"]
         if gap < 2.0 / n_test:
             verdict = "inconclusive"
             note = (f"{model.name} is already invariant to {self.transform} here (error {base['no_transform']:.3f} "
                     f"without it, {base['uncompensated']:.3f} with it): there is nothing to compensate")
+        elif not failing and undetermined:
+            verdict = "inconclusive"
+            note = ("undetermined at " + ", ".join(
+                f"{row['layer']} (held-back error {row['learning_curve']['50%']:.3f} / "
+                f"{row['learning_curve']['75%']:.3f} / {row['learning_curve']['100%']:.3f} with 50 / 75 / 100% of the "
+                f"fit images; {row['positions_per_parameter']:g} fit positions per map parameter)"
+                for row in undetermined) + ": the learned map does not yet beat the uncompensated network, but its "
+                "error still falls with more fit images, so more images, not another network, may compensate")
         elif not failing:
             verdict, note = "holds", ""
         else:
@@ -108,13 +124,15 @@ class EquivarianceFinding(FindingJob):
                                  None else "the spatial inverse alone: no map fitted on "
                                  f"{row['fit_positions']} positions beat it on the held-back fifth")
                               + f"; R2 = {row['learned_r2']:.2f} of the features on held-out images; "
+                              f"learning curve flat: {row['positions_per_parameter']:g} positions per parameter; "
                               f"{row['learned_spread'][0]:.3f}–{row['learned_spread'][1]:.3f} over "
                               f"{len(row['splits'])} splits)" for row in failing)
                     + f". This bounds what the estimator finds — a linear map of that support, chosen by the task on "
                     f"a held-back fifth of {len(fit_x)} fit images — not what the network represents: a wider "
                     "support or more fit images may still compensate (Lenc & Vedaldi's AlexNet, maps learned on "
                     "ImageNet's 1.2M images: error 0.43 without vflip, 0.75 uncompensated, 0.43–0.51 compensated "
-                    "from conv1 to conv5).")
+                    "from conv1 to conv5)." + (" Undetermined, the learning curve still falling: " + ", ".join(
+                        row["layer"] for row in undetermined) + "." if undetermined else ""))
         measured = {"metric": r["metric"], "transform": self.transform, "rows": rows, "fit_images": len(fit_x),
                     "test_images": n_test, "splits": self.splits,
                     "map": "m x m convolution after the spatial inverse, m and ridge chosen by the task on a "

@@ -100,6 +100,7 @@ class LayerFit:
     kernel: int = 1
     validation: dict | None = None  # candidate label -> its task metric on the held-back fit images
     skipped: list | None = None  # supports left out, and why (memory)
+    curve: dict | None = None  # the best learned map's held-back error fitted on 50, 75 and 100% of the fit images
 
     def weight(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(W [C, C m^2], b) of the map in the sums' layout."""
@@ -172,10 +173,11 @@ PASS_ALLOWANCE = 512 * 2 ** 20  # the network's passes over a chunk of 16 pictur
 
 def fit_bytes(channels: int, kernels: Sequence[int]) -> int:
     """Peak bytes of `fit_layer` for these supports, beyond what the process holds: the fit and held-back sums of
-    every support at once, a solve's two transient copies of the widest (the regularised matrix and its
-    factorisation; the test sums later take the place of the held-back ones), and the network's passes."""
+    every support at once, the learning curve's sums and a solve's two transient copies of the widest (the
+    regularised matrix and its factorisation; the test sums later take the place of the held-back ones), and the
+    network's passes."""
     sums = [Moments.nbytes(channels, channels, m) for m in kernels]
-    return 2 * sum(sums) + 2 * max(sums, default=0) + PASS_ALLOWANCE
+    return 2 * sum(sums) + 3 * max(sums, default=0) + PASS_ALLOWANCE
 
 
 def check_fits(model: Model, layers: Sequence[str], neighbourhoods: Sequence[int]) -> None:
@@ -242,7 +244,7 @@ def fit_layer(model: Model, layer: str, transform: Transform, fit_images: torch.
     train = _moments(pairs, sets[0], per_image, gen, kernels)
     held = _moments(pairs, sets[1], per_image, gen, kernels) if n_val else None
     labels, ref = fit_targets
-    validation, choice = None, (kernels[0], ridge if ridge is not None else 0.1)
+    validation, choice, curve = None, (kernels[0], ridge if ridge is not None else 0.1), None
     if n_val and ref is not None:  # by the task: the network finishing on the compensated held-back code
         val_images = fit_images[order[:n_val]]
         h_val = torch.cat([pairs(chunk)[1] for chunk in _chunks(val_images)])
@@ -260,6 +262,10 @@ def fit_layer(model: Model, layer: str, transform: Transform, fit_images: torch.
         best = min(scores, key=scores.__getitem__)
         validation = {k: round(v[0], 4) for k, v in scores.items()}
         choice = None if best == "identity" else (scores[best][2], -scores[best][3])
+        best_map = min((k for k in scores if k != "identity"), key=scores.__getitem__)
+        curve = _learning_curve(pairs, sets[0], scores[best_map][2], -scores[best_map][3], per_image, seed, rest,
+                                (h_val, val_labels, val_ref))
+        curve["100%"] = round(scores[best_map][0], 4)
     elif n_val:  # no network output to judge by (a representation without a classifier): the feature error
         base = float(held[kernels[0]].squared_error(*held[kernels[0]].identity()).sum())
         scores = {"identity": (1.0, 0, 0.0)}
@@ -285,7 +291,37 @@ def fit_layer(model: Model, layer: str, transform: Transform, fit_images: torch.
     train = held = None  # the other supports' sums go before the test sums come
     test = _moments(pairs, test_images, None, gen, (m,))[m] if test_images is not None else Moments(c, c, m)
     permutation = permutation_stitch(fit.correlation())
-    return LayerFit(learned, permutation, chosen_ridge, refined, fit, test, m, validation, skipped)
+    return LayerFit(learned, permutation, chosen_ridge, refined, fit, test, m, validation, skipped, curve)
+
+
+def _learning_curve(pairs: _Pairs, images: torch.Tensor, kernel: int, ridge: float, per_image: int, seed: int,
+                    rest: RestOfNetwork, held_back: tuple) -> dict:
+    """The held-back task error of the map (support `kernel`, `ridge`) fitted on the first 50% and 75% of the fit
+    images (and crops) in a seeded order: one more set of sums, grown in place. Whether it still falls says
+    whether more images would help (the data) or not (the network)."""
+    c = pairs.shape[0]
+    gen = torch.Generator().manual_seed(seed + 7919)
+    images = images[torch.randperm(len(images), generator=gen)]
+    sums, done, curve = Moments(c, c, kernel), 0, {}
+    for share in (50, 75):
+        cut = max(1, len(images) * share // 100)
+        for chunk in _chunks(images[done:cut]):
+            f, h = pairs(chunk)
+            sums.add(h, f, pairs.mask, per_image, gen)
+        done = cut
+        weight, bias = sums.solve(ridge, towards_identity=True)
+        stitch = Stitch(c, c, kernel=kernel).set_conv(sums.as_conv(weight).float(), bias.float())
+        curve[f"{share}%"] = round(_task_score(stitch, rest, *held_back)[0], 4)
+    return curve
+
+
+def curve_trend(curve: dict | None, held_back: int) -> str | None:
+    """"falling" when the map fitted on all the fit images does better on the held-back ones than the map fitted on
+    half of them by more than one picture (more images would still help: the fit, not the network, is the limit);
+    else "flat"."""
+    if not curve or held_back <= 0:
+        return None
+    return "falling" if curve["50%"] - curve["100%"] > 1.0 / held_back + 1e-9 else "flat"
 
 
 def _refine(learned: Stitch, pairs: _Pairs, images: torch.Tensor, targets: tuple, epochs: int, seed: int,
@@ -404,6 +440,9 @@ def equivariance_experiment(model: Model, layers: Sequence[str], transform: Tran
                "spatial_r2": round(fit.test_moments.pooled_r2(*fit.test_moments.identity()), 4),
                "map": "spatial inverse only" if fit.ridge is None else f"{fit.kernel}x{fit.kernel} conv",
                "kernel": fit.kernel, "fit_positions": fit.fit_moments.count,
+               # positions per parameter of one output channel's row (C m^2 weights and a bias)
+               "positions_per_parameter": round(fit.fit_moments.count / (c * fit.kernel ** 2 + 1), 2),
+               "learning_curve": fit.curve, "curve": curve_trend(fit.curve, len(fit_images) // 5),
                "validation": fit.validation, "skipped": fit.skipped or [],
                "ridge": fit.ridge, "refined": fit.refined,
                "invariant_channels": int((scores >= INVARIANCE_THRESHOLD).sum()),
