@@ -1,5 +1,6 @@
 """Compatibility table: cnnscope's every family on CNNs nobody here wrote, beside Captum's DeConvNet and guided
-backprop on the same networks (issue 24). Prints the two Markdown tables of the README's *Any CNN* section.
+backprop on the same networks (issue 24). Prints the two Markdown tables of the site's compatibility page
+(docs/concepts/compatibility.md).
 
     .venv/bin/python benchmarks/compat.py
 
@@ -25,8 +26,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cnnscope  # noqa: E402
 from tests import external_zoo  # noqa: E402
-
-SHORT = external_zoo.TITLES
 
 
 class Logits(nn.Module):
@@ -71,14 +70,14 @@ def fmt(r) -> str:
 
 
 def main() -> None:
-    rows, maps_rows = [], []
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        table = external_zoo.compatibility_table(Path(tmp))  # the table the documentation site shows
+    print(f"# conformance of {len(external_zoo.ARCHITECTURES)} architectures: {time.perf_counter() - start:.1f} s",
+          file=sys.stderr)
+    maps_rows = []
     for name, build in external_zoo.ARCHITECTURES.items():
-        start = time.perf_counter()
         net = build()
-        with tempfile.TemporaryDirectory() as tmp:
-            status, details = external_zoo.conformance(net, Path(tmp))
-        seconds = time.perf_counter() - start
-        rows.append((name, status, seconds))
         model = cnnscope.load_model(net, preprocess={"input_size": external_zoo.SIZE})
         x = model.prepare(cnnscope.load_image("sample:chelsea"))
         theirs = captum_maps(net, x, 3)
@@ -89,14 +88,8 @@ def main() -> None:
                           corr(grad, next(iter(ours["deconvnet"].maps.values()))),
                           corr(grad, next(iter(ours["desalinet"].maps.values()))),
                           corr(theirs["gradient"], theirs["deconvnet"]), corr(theirs["gradient"], theirs["guided"])))
-        print(f"# {name}: {seconds:.1f} s", file=sys.stderr)
 
-    print("| architecture | " + " | ".join(SHORT[m] for m in external_zoo.METHODS) + " |")
-    print("|---|" + "---|" * len(external_zoo.METHODS))
-    for name, status, _ in rows:
-        print(f"| {name} | " + " | ".join("✓" if status[m] == "ok" else status[m] for m in external_zoo.METHODS)
-              + " |")
-    print()
+    print(table)
     print("| architecture | nonlinearities the rules reach | ours: DeConvNet r(gradient) | ours: DeSaliNet "
           "r(gradient) | Captum Deconvolution r(gradient) | Captum GuidedBackprop r(gradient) |")
     print("|---|---|---|---|---|---|")
