@@ -89,7 +89,7 @@ BAD = {
                                   "0.001", "--out", "{d}/eq"], "no map fits the memory budget at stage2"),
     "stitch over budget": (["stitch", "--a", "efficientnet_lite0", "--b", "efficientnet_lite1", "--layers", "stem",
                             "--images", "{d}/four", "--max-memory", "0.005", "--out", "{d}/st"],
-                           "stitching on 4 images"),
+                           "stitching would need about"),
     "classes for other outputs": (["predict", "sample:chelsea", "--classes", "{d}/two_classes.txt"],
                                   "2 class names for a network with 1000 outputs"),
     "empty file": (["predict", "{d}/empty.jpg"], "file is empty"),

@@ -110,3 +110,23 @@ def test_cli_stitch_cka_and_small(tmp_path):
     assert main(["train-small", "--data", "shapes", "--epochs", "1", "--out", str(net)]) == 0
     model = load_model(f"small:{net}")
     assert model.input_size == 32 and model.aliases["block4"] == "relu4"
+
+
+def test_streamed_features_give_the_same_stitches_as_kept_ones():
+    """Stitching streams A's and B's features a chunk at a time (memory flat in the number of pictures): the
+    regression and permutation maps, and B's output through them, equal those fitted on every feature kept."""
+    from cnnscope.data import image_set
+    from cnnscope.transforms.equivalence import StreamedFeatures
+
+    a, b = load_model("efficientnet_lite0"), load_model("efficientnet_lite1")
+    x, _ = image_set(a, None, 40, 0)  # 40 pictures: the chunks (16) and the held-back fifth (8) do not align
+    kept = [features(m, "stage3", m.preprocess.normalize(x)) for m in (a, b)]
+    streamed = [StreamedFeatures.at(m, "stage3", x) for m in (a, b)]
+    assert streamed[0].shape == kept[0].shape and torch.equal(streamed[1][5:9], kept[1][5:9])
+    for fit in (lambda fa, fb: fit_regression(fa, fb, kernel=3), fit_permutation):
+        one, other = fit(*kept), fit(*streamed)
+        assert torch.allclose(one.conv.weight, other.conv.weight, atol=1e-5)
+        assert getattr(one, "ridge", None) == getattr(other, "ridge", None)
+    rest = RestOfNetwork(b, "stage3")
+    reg = fit_regression(*streamed)
+    assert torch.allclose(predict_through(rest, reg, kept[0]), predict_through(rest, reg, streamed[0]), atol=1e-4)

@@ -167,11 +167,13 @@ def test_streamed_m_by_m_ridge_equals_a_direct_least_squares_reference():
     from cnnscope.transforms.equivariance import fit_bytes, supports
 
     gb = 1024 ** 3
-    assert Moments.nbytes(1280, 1280, 5) > 7 * gb  # 5x5 at a 1280-channel head: 7.6 GB of sums
-    # one budget: the widest supports whose whole fit (sums twice, a solve's two copies, the passes) fits are kept
-    assert 5 * gb < fit_bytes(1280, [1, 3]) < 6.5 * gb
-    assert supports(1280, (1, 3, 5), budget=8 * gb)[0] == [1, 3]
-    kept, skipped = supports(1280, (1, 3, 5), budget=3 * gb)
+    assert Moments.nbytes(1280, 1280, 5) > 7 * gb  # a dense 5x5 at a 1280-channel head: 7.6 GB of sums
+    assert Moments.nbytes(1280, 1280, 5, reduced=256) < 0.5 * gb  # reduced to 256 directions off-centre
+    # one budget: the widest supports whose whole fit (sums twice, a solve's two copies, the candidate maps, the
+    # passes) fits are kept; the head's 3x3 and 5x5 maps are reduced
+    assert 1.2 * gb < fit_bytes(1280, [1, 3]) < 1.6 * gb
+    assert supports(1280, (1, 3, 5), budget=8 * gb)[0] == [1, 3, 5]
+    kept, skipped = supports(1280, (1, 3, 5), budget=1.2 * gb)
     assert kept == [1] and "5x5 left out" in skipped[0] and "3x3 left out" in skipped[1]
     assert supports(1280, (1, 3), budget=0.1 * gb)[0] == []
 
@@ -262,17 +264,54 @@ def _peak_rss(args: list[str]) -> tuple[subprocess.CompletedProcess, int]:
 
 
 def test_the_memory_budget_bounds_the_widest_fit_measured_in_a_child(tmp_path):
-    """At Lite0's head (1280 channels) the 3x3 map's fit needs about 4.4 GB: under --max-memory 1.5 it is left
-    out, the row says so, and the process's measured peak stays within the budget; under 0.4 not even the 1x1
-    map fits, and the run refuses in one line, saying what would fit, before any job (no folder is made)."""
+    """At Lite0's head (1280 channels) the reduced 5x5 map's fit needs about 3.9 GB: under --max-memory 2.5 it is
+    left out, the row says so, the reduced 3x3 is fitted, and the process's measured peak stays within the budget;
+    under 0.4 not even the 1x1 map fits, and the run refuses in one line, saying what would fit, before any job (no
+    folder is made)."""
     run, peak = _peak_rss(["equivariance", "--layers", "head", "--transform", "vflip", "--limit", "8",
-                           "--max-memory", "1.5", "--json", "-q", "--out", str(tmp_path / "fits")])
+                           "--neighbourhood", "1,3,5", "--max-memory", "2.5", "--json", "-q", "--out",
+                           str(tmp_path / "fits")])
     assert run.returncode == 0, run.stderr
     row = json.loads(run.stdout)["rows"][0]
-    assert row["kernel"] == 1 and "3x3 left out" in row["skipped"][0] and "1.5 GB" in row["skipped"][0]
-    assert peak < 1.5 * 1024 ** 3, peak / 1024 ** 3
+    assert len(row["skipped"]) == 1 and "5x5 left out" in row["skipped"][0] and "2.5 GB" in row["skipped"][0]
+    assert "3x3 ridge 0.1" in row["validation"] and "5x5 ridge 0.1" not in row["validation"]
+    assert peak < 2.5 * 1024 ** 3, peak / 1024 ** 3
     run, _ = _peak_rss(["equivariance", "--layers", "head", "--transform", "vflip", "--limit", "8",
                         "--max-memory", "0.4", "--out", str(tmp_path / "refused")])
     assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1
     assert "no map fits the memory budget at head" in run.stderr and "would fit" in run.stderr
     assert not (tmp_path / "refused").exists()
+
+
+def test_the_reduced_map_agrees_with_the_dense_ridge_on_a_layer_where_both_fit():
+    """At Lite0's stage6 (192 channels, a dense 3x3 map of 1,728 inputs fits easily) the reduced map — every
+    channel at the centre tap, K principal directions at the other taps — is the dense ridge solution when K = C
+    (any orthonormal basis), and with K = 96 (960 inputs) explains as much of the held-out images' features."""
+    from cnnscope.data import image_set
+    from cnnscope.models import load_model
+    from cnnscope.transforms.equivariance import _Pairs, principal_directions, random_orthogonal
+    from cnnscope.transforms.ridge import Moments
+    from cnnscope.transforms.transform import Transform
+
+    model = load_model("efficientnet_lite0")
+    x, _ = image_set(model, None, 32, 0)
+    pairs = _Pairs(model, "stage6", Transform.parse("vflip"))
+    assert principal_directions(pairs, x[:24], 192) is None  # not wider than K: the map stays dense
+    bases = {"dense": None, "rotated": random_orthogonal(192, 1), "reduced": principal_directions(pairs, x[:24], 96)}
+    sums = {k: (Moments(192, 192, 3, b), Moments(192, 192, 3, b)) for k, b in bases.items()}
+    for i in range(0, 24, 8):
+        f, h = pairs(x[i:i + 8])
+        for fit, _ in sums.values():
+            fit.add(h, f, pairs.mask)
+    f, h = pairs(x[24:])
+    for _, test in sums.values():
+        test.add(h, f, pairs.mask)
+    assert sums["reduced"][0].inputs == 192 + 8 * 96
+    solved = {k: fit.solve(0.1, towards_identity=True) for k, (fit, _) in sums.items()}
+    for w, b in zip(solved["rotated"], solved["dense"]):
+        assert torch.allclose(w, b, atol=1e-9)
+    r2 = {k: sums[k][1].pooled_r2(*solved[k]) for k in sums}
+    assert r2["dense"] > 0.5 and abs(r2["reduced"] - r2["dense"]) < 0.01, r2
+    # the weights come back in the full conv layout: the reduced map's conv reproduces its own sums' error
+    dense_test = sums["dense"][1]
+    assert dense_test.pooled_r2(*solved["reduced"]) == pytest.approx(r2["reduced"], abs=1e-9)

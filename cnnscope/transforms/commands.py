@@ -9,6 +9,7 @@ from ..progress import table
 from ..requests import answer, engine, first, load, out_dir, out_file, wrote
 from ..store import write_json
 from ..verbs import Answer, Odd, Request
+from .equivalence import check_fits as check_stitch_fits
 from .equivariance import MAX_NEIGHBOURHOOD, check_fits
 from .jobs import format_table, stitch_table, write_equivariance, write_stitch
 from .plans import equivariance_name, plan_cka, plan_equivariance, plan_feature_equivariance, plan_stitch, stitch_name
@@ -111,6 +112,7 @@ def stitch(req: Request) -> Answer:
     pairs = _layer_pairs(req, a, b, req.layers or default)
     limit, epochs = req.limit or (24 if req.quick else None), 2 if req.quick else req.epochs
     name = stitch_name(a, b)
+    check_stitch_fits(a, b, pairs, req.kernel)
     jobs = plan_stitch(a, b, pairs, images=req.images, limit=limit, fit=req.fit, epochs=epochs,
                        resample=not req.no_resample, kernel=req.kernel, batchnorm=req.batchnorm, seed=req.seed)
     run = execute(jobs, out, desc="stitch", **engine(req))

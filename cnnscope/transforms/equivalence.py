@@ -24,7 +24,7 @@ from torch import nn
 
 from ..errors import CnnscopeError
 from ..layers import Capture, get_layer, resolve
-from ..memory import check_bytes
+from ..memory import budget_gb, headroom_bytes, process_rss_bytes
 from ..models import Model
 from ..progress import iterate
 from .ridge import Moments, choose_ridge
@@ -71,6 +71,58 @@ def features(model: Model, layer: str, batch: torch.Tensor, chunk: int = 16) -> 
     return torch.cat(out)
 
 
+class StreamedFeatures:
+    """Features of a set of pictures, computed a chunk at a time when sliced or indexed (`compute` maps a batch of
+    pictures to them): the fits and evaluations stream them instead of keeping every picture's features, so memory
+    does not grow with the number of pictures.
+
+    Parameters
+    ----------
+    compute : callable
+        [n,3,S,S] pictures in [0,1] -> [n,C,H,W] features (no gradients needed).
+    images : Tensor
+        [N,3,S,S] in [0,1].
+    """
+
+    def __init__(self, compute, images: torch.Tensor):
+        if not len(images):
+            raise CnnscopeError("no images to compute features of")
+        self.compute, self.images = compute, images
+        with torch.no_grad():
+            first = compute(images[:1])
+        self.shape, self.device = (len(images), *first.shape[1:]), first.device
+
+    @classmethod
+    def at(cls, model: Model, layer: str, images: torch.Tensor) -> StreamedFeatures:
+        """`model`'s activations at `layer`."""
+        return cls(lambda x: features(model, layer, model.preprocess.normalize(x)), images)
+
+    def dim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index) -> torch.Tensor:
+        pictures = self.images[index]
+        with torch.no_grad():
+            return torch.cat([self.compute(pictures[i:i + CHUNK]) for i in range(0, len(pictures), CHUNK)])
+
+
+CHUNK = 16  # pictures per pass
+
+
+def _sums(fa, fb, start: int, stop: int, kernel: int, out_hw: tuple[int, int] | None) -> Moments:
+    """The regression's sums over pictures start..stop, a chunk at a time (A's grid resampled to B's)."""
+    sums = Moments(fa.shape[1], fb.shape[1], kernel)
+    for i in range(start, stop, CHUNK):
+        a = fa[i:min(i + CHUNK, stop)]
+        if out_hw is not None:
+            a = F.interpolate(a, size=out_hw, mode="bilinear", align_corners=False)
+        sums.add(a, fb[i:min(i + CHUNK, stop)])
+    return sums
+
+
 def check_grids(fa: torch.Tensor, fb: torch.Tensor, resample: bool) -> tuple[int, int] | None:
     if fa.dim() != 4 or fb.dim() != 4:
         raise CnnscopeError("stitching needs convolutional layers (N, C, H, W) on both sides")
@@ -82,39 +134,35 @@ def check_grids(fa: torch.Tensor, fb: torch.Tensor, resample: bool) -> tuple[int
     return None
 
 
-def fit_regression(fa: torch.Tensor, fb: torch.Tensor, ridge: float | None = None, resample: bool = False,
-                   towards_identity: bool = False, kernel: int = 1) -> Stitch:
+def fit_regression(fa, fb, ridge: float | None = None, resample: bool = False, towards_identity: bool = False,
+                   kernel: int = 1) -> Stitch:
     """Closed-form least squares Phi_B(u) ~ W Phi_A(N_m(u)) + b over all images and positions u, N_m the m x m
     neighbourhood (`kernel`; see `ridge.Moments`). ridge None: the strength (of RIDGES) that predicts the first
     fifth of the images best from the rest (wide layers with few images overfit otherwise), then refitted on
-    all."""
+    all. fa, fb: [N,C,H,W] tensors or `StreamedFeatures` (summed a chunk at a time)."""
     out_hw = check_grids(fa, fb, resample)
-    if out_hw is not None:
-        fa = F.interpolate(fa, size=out_hw, mode="bilinear", align_corners=False)
     n_val = len(fa) // 5
-    c_a, c_b = fa.shape[1], fb.shape[1]
     if ridge is None and n_val:
-        held = Moments(c_a, c_b, kernel).add(fa[:n_val], fb[:n_val])
-        rest = Moments(c_a, c_b, kernel).add(fa[n_val:], fb[n_val:])
-        ridge = choose_ridge(rest, held, towards_identity)
-        moments = rest + held
+        held = _sums(fa, fb, 0, n_val, kernel, out_hw)
+        moments = _sums(fa, fb, n_val, len(fa), kernel, out_hw)
+        ridge = choose_ridge(moments, held, towards_identity)
+        moments.absorb(held)
     else:
         ridge = 1e-4 if ridge is None else ridge
-        moments = Moments(c_a, c_b, kernel).add(fa, fb)
+        moments = _sums(fa, fb, 0, len(fa), kernel, out_hw)
     weight, bias = moments.solve(ridge, towards_identity)
-    stitch = Stitch(c_a, c_b, out_hw, kernel).to(fa.device).set_conv(moments.as_conv(weight).float(), bias.float())
+    stitch = Stitch(fa.shape[1], fb.shape[1], out_hw, kernel).to(fa.device)
+    stitch.set_conv(moments.as_conv(weight).float(), bias.float())
     stitch.ridge = ridge
     return stitch
 
 
-def fit_permutation(fa: torch.Tensor, fb: torch.Tensor, resample: bool = False) -> Stitch:
+def fit_permutation(fa, fb, resample: bool = False) -> Stitch:
     """Channel i of B <- the channel of A it correlates with most, as a one-to-one matching."""
     out_hw = check_grids(fa, fb, resample)
     if fa.shape[1] != fb.shape[1]:
         raise CnnscopeError(f"a permutation needs equal widths ({fa.shape[1]} vs {fb.shape[1]} channels)")
-    if out_hw is not None:
-        fa = F.interpolate(fa, size=out_hw, mode="bilinear", align_corners=False)
-    return permutation_stitch(Moments(fa.shape[1], fb.shape[1]).add(fa, fb).correlation(), out_hw)
+    return permutation_stitch(_sums(fa, fb, 0, len(fa), 1, out_hw).correlation(), out_hw)
 
 
 def permutation_stitch(correlation: torch.Tensor, out_hw: tuple[int, int] | None = None) -> Stitch:
@@ -169,13 +217,19 @@ class RestOfNetwork:
             self.replacement = None
 
 
-def predict_through(rest: RestOfNetwork, stitch: nn.Module, fa: torch.Tensor, chunk: int = 16) -> torch.Tensor:
-    stitch.to(fa.device)
-    outs = []
+def predict_through(rest: RestOfNetwork, stitch: nn.Module, fa, chunk: int = CHUNK) -> torch.Tensor:
+    return predict_all(rest, {"": stitch}, fa, chunk)[""]
+
+
+def predict_all(rest: RestOfNetwork, stitches: dict, fa, chunk: int = CHUNK) -> dict:
+    """name -> B's logits finishing on each stitch's map of A's features, in one pass over them."""
+    outs = {name: [] for name in stitches}
     with torch.no_grad():
         for i in range(0, fa.shape[0], chunk):
-            outs.append(rest(stitch(fa[i:i + chunk])).cpu())
-    return torch.cat(outs)
+            a = fa[i:i + chunk]
+            for name, stitch in stitches.items():
+                outs[name].append(rest(stitch.to(a.device)(a)).cpu())
+    return {name: torch.cat(v) for name, v in outs.items()}
 
 
 def task_loss(out: torch.Tensor, labels: torch.Tensor | None, b_logits: torch.Tensor | None) -> torch.Tensor:
@@ -273,19 +327,24 @@ class StitchFit:
     progress: bool = True
 
 
-def _check_memory(model_a: Model, model_b: Model, layers, fit_images: torch.Tensor, test_images: torch.Tensor) -> None:
-    """Refuse, before any forward, a stitch whose held tensors exceed the memory budget: both networks'
-    normalised copies of the pictures, and per layer pair A's features of every picture and B's of the fit
-    ones (float32)."""
-    n_fit, n_test = len(fit_images), len(test_images)
-    pictures = 2 * (fit_images.numel() + test_images.numel())
-    per_pair = []
+PASS_ALLOWANCE = 512 * 2 ** 20  # the networks' passes over a chunk of pictures and their features
+
+
+def check_fits(model_a: Model, model_b: Model, layers, kernel: int = 1) -> None:
+    """Refuse, before any forward, a stitch whose fit would take the process over the memory budget: the
+    regression's held-back and fit sums and a solve's two copies of the widest layer pair, and the passes over a
+    chunk (features are streamed, so nothing grows with the number of pictures)."""
+    widest = 0
     for item in layers:
         la, lb = item if isinstance(item, tuple) else (item, item)
-        size_a, size_b = math.prod(get_layer(model_a, la).shape), math.prod(get_layer(model_b, lb).shape)
-        per_pair.append((n_fit + n_test) * size_a + n_fit * size_b)
-    check_bytes(4 * (pictures + max(per_pair, default=0)), f"stitching on {n_fit + n_test} images",
-                "fewer with --limit N")
+        c_a, c_b = get_layer(model_a, la).shape[0], get_layer(model_b, lb).shape[0]
+        widest = max(widest, Moments.nbytes(c_a, c_b, kernel))
+    need = 4 * widest + PASS_ALLOWANCE
+    if need > headroom_bytes():
+        total = (need + process_rss_bytes()) / 2 ** 30
+        raise CnnscopeError(f"stitching would need about {total:.1f} GB with what this process holds, over the "
+                            f"memory budget of {budget_gb():g} GB (a smaller --kernel, or --max-memory "
+                            f"{math.ceil(total * 10) / 10:g})")
 
 
 def stitch_experiment(model_a: Model, model_b: Model, layers: Sequence[str | tuple[str, str]],
@@ -312,20 +371,22 @@ def stitch_experiment(model_a: Model, model_b: Model, layers: Sequence[str | tup
         ``baseline`` (A's and B's own errors) and ``rows``: per pair the error of the naive (identity),
         random, permutation, regression and task stitches, and the fitted modules (``_stitches``).
     """
-    _check_memory(model_a, model_b, layers, fit_images, test_images)
-    xa_fit, xa_test = model_a.preprocess.normalize(fit_images), model_a.preprocess.normalize(test_images)
-    xb_fit, xb_test = model_b.preprocess.normalize(fit_images), model_b.preprocess.normalize(test_images)
-    with torch.no_grad():
-        a_logits = torch.cat([model_a(xa_test[i:i + 16]).cpu() for i in range(0, len(xa_test), 16)])
-        b_fit_logits = torch.cat([model_b(xb_fit[i:i + 16]).cpu() for i in range(0, len(xb_fit), 16)])
-        b_logits = torch.cat([model_b(xb_test[i:i + 16]).cpu() for i in range(0, len(xb_test), 16)])
+    check_fits(model_a, model_b, layers, how.kernel)
+
+    def logits(model, x):
+        with torch.no_grad():
+            return torch.cat([model(model.preprocess.normalize(x[i:i + CHUNK])).cpu() for i in range(0, len(x), CHUNK)])
+
+    a_logits, b_fit_logits, b_logits = logits(model_a, test_images), logits(model_b, fit_images), \
+        logits(model_b, test_images)
     b_pred = b_logits.argmax(1)
     rows = []
     baseline = {"A": error_rates(a_logits, test_labels, b_pred), "B": error_rates(b_logits, test_labels, b_pred)}
     for item in iterate(layers, "stitch layers", "layer", show=how.progress):
         la, lb = item if isinstance(item, tuple) else (item, item)
-        fa_fit, fa_test = features(model_a, la, xa_fit), features(model_a, la, xa_test)
-        fb_fit = features(model_b, lb, xb_fit)
+        # streamed: each pass computes a chunk's features (never every picture's at once)
+        fa_fit, fa_test = StreamedFeatures.at(model_a, la, fit_images), StreamedFeatures.at(model_a, la, test_images)
+        fb_fit = StreamedFeatures.at(model_b, lb, fit_images)
         rest = RestOfNetwork(model_b, lb)
         row = {"layer_a": la, "layer_b": lb, "shape_a": list(fa_fit.shape[1:]), "shape_b": list(fb_fit.shape[1:])}
         stitches: dict[str, nn.Module] = {}
@@ -343,8 +404,8 @@ def stitch_experiment(model_a: Model, model_b: Model, layers: Sequence[str | tup
             stitches["task"] = fit_task(task, rest, fa_fit, fit_labels,
                                         None if fit_labels is not None else b_fit_logits, epochs=how.task_epochs,
                                         seed=how.seed, progress=how.progress)
-        for name, s in stitches.items():
-            row[name] = error_rates(predict_through(rest, s, fa_test), test_labels, b_pred)
+        for name, out in predict_all(rest, stitches, fa_test).items():
+            row[name] = error_rates(out, test_labels, b_pred)
         row["regression_ridge"] = stitches["regression"].ridge
         row["_stitches"] = stitches
         rows.append(row)

@@ -118,8 +118,7 @@ class LayerFit:
         q = random_orthogonal(c, seed).to(var.device)
         q_full = torch.zeros_like(weight)
         q_full[:, centre] = q
-        mean_x, mean_y = self.fit_moments.xx[-1, :-1] / self.fit_moments.count, self.fit_moments.xy[-1] / \
-            self.fit_moments.count
+        mean_x, mean_y = self.fit_moments.input_mean(), self.fit_moments.xy[-1] / self.fit_moments.count
         q_bias = mean_y - q_full @ mean_x
         return scores, invariance_scores(q_full, var, self.test_moments.r2(q_full, q_bias), centre)
 
@@ -143,10 +142,13 @@ class _Pairs:
         self.mask = self.inverse.valid_cells(info.shape[1:], self.stride, self.offset, self.size)
 
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        norm = self.model.preprocess.normalize
-        f = features(self.model, self.layer, norm(images))
-        moved = features(self.model, self.layer, norm(self.transform.image(images)))
-        return f, self.inverse.features(moved, self.stride, self.offset, self.size, padding="border")
+        f = features(self.model, self.layer, self.model.preprocess.normalize(images))
+        return f, self.moved(images)
+
+    def moved(self, images: torch.Tensor) -> torch.Tensor:
+        """The spatially inverted Phi(gx) alone: the compensation's input."""
+        moved = features(self.model, self.layer, self.model.preprocess.normalize(self.transform.image(images)))
+        return self.inverse.features(moved, self.stride, self.offset, self.size, padding="border")
 
 
 def _chunks(x: torch.Tensor, size: int = 16):
@@ -154,11 +156,32 @@ def _chunks(x: torch.Tensor, size: int = 16):
         yield x[i:i + size]
 
 
+REDUCED_DIRECTIONS = 256  # K: a wider layer's off-centre taps read its top K principal directions (`Moments`)
+PILOT_IMAGES = 96  # the first fit images whose features give those directions
+
+
+def principal_directions(pairs: _Pairs, images: torch.Tensor, k: int = REDUCED_DIRECTIONS) -> torch.Tensor | None:
+    """[C, k]: the top-k principal directions of the map's inputs (the spatially inverted Phi(gx), valid cells) over
+    the first PILOT_IMAGES images; None where the layer has no more than k channels (its map stays dense)."""
+    c = pairs.shape[0]
+    if c <= k:
+        return None
+    gram, total, n = torch.zeros(c, c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64), 0
+    for chunk in _chunks(images[:PILOT_IMAGES]):
+        h = pairs.moved(chunk)
+        x = h.permute(0, 2, 3, 1)[:, pairs.mask.to(h.device)].reshape(-1, c).double().cpu()
+        gram.addmm_(x.T, x)
+        total += x.sum(0)
+        n += len(x)
+    cov = gram / max(n, 1) - torch.outer(total, total) / max(n, 1) ** 2
+    return torch.linalg.eigh(cov)[1][:, -k:].flip(1).contiguous()  # eigh sorts ascending
+
+
 def _moments(pairs: _Pairs, images: torch.Tensor, positions: int | None, gen: torch.Generator,
-             kernels: Sequence[int] = (1,)) -> dict[int, Moments]:
+             kernels: Sequence[int] = (1,), basis: torch.Tensor | None = None) -> dict[int, Moments]:
     """Sums for each support m, from one pass over the images (the same sampled positions for every m)."""
     c = pairs.shape[0]
-    out = {m: Moments(c, c, m) for m in kernels}
+    out = {m: Moments(c, c, m, basis) for m in kernels}
     for chunk in _chunks(images):
         f, h = pairs(chunk)
         state = gen.get_state()
@@ -174,12 +197,12 @@ PASS_ALLOWANCE = 512 * 2 ** 20  # the network's passes over a chunk of 16 pictur
 def fit_bytes(channels: int, kernels: Sequence[int]) -> int:
     """Peak bytes of `fit_layer` for these supports, beyond what the process holds: the fit and held-back sums of
     every support at once, the learning curve's sums and a solve's two transient copies of the widest (the
-    regularised matrix and its factorisation; the test sums later take the place of the held-back ones), and the
-    network's passes."""
-    sums = [Moments.nbytes(channels, channels, m) for m in kernels]
-    return 2 * sum(sums) + 3 * max(sums, default=0) + PASS_ALLOWANCE
-
-
+    regularised matrix and its factorisation; the test sums later take the place of the held-back ones), the
+    candidate maps being judged (float32 conv weights, and a solution in float64), and the network's passes."""
+    reduced = REDUCED_DIRECTIONS if channels > REDUCED_DIRECTIONS else None
+    sums = [Moments.nbytes(channels, channels, m, reduced) for m in kernels]
+    maps = [len(TASK_RIDGES) * 4 * channels * channels * m * m + 8 * channels * channels * m * m for m in kernels]
+    return 2 * sum(sums) + 3 * max(sums, default=0) + max(maps, default=0) + PASS_ALLOWANCE
 def check_fits(model: Model, layers: Sequence[str], neighbourhoods: Sequence[int]) -> None:
     """Refuse, before any work, a layer where not even the smallest support fits the memory budget."""
     for layer in layers:
@@ -211,13 +234,29 @@ def supports(channels: int, neighbourhoods: Sequence[int], budget: float | None 
     return kept, skipped
 
 
-def _task_score(stitch: Stitch, rest: RestOfNetwork, h: torch.Tensor, labels, ref_logits) -> tuple[float, float]:
-    """(top-1 error or disagreement, cross-entropy) of the network finishing on stitch(h)."""
+
+def _task_scores(stitches: dict, rest: RestOfNetwork, pairs: _Pairs, images: torch.Tensor, labels,
+                 ref_logits) -> dict:
+    """label -> (top-1 error or disagreement, cross-entropy) of the network finishing on each stitch's
+    compensated code of `images`, streamed a chunk at a time (the features are never kept)."""
+    logits = {k: [] for k in stitches}
     with torch.no_grad():
-        logits = torch.cat([rest(stitch.to(chunk.device)(chunk)).cpu() for chunk in _chunks(h)]).float()
+        for chunk in _chunks(images):
+            h = pairs.moved(chunk)
+            for k, stitch in stitches.items():
+                logits[k].append(rest(stitch.to(h.device)(h)).cpu())
     target = labels if labels is not None else ref_logits.argmax(1)
-    metric = _metric(logits, labels, ref_logits.argmax(1))
-    return metric, float(torch.nn.functional.cross_entropy(logits, target))
+    out = {}
+    for k, v in logits.items():
+        v = torch.cat(v).float()
+        out[k] = (_metric(v, labels, ref_logits.argmax(1)), float(torch.nn.functional.cross_entropy(v, target)))
+    return out
+
+
+def _stitch(sums: Moments, ridge: float) -> Stitch:
+    weight, bias = sums.solve(ridge, towards_identity=True)
+    c = sums.c_in
+    return Stitch(c, c, kernel=sums.kernel).set_conv(sums.as_conv(weight).float(), bias.float())
 
 
 def fit_layer(model: Model, layer: str, transform: Transform, fit_images: torch.Tensor,
@@ -241,30 +280,29 @@ def fit_layer(model: Model, layer: str, transform: Transform, fit_images: torch.
         sets = [torch.cat([s, random_crops(list(s), crops * len(s), model.input_size, gen)]) if len(s) else s
                 for s in sets]
     per_image = max(1, POSITIONS // (len(fit_images) * (1 + crops)))
-    train = _moments(pairs, sets[0], per_image, gen, kernels)
-    held = _moments(pairs, sets[1], per_image, gen, kernels) if n_val else None
+    basis = principal_directions(pairs, sets[0]) if max(kernels) > 1 else None
+    train = _moments(pairs, sets[0], per_image, gen, kernels, basis)
+    held = _moments(pairs, sets[1], per_image, gen, kernels, basis) if n_val else None
     labels, ref = fit_targets
     validation, choice, curve = None, (kernels[0], ridge if ridge is not None else 0.1), None
     if n_val and ref is not None:  # by the task: the network finishing on the compensated held-back code
         val_images = fit_images[order[:n_val]]
-        h_val = torch.cat([pairs(chunk)[1] for chunk in _chunks(val_images)])
-        val_labels = labels[order[:n_val]] if labels is not None else None
-        val_ref = ref[order[:n_val]]
+        held_back = (val_images, labels[order[:n_val]] if labels is not None else None, ref[order[:n_val]])
         rest = RestOfNetwork(model, layer)
-        scores = {"identity": (*_task_score(Stitch(c, c).set_linear(torch.eye(c), torch.zeros(c)), rest, h_val,
-                                            val_labels, val_ref), 0, 0.0)}
-        for m in kernels:
-            for r in (TASK_RIDGES if ridge is None else (ridge,)):
-                weight, bias = train[m].solve(r, towards_identity=True)
-                stitch = Stitch(c, c, kernel=m).set_conv(train[m].as_conv(weight).float(), bias.float())
+        identity = Stitch(c, c).set_linear(torch.eye(c), torch.zeros(c))
+        scores = {"identity": (*_task_scores({"": identity}, rest, pairs, *held_back)[""], 0, 0.0)}
+        for m in kernels:  # one support's candidate maps at a time, judged in one pass over the held-back images
+            ridges = TASK_RIDGES if ridge is None else (ridge,)
+            judged = _task_scores({r: _stitch(train[m], r) for r in ridges}, rest, pairs, *held_back)
+            for r, score in judged.items():
                 # ties: the lower cross-entropy, then the simpler map (smaller support, stronger ridge)
-                scores[f"{m}x{m} ridge {r:g}"] = (*_task_score(stitch, rest, h_val, val_labels, val_ref), m, -r)
+                scores[f"{m}x{m} ridge {r:g}"] = (*score, m, -r)
         best = min(scores, key=scores.__getitem__)
         validation = {k: round(v[0], 4) for k, v in scores.items()}
         choice = None if best == "identity" else (scores[best][2], -scores[best][3])
         best_map = min((k for k in scores if k != "identity"), key=scores.__getitem__)
-        curve = _learning_curve(pairs, sets[0], scores[best_map][2], -scores[best_map][3], per_image, seed, rest,
-                                (h_val, val_labels, val_ref))
+        curve = _learning_curve(pairs, sets[0], train[scores[best_map][2]], -scores[best_map][3], per_image, seed,
+                                rest, held_back)
         curve["100%"] = round(scores[best_map][0], 4)
     elif n_val:  # no network output to judge by (a representation without a classifier): the feature error
         base = float(held[kernels[0]].squared_error(*held[kernels[0]].identity()).sum())
@@ -283,35 +321,32 @@ def fit_layer(model: Model, layer: str, transform: Transform, fit_images: torch.
     else:
         m, chosen_ridge = choice
         fit = train[m].absorb(held[m]) if held is not None else train[m]
-        weight, bias = fit.solve(chosen_ridge, towards_identity=True)
-        learned = Stitch(c, c, kernel=m).set_conv(fit.as_conv(weight).float(), bias.float())
+        learned = _stitch(fit, chosen_ridge)
     refined = False
     if task_epochs:
         refined = _refine(learned, pairs, fit_images, fit_targets, task_epochs, seed, progress)
     train = held = None  # the other supports' sums go before the test sums come
-    test = _moments(pairs, test_images, None, gen, (m,))[m] if test_images is not None else Moments(c, c, m)
+    test = (_moments(pairs, test_images, None, gen, (m,), fit.basis)[m] if test_images is not None
+            else Moments(c, c, m, fit.basis))
     permutation = permutation_stitch(fit.correlation())
     return LayerFit(learned, permutation, chosen_ridge, refined, fit, test, m, validation, skipped, curve)
 
 
-def _learning_curve(pairs: _Pairs, images: torch.Tensor, kernel: int, ridge: float, per_image: int, seed: int,
+def _learning_curve(pairs: _Pairs, images: torch.Tensor, like: Moments, ridge: float, per_image: int, seed: int,
                     rest: RestOfNetwork, held_back: tuple) -> dict:
-    """The held-back task error of the map (support `kernel`, `ridge`) fitted on the first 50% and 75% of the fit
-    images (and crops) in a seeded order: one more set of sums, grown in place. Whether it still falls says
-    whether more images would help (the data) or not (the network)."""
-    c = pairs.shape[0]
+    """The held-back task error of the map (the support and reduction of `like`, `ridge`) fitted on the first 50%
+    and 75% of the fit images (and crops) in a seeded order: one more set of sums, grown in place. Whether it still
+    falls says whether more images would help (the data) or not (the network)."""
     gen = torch.Generator().manual_seed(seed + 7919)
     images = images[torch.randperm(len(images), generator=gen)]
-    sums, done, curve = Moments(c, c, kernel), 0, {}
+    sums, done, curve = like._empty(), 0, {}
     for share in (50, 75):
         cut = max(1, len(images) * share // 100)
         for chunk in _chunks(images[done:cut]):
             f, h = pairs(chunk)
             sums.add(h, f, pairs.mask, per_image, gen)
         done = cut
-        weight, bias = sums.solve(ridge, towards_identity=True)
-        stitch = Stitch(c, c, kernel=kernel).set_conv(sums.as_conv(weight).float(), bias.float())
-        curve[f"{share}%"] = round(_task_score(stitch, rest, *held_back)[0], 4)
+        curve[f"{share}%"] = round(_task_scores({"": _stitch(sums, ridge)}, rest, pairs, *held_back)[""][0], 4)
     return curve
 
 
@@ -324,12 +359,28 @@ def curve_trend(curve: dict | None, held_back: int) -> str | None:
     return "falling" if curve["50%"] - curve["100%"] > 1.0 / held_back + 1e-9 else "flat"
 
 
+class _MovedFeatures:
+    """The compensation's inputs (the spatially inverted Phi(gx)) of a set of images, computed when indexed: the
+    refinement's epochs stream them instead of keeping every image's features."""
+
+    def __init__(self, pairs: _Pairs, images: torch.Tensor):
+        self.pairs, self.images = pairs, images
+        self.shape = (len(images), *pairs.shape)
+        self.device = next(iter(pairs.model.parameters()), torch.empty(0)).device
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat([self.pairs.moved(chunk) for chunk in _chunks(self.images[index])])
+
+
 def _refine(learned: Stitch, pairs: _Pairs, images: torch.Tensor, targets: tuple, epochs: int, seed: int,
             progress: bool) -> bool:
     """The network's own loss from the ridge map, with the map of the epoch (0 = the ridge map) that does best
     on a held-back fifth of the fit images. True if training moved it."""
-    h = torch.cat([pairs(chunk)[1] for chunk in _chunks(images)])
-    n_val = len(h) // 5
+    n_val = len(images) // 5
     if n_val == 0:
         return False
     labels, ref = targets
@@ -339,9 +390,10 @@ def _refine(learned: Stitch, pairs: _Pairs, images: torch.Tensor, targets: tuple
 
     tr, va = slice(n_val, None), slice(0, n_val)
     rest = RestOfNetwork(pairs.model, pairs.layer)
-    fit_task(learned, rest, h[tr], pick(labels, tr), pick(ref, tr) if labels is None else None, epochs=epochs,
-             seed=seed, progress=progress,
-             validation=(h[va], pick(labels, va), pick(ref, va) if labels is None else None))
+    held_back = (_MovedFeatures(pairs, images[va]), pick(labels, va), pick(ref, va) if labels is None else None)
+    fit_task(learned, rest, _MovedFeatures(pairs, images[tr]), pick(labels, tr),
+             pick(ref, tr) if labels is None else None, epochs=epochs, seed=seed, progress=progress,
+             validation=held_back)
     return learned.best_epoch > 0
 
 
@@ -440,8 +492,9 @@ def equivariance_experiment(model: Model, layers: Sequence[str], transform: Tran
                "spatial_r2": round(fit.test_moments.pooled_r2(*fit.test_moments.identity()), 4),
                "map": "spatial inverse only" if fit.ridge is None else f"{fit.kernel}x{fit.kernel} conv",
                "kernel": fit.kernel, "fit_positions": fit.fit_moments.count,
-               # positions per parameter of one output channel's row (C m^2 weights and a bias)
-               "positions_per_parameter": round(fit.fit_moments.count / (c * fit.kernel ** 2 + 1), 2),
+               # positions per parameter of one output channel's row (its inputs and a bias)
+               "positions_per_parameter": round(fit.fit_moments.count / (fit.fit_moments.inputs + 1), 2),
+               "reduced": None if fit.fit_moments.basis is None else fit.fit_moments.basis.shape[1],
                "learning_curve": fit.curve, "curve": curve_trend(fit.curve, len(fit_images) // 5),
                "validation": fit.validation, "skipped": fit.skipped or [],
                "ridge": fit.ridge, "refined": fit.refined,
