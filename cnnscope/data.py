@@ -5,10 +5,14 @@ fit/test splits. Every verb that needs a set of images gets it here, the same wa
 from __future__ import annotations
 
 import csv
+import itertools
+import math
 import os
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -115,6 +119,104 @@ def random_crops(images: Sequence[torch.Tensor], n: int, size: int, gen: torch.G
     return torch.cat(out)
 
 
+CHUNK = 16  # pictures per read or write
+
+
+class ImageSet:
+    """[N,3,S,S] pictures in [0,1] kept in a temporary file, not in memory: indexing (an int, a slice, an index
+    tensor) reads just those back as a float32 tensor, and `subset` makes a view of some of them without reading
+    any. The transformation analyses pass over thousands of pictures many times, a chunk at a time; holding the
+    set here keeps their memory flat in the number of pictures (each read comes from the page cache). Exact:
+    pictures come back bit for bit as written.
+
+    Build one with `ImageSet.write` (from chunks) or `image_store`.
+    """
+
+    def __init__(self, file, picture: tuple[int, ...], rows: torch.Tensor):
+        self._file, self._picture, self._rows = file, tuple(picture), rows
+        self._nbytes = 4 * math.prod(picture)
+
+    @classmethod
+    def write(cls, chunks: Iterable[torch.Tensor]) -> ImageSet:
+        """A set of the pictures of `chunks` ([n,3,S,S] each, in order)."""
+        file, picture, n = tempfile.TemporaryFile(prefix="cnnscope-images-"), None, 0
+        for chunk in chunks:
+            chunk = chunk.detach().to("cpu", torch.float32).contiguous()
+            if picture is not None and tuple(chunk.shape[1:]) != picture:
+                raise CnnscopeError(f"pictures of one set must share a size: {tuple(chunk.shape[1:])} vs {picture}")
+            picture = tuple(chunk.shape[1:])
+            file.write(chunk.numpy().tobytes())
+            n += len(chunk)
+        if picture is None:
+            raise CnnscopeError("no pictures to keep")
+        file.flush()
+        return cls(file, picture, torch.arange(n))
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self), *self._picture)
+
+    def dim(self) -> int:
+        return 1 + len(self._picture)
+
+    def subset(self, index) -> ImageSet:
+        """The pictures at `index` (a slice or an index tensor), as a set: nothing is read."""
+        return ImageSet(self._file, self._picture, self._rows[index])
+
+    def __getitem__(self, index) -> torch.Tensor:
+        rows = self._rows[index]
+        one = rows.dim() == 0
+        rows = rows.reshape(-1).tolist()
+        out = torch.empty(len(rows), *self._picture)
+        flat = out.view(len(rows), -1).numpy()
+        for i, row in enumerate(rows):
+            flat[i] = np.frombuffer(os.pread(self._file.fileno(), self._nbytes, row * self._nbytes), np.float32)
+        return out[0] if one else out
+
+    def chunks(self, size: int = CHUNK) -> Iterator[torch.Tensor]:
+        for i in range(0, len(self), size):
+            yield self[i:i + size]
+
+
+def subset(images, index):
+    """images[index] for a tensor; the view (nothing read) for an `ImageSet`."""
+    return images.subset(index) if isinstance(images, ImageSet) else images[index]
+
+
+def with_crops(images, n: int, size: int, gen: torch.Generator):
+    """The pictures followed by n `random_crops` of them (drawn in order with `gen`), of the same kind: an
+    `ImageSet`'s crops are made and written a chunk at a time."""
+    if not n or not len(images):
+        return images
+    crops = (random_crops(images, min(CHUNK, n - i), size, gen) for i in range(0, n, CHUNK))
+    if isinstance(images, ImageSet):
+        return ImageSet.write(itertools.chain(images.chunks(), crops))
+    return torch.cat([images, *crops])
+
+
+def image_store(model, folder: str | None, limit: int | None, seed: int = 0,
+                crops_per_sample: int = 8) -> tuple[ImageSet, torch.Tensor | None]:
+    """`image_set`'s pictures in an `ImageSet` (a temporary file): decoded and prepared one at a time and never all
+    held in memory, so any number of them can be analysed."""
+    geometry, size = model.preprocess.geometry, model.input_size
+    if folder is not None:
+        items = list_folder(folder, limit)
+        labels = [lab for _, lab in items]
+        has = all(isinstance(lab, int) for lab in labels)
+        classes = len(getattr(model, "classes", ()) or ())
+        if has and classes and max(labels) >= classes:
+            raise CnnscopeError(f"{folder}: labels.csv has class index {max(labels)}, but the model has {classes} "
+                                f"classes (0-{classes - 1})")
+        return ImageSet.write(geometry(load_image(p)) for p, _ in items), torch.tensor(labels) if has else None
+    gen = torch.Generator().manual_seed(seed)
+    pool = load_images(None)
+    n = limit or len(pool) * crops_per_sample
+    return ImageSet.write(random_crops(pool, min(CHUNK, n - i), size, gen) for i in range(0, n, CHUNK)), None
+
+
 def image_set(model, folder: str | None, limit: int | None, seed: int = 0,
               crops_per_sample: int = 8) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A set of square images at a model's input size, for the analyses that fit on data.
@@ -134,27 +236,16 @@ def image_set(model, folder: str | None, limit: int | None, seed: int = 0,
     Returns
     -------
     images : Tensor
-        [N,3,S,S] in [0,1].
+        [N,3,S,S] in [0,1] (`image_store` keeps them in a file instead).
     labels : Tensor or None
         [N] integer class labels when every image has one.
     """
-    geometry, size = model.preprocess.geometry, model.input_size
-    if folder is not None:
-        items = list_folder(folder, limit)
-        labels = [lab for _, lab in items]
-        has = all(isinstance(lab, int) for lab in labels)
-        classes = len(getattr(model, "classes", ()) or ())
-        if has and classes and max(labels) >= classes:
-            raise CnnscopeError(f"{folder}: labels.csv has class index {max(labels)}, but the model has {classes} "
-                                f"classes (0-{classes - 1})")
-        # held as one tensor (the analyses fit and test on it): refused before decoding when over the budget
-        check_bytes(2 * len(items) * 3 * size * size * 4, f"{len(items)} images of {folder} at {size} px",
-                    "fewer with --limit N")
-        images = torch.cat([geometry(load_image(p)) for p, _ in items])
-        return images, torch.tensor(labels) if has else None
-    gen = torch.Generator().manual_seed(seed)
-    pool = load_images(None)
-    return random_crops(pool, limit or len(pool) * crops_per_sample, size, gen), None
+    size = model.input_size
+    if folder is not None:  # held as one tensor: refused before decoding when over the budget
+        n = len(list_folder(folder, limit))
+        check_bytes(2 * n * 3 * size * size * 4, f"{n} images of {folder} at {size} px", "fewer with --limit N")
+    images, labels = image_store(model, folder, limit, seed, crops_per_sample)
+    return images[:], labels
 
 
 def split(n: int, fit: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -122,7 +122,7 @@ def test_streamed_features_give_the_same_stitches_as_kept_ones():
     x, _ = image_set(a, None, 40, 0)  # 40 pictures: the chunks (16) and the held-back fifth (8) do not align
     kept = [features(m, "stage3", m.preprocess.normalize(x)) for m in (a, b)]
     streamed = [StreamedFeatures.at(m, "stage3", x) for m in (a, b)]
-    assert streamed[0].shape == kept[0].shape and torch.equal(streamed[1][5:9], kept[1][5:9])
+    assert streamed[0].shape == kept[0].shape and torch.allclose(streamed[1][5:9], kept[1][5:9], atol=1e-4)
     for fit in (lambda fa, fb: fit_regression(fa, fb, kernel=3), fit_permutation):
         one, other = fit(*kept), fit(*streamed)
         assert torch.allclose(one.conv.weight, other.conv.weight, atol=1e-5)

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..backprop.analysis import spearman
-from ..data import image_set, split
+from ..data import image_store, split
 from ..models import Model, ModelSpec, small_model
 from ..transforms.cka import cka_permutation_test
 from ..transforms.equivalence import StitchFit, features, stitch_experiment
@@ -32,11 +32,11 @@ LENC_VEDALDI_ALEXNET = {"no_transform": 0.43, "uncompensated": 0.75,
 
 
 def _split(model: Model, images: str | None, limit: int | None, seed: int):
-    x, labels = image_set(model, images, limit, seed)
+    x, labels = image_store(model, images, limit, seed)  # in a file: memory flat in the number of images
     i_fit, i_test = split(len(x), 0.6, seed)
     if labels is None:
-        return x[i_fit], x[i_test], None, None
-    return x[i_fit], x[i_test], labels[i_fit], labels[i_test]
+        return x.subset(i_fit), x.subset(i_test), None, None
+    return x.subset(i_fit), x.subset(i_test), labels[i_fit], labels[i_test]
 
 
 def _crops(crops: int | None, n_fit: int) -> int:

@@ -3,13 +3,30 @@ Gram matrices — so layers with hundreds of thousands of features cost only N x
 
 from __future__ import annotations
 
+import math
+
 import torch
 
+from ..errors import CnnscopeError
+from ..layers import get_layer
+from ..memory import budget_gb, headroom_bytes, process_rss_bytes
 
-def example_gram(x: torch.Tensor) -> torch.Tensor:
-    """The N x N Gram matrix (float64) of N examples' flattened representations: all CKA needs of them."""
-    x = x.reshape(x.shape[0], -1).double()
-    return x @ x.T
+
+def example_gram(x: torch.Tensor, block: int = 2 ** 16) -> torch.Tensor:
+    """The N x N Gram matrix (float64) of N examples' flattened representations: all CKA needs of them. Summed
+    over blocks of features, so the float64 copy is of one block, not of the whole representation."""
+    x = x.reshape(x.shape[0], -1)
+    gram = torch.zeros(len(x), len(x), dtype=torch.float64, device=x.device)
+    for i in range(0, x.shape[1], block):
+        part = x[:, i:i + block].double()
+        gram.addmm_(part, part.T)
+    return gram
+
+
+def cka_bytes(n: int, feature_sizes: list[int], grams: int) -> int:
+    """Peak bytes of CKA over n examples: the largest layer's features (float32) and a float64 block of them
+    beside the `grams` N x N Gram matrices kept."""
+    return 4 * n * max(feature_sizes, default=0) + 8 * n * 2 ** 16 + 8 * n * n * grams
 
 
 _gram = example_gram
@@ -95,3 +112,18 @@ def cka_permutation_test(x: torch.Tensor, y: torch.Tensor, permutations: int = 2
         p = torch.randperm(x.shape[0], generator=gen)
         hits += float((kc * lc[p][:, p]).sum() / norm) >= observed
     return observed, (1 + hits) / (1 + permutations)
+
+
+def check_cka_fits(model_a, model_b, layers_a, layers_b, n: int) -> None:
+    """Refuse, before any features are computed, CKA over n pictures that would take the process over the memory
+    budget (saying how many would fit)."""
+    sizes = [math.prod(get_layer(model_a, x).shape) for x in layers_a] + \
+        [math.prod(get_layer(model_b, y).shape) for y in layers_b]
+    grams = len(layers_a) + len(layers_b)
+    if cka_bytes(n, sizes, grams) > headroom_bytes():
+        fits = n
+        while fits > 4 and cka_bytes(fits, sizes, grams) > headroom_bytes():
+            fits = fits * 9 // 10
+        need = math.ceil((cka_bytes(n, sizes, grams) + process_rss_bytes()) / 2 ** 30 * 10) / 10
+        raise CnnscopeError(f"CKA over {n} images would need about {need:g} GB with what this process holds, over "
+                            f"the memory budget of {budget_gb():g} GB (--limit {fits} would fit, or --max-memory GB)")

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..data import random_crops
+from ..data import subset, with_crops
 from ..errors import CnnscopeError
 from ..layers import get_layer
 from ..memory import budget_gb, headroom_bytes, process_rss_bytes
@@ -39,6 +39,7 @@ from ..models import Model
 from .equivalence import (
     RestOfNetwork,
     Stitch,
+    StreamedFeatures,
     error_rates,
     features,
     fit_task,
@@ -275,10 +276,8 @@ def fit_layer(model: Model, layer: str, transform: Transform, fit_images: torch.
     # held-back fifth by source image (a crop never validates the image it was cut from)
     order = torch.randperm(len(fit_images), generator=gen)
     n_val = len(fit_images) // 5 if len(fit_images) >= 5 else 0
-    sets = [fit_images[order[n_val:]], fit_images[order[:n_val]]]
-    if crops:
-        sets = [torch.cat([s, random_crops(list(s), crops * len(s), model.input_size, gen)]) if len(s) else s
-                for s in sets]
+    sets = [subset(fit_images, order[n_val:]), subset(fit_images, order[:n_val])]
+    sets = [with_crops(s, crops * len(s), model.input_size, gen) for s in sets]
     per_image = max(1, POSITIONS // (len(fit_images) * (1 + crops)))
     basis = principal_directions(pairs, sets[0]) if max(kernels) > 1 else None
     train = _moments(pairs, sets[0], per_image, gen, kernels, basis)
@@ -286,7 +285,7 @@ def fit_layer(model: Model, layer: str, transform: Transform, fit_images: torch.
     labels, ref = fit_targets
     validation, choice, curve = None, (kernels[0], ridge if ridge is not None else 0.1), None
     if n_val and ref is not None:  # by the task: the network finishing on the compensated held-back code
-        val_images = fit_images[order[:n_val]]
+        val_images = subset(fit_images, order[:n_val])
         held_back = (val_images, labels[order[:n_val]] if labels is not None else None, ref[order[:n_val]])
         rest = RestOfNetwork(model, layer)
         identity = Stitch(c, c).set_linear(torch.eye(c), torch.zeros(c))
@@ -338,7 +337,7 @@ def _learning_curve(pairs: _Pairs, images: torch.Tensor, like: Moments, ridge: f
     and 75% of the fit images (and crops) in a seeded order: one more set of sums, grown in place. Whether it still
     falls says whether more images would help (the data) or not (the network)."""
     gen = torch.Generator().manual_seed(seed + 7919)
-    images = images[torch.randperm(len(images), generator=gen)]
+    images = subset(images, torch.randperm(len(images), generator=gen))
     sums, done, curve = like._empty(), 0, {}
     for share in (50, 75):
         cut = max(1, len(images) * share // 100)
@@ -359,23 +358,6 @@ def curve_trend(curve: dict | None, held_back: int) -> str | None:
     return "falling" if curve["50%"] - curve["100%"] > 1.0 / held_back + 1e-9 else "flat"
 
 
-class _MovedFeatures:
-    """The compensation's inputs (the spatially inverted Phi(gx)) of a set of images, computed when indexed: the
-    refinement's epochs stream them instead of keeping every image's features."""
-
-    def __init__(self, pairs: _Pairs, images: torch.Tensor):
-        self.pairs, self.images = pairs, images
-        self.shape = (len(images), *pairs.shape)
-        self.device = next(iter(pairs.model.parameters()), torch.empty(0)).device
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index) -> torch.Tensor:
-        with torch.no_grad():
-            return torch.cat([self.pairs.moved(chunk) for chunk in _chunks(self.images[index])])
-
-
 def _refine(learned: Stitch, pairs: _Pairs, images: torch.Tensor, targets: tuple, epochs: int, seed: int,
             progress: bool) -> bool:
     """The network's own loss from the ridge map, with the map of the epoch (0 = the ridge map) that does best
@@ -390,8 +372,10 @@ def _refine(learned: Stitch, pairs: _Pairs, images: torch.Tensor, targets: tuple
 
     tr, va = slice(n_val, None), slice(0, n_val)
     rest = RestOfNetwork(pairs.model, pairs.layer)
-    held_back = (_MovedFeatures(pairs, images[va]), pick(labels, va), pick(ref, va) if labels is None else None)
-    fit_task(learned, rest, _MovedFeatures(pairs, images[tr]), pick(labels, tr),
+    # the compensation's inputs are streamed: each epoch computes them a batch at a time, none are kept
+    moved = [StreamedFeatures(pairs.moved, subset(images, part)) for part in (tr, va)]
+    held_back = (moved[1], pick(labels, va), pick(ref, va) if labels is None else None)
+    fit_task(learned, rest, moved[0], pick(labels, tr),
              pick(ref, tr) if labels is None else None, epochs=epochs, seed=seed, progress=progress,
              validation=held_back)
     return learned.best_epoch > 0

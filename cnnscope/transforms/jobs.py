@@ -1,7 +1,7 @@
 """The transformation analyses as jobs (see `cnnscope.jobs`): equivariance and stitching one layer per job
 (each also measures the whole-network baseline, so any job alone is a complete answer), and CKA.
 
-Data: `data.image_set` at model A's input size and a seeded shuffled fit/test split (`data.split`).
+Data: `data.image_store` at model A's input size and a seeded shuffled fit/test split (`data.split`).
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ from pathlib import Path
 
 import torch
 
-from ..data import image_set, split
+from ..data import image_store, split
 from ..errors import CnnscopeError
 from ..jobs import Job, Outcome, Result
 from ..models import Model, ModelSpec
 from ..store import load_tensors, save_tensors, write_csv, write_json
 from ..viz import cka_heatmap, plot_equivariance, plot_stitch
-from .cka import cka_of_grams, example_gram
-from .equivalence import StitchFit, features, stitch_experiment
+from .cka import check_cka_fits, cka_of_grams, example_gram
+from .equivalence import StitchFit, StreamedFeatures, stitch_experiment
 from .equivariance import NEIGHBOURHOODS, EquivarianceFit, equivariance_experiment
 from .transform import Transform
 
@@ -30,11 +30,11 @@ STITCH_METHODS = ("naive", "random", "permutation", "regression", "task")
 
 def fit_test(model: Model, images: str | None, limit: int | None, fit: float, seed: int):
     """(fit images, test images, fit labels, test labels) — labels None for unlabelled sets."""
-    x, labels = image_set(model, images, limit, seed)
+    x, labels = image_store(model, images, limit, seed)  # in a file: memory flat in the number of images
     i_fit, i_test = split(len(x), fit, seed)
     if labels is None:
-        return x[i_fit], x[i_test], None, None
-    return x[i_fit], x[i_test], labels[i_fit], labels[i_test]
+        return x.subset(i_fit), x.subset(i_test), None, None
+    return x.subset(i_fit), x.subset(i_test), labels[i_fit], labels[i_test]
 
 
 def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -234,13 +234,14 @@ class CkaJob(Job):
         return (self.model, self.other)
 
     def compute(self, a: Model, b: Model) -> CkaResult:
-        images, _ = image_set(a, self.images, self.limit, self.seed)
+        images, _ = image_store(a, self.images, self.limit, self.seed)
         if len(images) < 4:
             raise CnnscopeError("CKA needs at least 4 images")
+        check_cka_fits(a, b, self.layers_a, self.layers_b, len(images))
         # a layer's N x N Gram matrix is all CKA needs: its features are dropped as soon as it is made (all
         # layers' features of 1000 pictures were ~6 GB for two Lite0s)
-        ka = {n: example_gram(features(a, n, a.preprocess.normalize(images))) for n in self.layers_a}
-        kb = {n: example_gram(features(b, n, b.preprocess.normalize(images))) for n in self.layers_b}
+        ka = {n: example_gram(StreamedFeatures.at(a, n, images)[:]) for n in self.layers_a}
+        kb = {n: example_gram(StreamedFeatures.at(b, n, images)[:]) for n in self.layers_b}
         matrix = [[cka_of_grams(ka[x], kb[y], self.debiased) for y in self.layers_b] for x in self.layers_a]
         return CkaResult(list(self.layers_a), list(self.layers_b), matrix, len(images))
 
