@@ -87,6 +87,8 @@ BAD = {
     # the fit's peak is checked first, before the pictures are read (a budget that leaves no room for the sums)
     "equivariance over budget": (["equivariance", "--images", "{d}/four", "--layers", "stage2", "--max-memory",
                                   "0.001", "--out", "{d}/eq"], "no map fits the memory budget at stage2"),
+    "reproduce over budget": (["reproduce", "--findings", "invariance,stitching", "--max-memory", "0.3", "--out",
+                               "{d}/rep"], "no map fits the memory budget at stem"),
     "stitch over budget": (["stitch", "--a", "efficientnet_lite0", "--b", "efficientnet_lite1", "--layers", "stem",
                             "--images", "{d}/four", "--max-memory", "0.005", "--out", "{d}/st"],
                            "stitching would need about"),

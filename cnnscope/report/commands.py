@@ -17,7 +17,7 @@ from ..transforms.transform import Transform
 from ..verbs import Answer, Request
 from .atlas import QUICK, ReportSettings, default_layers
 from .demo import run_demo
-from .findings import ACCURACY, DEFAULT, FINDINGS, TRANSFORMS, skipped
+from .findings import ACCURACY, DEFAULT, FINDINGS, TRANSFORMS, check_fits, skipped
 from .findings import reproduce as reproduce_findings
 from .site import build_report
 
@@ -94,6 +94,7 @@ def reproduce(req: Request) -> Answer:
         image_sources(req.images)  # the folder checked before any work
         labelled = all(isinstance(label, int) for _, label in list_folder(req.images, None))
     model = load(req)
+    check_fits(model, req.quick, ids)  # before any job: a fit over the memory budget refuses in one line
     for finding, why in skipped(model, ids).items():
         table(f"skipped {finding}: {why}")
     accuracy = [i for i in ids if i in ACCURACY]

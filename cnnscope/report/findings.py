@@ -28,6 +28,9 @@ from ..preimage.solver import SolverConfig
 from ..preimage.tasks import Prior, ambiguity, invert, reconstruction_error, sized_preprocess
 from ..store import write_csv, write_json, write_text
 from ..targets import Target
+from ..transforms.equivalence import check_fits as check_stitch_fits
+from ..transforms.equivariance import NEIGHBOURHOODS
+from ..transforms.equivariance import check_fits as check_map_fits
 from ..transforms.plans import plan_feature_equivariance
 from ..transforms.smallnets import train_small
 from . import html
@@ -221,6 +224,24 @@ def skipped(model: Model, ids: tuple[str, ...]) -> dict[str, str]:
     return {i: why for i, why in out.items() if i in ids}
 
 
+def _stages(model: Model, quick: bool) -> tuple[str, ...]:
+    stages = tuple(model.profile.analysis)
+    if quick:  # the first, a middle and the last-but-one stage
+        stages = tuple(dict.fromkeys((stages[0], stages[len(stages) // 2], stages[max(len(stages) - 2, 0)])))
+    return stages
+
+
+def check_fits(model: Model, quick: bool, ids: tuple[str, ...] = DEFAULT) -> None:
+    """Refuse, before any job, findings whose fits cannot keep within the memory budget at some stage (the
+    equivariance maps' smallest support; stitching's sums, for a partner of the model's own widths)."""
+    ids = [i for i in ids if i not in skipped(model, ids)]
+    stages = _stages(model, quick)
+    if any(i in TRANSFORMS + ("invariance",) for i in ids):
+        check_map_fits(model, stages, NEIGHBOURHOODS)
+    if "stitching" in ids:
+        check_stitch_fits(model, model, stages)
+
+
 def plan(model: Model, images: str | None, quick: bool, seed: int, ids: tuple[str, ...] = DEFAULT) -> list[Job]:
     """The findings' jobs, sized for --quick (CI) or a full run; ids that cannot run here (`skipped`) are left
     out."""
@@ -228,9 +249,7 @@ def plan(model: Model, images: str | None, quick: bool, seed: int, ids: tuple[st
     pool = [str(path) for path, _ in list_folder(images, 2)] if images else ["sample:chelsea", "sample:coffee"]
     sources = tuple(pool)[:1 if quick else 2]  # the pre-image findings invert the first one or two images
     layers = tuple(depth[i] for i in range(0, len(depth), 2))[:3 if quick else None]
-    stages = tuple(model.profile.analysis)
-    if quick:  # the first, a middle and the last-but-one stage
-        stages = tuple(dict.fromkeys((stages[0], stages[len(stages) // 2], stages[max(len(stages) - 2, 0)])))
+    stages = _stages(model, quick)
     limit = 24 if quick else None  # images for the transformation findings (all of a folder)
     epochs = 0 if quick else 2
     makers = {

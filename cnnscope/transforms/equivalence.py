@@ -154,6 +154,8 @@ def fit_regression(fa, fb, ridge: float | None = None, resample: bool = False, t
     stitch = Stitch(fa.shape[1], fb.shape[1], out_hw, kernel).to(fa.device)
     stitch.set_conv(moments.as_conv(weight).float(), bias.float())
     stitch.ridge = ridge
+    # a 1x1 fit's sums hold the channel correlations too: a permutation needs no second pass over the features
+    stitch.correlation = moments.correlation() if kernel == 1 and fa.shape[1] == fb.shape[1] else None
     return stitch
 
 
@@ -393,10 +395,11 @@ def stitch_experiment(model_a: Model, model_b: Model, layers: Sequence[str | tup
         if fa_fit.shape[1:] == fb_fit.shape[1:]:
             stitches["naive"] = identity_stitch(fa_fit, fb_fit)
         stitches["random"] = random_stitch(fa_fit, fb_fit, how.seed, how.resample)
+        reg = fit_regression(fa_fit, fb_fit, resample=how.resample, kernel=how.kernel)
         if fa_fit.shape[1] == fb_fit.shape[1]:
-            stitches["permutation"] = fit_permutation(fa_fit, fb_fit, how.resample)
-        stitches["regression"] = fit_regression(fa_fit, fb_fit, resample=how.resample, kernel=how.kernel)
-        reg = stitches["regression"]
+            stitches["permutation"] = (fit_permutation(fa_fit, fb_fit, how.resample) if reg.correlation is None
+                                       else permutation_stitch(reg.correlation, reg.out_hw))
+        stitches["regression"] = reg
         if how.task_epochs:
             task = Stitch(fa_fit.shape[1], fb_fit.shape[1], reg.out_hw, how.kernel, how.batchnorm)
             # start from the regression solution (with --batchnorm, behind a fresh BN that training adapts)

@@ -9,18 +9,22 @@ its back-projected place. Spatial support matters: with TF-"SAME" (asymmetric) p
 the features of a flipped image land a fraction of a cell away from the flipped grid, which a 1 x 1 channel map
 cannot undo. Each candidate is fitted in closed form — streaming ridge regression of Phi(x) on the unfolded
 neighbourhoods of the spatially inverted Phi(gx) (`Moments`: only the Gram matrix is kept) over valid positions of
-the fit images and random rescaled crops of them, pulled towards the identity at the centre tap. The fit's peak
-(`fit_bytes`: the sums of every candidate, twice, and a solve's two copies) is estimated before any sum is allocated
-and kept within the one memory budget (`--max-memory`, less what the process already holds): the widest supports
-that do not fit are left out, and the row says so. The support m (of `neighbourhoods`) and the ridge are then
-**chosen by the task**: the top-1 error (with labels; else disagreement with the untransformed prediction, cross-
-entropy breaking ties) of the network finishing on the compensated code of a held-back fifth of the fit images, with
-the spatial inverse alone among the candidates — so the reported map is never worse than it on that split, and where
-nothing beats it the row says so. Optionally the map is then refined by the network's own loss (kept only if that
-lowers the held-back loss). Invariance is read off M_g: a channel is invariant when its row is the identity at the
-centre tap and zero elsewhere, scored per channel as the share of its (variance-weighted) row on its own centre tap
-times the fraction of its variance the map explains on held-out images; a random orthogonal 1 x 1 map gives the
-null.
+the fit images and random rescaled crops of them, pulled towards the identity at the centre tap. At a layer wider
+than REDUCED_DIRECTIONS channels the map is reduced: the centre tap reads every channel and the other taps only the
+layer's top principal directions (`principal_directions`), so Lite0's head 3x3 map has 3,329 inputs, not 11,521 (the
+sums' size and the solve's cost fall by 12 and 40 times). The fit's peak (`fit_bytes`: the sums of every candidate,
+twice, a solve's two copies and the candidate maps) is estimated before any sum is allocated and kept within the one
+memory budget (`--max-memory`, less what the process already holds): the widest supports that do not fit are left
+out, and the row says so. Pictures and features are streamed a chunk at a time (the image set itself lives in a
+temporary file, `data.ImageSet`), so memory does not grow with the number of images. The support m (of
+`neighbourhoods`) and the ridge are then **chosen by the task**: the top-1 error (with labels; else disagreement
+with the untransformed prediction, cross-entropy breaking ties) of the network finishing on the compensated code of
+a held-back fifth of the fit images, with the spatial inverse alone among the candidates — so the reported map is
+never worse than it on that split, and where nothing beats it the row says so. Optionally the map is then refined by
+the network's own loss (kept only if that lowers the held-back loss). Invariance is read off M_g: a channel is
+invariant when its row is the identity at the centre tap and zero elsewhere, scored per channel as the share of its
+(variance-weighted) row on its own centre tap times the fraction of its variance the map explains on held-out
+images; a random orthogonal 1 x 1 map gives the null.
 """
 
 from __future__ import annotations
@@ -179,17 +183,25 @@ def principal_directions(pairs: _Pairs, images: torch.Tensor, k: int = REDUCED_D
 
 
 def _moments(pairs: _Pairs, images: torch.Tensor, positions: int | None, gen: torch.Generator,
-             kernels: Sequence[int] = (1,), basis: torch.Tensor | None = None) -> dict[int, Moments]:
-    """Sums for each support m, from one pass over the images (the same sampled positions for every m)."""
+             kernels: Sequence[int] = (1,), basis: torch.Tensor | None = None, snapshots: Sequence[int] = ()
+             ) -> tuple[dict[int, Moments], dict[int, dict[int, Moments]]]:
+    """Sums for each support m, from one pass over the images (the same sampled positions for every m), and a copy
+    of them after each share (in %) of the images in `snapshots` — the learning curve's sums, for no extra pass."""
     c = pairs.shape[0]
     out = {m: Moments(c, c, m, basis) for m in kernels}
-    for chunk in _chunks(images):
-        f, h = pairs(chunk)
-        state = gen.get_state()
-        for m in kernels:
-            gen.set_state(state)
-            out[m].add(h, f, pairs.mask, positions, gen)
-    return out
+    copies, start = {}, 0
+    for share in (*snapshots, 100):
+        stop = max(start, len(images) * share // 100)
+        for chunk in _chunks(subset(images, slice(start, stop))):
+            f, h = pairs(chunk)
+            state = gen.get_state()
+            for m in kernels:
+                gen.set_state(state)
+                out[m].add(h, f, pairs.mask, positions, gen)
+        if share < 100:
+            copies[share] = {m: sums.copy() for m, sums in out.items()}
+        start = stop
+    return out, copies
 
 
 PASS_ALLOWANCE = 512 * 2 ** 20  # the network's passes over a chunk of 16 pictures and their features, beside the sums
@@ -197,13 +209,16 @@ PASS_ALLOWANCE = 512 * 2 ** 20  # the network's passes over a chunk of 16 pictur
 
 def fit_bytes(channels: int, kernels: Sequence[int]) -> int:
     """Peak bytes of `fit_layer` for these supports, beyond what the process holds: the fit and held-back sums of
-    every support at once, the learning curve's sums and a solve's two transient copies of the widest (the
-    regularised matrix and its factorisation; the test sums later take the place of the held-back ones), the
-    candidate maps being judged (float32 conv weights, and a solution in float64), and the network's passes."""
+    every support and their two learning-curve copies, a solve's two transient copies of the widest (the
+    regularised matrix and its factorisation; the test sums later take the place of the held-back ones), every
+    candidate map being judged at once (float32 conv weights, and a solution in float64), and the network's
+    passes."""
     reduced = REDUCED_DIRECTIONS if channels > REDUCED_DIRECTIONS else None
     sums = [Moments.nbytes(channels, channels, m, reduced) for m in kernels]
-    maps = [len(TASK_RIDGES) * 4 * channels * channels * m * m + 8 * channels * channels * m * m for m in kernels]
-    return 2 * sum(sums) + 3 * max(sums, default=0) + max(maps, default=0) + PASS_ALLOWANCE
+    maps = sum(len(TASK_RIDGES) * 4 * channels * channels * m * m for m in kernels)
+    solution = max((8 * channels * channels * m * m for m in kernels), default=0)
+    return 4 * sum(sums) + 3 * max(sums, default=0) + maps + solution + PASS_ALLOWANCE
+
 def check_fits(model: Model, layers: Sequence[str], neighbourhoods: Sequence[int]) -> None:
     """Refuse, before any work, a layer where not even the smallest support fits the memory budget."""
     for layer in layers:
@@ -278,31 +293,38 @@ def fit_layer(model: Model, layer: str, transform: Transform, fit_images: torch.
     n_val = len(fit_images) // 5 if len(fit_images) >= 5 else 0
     sets = [subset(fit_images, order[n_val:]), subset(fit_images, order[:n_val])]
     sets = [with_crops(s, crops * len(s), model.input_size, gen) for s in sets]
+    # pictures and their crops in a seeded order: any prefix is a random share of them (the learning curve's)
+    sets[0] = subset(sets[0], torch.randperm(len(sets[0]), generator=gen))
     per_image = max(1, POSITIONS // (len(fit_images) * (1 + crops)))
     basis = principal_directions(pairs, sets[0]) if max(kernels) > 1 else None
-    train = _moments(pairs, sets[0], per_image, gen, kernels, basis)
-    held = _moments(pairs, sets[1], per_image, gen, kernels, basis) if n_val else None
     labels, ref = fit_targets
+    by_task = bool(n_val) and ref is not None
+    train, shares = _moments(pairs, sets[0], per_image, gen, kernels, basis, (50, 75) if by_task else ())
+    held = _moments(pairs, sets[1], per_image, gen, kernels, basis)[0] if n_val else None
     validation, choice, curve = None, (kernels[0], ridge if ridge is not None else 0.1), None
-    if n_val and ref is not None:  # by the task: the network finishing on the compensated held-back code
+    if by_task:  # by the task: the network finishing on the compensated held-back code
         val_images = subset(fit_images, order[:n_val])
         held_back = (val_images, labels[order[:n_val]] if labels is not None else None, ref[order[:n_val]])
         rest = RestOfNetwork(model, layer)
-        identity = Stitch(c, c).set_linear(torch.eye(c), torch.zeros(c))
-        scores = {"identity": (*_task_scores({"": identity}, rest, pairs, *held_back)[""], 0, 0.0)}
-        for m in kernels:  # one support's candidate maps at a time, judged in one pass over the held-back images
-            ridges = TASK_RIDGES if ridge is None else (ridge,)
-            judged = _task_scores({r: _stitch(train[m], r) for r in ridges}, rest, pairs, *held_back)
-            for r, score in judged.items():
-                # ties: the lower cross-entropy, then the simpler map (smaller support, stronger ridge)
-                scores[f"{m}x{m} ridge {r:g}"] = (*score, m, -r)
+        # every candidate judged in one pass over the held-back images
+        candidates = {"identity": (Stitch(c, c).set_linear(torch.eye(c), torch.zeros(c)), 0, 0.0)}
+        for m in kernels:
+            for r in (TASK_RIDGES if ridge is None else (ridge,)):
+                candidates[f"{m}x{m} ridge {r:g}"] = (_stitch(train[m], r), m, -r)
+        judged = _task_scores({k: v[0] for k, v in candidates.items()}, rest, pairs, *held_back)
+        # ties: the lower cross-entropy, then the simpler map (smaller support, stronger ridge)
+        scores = {k: (*judged[k], m, r) for k, (_, m, r) in candidates.items()}
+        candidates = None
         best = min(scores, key=scores.__getitem__)
         validation = {k: round(v[0], 4) for k, v in scores.items()}
         choice = None if best == "identity" else (scores[best][2], -scores[best][3])
         best_map = min((k for k in scores if k != "identity"), key=scores.__getitem__)
-        curve = _learning_curve(pairs, sets[0], train[scores[best_map][2]], -scores[best_map][3], per_image, seed,
-                                rest, held_back)
+        m, r = scores[best_map][2], -scores[best_map][3]
+        # the learning curve: the same map fitted on the first 50 and 75% of the fit pictures (copies of the sums)
+        curve = {f"{share}%": round(score[0], 4) for share, score in _task_scores(
+            {share: _stitch(sums[m], r) for share, sums in shares.items()}, rest, pairs, *held_back).items()}
         curve["100%"] = round(scores[best_map][0], 4)
+        shares = None  # the curve's copies go before the final solve
     elif n_val:  # no network output to judge by (a representation without a classifier): the feature error
         base = float(held[kernels[0]].squared_error(*held[kernels[0]].identity()).sum())
         scores = {"identity": (1.0, 0, 0.0)}
@@ -325,28 +347,10 @@ def fit_layer(model: Model, layer: str, transform: Transform, fit_images: torch.
     if task_epochs:
         refined = _refine(learned, pairs, fit_images, fit_targets, task_epochs, seed, progress)
     train = held = None  # the other supports' sums go before the test sums come
-    test = (_moments(pairs, test_images, None, gen, (m,), fit.basis)[m] if test_images is not None
+    test = (_moments(pairs, test_images, None, gen, (m,), fit.basis)[0][m] if test_images is not None
             else Moments(c, c, m, fit.basis))
     permutation = permutation_stitch(fit.correlation())
     return LayerFit(learned, permutation, chosen_ridge, refined, fit, test, m, validation, skipped, curve)
-
-
-def _learning_curve(pairs: _Pairs, images: torch.Tensor, like: Moments, ridge: float, per_image: int, seed: int,
-                    rest: RestOfNetwork, held_back: tuple) -> dict:
-    """The held-back task error of the map (the support and reduction of `like`, `ridge`) fitted on the first 50%
-    and 75% of the fit images (and crops) in a seeded order: one more set of sums, grown in place. Whether it still
-    falls says whether more images would help (the data) or not (the network)."""
-    gen = torch.Generator().manual_seed(seed + 7919)
-    images = subset(images, torch.randperm(len(images), generator=gen))
-    sums, done, curve = like._empty(), 0, {}
-    for share in (50, 75):
-        cut = max(1, len(images) * share // 100)
-        for chunk in _chunks(images[done:cut]):
-            f, h = pairs(chunk)
-            sums.add(h, f, pairs.mask, per_image, gen)
-        done = cut
-        curve[f"{share}%"] = round(_task_scores({"": _stitch(sums, ridge)}, rest, pairs, *held_back)[""][0], 4)
-    return curve
 
 
 def curve_trend(curve: dict | None, held_back: int) -> str | None:

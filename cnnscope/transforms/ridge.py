@@ -130,6 +130,9 @@ class Moments:
     def _empty(self) -> Moments:
         return Moments(self.c_in, self.xy.shape[1], self.kernel, self.basis)
 
+    def copy(self) -> Moments:
+        return self._empty().absorb(self)
+
     def __add__(self, other: Moments) -> Moments:
         return self._empty().absorb(self).absorb(other)
 
