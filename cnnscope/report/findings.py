@@ -239,7 +239,7 @@ def check_fits(model: Model, quick: bool, ids: tuple[str, ...] = DEFAULT) -> Non
     if any(i in TRANSFORMS + ("invariance",) for i in ids):
         check_map_fits(model, stages, NEIGHBOURHOODS)
     if "stitching" in ids:
-        check_stitch_fits(model, model, stages)
+        check_stitch_fits(model, model, stages, task_epochs=0 if quick else 2)
 
 
 def plan(model: Model, images: str | None, quick: bool, seed: int, ids: tuple[str, ...] = DEFAULT) -> list[Job]:

@@ -112,7 +112,7 @@ def stitch(req: Request) -> Answer:
     pairs = _layer_pairs(req, a, b, req.layers or default)
     limit, epochs = req.limit or (24 if req.quick else None), 2 if req.quick else req.epochs
     name = stitch_name(a, b)
-    check_stitch_fits(a, b, pairs, req.kernel)
+    check_stitch_fits(a, b, pairs, req.kernel, epochs)
     jobs = plan_stitch(a, b, pairs, images=req.images, limit=limit, fit=req.fit, epochs=epochs,
                        resample=not req.no_resample, kernel=req.kernel, batchnorm=req.batchnorm, seed=req.seed)
     run = execute(jobs, out, desc="stitch", **engine(req))

@@ -10,21 +10,21 @@ the features of a flipped image land a fraction of a cell away from the flipped 
 cannot undo. Each candidate is fitted in closed form — streaming ridge regression of Phi(x) on the unfolded
 neighbourhoods of the spatially inverted Phi(gx) (`Moments`: only the Gram matrix is kept) over valid positions of
 the fit images and random rescaled crops of them, pulled towards the identity at the centre tap. At a layer wider
-than REDUCED_DIRECTIONS channels the map is reduced: the centre tap reads every channel and the other taps only the
-layer's top principal directions (`principal_directions`), so Lite0's head 3x3 map has 3,329 inputs, not 11,521 (the
-sums' size and the solve's cost fall by 12 and 40 times). The fit's peak (`fit_bytes`: the sums of every candidate,
-twice, a solve's two copies and the candidate maps) is estimated before any sum is allocated and kept within the one
-memory budget (`--max-memory`, less what the process already holds): the widest supports that do not fit are left
-out, and the row says so. Pictures and features are streamed a chunk at a time (the image set itself lives in a
-temporary file, `data.ImageSet`), so memory does not grow with the number of images. The support m (of
-`neighbourhoods`) and the ridge are then **chosen by the task**: the top-1 error (with labels; else disagreement
-with the untransformed prediction, cross-entropy breaking ties) of the network finishing on the compensated code of
-a held-back fifth of the fit images, with the spatial inverse alone among the candidates — so the reported map is
-never worse than it on that split, and where nothing beats it the row says so. Optionally the map is then refined by
-the network's own loss (kept only if that lowers the held-back loss). Invariance is read off M_g: a channel is
-invariant when its row is the identity at the centre tap and zero elsewhere, scored per channel as the share of its
-(variance-weighted) row on its own centre tap times the fraction of its variance the map explains on held-out
-images; a random orthogonal 1 x 1 map gives the null.
+than REDUCE_ABOVE channels the map is reduced: the centre tap reads every channel and the other taps only the
+layer's top REDUCED_DIRECTIONS principal directions (`principal_directions`), so Lite0's head 3x3 map has 2,305
+inputs, not 11,521 (the sums' size falls 25 times, the solve's cost 110 times, and the map overfits less). The fit's
+peak (`fit_bytes`: the sums of every candidate, twice, a solve's two copies and the candidate maps) is estimated
+before any sum is allocated and kept within the one memory budget (`--max-memory`, less what the process already
+holds): the widest supports that do not fit are left out, and the row says so. Pictures and features are streamed a
+chunk at a time (the image set itself lives in a temporary file, `data.ImageSet`), so memory does not grow with the
+number of images. The support m (of `neighbourhoods`) and the ridge are then **chosen by the task**: the top-1 error
+(with labels; else disagreement with the untransformed prediction, cross-entropy breaking ties) of the network
+finishing on the compensated code of a held-back fifth of the fit images, with the spatial inverse alone among the
+candidates — so the reported map is never worse than it on that split, and where nothing beats it the row says so.
+Optionally the map is then refined by the network's own loss (kept only if that lowers the held-back loss).
+Invariance is read off M_g: a channel is invariant when its row is the identity at the centre tap and zero
+elsewhere, scored per channel as the share of its (variance-weighted) row on its own centre tap times the fraction
+of its variance the map explains on held-out images; a random orthogonal 1 x 1 map gives the null.
 """
 
 from __future__ import annotations
@@ -161,13 +161,17 @@ def _chunks(x: torch.Tensor, size: int = 16):
         yield x[i:i + size]
 
 
-REDUCED_DIRECTIONS = 256  # K: a wider layer's off-centre taps read its top K principal directions (`Moments`)
+REDUCE_ABOVE = 256  # a layer wider than this reads only REDUCED_DIRECTIONS at the off-centre taps (`Moments`)
+# K, measured (benchmarks/wide_maps.py, Lite0's head, vflip, 60 fit pictures of the ImageNet sample): the 3x3 map's
+# held-out R2 at its best ridge is -0.193 / -0.248 / -0.253 / -0.276 with 128 / 256 / 512 directions / dense on
+# split 0, and -0.178 / -0.237 / -0.239 / -0.261 on the held-back split 1: fewer directions overfit less
+REDUCED_DIRECTIONS = 128
 PILOT_IMAGES = 96  # the first fit images whose features give those directions
 
 
 def principal_directions(pairs: _Pairs, images: torch.Tensor, k: int = REDUCED_DIRECTIONS) -> torch.Tensor | None:
     """[C, k]: the top-k principal directions of the map's inputs (the spatially inverted Phi(gx), valid cells) over
-    the first PILOT_IMAGES images; None where the layer has no more than k channels (its map stays dense)."""
+    the first PILOT_IMAGES images; None where the layer has no more than k channels."""
     c = pairs.shape[0]
     if c <= k:
         return None
@@ -213,7 +217,7 @@ def fit_bytes(channels: int, kernels: Sequence[int]) -> int:
     regularised matrix and its factorisation; the test sums later take the place of the held-back ones), every
     candidate map being judged at once (float32 conv weights, and a solution in float64), and the network's
     passes."""
-    reduced = REDUCED_DIRECTIONS if channels > REDUCED_DIRECTIONS else None
+    reduced = REDUCED_DIRECTIONS if channels > REDUCE_ABOVE else None
     sums = [Moments.nbytes(channels, channels, m, reduced) for m in kernels]
     maps = sum(len(TASK_RIDGES) * 4 * channels * channels * m * m for m in kernels)
     solution = max((8 * channels * channels * m * m for m in kernels), default=0)
@@ -296,7 +300,7 @@ def fit_layer(model: Model, layer: str, transform: Transform, fit_images: torch.
     # pictures and their crops in a seeded order: any prefix is a random share of them (the learning curve's)
     sets[0] = subset(sets[0], torch.randperm(len(sets[0]), generator=gen))
     per_image = max(1, POSITIONS // (len(fit_images) * (1 + crops)))
-    basis = principal_directions(pairs, sets[0]) if max(kernels) > 1 else None
+    basis = principal_directions(pairs, sets[0]) if max(kernels) > 1 and c > REDUCE_ABOVE else None
     labels, ref = fit_targets
     by_task = bool(n_val) and ref is not None
     train, shares = _moments(pairs, sets[0], per_image, gen, kernels, basis, (50, 75) if by_task else ())
