@@ -7,8 +7,8 @@ child process (its own maximum resident set, from the kernel). Memory should be 
         [--parts equivariance,invariance,stitching] [--layers stage6,head] [--max-memory 4]
 
 Without --images, random crops of the bundled photographs serve (as many as asked); with a folder, its first
-N images. Equivariance: vflip (the CLI's defaults: supports 1x1 and 3x3 chosen by the task, one crop per fit
-image); invariance: the reproduce finding (hflip and vflip maps); stitching: Lite0 -> Lite1 with two task epochs
+N images. Equivariance: vflip (supports 1x1 and 3x3 chosen by the task, no crops: the pictures alone);
+invariance: the reproduce finding (hflip and vflip maps); stitching: Lite0 -> Lite1 with two task epochs
 (the reproduce finding's settings); each at `--layers` (default the two widest stages, where the sums are).
 """
 
@@ -42,7 +42,7 @@ def command(part: str, n: int, images: str | None, budget: float, out: str, laye
     source = ["--images", images] if images else []
     common = ["--limit", str(n), "--max-memory", str(budget), "-q", "--out", out, *source]
     if part == "equivariance":
-        return [CLI, "equivariance", "--transform", "vflip", "--layers", layers, *common]
+        return [CLI, "equivariance", "--transform", "vflip", "--layers", layers, "--crops", "0", *common]
     if part == "stitching":
         return [CLI, "stitch", "--a", "efficientnet_lite0", "--b", "efficientnet_lite1", "--layers", layers,
                 "--epochs", "2", *common]

@@ -40,7 +40,8 @@ VERBS = (
                "form only)"),
         Option("ridge", Float(low=0.0), None, "ridge: CNN layers, towards M = I (default: chosen on held-back "
                "images); hand-crafted features (default 1e-4)"),
-        Option("crops", Int(), 1, "random rescaled crops per fit image added to the regression"),
+        Option("crops", Int(0), 1, "random rescaled crops per fit image added to the regression (0: the pictures "
+               "alone)"),
         Option("neighbourhood", Names(metavar="M[,M…]", what="odd sizes like 1,3,5", ints=True), "1,3",
                "the m x m cells each compensated cell may read: candidate supports of M_g, the best chosen by the "
                "task on held-back fit images (CNN layers; the spatial inverse alone is always a candidate) or each "
