@@ -116,6 +116,9 @@ class Job:
 
     kind: ClassVar[str] = "job"
     # and a field ``key: str``: the file stem of the job's record under the output folder
+    # its time relative to the other jobs of a run (the engine starts the longest first on workers, so one long
+    # job does not start last and keep every other worker idle)
+    cost: ClassVar[float] = 1.0
 
     def models(self) -> tuple[ModelSpec, ...]:
         """The models ``compute`` takes, in order (default: the job's ``model`` field)."""
@@ -362,6 +365,12 @@ def _in_memory(jobs: Sequence[Job], progress: bool, desc: str) -> Run:
     return Run(outcomes, interrupted, time.perf_counter() - start)
 
 
+def longest_first(jobs: Sequence[Job]) -> list[Job]:
+    """The jobs by declared cost, longest first, else in their order: a long job started last would keep the
+    other workers idle while it runs alone."""
+    return sorted(jobs, key=lambda j: -j.cost)
+
+
 def _execute(pending: list[Job], out: Path, workers: int, ray: str | None, outcomes: dict, bar: Progress) -> bool:
     """Run the pending jobs into `outcomes`; True when Ctrl-C (or a solver that caught it) stopped them."""
     interrupted = False
@@ -374,14 +383,14 @@ def _execute(pending: list[Job], out: Path, workers: int, ray: str | None, outco
 
     try:
         if ray is not None:
-            _run_ray(pending, out, ray, workers, done)
+            _run_ray(longest_first(pending), out, ray, workers, done)
         elif workers <= 1 or len(pending) <= 1:
             for job in pending:
                 if done(job, run_job(str(out), job)):
                     interrupted = True  # the solver caught Ctrl-C: its best so far is written, marked
                     break
         else:
-            _run_processes(pending, out, workers, done)
+            _run_processes(longest_first(pending), out, workers, done)
     except KeyboardInterrupt:
         interrupted = True
     return interrupted
@@ -405,7 +414,9 @@ def _run_processes(jobs: list[Job], out: Path, workers: int, done) -> None:
             signal.pthread_sigmask(signal.SIG_BLOCK, _SIGINT)
         try:
             while not stop.is_set():
-                while len(running) < 2 * (workers - 1):  # at most 2 queued per worker: Ctrl-C then loses little
+                # one job per worker: none waits behind another job on a busy worker while this process, or
+                # another worker, could start it (and a Ctrl-C loses little)
+                while len(running) < workers - 1:
                     job = take()
                     if job is None:
                         break

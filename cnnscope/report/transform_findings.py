@@ -8,6 +8,8 @@ image (equivariance) or with network B (stitching), and say so in `measured["met
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +46,17 @@ def _crops(crops: int | None, n_fit: int) -> int:
     return crops if crops is not None else max(0, min(2, -(-180 // max(n_fit, 1)) - 1))
 
 
+JUDGED = 120  # test pictures the equivariance findings judge over their splits, for a steady mean error
+MAX_SPLITS = 3
+
+
+def splits_for(n_test: int) -> int:
+    """Fit/test splits whose test sets hold JUDGED pictures in all (at most MAX_SPLITS): three on 100 images (40
+    test pictures each), one from 300 on — a split costs the whole fit, and one of 120 test pictures or more already
+    gives a mean as steady as three of 40."""
+    return max(1, min(MAX_SPLITS, math.ceil(JUDGED / max(n_test, 1))))
+
+
 def _r(v, digits: int = 4):
     return None if v is None else round(float(v), digits)
 
@@ -62,13 +75,20 @@ class EquivarianceFinding(FindingJob):
     crops: int | None = None
     epochs: int = 0
     seed: int = 0
-    splits: int = 3  # fit/test splits (seeds seed, seed+1, …): the rows give the first, and the spread over all
+    # fit/test splits (seeds seed, seed+1, …): the rows give the first, and the spread over all; None: as many as it
+    # takes for the test sets to judge JUDGED pictures in all, at most MAX_SPLITS
+    splits: int | None = None
     kind = "finding-equivariance"
+    cost = 10.0
 
     def compute(self, model: Model) -> FindingResult:
-        runs = []
-        for k in range(self.splits):
+        runs, splits = [], self.splits
+        for k in itertools.count():
+            if splits is not None and k >= splits:
+                break
             fit_x, test_x, fit_y, test_y = _split(model, self.images, self.limit, self.seed + k)
+            if splits is None:
+                splits = splits_for(len(test_x))
             runs.append(equivariance_experiment(model, self.layers, Transform.parse(self.transform), fit_x, test_x,
                                                 fit_y, test_y,
                                                 EquivarianceFit(self.epochs, self.seed + k,
@@ -134,7 +154,7 @@ class EquivarianceFinding(FindingJob):
                     "from conv1 to conv5)." + (" Undetermined, the learning curve still falling: " + ", ".join(
                         row["layer"] for row in undetermined) + "." if undetermined else ""))
         measured = {"metric": r["metric"], "transform": self.transform, "rows": rows, "fit_images": len(fit_x),
-                    "test_images": n_test, "splits": self.splits,
+                    "test_images": n_test, "splits": len(runs),
                     "map": "m x m convolution after the spatial inverse, m and ridge chosen by the task on a "
                            "held-back fifth of the fit images (the spatial inverse alone a candidate)",
                     "lenc_vedaldi_alexnet": LENC_VEDALDI_ALEXNET if self.transform == "vflip" else None}

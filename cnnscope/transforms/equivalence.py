@@ -26,6 +26,7 @@ from ..errors import CnnscopeError
 from ..layers import Capture, get_layer, resolve
 from ..memory import budget_gb, headroom_bytes, process_rss_bytes
 from ..models import Model
+from ..models.folding import for_optimisation
 from ..progress import iterate
 from .ridge import Moments, choose_ridge
 
@@ -195,10 +196,12 @@ class RestOfNetwork:
     """Runs B from layer L_B on, given L_B's activation (its own front runs on a dummy input)."""
 
     def __init__(self, model: Model, layer: str):
-        self.model, self.layer = model, resolve(model, layer)
+        self.layer = resolve(model, layer)
         if "#" in self.layer or self.layer.endswith(")"):
             raise CnnscopeError(f"stitching into {layer}: the B side must be a module layer (first call)")
-        self.module = model.net.get_submodule(self.layer)
+        # its BatchNorms folded into their convolutions (same values to float precision, fewer passes over memory)
+        self.model = for_optimisation(model, [layer])
+        self.module = self.model.net.get_submodule(self.layer)
         self.replacement: torch.Tensor | None = None
 
     def _hook(self, module, args, out):

@@ -40,6 +40,7 @@ from ..errors import CnnscopeError
 from ..layers import get_layer
 from ..memory import budget_gb, headroom_bytes, process_rss_bytes
 from ..models import Model
+from ..models.folding import for_optimisation
 from .equivalence import (
     RestOfNetwork,
     Stitch,
@@ -53,7 +54,7 @@ from .ridge import RIDGES, Moments
 from .transform import Transform
 
 INVARIANCE_THRESHOLD = 0.5  # a channel is called invariant when its score reaches this
-POSITIONS = 60_000  # positions per layer used to fit (sampled evenly over images): plenty for C <= 1280
+POSITIONS = 60_000  # positions per layer to fit, and to judge a fit by (sampled evenly over images): plenty for C <= 1280
 NEIGHBOURHOODS = (1, 3)  # the candidate supports m of M_g (the spatial inverse alone is always a candidate; 5x5 did
 # not beat 3x3 on Lite0 at any stage, so it is asked for with --neighbourhood 1,3,5)
 MAX_NEIGHBOURHOOD = 9  # the largest support one may ask for: its sums grow as m^4 (the budget skips what is over)
@@ -141,7 +142,9 @@ class _Pairs:
 
     def __init__(self, model: Model, layer: str, transform: Transform):
         info = require_grid(model, layer)
-        self.model, self.layer, self.transform, self.inverse = model, layer, transform, transform.inverse()
+        # the passes run with the BatchNorms folded into their convolutions (the layer is never one of those)
+        self.model, self.layer, self.transform, self.inverse = (for_optimisation(model, [layer]), layer, transform,
+                                                                transform.inverse())
         self.stride, self.offset, self.size = info.stride[0], info.offset[0], model.input_size
         self.shape = info.shape
         self.mask = self.inverse.valid_cells(info.shape[1:], self.stride, self.offset, self.size)
@@ -154,6 +157,12 @@ class _Pairs:
         """The spatially inverted Phi(gx) alone: the compensation's input."""
         moved = features(self.model, self.layer, self.model.preprocess.normalize(self.transform.image(images)))
         return self.inverse.features(moved, self.stride, self.offset, self.size, padding="border")
+
+
+def _per_image(pictures: int) -> int:
+    """Positions sampled per picture so that POSITIONS are summed over all of them (the held-out sums too: an R2
+    needs no more, and a wide grid's every cell would cost its whole unfolding)."""
+    return max(1, POSITIONS // max(pictures, 1))
 
 
 def _chunks(x: torch.Tensor, size: int = 16):
@@ -299,7 +308,7 @@ def fit_layer(model: Model, layer: str, transform: Transform, fit_images: torch.
     sets = [with_crops(s, crops * len(s), model.input_size, gen) for s in sets]
     # pictures and their crops in a seeded order: any prefix is a random share of them (the learning curve's)
     sets[0] = subset(sets[0], torch.randperm(len(sets[0]), generator=gen))
-    per_image = max(1, POSITIONS // (len(fit_images) * (1 + crops)))
+    per_image = _per_image(len(fit_images) * (1 + crops))
     basis = principal_directions(pairs, sets[0]) if max(kernels) > 1 and c > REDUCE_ABOVE else None
     labels, ref = fit_targets
     by_task = bool(n_val) and ref is not None
@@ -351,7 +360,8 @@ def fit_layer(model: Model, layer: str, transform: Transform, fit_images: torch.
     if task_epochs:
         refined = _refine(learned, pairs, fit_images, fit_targets, task_epochs, seed, progress)
     train = held = None  # the other supports' sums go before the test sums come
-    test = (_moments(pairs, test_images, None, gen, (m,), fit.basis)[0][m] if test_images is not None
+    test = (_moments(pairs, test_images, _per_image(len(test_images)), gen, (m,), fit.basis)[0][m]
+            if test_images is not None
             else Moments(c, c, m, fit.basis))
     permutation = permutation_stitch(fit.correlation())
     return LayerFit(learned, permutation, chosen_ridge, refined, fit, test, m, validation, skipped, curve)
@@ -450,15 +460,16 @@ def equivariance_experiment(model: Model, layers: Sequence[str], transform: Tran
     for name, x in (("fit", fit_images), ("test", test_images)):
         if x.dim() != 4 or x.shape[-1] != size or x.shape[-2] != size:
             raise CnnscopeError(f"{name} images must be [N,3,{size},{size}] (the model's input size)")
-    norm = model.preprocess.normalize
+    norm, net = model.preprocess.normalize, for_optimisation(model, [])
     with torch.no_grad():
-        ref_fit = torch.cat([model(norm(c)).cpu() for c in _chunks(fit_images)])
-        ref_test = torch.cat([model(norm(c)).cpu() for c in _chunks(test_images)])
-        g_test = torch.cat([model(norm(transform.image(c))).cpu() for c in _chunks(test_images)])
+        ref_fit = torch.cat([net(norm(c)).cpu() for c in _chunks(fit_images)])
+        ref_test = torch.cat([net(norm(c)).cpu() for c in _chunks(test_images)])
+        g_test = torch.cat([net(norm(transform.image(c))).cpu() for c in _chunks(test_images)])
     ref_pred = ref_test.argmax(1)
     baseline = {"no_transform": _metric(ref_test, test_labels, ref_pred),
                 "uncompensated": _metric(g_test, test_labels, ref_pred)}
     rows, maps = [], {}
+    gen = torch.Generator().manual_seed(how.seed)  # the test cells summed for the held-out R2
     for layer in layers:
         # test images: their features give both the errors below and the map's held-out R^2 (one pass)
         fit = fit_layer(model, layer, transform, fit_images, None, (fit_labels, ref_fit), crops=how.crops,
@@ -472,7 +483,7 @@ def equivariance_experiment(model: Model, layers: Sequence[str], transform: Tran
         with torch.no_grad():
             for chunk in _chunks(test_images):
                 f, h = pairs(chunk)
-                fit.test_moments.add(h, f, pairs.mask)
+                fit.test_moments.add(h, f, pairs.mask, _per_image(len(test_images)), gen)
                 for name, stitch in (("spatial_only", spatial), ("permutation", fit.permutation),
                                      ("learned", fit.learned)):
                     logits[name].append(rest(stitch.to(h.device)(h)).cpu())

@@ -13,6 +13,22 @@ import torch.nn.functional as F
 from ..errors import CnnscopeError
 
 
+def _neighbourhoods(f: torch.Tensor, idx: torch.Tensor, m: int) -> torch.Tensor:
+    """[N,P,C m^2]: the m x m neighbourhood (zero outside the map) of each of the P cells `idx` [N,P] (flat indices
+    into H x W) of each feature map of f [N,C,H,W], channel-major as conv weights (and F.unfold) lay it out. Only
+    the cells asked for are gathered: sampling a few cells of a wide grid costs no unfolding of all of it."""
+    n, c, h, w = f.shape
+    if m == 1:
+        return f.flatten(2).gather(2, idx[:, None].expand(-1, c, -1)).transpose(1, 2)
+    p = m // 2
+    padded = F.pad(f, (p, p, p, p)).flatten(2)
+    row, col, width = idx // w, idx % w, w + 2 * p
+    out = f.new_empty(n, c, m * m, idx.shape[1])
+    for t in range(m * m):  # one tap at a time: no list of copies beside the result
+        out[:, :, t] = padded.gather(2, ((row + t // m) * width + col + t % m)[:, None].expand(-1, c, -1))
+    return out.reshape(n, c * m * m, -1).transpose(1, 2)
+
+
 class Moments:
     """Sums over positions that a linear map Phi_B(u) ~ W Phi_A(N_m(u)) + b needs, where N_m(u) is the m x m
     neighbourhood of position u in A (m = 1: the position alone; zero outside the map): sum of [a;1][a;1]^T, of
@@ -100,21 +116,15 @@ class Moments:
             if self.x1 is not None:
                 self.x1, self.x2 = self.x1.to(fa.device), self.x2.to(fa.device)
         d = c * self.kernel * self.kernel
-        if self.kernel == 1:
-            x = fa.permute(0, 2, 3, 1).reshape(n, h * w, c)
-        else:  # each position's m x m neighbourhood, channel-major (as conv weights are laid out)
-            x = F.unfold(fa, self.kernel, padding=self.kernel // 2).transpose(1, 2)
-        y = fb.permute(0, 2, 3, 1).reshape(n, h * w, fb.shape[1])
         # which positions: decided on the CPU from the seeded generator, so every device samples the same ones
         valid = torch.ones(h * w, dtype=torch.bool) if mask is None else mask.reshape(-1).cpu()
         keep = valid.nonzero().flatten()
         if positions is not None and positions < len(keep):
             score = torch.rand(n, h * w, generator=gen).masked_fill(~valid, -1.0)
             idx = score.topk(positions, dim=1).indices.to(fa.device)
-            x = x.gather(1, idx[..., None].expand(-1, -1, d))
-            y = y.gather(1, idx[..., None].expand(-1, -1, fb.shape[1]))
-        elif len(keep) < h * w:
-            x, y = x[:, keep.to(fa.device)], y[:, keep.to(fa.device)]
+        else:
+            idx = keep.to(fa.device).expand(n, -1)
+        x, y = _neighbourhoods(fa, idx, self.kernel), _neighbourhoods(fb, idx, 1)
         x = x.reshape(-1, d).double()
         y = y.reshape(-1, fb.shape[1]).double()
         if self.x1 is not None:
