@@ -315,3 +315,33 @@ def test_the_reduced_map_agrees_with_the_dense_ridge_on_a_layer_where_both_fit()
     # the weights come back in the full conv layout: the reduced map's conv reproduces its own sums' error
     dense_test = sums["dense"][1]
     assert dense_test.pooled_r2(*solved["reduced"]) == pytest.approx(r2["reduced"], abs=1e-9)
+
+
+def test_joint_fits_share_the_passes_and_equal_one_at_a_time(lite0, monkeypatch):
+    """`fit_layers` fills every (layer, transform)'s sums from the same passes of the network (the transforms share
+    Phi(x)); what it fits is what fitting each alone gives, bit for bit, with a quarter of the passes here."""
+    from cnnscope.data import image_set
+    from cnnscope.transforms import equivariance as eq
+
+    x, _ = image_set(lite0, None, 14, 0)
+    passes = []
+    views_call = eq._Views.__call__
+    monkeypatch.setattr(eq._Views, "__call__", lambda self, images: passes.append(len(self.pairs))
+                        or views_call(self, images))
+    transforms = [Transform.parse("hflip"), Transform.parse("vflip")]
+    joint = eq.fit_layers(lite0, ["stem", "stage2"], transforms, x[:10], x[10:], crops=0, seed=3)
+    together = len(passes)
+    # the memory budget holding one (layer, transform) at a time: four groups, four times the passes
+    monkeypatch.setattr(eq, "joint_bytes", lambda channels, kernels: 2 ** 62 if len(channels) > 1 else 0)
+    passes.clear()
+    alone = eq.fit_layers(lite0, ["stem", "stage2"], transforms, x[:10], x[10:], crops=0, seed=3)
+    assert set(passes) == {1} and len(passes) == 4 * together
+    assert sorted(joint) == sorted(alone) == [(layer, t) for layer in ("stage2", "stem") for t in ("hflip", "vflip")]
+    for key in joint:
+        a, b = joint[key], alone[key]
+        assert (a.kernel, a.ridge, a.validation) == (b.kernel, b.ridge, b.validation)
+        assert torch.equal(a.learned.conv.weight, b.learned.conv.weight)
+        assert torch.equal(a.fit_moments.xx, b.fit_moments.xx) and torch.equal(a.test_moments.xy, b.test_moments.xy)
+    # and the single-layer door gives the same fit
+    one = eq.fit_layer(lite0, "stage2", transforms[1], x[:10], x[10:], (None, None), crops=0, seed=3)
+    assert torch.equal(one.learned.conv.weight, joint["stage2", "vflip"].learned.conv.weight)

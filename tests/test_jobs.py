@@ -302,3 +302,27 @@ def test_two_workers_are_this_process_and_one_more(tmp_path):
     assert not any(o.results["sigint_blocked"] for o in run.outcomes)  # a job anywhere can be interrupted
     with pytest.raises(CnnscopeError, match="j3 cannot be computed"):  # an error in either process reaches here
         execute([WhereJob(f"j{i}", fail=i == 3) for i in range(6)], tmp_path / "bad", workers=2, progress=False)
+
+
+@dataclass(frozen=True)
+class CostlyJob(WhereJob):
+    hours: float = 1.0
+
+    @property
+    def cost(self) -> float:
+        return self.hours
+
+
+def test_workers_start_the_longest_jobs_first(tmp_path, monkeypatch):
+    """A long job taken last would run alone while the other workers idle: the engine hands jobs out by their
+    declared cost, longest first (ties keep their order), and the run still lists them in the order asked."""
+    from cnnscope.jobs import engine
+
+    handed = []
+    real = engine._run_processes
+    monkeypatch.setattr(engine, "_run_processes", lambda jobs, *a: handed.extend(j.key for j in jobs) or
+                        real(jobs, *a))
+    jobs = [CostlyJob("a", hours=1), CostlyJob("b", hours=5), CostlyJob("c", hours=1), CostlyJob("d", hours=9)]
+    run = execute(jobs, tmp_path, workers=2, progress=False)
+    assert handed == ["d", "b", "a", "c"]
+    assert [o.job.key for o in run.outcomes] == ["a", "b", "c", "d"]

@@ -111,3 +111,11 @@ def test_reproduce_says_what_an_unlabelled_folder_changes(tmp_path, capsys):
     assert "skipped stitching: needs a second network trained on the same task" in printed
     assert f"note: {folder} has no labels.csv; stitching measure disagreement" in printed
     assert json.loads((out / "findings.json").read_text()) == []
+
+
+def test_equivariance_findings_judge_enough_test_pictures_over_their_splits():
+    from cnnscope.report.transform_findings import JUDGED, splits_for
+
+    # three splits of 40 test pictures on 100 images; one from 300 images (120 test pictures) on
+    assert [splits_for(n) for n in (4, 40, 41, 60, 119, 120, 200, 2000)] == [3, 3, 3, 2, 2, 1, 1, 1]
+    assert all(splits_for(n) * n >= JUDGED or splits_for(n) == 3 for n in range(1, 500))

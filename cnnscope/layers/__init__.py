@@ -16,7 +16,7 @@ any nn.Module, residual branches and padding calls included.
 Capturing stops the forward as soon as the deepest requested layer has been computed.
 """
 
-from .capture import Capture, Truncated, capture
+from .capture import Capture, Truncated, capture, pictures_per_pass
 from .geometry import Axis, Geometry, first_tensor, op_name
 from .specs import expand_layers
 from .tracing import (
@@ -35,4 +35,4 @@ from .tracing import (
 
 __all__ = ["FUNCTIONAL_LAYERS", "OUTPUT", "Axis", "CallTracker", "Capture", "FunctionalMode", "Geometry", "LayerInfo",
            "Truncated", "capture", "expand_layers", "first_tensor", "format_table", "get_layer", "layer_names",
-           "list_layers", "op_name", "resolve", "unwrap"]
+           "list_layers", "op_name", "pictures_per_pass", "resolve", "unwrap"]

@@ -20,7 +20,7 @@ from ..data import image_store, split
 from ..models import Model, ModelSpec, small_model
 from ..transforms.cka import cka_permutation_test
 from ..transforms.equivalence import StitchFit, features, stitch_experiment
-from ..transforms.equivariance import INVARIANCE_THRESHOLD, EquivarianceFit, equivariance_experiment, fit_layer
+from ..transforms.equivariance import INVARIANCE_THRESHOLD, EquivarianceFit, equivariance_experiment, fit_layers
 from ..transforms.smallnets import make_dataset, train_small, untrained
 from ..transforms.transform import Transform
 from ..viz import plot_equivariance, plot_stitch
@@ -186,17 +186,18 @@ class InvarianceFinding(FindingJob):
     crops: int | None = None
     seed: int = 0
     kind = "finding-invariance"
+    cost = 5.0
 
     def compute(self, model: Model) -> FindingResult:
         fit_x, test_x, _, _ = _split(model, self.images, self.limit, self.seed)
+        # both transforms at every stage from the same passes of the network
+        fits = fit_layers(model, self.layers, [Transform.parse(name) for name in ("hflip", "vflip")], fit_x, test_x,
+                          crops=_crops(self.crops, len(fit_x)), seed=self.seed)
         rows = []
         for layer in self.layers:
             row = {"layer": layer}
             for name in ("hflip", "vflip"):
-                fit = fit_layer(model, layer, Transform.parse(name), fit_x, test_x, (None, None),
-                                crops=_crops(self.crops, len(fit_x)), seed=self.seed)
-                stats = _invariance(fit, self.seed)
-                row |= {f"{name}_{k}": v for k, v in stats.items()}
+                row |= {f"{name}_{k}": v for k, v in _invariance(fits[layer, name], self.seed).items()}
             rows.append(row)
         deepest = rows[-1]
         never_null = all(r["hflip_null_invariant"] == 0 and r["vflip_null_invariant"] == 0 for r in rows)
@@ -239,6 +240,7 @@ class StitchingFinding(FindingJob):
     epochs: int = 0
     seed: int = 0
     kind = "finding-stitching"
+    cost = 4.0
 
     def models(self) -> tuple[ModelSpec, ...]:
         return (self.model, self.other, ModelSpec(self.model.name, self.model.weights, True, self.seed,

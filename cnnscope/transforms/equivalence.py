@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CnnscopeError
-from ..layers import Capture, get_layer, resolve
+from ..layers import Capture, get_layer, pictures_per_pass, resolve
 from ..memory import budget_gb, headroom_bytes, process_rss_bytes
 from ..models import Model
 from ..models.folding import for_optimisation
@@ -63,8 +63,10 @@ class Stitch(nn.Module):
         return self
 
 
-def features(model: Model, layer: str, batch: torch.Tensor, chunk: int = 16) -> torch.Tensor:
-    """Activations of a preprocessed batch at `layer`, computed in chunks without gradients."""
+def features(model: Model, layer: str, batch: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    """Activations of a preprocessed batch at `layer`, computed in chunks (default `pictures_per_pass`) without
+    gradients."""
+    chunk = chunk or pictures_per_pass(model)
     out = []
     with torch.no_grad(), Capture(model, [layer]) as phi:
         for i in range(0, batch.shape[0], chunk):
@@ -222,12 +224,14 @@ class RestOfNetwork:
             self.replacement = None
 
 
-def predict_through(rest: RestOfNetwork, stitch: nn.Module, fa, chunk: int = CHUNK) -> torch.Tensor:
+def predict_through(rest: RestOfNetwork, stitch: nn.Module, fa, chunk: int | None = None) -> torch.Tensor:
     return predict_all(rest, {"": stitch}, fa, chunk)[""]
 
 
-def predict_all(rest: RestOfNetwork, stitches: dict, fa, chunk: int = CHUNK) -> dict:
-    """name -> B's logits finishing on each stitch's map of A's features, in one pass over them."""
+def predict_all(rest: RestOfNetwork, stitches: dict, fa, chunk: int | None = None) -> dict:
+    """name -> B's logits finishing on each stitch's map of A's features, in one pass over them (`chunk` pictures
+    at a time, default `pictures_per_pass` of B)."""
+    chunk = chunk or pictures_per_pass(rest.model)
     outs = {name: [] for name in stitches}
     with torch.no_grad():
         for i in range(0, fa.shape[0], chunk):
@@ -267,6 +271,8 @@ def fit_task(stitch: Stitch, rest: RestOfNetwork, fa: torch.Tensor, labels: torc
     gen = torch.Generator().manual_seed(seed)
     stitch.to(fa.device)
     opt = torch.optim.Adam(stitch.parameters(), lr=lr)
+    # a stitch with its own BatchNorm needs the whole batch in one pass (its statistics are the batch's)
+    micro = batch if getattr(stitch, "bn", None) is not None else min(batch, pictures_per_pass(rest.model))
     n = fa.shape[0]
     losses, best_state, best_epoch = [], None, 0
     if validation is not None:
@@ -278,10 +284,12 @@ def fit_task(stitch: Stitch, rest: RestOfNetwork, fa: torch.Tensor, labels: torc
         order = torch.randperm(n, generator=gen)
         for i in range(0, n, batch):
             idx = order[i:i + batch]
-            loss = task_loss(rest(stitch(fa[idx])), labels[idx] if labels is not None else None,
-                             b_logits[idx] if b_logits is not None else None)
+            a = fa[idx]
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            for part in torch.arange(len(idx)).split(micro):  # the batch's gradient, a pass at a time
+                loss = task_loss(rest(stitch(a[part])), labels[idx[part]] if labels is not None else None,
+                                 b_logits[idx[part]] if b_logits is not None else None)
+                (loss * (len(part) / len(idx))).backward()  # the losses are means: weighted, the batch's mean
             opt.step()
         if validation is not None:
             stitch.eval()
@@ -382,7 +390,8 @@ def stitch_experiment(model_a: Model, model_b: Model, layers: Sequence[str | tup
 
     def logits(model, x):
         with torch.no_grad():
-            return torch.cat([model(model.preprocess.normalize(x[i:i + CHUNK])).cpu() for i in range(0, len(x), CHUNK)])
+            step = pictures_per_pass(model)
+            return torch.cat([model(model.preprocess.normalize(x[i:i + step])).cpu() for i in range(0, len(x), step)])
 
     a_logits, b_fit_logits, b_logits = logits(model_a, test_images), logits(model_b, fit_images), \
         logits(model_b, test_images)

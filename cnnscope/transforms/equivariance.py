@@ -37,7 +37,7 @@ import torch
 
 from ..data import subset, with_crops
 from ..errors import CnnscopeError
-from ..layers import get_layer
+from ..layers import Capture, get_layer, pictures_per_pass
 from ..memory import budget_gb, headroom_bytes, process_rss_bytes
 from ..models import Model
 from ..models.folding import for_optimisation
@@ -147,6 +147,7 @@ class _Pairs:
                                                                 transform.inverse())
         self.stride, self.offset, self.size = info.stride[0], info.offset[0], model.input_size
         self.shape = info.shape
+        self.chunk = pictures_per_pass(self.model)  # pictures per pass
         self.mask = self.inverse.valid_cells(info.shape[1:], self.stride, self.offset, self.size)
 
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,13 +160,34 @@ class _Pairs:
         return self.inverse.features(moved, self.stride, self.offset, self.size, padding="border")
 
 
+class _Views:
+    """Phi(x) at several layers and, for each of several transforms g, the spatially inverted Phi(gx) there, from one
+    pass of the network per view of a chunk of pictures: the transforms share Phi(x), and every layer's features
+    come from the same passes (`pairs[i]` describes the i-th (layer, transform))."""
+
+    def __init__(self, model: Model, keys: Sequence[tuple[str, Transform]]):
+        self.pairs = [_Pairs(model, layer, transform) for layer, transform in keys]
+        self.layers = list(dict.fromkeys(layer for layer, _ in keys))
+        self.transforms = {t.label: t for _, t in keys}
+        self.model = for_optimisation(model, self.layers)
+        self.chunk = pictures_per_pass(self.model)
+
+    def __call__(self, images: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        norm = self.model.preprocess.normalize
+        with torch.no_grad(), Capture(self.model, self.layers) as phi:
+            f = phi(norm(images))
+            moved = {label: phi(norm(t.image(images))) for label, t in self.transforms.items()}
+        return [(f[p.layer], p.inverse.features(moved[p.transform.label][p.layer], p.stride, p.offset, p.size,
+                                                padding="border")) for p in self.pairs]
+
+
 def _per_image(pictures: int) -> int:
     """Positions sampled per picture so that POSITIONS are summed over all of them (the held-out sums too: an R2
     needs no more, and a wide grid's every cell would cost its whole unfolding)."""
     return max(1, POSITIONS // max(pictures, 1))
 
 
-def _chunks(x: torch.Tensor, size: int = 16):
+def _chunks(x: torch.Tensor, size: int):
     for i in range(0, len(x), size):
         yield x[i:i + size]
 
@@ -185,7 +207,7 @@ def principal_directions(pairs: _Pairs, images: torch.Tensor, k: int = REDUCED_D
     if c <= k:
         return None
     gram, total, n = torch.zeros(c, c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64), 0
-    for chunk in _chunks(images[:PILOT_IMAGES]):
+    for chunk in _chunks(images[:PILOT_IMAGES], pairs.chunk):
         h = pairs.moved(chunk)
         x = h.permute(0, 2, 3, 1)[:, pairs.mask.to(h.device)].reshape(-1, c).double().cpu()
         gram.addmm_(x.T, x)
@@ -195,24 +217,25 @@ def principal_directions(pairs: _Pairs, images: torch.Tensor, k: int = REDUCED_D
     return torch.linalg.eigh(cov)[1][:, -k:].flip(1).contiguous()  # eigh sorts ascending
 
 
-def _moments(pairs: _Pairs, images: torch.Tensor, positions: int | None, gen: torch.Generator,
-             kernels: Sequence[int] = (1,), basis: torch.Tensor | None = None, snapshots: Sequence[int] = ()
-             ) -> tuple[dict[int, Moments], dict[int, dict[int, Moments]]]:
-    """Sums for each support m, from one pass over the images (the same sampled positions for every m), and a copy
-    of them after each share (in %) of the images in `snapshots` — the learning curve's sums, for no extra pass."""
-    c = pairs.shape[0]
-    out = {m: Moments(c, c, m, basis) for m in kernels}
+def _moments(views: _Views, images: torch.Tensor, positions: int | None, gens: Sequence[torch.Generator],
+             kernels: Sequence[Sequence[int]], bases: Sequence[torch.Tensor | None], snapshots: Sequence[int] = ()
+             ) -> tuple[list[dict[int, Moments]], dict[int, list[dict[int, Moments]]]]:
+    """For each of the views' (layer, transform), sums for each of its supports m from one pass over the images
+    (the same sampled positions for every m, drawn from its own generator), and a copy of them all after each share
+    (in %) of the images in `snapshots` — the learning curve's sums, for no extra pass."""
+    out = [{m: Moments(p.shape[0], p.shape[0], m, basis) for m in ms}
+           for p, ms, basis in zip(views.pairs, kernels, bases)]
     copies, start = {}, 0
     for share in (*snapshots, 100):
         stop = max(start, len(images) * share // 100)
-        for chunk in _chunks(subset(images, slice(start, stop))):
-            f, h = pairs(chunk)
-            state = gen.get_state()
-            for m in kernels:
-                gen.set_state(state)
-                out[m].add(h, f, pairs.mask, positions, gen)
+        for chunk in _chunks(subset(images, slice(start, stop)), views.chunk):
+            for (f, h), p, sums, gen in zip(views(chunk), views.pairs, out, gens):
+                state = gen.get_state()
+                for m in sums:
+                    gen.set_state(state)
+                    sums[m].add(h, f, p.mask, positions, gen)
         if share < 100:
-            copies[share] = {m: sums.copy() for m, sums in out.items()}
+            copies[share] = [{m: s.copy() for m, s in sums.items()} for sums in out]
         start = stop
     return out, copies
 
@@ -270,7 +293,7 @@ def _task_scores(stitches: dict, rest: RestOfNetwork, pairs: _Pairs, images: tor
     compensated code of `images`, streamed a chunk at a time (the features are never kept)."""
     logits = {k: [] for k in stitches}
     with torch.no_grad():
-        for chunk in _chunks(images):
+        for chunk in _chunks(images, pairs.chunk):
             h = pairs.moved(chunk)
             for k, stitch in stitches.items():
                 logits[k].append(rest(stitch.to(h.device)(h)).cpu())
@@ -288,32 +311,71 @@ def _stitch(sums: Moments, ridge: float) -> Stitch:
     return Stitch(c, c, kernel=sums.kernel).set_conv(sums.as_conv(weight).float(), bias.float())
 
 
+def _fit_sets(fit_images: torch.Tensor, crops: int, size: int, gen: torch.Generator):
+    """(order, n_val, [fit set, held-back set]): a held-back fifth by source image (a crop never validates the
+    image it was cut from), each set with its crops, the fit set in a seeded order (any prefix of it is a random
+    share: the learning curve's)."""
+    order = torch.randperm(len(fit_images), generator=gen)
+    n_val = len(fit_images) // 5 if len(fit_images) >= 5 else 0
+    sets = [subset(fit_images, order[n_val:]), subset(fit_images, order[:n_val])]
+    sets = [with_crops(x, crops * len(x), size, gen) for x in sets]
+    sets[0] = subset(sets[0], torch.randperm(len(sets[0]), generator=gen))
+    return order, n_val, sets
+
+
+def _by_feature_error(train: dict, held: dict, kernels: Sequence[int], ridge: float | None):
+    """(validation, choice): with no network output to judge by (a representation without a classifier, or the
+    invariance fits), each candidate's error on the held-back features relative to the spatial inverse's; choice
+    (m, ridge), or None where the spatial inverse is best."""
+    base = float(held[kernels[0]].squared_error(*held[kernels[0]].identity()).sum())
+    scores = {"identity": (1.0, 0, 0.0)}
+    for m in kernels:
+        for r in (RIDGES if ridge is None else (ridge,)):
+            err = float(held[m].squared_error(*train[m].solve(r, towards_identity=True)).sum())
+            scores[f"{m}x{m} ridge {r:g}"] = (round(err / max(base, 1e-30), 6), m, -r)
+    best = min(scores, key=scores.__getitem__)
+    return {k: v[0] for k, v in scores.items()}, None if best == "identity" else (scores[best][1], -scores[best][2])
+
+
+def _chosen(train: dict, held: dict | None, kernels: Sequence[int], choice: tuple | None, c: int):
+    """(m, ridge, the fit's sums, the map): the chosen map refitted on every fit image, or the spatial inverse
+    (the identity at the centre tap) where nothing beat it."""
+    m, chosen_ridge = ((1 if 1 in kernels else kernels[0]), None) if choice is None else choice
+    fit = train[m].absorb(held[m]) if held is not None else train[m]
+    learned = (Stitch(c, c, kernel=m).set_linear(torch.eye(c), torch.zeros(c)) if choice is None
+               else _stitch(fit, chosen_ridge))
+    return m, chosen_ridge, fit, learned
+
+
+def _basis(pairs: _Pairs, kernels: Sequence[int], images: torch.Tensor) -> torch.Tensor | None:
+    return principal_directions(pairs, images) if max(kernels) > 1 and pairs.shape[0] > REDUCE_ABOVE else None
+
+
 def fit_layer(model: Model, layer: str, transform: Transform, fit_images: torch.Tensor,
               test_images: torch.Tensor | None, fit_targets: tuple, *, crops: int = 1, ridge: float | None = None,
               task_epochs: int = 0, seed: int = 0, progress: bool = False,
               neighbourhoods: Sequence[int] = NEIGHBOURHOODS) -> LayerFit:
     """The learned M_g at one layer (see the module docstring). fit_targets = (labels, reference logits);
     test_images None leaves `test_moments` empty for the caller to fill. `ridge` fixes the ridge strength
-    (else chosen by the task with the support)."""
-    pairs = _Pairs(model, layer, transform)
+    (else chosen by the task with the support). Without reference logits it is `fit_layers`' fit."""
+    labels, ref = fit_targets
+    if ref is None:
+        return fit_layers(model, [layer], [transform], fit_images, test_images, crops=crops, ridge=ridge, seed=seed,
+                          neighbourhoods=neighbourhoods)[layer, transform.label]
+    views = _Views(model, [(layer, transform)])
+    pairs = views.pairs[0]
     c = pairs.shape[0]
     kernels, skipped = supports(c, neighbourhoods)
     if not kernels:
         _refuse(layer, c, neighbourhoods)
     gen = torch.Generator().manual_seed(seed)
-    # held-back fifth by source image (a crop never validates the image it was cut from)
-    order = torch.randperm(len(fit_images), generator=gen)
-    n_val = len(fit_images) // 5 if len(fit_images) >= 5 else 0
-    sets = [subset(fit_images, order[n_val:]), subset(fit_images, order[:n_val])]
-    sets = [with_crops(s, crops * len(s), model.input_size, gen) for s in sets]
-    # pictures and their crops in a seeded order: any prefix is a random share of them (the learning curve's)
-    sets[0] = subset(sets[0], torch.randperm(len(sets[0]), generator=gen))
+    order, n_val, sets = _fit_sets(fit_images, crops, model.input_size, gen)
     per_image = _per_image(len(fit_images) * (1 + crops))
-    basis = principal_directions(pairs, sets[0]) if max(kernels) > 1 and c > REDUCE_ABOVE else None
-    labels, ref = fit_targets
-    by_task = bool(n_val) and ref is not None
-    train, shares = _moments(pairs, sets[0], per_image, gen, kernels, basis, (50, 75) if by_task else ())
-    held = _moments(pairs, sets[1], per_image, gen, kernels, basis)[0] if n_val else None
+    basis = _basis(pairs, kernels, sets[0])
+    by_task = bool(n_val)
+    train, shares = _moments(views, sets[0], per_image, [gen], [kernels], [basis], (50, 75) if by_task else ())
+    train = train[0]
+    held = _moments(views, sets[1], per_image, [gen], [kernels], [basis])[0][0] if n_val else None
     validation, choice, curve = None, (kernels[0], ridge if ridge is not None else 0.1), None
     if by_task:  # by the task: the network finishing on the compensated held-back code
         val_images = subset(fit_images, order[:n_val])
@@ -335,36 +397,83 @@ def fit_layer(model: Model, layer: str, transform: Transform, fit_images: torch.
         m, r = scores[best_map][2], -scores[best_map][3]
         # the learning curve: the same map fitted on the first 50 and 75% of the fit pictures (copies of the sums)
         curve = {f"{share}%": round(score[0], 4) for share, score in _task_scores(
-            {share: _stitch(sums[m], r) for share, sums in shares.items()}, rest, pairs, *held_back).items()}
+            {share: _stitch(sums[0][m], r) for share, sums in shares.items()}, rest, pairs, *held_back).items()}
         curve["100%"] = round(scores[best_map][0], 4)
         shares = None  # the curve's copies go before the final solve
-    elif n_val:  # no network output to judge by (a representation without a classifier): the feature error
-        base = float(held[kernels[0]].squared_error(*held[kernels[0]].identity()).sum())
-        scores = {"identity": (1.0, 0, 0.0)}
-        for m in kernels:
-            for r in (RIDGES if ridge is None else (ridge,)):
-                err = float(held[m].squared_error(*train[m].solve(r, towards_identity=True)).sum())
-                scores[f"{m}x{m} ridge {r:g}"] = (round(err / max(base, 1e-30), 6), m, -r)
-        best = min(scores, key=scores.__getitem__)
-        validation = {k: v[0] for k, v in scores.items()}
-        choice = None if best == "identity" else (scores[best][1], -scores[best][2])
-    if choice is None:  # nothing beat the spatial inverse on the held-back images: it is the map
-        m, chosen_ridge = (1 if 1 in kernels else kernels[0]), None
-        fit = train[m].absorb(held[m]) if held is not None else train[m]
-        learned = Stitch(c, c, kernel=m).set_linear(torch.eye(c), torch.zeros(c))  # identity at the centre tap
-    else:
-        m, chosen_ridge = choice
-        fit = train[m].absorb(held[m]) if held is not None else train[m]
-        learned = _stitch(fit, chosen_ridge)
+    m, chosen_ridge, fit, learned = _chosen(train, held, kernels, choice, c)
     refined = False
     if task_epochs:
         refined = _refine(learned, pairs, fit_images, fit_targets, task_epochs, seed, progress)
     train = held = None  # the other supports' sums go before the test sums come
-    test = (_moments(pairs, test_images, _per_image(len(test_images)), gen, (m,), fit.basis)[0][m]
-            if test_images is not None
-            else Moments(c, c, m, fit.basis))
+    test = (_moments(views, test_images, _per_image(len(test_images)), [gen], [(m,)], [fit.basis])[0][0][m]
+            if test_images is not None else Moments(c, c, m, fit.basis))
     permutation = permutation_stitch(fit.correlation())
     return LayerFit(learned, permutation, chosen_ridge, refined, fit, test, m, validation, skipped, curve)
+
+
+def joint_bytes(channels: Sequence[int], kernels: Sequence[Sequence[int]]) -> int:
+    """Peak bytes of `fit_layers` fitting these (layer, transform)s in one pass, beyond what the process holds: the
+    fit and held-back sums of each one's supports, a solve's two transient copies of the widest with its solution,
+    and the network's passes."""
+    sums = [[Moments.nbytes(c, c, m, REDUCED_DIRECTIONS if c > REDUCE_ABOVE else None) for m in ms]
+            for c, ms in zip(channels, kernels)]
+    widest = max(max(x) for x in sums)
+    solution = max(8 * c * c * m * m for c, ms in zip(channels, kernels) for m in ms)
+    return 2 * sum(map(sum, sums)) + 2 * widest + solution + PASS_ALLOWANCE
+
+
+def fit_layers(model: Model, layers: Sequence[str], transforms: Sequence[Transform], fit_images: torch.Tensor,
+               test_images: torch.Tensor | None, *, crops: int = 1, ridge: float | None = None, seed: int = 0,
+               neighbourhoods: Sequence[int] = NEIGHBOURHOODS) -> dict[tuple[str, str], LayerFit]:
+    """The learned M_g at every layer for every transform, each chosen by its error on the held-back features (no
+    network output judges them: the invariance fits, a representation without a classifier), with as few passes of
+    the network as the memory budget allows: the transforms share Phi(x), and the layers' sums fill from the same
+    passes (as many (layer, transform)s at a time as `joint_bytes` fits). Returns (layer, transform label) ->
+    LayerFit; test_images None leaves `test_moments` empty."""
+    keys = [(layer, t) for layer in layers for t in transforms]
+    channels = [require_grid(model, layer).shape[0] for layer, _ in keys]
+    plans = [supports(c, neighbourhoods) for c in channels]
+    for (layer, _), c, (kernels, _) in zip(keys, channels, plans):
+        if not kernels:
+            _refuse(layer, c, neighbourhoods)
+    groups, budget = [[]], headroom_bytes()
+    for i in range(len(keys)):
+        if groups[-1] and joint_bytes([channels[j] for j in (*groups[-1], i)],
+                                      [plans[j][0] for j in (*groups[-1], i)]) > budget:
+            groups.append([])
+        groups[-1].append(i)
+    out = {}
+    for group in groups:
+        out |= _fit_jointly(model, [keys[i] for i in group], [plans[i] for i in group], fit_images, test_images,
+                            crops, ridge, seed)
+    return out
+
+
+def _fit_jointly(model: Model, keys, plans, fit_images, test_images, crops, ridge, seed) -> dict:
+    views = _Views(model, keys)
+    gen = torch.Generator().manual_seed(seed)
+    _, n_val, sets = _fit_sets(fit_images, crops, model.input_size, gen)
+    per_image = _per_image(len(fit_images) * (1 + crops))
+    kernels = [k for k, _ in plans]
+    bases = [_basis(p, k, sets[0]) for p, k in zip(views.pairs, kernels)]
+    gens = [torch.Generator().manual_seed(seed) for _ in keys]  # each (layer, transform) samples its own cells
+    train = _moments(views, sets[0], per_image, gens, kernels, bases)[0]
+    held = _moments(views, sets[1], per_image, gens, kernels, bases)[0] if n_val else [None] * len(keys)
+    fits = []
+    for p, ms, t, h in zip(views.pairs, kernels, train, held):
+        validation, choice = (_by_feature_error(t, h, ms, ridge) if h is not None
+                              else (None, (ms[0], ridge if ridge is not None else 0.1)))
+        fits.append((validation, *_chosen(t, h, ms, choice, p.shape[0])))
+    train = held = None  # the other supports' sums go before the test sums come
+    if test_images is not None:
+        tests = [sums[m] for sums, (_, m, _, fit, _) in zip(
+            _moments(views, test_images, _per_image(len(test_images)), gens, [(f[1],) for f in fits],
+                     [f[3].basis for f in fits])[0], fits)]
+    else:
+        tests = [Moments(p.shape[0], p.shape[0], f[1], f[3].basis) for p, f in zip(views.pairs, fits)]
+    return {(layer, t.label): LayerFit(learned, permutation_stitch(fit.correlation()), r, False, fit, test, m,
+                                       validation, skipped)
+            for (layer, t), (_, skipped), (validation, m, r, fit, learned), test in zip(keys, plans, fits, tests)}
 
 
 def curve_trend(curve: dict | None, held_back: int) -> str | None:
@@ -461,10 +570,11 @@ def equivariance_experiment(model: Model, layers: Sequence[str], transform: Tran
         if x.dim() != 4 or x.shape[-1] != size or x.shape[-2] != size:
             raise CnnscopeError(f"{name} images must be [N,3,{size},{size}] (the model's input size)")
     norm, net = model.preprocess.normalize, for_optimisation(model, [])
+    chunk = pictures_per_pass(net)
     with torch.no_grad():
-        ref_fit = torch.cat([net(norm(c)).cpu() for c in _chunks(fit_images)])
-        ref_test = torch.cat([net(norm(c)).cpu() for c in _chunks(test_images)])
-        g_test = torch.cat([net(norm(transform.image(c))).cpu() for c in _chunks(test_images)])
+        ref_fit = torch.cat([net(norm(c)).cpu() for c in _chunks(fit_images, chunk)])
+        ref_test = torch.cat([net(norm(c)).cpu() for c in _chunks(test_images, chunk)])
+        g_test = torch.cat([net(norm(transform.image(c))).cpu() for c in _chunks(test_images, chunk)])
     ref_pred = ref_test.argmax(1)
     baseline = {"no_transform": _metric(ref_test, test_labels, ref_pred),
                 "uncompensated": _metric(g_test, test_labels, ref_pred)}
@@ -481,7 +591,7 @@ def equivariance_experiment(model: Model, layers: Sequence[str], transform: Tran
         spatial = Stitch(c, c).set_linear(torch.eye(c), torch.zeros(c))
         logits = {"spatial_only": [], "permutation": [], "learned": []}
         with torch.no_grad():
-            for chunk in _chunks(test_images):
+            for chunk in _chunks(test_images, pairs.chunk):
                 f, h = pairs(chunk)
                 fit.test_moments.add(h, f, pairs.mask, _per_image(len(test_images)), gen)
                 for name, stitch in (("spatial_only", spatial), ("permutation", fit.permutation),
