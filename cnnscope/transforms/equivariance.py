@@ -54,7 +54,7 @@ from .ridge import RIDGES, Moments
 from .transform import Transform
 
 INVARIANCE_THRESHOLD = 0.5  # a channel is called invariant when its score reaches this
-POSITIONS = 60_000  # positions per layer to fit, and to judge a fit by (sampled evenly over images): plenty for C <= 1280
+POSITIONS = 60_000  # positions per layer to fit, and to judge a fit by (sampled evenly over images): plenty, C <= 1280
 NEIGHBOURHOODS = (1, 3)  # the candidate supports m of M_g (the spatial inverse alone is always a candidate; 5x5 did
 # not beat 3x3 on Lite0 at any stage, so it is asked for with --neighbourhood 1,3,5)
 MAX_NEIGHBOURHOOD = 9  # the largest support one may ask for: its sums grow as m^4 (the budget skips what is over)
