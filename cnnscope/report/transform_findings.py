@@ -249,7 +249,8 @@ class StitchingFinding(FindingJob):
     def compute(self, a: Model, b: Model, random_a: Model) -> FindingResult:
         data = _split(a, self.images, self.limit, self.seed)
         r = stitch_experiment(a, b, list(self.layers), *data, StitchFit(self.epochs, seed=self.seed, progress=False))
-        null = stitch_experiment(random_a, b, list(self.layers), *data, StitchFit(0, seed=self.seed, progress=False))
+        null = stitch_experiment(random_a, b, list(self.layers), *data,  # the null's regression map alone
+                                 StitchFit(0, seed=self.seed, progress=False, compare=False))
         key = "top1_error" if data[3] is not None else "disagreement_with_b"
         b_error = r["baseline"]["B"][key]
         rows = []

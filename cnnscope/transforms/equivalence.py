@@ -97,8 +97,10 @@ class StreamedFeatures:
 
     @classmethod
     def at(cls, model: Model, layer: str, images: torch.Tensor) -> StreamedFeatures:
-        """`model`'s activations at `layer`."""
-        return cls(lambda x: features(model, layer, model.preprocess.normalize(x)), images)
+        """`model`'s activations at `layer` (computed with its BatchNorms folded, unless `layer` is a folded
+        convolution: the same values to float precision, in 0.74x the time)."""
+        folded = for_optimisation(model, [layer])
+        return cls(lambda x: features(folded, layer, folded.preprocess.normalize(x)), images)
 
     def dim(self) -> int:
         return len(self.shape)
@@ -330,6 +332,8 @@ class StitchFit:
         Seeds the random stitch and the task training.
     progress : bool
         Show progress bars.
+    compare : bool
+        Also the naive, random and permutation stitches (False: the learned ones alone, e.g. for a null model).
     """
 
     task_epochs: int = 8
@@ -338,6 +342,7 @@ class StitchFit:
     batchnorm: bool = False
     seed: int = 0
     progress: bool = True
+    compare: bool = True
 
 
 # the networks' passes over a chunk of pictures and their features (measured: 0.86 GB in all for Lite0 -> Lite1
@@ -389,9 +394,9 @@ def stitch_experiment(model_a: Model, model_b: Model, layers: Sequence[str | tup
     check_fits(model_a, model_b, layers, how.kernel, how.task_epochs)
 
     def logits(model, x):
+        net, step = for_optimisation(model, []), pictures_per_pass(model)
         with torch.no_grad():
-            step = pictures_per_pass(model)
-            return torch.cat([model(model.preprocess.normalize(x[i:i + step])).cpu() for i in range(0, len(x), step)])
+            return torch.cat([net(model.preprocess.normalize(x[i:i + step])).cpu() for i in range(0, len(x), step)])
 
     a_logits, b_fit_logits, b_logits = logits(model_a, test_images), logits(model_b, fit_images), \
         logits(model_b, test_images)
@@ -406,11 +411,12 @@ def stitch_experiment(model_a: Model, model_b: Model, layers: Sequence[str | tup
         rest = RestOfNetwork(model_b, lb)
         row = {"layer_a": la, "layer_b": lb, "shape_a": list(fa_fit.shape[1:]), "shape_b": list(fb_fit.shape[1:])}
         stitches: dict[str, nn.Module] = {}
-        if fa_fit.shape[1:] == fb_fit.shape[1:]:
+        if how.compare and fa_fit.shape[1:] == fb_fit.shape[1:]:
             stitches["naive"] = identity_stitch(fa_fit, fb_fit)
-        stitches["random"] = random_stitch(fa_fit, fb_fit, how.seed, how.resample)
+        if how.compare:
+            stitches["random"] = random_stitch(fa_fit, fb_fit, how.seed, how.resample)
         reg = fit_regression(fa_fit, fb_fit, resample=how.resample, kernel=how.kernel)
-        if fa_fit.shape[1] == fb_fit.shape[1]:
+        if how.compare and fa_fit.shape[1] == fb_fit.shape[1]:
             stitches["permutation"] = (fit_permutation(fa_fit, fb_fit, how.resample) if reg.correlation is None
                                        else permutation_stitch(reg.correlation, reg.out_hw))
         stitches["regression"] = reg
