@@ -55,6 +55,7 @@ class SelectivityFinding(FindingJob):
     neurons: int = 4
     seed: int = 0
     kind = "finding-deconvnet-selectivity"
+    cost = 35.0
 
     def compute(self, model: Model) -> FindingResult:
         images = stream_images(self.images, self.limit)
@@ -78,6 +79,7 @@ class ImageInformationFinding(FindingJob):
     small_epochs: int = 1
     seed: int = 0
     kind = "finding-deconvnet-image-information"
+    cost = 15.0
 
     def compute(self, model: Model) -> FindingResult:
         images = load_images(self.images, self.limit)
@@ -119,6 +121,7 @@ class PriorFinding(FindingJob):
     iters: int = 200
     seed: int = 0
     kind = "finding-prior"
+    cost = 20.0
 
     def compute(self, model: Model) -> FindingResult:
         measured, pictures, captions = {}, [], []
@@ -150,6 +153,7 @@ class InversionDepthFinding(FindingJob):
     iters: int = 200
     seed: int = 0
     kind = "finding-inversion-depth"
+    cost = 90.0
 
     def compute(self, model: Model) -> FindingResult:
         rows, pictures, captions = [], [], []
@@ -190,6 +194,7 @@ class HogRotationFinding(FindingJob):
     limit: int = 12
     seed: int = 0
     kind = "finding-hog-rotation"
+    cost = 2.0
 
     def compute(self, model: Model) -> FindingResult:
         inner = plan_feature_equivariance(self.model, "rotate:45", images=self.images, limit=self.limit, fit=0.75,

@@ -79,7 +79,7 @@ class EquivarianceFinding(FindingJob):
     # takes for the test sets to judge JUDGED pictures in all, at most MAX_SPLITS
     splits: int | None = None
     kind = "finding-equivariance"
-    cost = 10.0
+    cost = 540.0
 
     def compute(self, model: Model) -> FindingResult:
         runs, splits = [], self.splits
@@ -186,7 +186,7 @@ class InvarianceFinding(FindingJob):
     crops: int | None = None
     seed: int = 0
     kind = "finding-invariance"
-    cost = 5.0
+    cost = 185.0
 
     def compute(self, model: Model) -> FindingResult:
         fit_x, test_x, _, _ = _split(model, self.images, self.limit, self.seed)
@@ -240,7 +240,7 @@ class StitchingFinding(FindingJob):
     epochs: int = 0
     seed: int = 0
     kind = "finding-stitching"
-    cost = 4.0
+    cost = 530.0
 
     def models(self) -> tuple[ModelSpec, ...]:
         return (self.model, self.other, ModelSpec(self.model.name, self.model.weights, True, self.seed,
@@ -325,6 +325,7 @@ class SeedsFinding(SmallNetsFinding):
     with a permutation p-value, per block."""
 
     kind = "finding-seeds"
+    cost = 110.0
 
     def compute(self) -> FindingResult:
         data = _small_pairs(self.n_images)
@@ -368,6 +369,7 @@ class DataFinding(SmallNetsFinding):
     """A network trained on textures stitched into one trained on shapes: stitching error per block."""
 
     kind = "finding-data"
+    cost = 90.0
 
     def compute(self) -> FindingResult:
         data = _small_pairs(self.n_images)
