@@ -17,8 +17,9 @@ peak (`fit_bytes`: the sums of every candidate, twice, a solve's two copies and 
 before any sum is allocated and kept within the one memory budget (`--max-memory`, less what the process already
 holds): the widest supports that do not fit are left out, and the row says so. Pictures and features are streamed a
 chunk at a time (the image set itself lives in a temporary file, `data.ImageSet`), so memory does not grow with the
-number of images. The support m (of `neighbourhoods`) and the ridge are then **chosen by the task**: the top-1 error
-(with labels; else disagreement with the untransformed prediction, cross-entropy breaking ties) of the network
+number of images; without a task to judge by, `fit_layers` fills the sums of several layers and transforms from the
+same passes of the network. The support m (of `neighbourhoods`) and the ridge are then **chosen by the task**: the
+top-1 error (with labels; else disagreement with the untransformed prediction, cross-entropy breaking ties) of the network
 finishing on the compensated code of a held-back fifth of the fit images, with the spatial inverse alone among the
 candidates — so the reported map is never worse than it on that split, and where nothing beats it the row says so.
 Optionally the map is then refined by the network's own loss (kept only if that lowers the held-back loss).
