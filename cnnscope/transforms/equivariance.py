@@ -19,9 +19,9 @@ holds): the widest supports that do not fit are left out, and the row says so. P
 chunk at a time (the image set itself lives in a temporary file, `data.ImageSet`), so memory does not grow with the
 number of images; without a task to judge by, `fit_layers` fills the sums of several layers and transforms from the
 same passes of the network. The support m (of `neighbourhoods`) and the ridge are then **chosen by the task**: the
-top-1 error (with labels; else disagreement with the untransformed prediction, cross-entropy breaking ties) of the network
-finishing on the compensated code of a held-back fifth of the fit images, with the spatial inverse alone among the
-candidates — so the reported map is never worse than it on that split, and where nothing beats it the row says so.
+top-1 error (with labels; else disagreement with the untransformed prediction, cross-entropy breaking ties) of the
+network finishing on the compensated code of a held-back fifth of the fit images, with the spatial inverse alone among
+the candidates — so the reported map is never worse than it on that split, and where nothing beats it the row says so.
 Optionally the map is then refined by the network's own loss (kept only if that lowers the held-back loss).
 Invariance is read off M_g: a channel is invariant when its row is the identity at the centre tap and zero
 elsewhere, scored per channel as the share of its (variance-weighted) row on its own centre tap times the fraction
