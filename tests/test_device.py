@@ -105,9 +105,9 @@ def test_equivariance_fit_stays_on_the_models_device(meta_model):
     x = torch.rand(10, 3, 224, 224)
     # features of x and gx, the spatial inverse on the layer's grid, crops and the regression sums of every
     # candidate support all run on the device; the first value read back is the held-back error that chooses
-    # among the candidates (in fit_layer)
+    # among the candidates (without a task to judge by: in _by_feature_error)
     assert _until_read_back(lambda: fit_layer(meta_model, "stage4", Transform.parse("vflip"), x[:6], x[6:],
-                                              (None, None), crops=1)) == "fit_layer"
+                                              (None, None), crops=1)) == "_by_feature_error"
 
 
 def test_mixed_precision_runs_on_the_cpu_and_stays_close():
